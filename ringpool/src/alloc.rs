@@ -1,0 +1,406 @@
+//! The lease allocator: a buddy allocator over the pool's segments.
+//!
+//! Blocks are powers of two of the lease alignment (4 KiB unless told
+//! otherwise), at most one segment. Every segment is the root of its own
+//! buddy tree (a shorter last segment is split into power-of-two roots), so a
+//! block never straddles two segments and two buddies never merge across a
+//! segment boundary. Free blocks of each order sit in an ordered set and the
+//! lowest address is taken first, which keeps the high addresses free for
+//! large leases.
+//!
+//! The state lives behind one mutex; blocked [`alloc`](crate::IoMemory::alloc)
+//! callers wait on a condition variable, futures register wakers under the
+//! same lock, so a free can never be missed.
+
+use std::collections::BTreeSet;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+/// A granted block: only [`Buddy`] creates one, so two live grants never overlap.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    offset: u64,
+    order: u32,
+    len: usize,
+}
+
+impl Grant {
+    /// Offset of the block in the pool.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// Usable bytes (the request rounded up to the alignment).
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Allocator statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocStats {
+    /// Bytes the pool can lease.
+    pub capacity: u64,
+    /// Bytes leased now (each lease rounded up to the alignment).
+    pub bytes_in_use: u64,
+    /// Bytes of the buddy blocks backing them (powers of two).
+    pub block_bytes: u64,
+    /// Leases outstanding now.
+    pub leases: u64,
+    /// Highest `bytes_in_use` seen.
+    pub peak_bytes: u64,
+    /// Leases granted since the pool was created.
+    pub total_leases: u64,
+    /// `try_alloc` calls that found no block.
+    pub failed: u64,
+    /// The largest block free now.
+    pub largest_free: u64,
+}
+
+/// The pure buddy state: no locking, no memory, just offsets.
+#[derive(Debug)]
+pub(crate) struct Buddy {
+    /// log2 of the smallest block (the alignment).
+    min_shift: u32,
+    /// log2 of the segment size.
+    seg_shift: u32,
+    /// Free block offsets, per order (block = 1 << (min_shift + order)).
+    free: Vec<BTreeSet<u64>>,
+    stats: AllocStats,
+}
+
+impl Buddy {
+    /// A buddy over `len` bytes in segments of `1 << seg_shift`, smallest
+    /// block `1 << min_shift`. Bytes past the last whole block are unused.
+    pub(crate) fn new(len: u64, seg_shift: u32, min_shift: u32) -> Buddy {
+        assert!(min_shift <= seg_shift, "alignment larger than a segment");
+        let max_order = seg_shift - min_shift;
+        let mut b = Buddy {
+            min_shift,
+            seg_shift,
+            free: vec![BTreeSet::new(); max_order as usize + 1],
+            stats: AllocStats::default(),
+        };
+        b.add_range(0, len);
+        b
+    }
+
+    /// Adds `[start, start + len)` (start a multiple of the segment size) as
+    /// free roots: whole segments, then the tail as descending powers of two.
+    pub(crate) fn add_range(&mut self, start: u64, len: u64) {
+        debug_assert_eq!(start & ((1 << self.seg_shift) - 1), 0);
+        let mut at = start;
+        let end = start + (len & !((1u64 << self.min_shift) - 1));
+        while at < end {
+            let remaining = end - at;
+            let mut order = self.max_order();
+            while (1u64 << (self.min_shift + order)) > remaining {
+                order -= 1;
+            }
+            self.free[order as usize].insert(at);
+            self.stats.capacity += 1 << (self.min_shift + order);
+            at += 1 << (self.min_shift + order);
+        }
+    }
+
+    fn max_order(&self) -> u32 {
+        self.seg_shift - self.min_shift
+    }
+
+    /// Bytes in the smallest block.
+    pub(crate) fn alignment(&self) -> u64 {
+        1 << self.min_shift
+    }
+
+    /// The order of the block that holds `len` bytes, if one can.
+    fn order_for(&self, len: u64) -> Option<u32> {
+        let blocks = len.max(1).div_ceil(1 << self.min_shift);
+        let order = blocks.next_power_of_two().trailing_zeros();
+        (order <= self.max_order()).then_some(order)
+    }
+
+    /// `len` rounded up to the alignment.
+    pub(crate) fn round(&self, len: u64) -> u64 {
+        len.max(1).div_ceil(self.alignment()) * self.alignment()
+    }
+
+    /// Takes a block for `len` bytes, anywhere, or in one segment.
+    pub(crate) fn alloc(&mut self, len: usize, segment: Option<u32>) -> Option<Grant> {
+        let rounded = self.round(len as u64);
+        let want = self.order_for(rounded)?;
+        let range = segment.map(|s| {
+            let base = (s as u64) << self.seg_shift;
+            base..base + (1 << self.seg_shift)
+        });
+        let (mut order, offset) = (want..=self.max_order()).find_map(|o| {
+            let set = &self.free[o as usize];
+            let first = match &range {
+                Some(r) => set.range(r.clone()).next().copied(),
+                None => set.first().copied(),
+            };
+            first.map(|off| (o, off))
+        })?;
+        self.free[order as usize].remove(&offset);
+        // Split down, keeping the lower half and freeing the upper halves.
+        while order > want {
+            order -= 1;
+            self.free[order as usize].insert(offset + (1 << (self.min_shift + order)));
+        }
+        let s = &mut self.stats;
+        s.bytes_in_use += rounded;
+        s.block_bytes += 1 << (self.min_shift + want);
+        s.leases += 1;
+        s.total_leases += 1;
+        s.peak_bytes = s.peak_bytes.max(s.bytes_in_use);
+        Some(Grant { offset, order: want, len: rounded as usize })
+    }
+
+    /// Returns a block, merging it with its free buddies.
+    pub(crate) fn free(&mut self, grant: Grant) {
+        let Grant { mut offset, mut order, len } = grant;
+        let s = &mut self.stats;
+        s.bytes_in_use -= len as u64;
+        s.block_bytes -= 1 << (self.min_shift + order);
+        s.leases -= 1;
+        while order < self.max_order() {
+            // Segment bases are multiples of the segment size, so the buddy
+            // is the XOR of the block size on the pool offset.
+            let buddy = offset ^ (1 << (self.min_shift + order));
+            if !self.free[order as usize].remove(&buddy) {
+                break;
+            }
+            offset = offset.min(buddy);
+            order += 1;
+        }
+        self.free[order as usize].insert(offset);
+    }
+
+    fn largest_free(&self) -> u64 {
+        (0..=self.max_order())
+            .rev()
+            .find(|&o| !self.free[o as usize].is_empty())
+            .map_or(0, |o| 1 << (self.min_shift + o))
+    }
+
+    pub(crate) fn stats(&self) -> AllocStats {
+        AllocStats { largest_free: self.largest_free(), ..self.stats }
+    }
+
+    /// Every free block, as (offset, size), sorted: for invariant checks.
+    #[cfg(test)]
+    pub(crate) fn free_blocks(&self) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = self
+            .free
+            .iter()
+            .enumerate()
+            .flat_map(|(o, set)| set.iter().map(move |&off| (off, 1u64 << (self.min_shift + o as u32))))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+struct State {
+    buddy: Buddy,
+    wakers: Vec<Waker>,
+}
+
+/// The thread-safe allocator: the buddy plus the waiting machinery.
+pub(crate) struct Allocator {
+    state: Mutex<State>,
+    freed: Condvar,
+}
+
+impl std::fmt::Debug for Allocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allocator").field("stats", &self.stats()).finish()
+    }
+}
+
+impl Allocator {
+    pub(crate) fn new(buddy: Buddy) -> Allocator {
+        Allocator { state: Mutex::new(State { buddy, wakers: Vec::new() }), freed: Condvar::new() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the buddy half-updated
+        // in a way that matters more than losing the pool, so poison is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn try_alloc(&self, len: usize, segment: Option<u32>) -> Option<Grant> {
+        let mut st = self.lock();
+        let g = st.buddy.alloc(len, segment);
+        if g.is_none() {
+            st.buddy.stats.failed += 1;
+        }
+        g
+    }
+
+    /// Waits up to `timeout` (forever with `None`) for a block.
+    pub(crate) fn alloc_wait(&self, len: usize, timeout: Option<Duration>) -> Option<Grant> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.lock();
+        loop {
+            if let Some(g) = st.buddy.alloc(len, None) {
+                return Some(g);
+            }
+            st = match deadline {
+                None => self.freed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    self.freed.wait_timeout(st, d - now).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
+        }
+    }
+
+    /// One poll of an async allocation: a block, or the waker is kept.
+    pub(crate) fn poll_alloc(&self, len: usize, waker: &Waker) -> Option<Grant> {
+        let mut st = self.lock();
+        if let Some(g) = st.buddy.alloc(len, None) {
+            return Some(g);
+        }
+        if !st.wakers.iter().any(|w| w.will_wake(waker)) {
+            st.wakers.push(waker.clone());
+        }
+        None
+    }
+
+    pub(crate) fn release(&self, grant: Grant) {
+        let wakers = {
+            let mut st = self.lock();
+            st.buddy.free(grant);
+            std::mem::take(&mut st.wakers)
+        };
+        self.freed.notify_all();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn stats(&self) -> AllocStats {
+        self.lock().buddy.stats()
+    }
+
+    pub(crate) fn with_buddy<R>(&self, f: impl FnOnce(&mut Buddy) -> R) -> R {
+        f(&mut self.lock().buddy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const K4: u32 = 12;
+
+    #[test]
+    fn rounds_to_alignment_and_splits_lowest_first() {
+        let mut b = Buddy::new(1 << 20, 20, K4);
+        let a = b.alloc(1, None).unwrap();
+        assert_eq!((a.offset, a.len), (0, 4096));
+        let c = b.alloc(5000, None).unwrap();
+        assert_eq!((c.offset, c.len), (8192, 8192));
+        assert_eq!(b.stats().bytes_in_use, 4096 + 8192);
+        b.free(a);
+        b.free(c);
+        assert_eq!(b.free_blocks(), vec![(0, 1 << 20)]);
+        assert_eq!(b.stats().bytes_in_use, 0);
+    }
+
+    #[test]
+    fn exhaustion_then_reuse() {
+        let mut b = Buddy::new(64 << 10, 16, K4);
+        let all: Vec<_> = (0..16).map(|_| b.alloc(4096, None).unwrap()).collect();
+        assert!(b.alloc(4096, None).is_none());
+        for g in all {
+            b.free(g);
+        }
+        assert!(b.alloc(64 << 10, None).is_some());
+    }
+
+    #[test]
+    fn never_merges_across_segments() {
+        // Two segments of 64 KiB: no 128 KiB block exists.
+        let mut b = Buddy::new(128 << 10, 16, K4);
+        assert!(b.alloc(128 << 10, None).is_none());
+        let g = b.alloc(64 << 10, Some(1)).unwrap();
+        assert_eq!(g.offset, 64 << 10);
+    }
+
+    #[test]
+    fn short_last_segment_uses_its_whole_tail() {
+        // 1 segment of 64 KiB plus a 28 KiB tail: 16 + 4 + 2 + 1 blocks of 4 KiB.
+        let mut b = Buddy::new((64 + 28) << 10, 16, K4);
+        assert_eq!(b.stats().capacity, (64 + 28) << 10);
+        let mut n = 0;
+        while b.alloc(4096, None).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 23);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Alloc(usize, Option<u32>),
+        Free(usize),
+    }
+
+    fn steps() -> impl Strategy<Value = Vec<Step>> {
+        prop::collection::vec(
+            prop_oneof![
+                3 => (1usize..(300 << 10), prop::option::of(0u32..4)).prop_map(|(l, s)| Step::Alloc(l, s)),
+                2 => any::<prop::sample::Index>().prop_map(|i| Step::Free(i.index(1 << 16))),
+            ],
+            1..200,
+        )
+    }
+
+    proptest! {
+        /// No lease straddles a segment, leases never overlap, the stats add
+        /// up, and after every lease is returned the pool is whole again.
+        #[test]
+        fn leases_are_disjoint_and_stay_in_one_segment(len_kib in 1u64..1200, seg_shift in 14u32..19, ops in steps()) {
+            let len = len_kib << 10;
+            let mut b = Buddy::new(len, seg_shift, K4);
+            let initial = b.free_blocks();
+            let mut live: Vec<Grant> = Vec::new();
+            for op in ops {
+                match op {
+                    Step::Alloc(l, seg) => {
+                        if let Some(g) = b.alloc(l, seg) {
+                            prop_assert!(g.len as u64 >= l as u64 && g.len % 4096 == 0);
+                            let start = g.offset;
+                            let end = start + g.len as u64;
+                            prop_assert!(end <= len);
+                            prop_assert_eq!(start >> seg_shift, (end - 1) >> seg_shift, "lease straddles a segment");
+                            if let Some(s) = seg { prop_assert_eq!(start >> seg_shift, s as u64); }
+                            for o in &live {
+                                let (os, oe) = (o.offset, o.offset + (1u64 << (K4 + o.order)));
+                                let be = start + (1u64 << (K4 + g.order));
+                                prop_assert!(be <= os || start >= oe, "overlap");
+                            }
+                            live.push(g);
+                        }
+                    }
+                    Step::Free(i) => {
+                        if !live.is_empty() {
+                            let g = live.swap_remove(i % live.len());
+                            b.free(g);
+                        }
+                    }
+                }
+                let used: u64 = live.iter().map(|g| g.len as u64).sum();
+                prop_assert_eq!(b.stats().bytes_in_use, used);
+                prop_assert_eq!(b.stats().leases, live.len() as u64);
+            }
+            for g in live.drain(..) { b.free(g); }
+            prop_assert_eq!(b.free_blocks(), initial);
+            prop_assert_eq!(b.stats().bytes_in_use, 0);
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The floor: the same registration and clone made with the bare io-uring
+//! crate, no ringpool code around them, so that benchmarks can show
+//! ringpool's overhead as a ratio.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::IoUring;
+
+use crate::error::{Error, Result};
+use crate::memory::IoMemory;
+
+/// A bare io-uring ring holding a registration of a pool prefix.
+pub struct RawTable {
+    ring: IoUring,
+    _memory: IoMemory,
+}
+
+impl std::fmt::Debug for RawTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawTable").field("fd", &self.ring.as_raw_fd()).finish()
+    }
+}
+
+impl Drop for RawTable {
+    fn drop(&mut self) {
+        // Unpin synchronously (see BufferTable's Drop).
+        let _ = self.ring.submitter().unregister_buffers();
+    }
+}
+
+impl RawTable {
+    /// The ring fd, a clone source.
+    pub fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+}
+
+/// `IoUring::new` + `register_buffers` of the first `entries` segments,
+/// timed around exactly those two calls (the iovecs are built before).
+///
+/// # Errors
+/// [`Error::Io`] with the raw errno.
+pub fn register(memory: &IoMemory, entries: u16) -> Result<(RawTable, Duration)> {
+    let ranges = crate::table::segment_ranges(memory, entries.min(memory.segments().len() as u16));
+    let (ring, took) = crate::sys::uring::raw_register_timed(&memory.shared.mapping, &ranges)
+        .map_err(|e| Error::os("raw register", e))?;
+    Ok((RawTable { ring, _memory: memory.clone() }, took))
+}
+
+/// Builds a SINGLE_ISSUER | DEFER_TASKRUN ring of `entries` with the bare
+/// crate, then times only `register_buffers_clone(src_fd)` on it.
+///
+/// # Errors
+/// [`Error::Io`] with the raw errno.
+pub fn clone_into_fresh_ring(src_fd: RawFd, entries: u32) -> Result<Duration> {
+    let ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(entries * 2)
+        .build(entries)
+        .map_err(|e| Error::os("raw io_uring_setup", e))?;
+    let t = Instant::now();
+    ring.submitter().register_buffers_clone(src_fd).map_err(|e| Error::os("raw clone", e))?;
+    let took = t.elapsed();
+    let _ = ring.submitter().unregister_buffers();
+    Ok(took)
+}

@@ -1,0 +1,415 @@
+//! The crate's one error type.
+//!
+//! Every errno that `io_uring_register(2)` can return for buffer
+//! registration and cloning maps to its own variant, whose message says what
+//! happened and what to do about it.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::memory::PageKind;
+use crate::units::Bytes;
+
+/// Result alias with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which quantity of an I/O request broke the O_DIRECT alignment rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlignmentOf {
+    /// The file offset.
+    Offset,
+    /// The length of the transfer.
+    Length,
+    /// The memory address of the buffer.
+    Memory,
+}
+
+impl std::fmt::Display for AlignmentOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AlignmentOf::Offset => "file offset",
+            AlignmentOf::Length => "length",
+            AlignmentOf::Memory => "memory address",
+        })
+    }
+}
+
+/// Everything that can go wrong in ringpool.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument is out of its valid range.
+    #[error("invalid {what} {value}: {reason}")]
+    InvalidArgument {
+        /// The parameter (`"pool size"`, `"ring depth"`, ...).
+        what: &'static str,
+        /// The value given, as text.
+        value: String,
+        /// What would be valid.
+        reason: String,
+    },
+
+    /// The pool would need more than the 16384 entries a table can hold.
+    #[error(
+        "a pool of {size} in segments of {segment} needs {segments} segments, but a buffer table holds at most 16384: \
+         use a larger segment size (at most 1 GiB) or a smaller pool"
+    )]
+    TooManySegments {
+        /// Pool size in bytes.
+        size: Bytes,
+        /// Segment size in bytes.
+        segment: Bytes,
+        /// Segments needed.
+        segments: u64,
+    },
+
+    /// Not enough free hugetlb pages of the requested size.
+    #[error(
+        "{page} huge pages: the pool needs {needed} but only {free} are free: reserve them as root with \
+         `echo {want_total} > {sysfs}` (or pass --reserve to the ringpool command), or choose another page size"
+    )]
+    HugePagesUnavailable {
+        /// The page size asked for.
+        page: PageKind,
+        /// Pages the pool needs.
+        needed: u64,
+        /// Pages free (and not reserved by other mappings) now.
+        free: u64,
+        /// The value to write to `sysfs` so that enough are free.
+        want_total: u64,
+        /// The sysfs file that sets the pool of this page size.
+        sysfs: PathBuf,
+    },
+
+    /// The kernel or the machine offers no such page size.
+    #[error("{page} pages are not available here: {reason}")]
+    PageSizeUnavailable {
+        /// The page size asked for.
+        page: PageKind,
+        /// Why.
+        reason: String,
+    },
+
+    /// More memory than the machine has available.
+    #[error(
+        "the pool needs {needed} but the machine has only {available} available (MemAvailable): use a smaller pool"
+    )]
+    InsufficientMemory {
+        /// Bytes asked for.
+        needed: Bytes,
+        /// Bytes available.
+        available: Bytes,
+    },
+
+    /// Registration would exceed `RLIMIT_MEMLOCK` (ENOMEM from register).
+    #[error(
+        "{op}: RLIMIT_MEMLOCK is {limit}, the table needs {needed}: raise it (ulimit -l, LimitMEMLOCK= in a systemd \
+         unit, memlock in limits.conf) or run with CAP_IPC_LOCK"
+    )]
+    MemlockLimit {
+        /// The operation.
+        op: &'static str,
+        /// The current soft limit.
+        limit: Bytes,
+        /// The bytes the registration pins.
+        needed: Bytes,
+    },
+
+    /// A SINGLE_ISSUER ring was used by a thread other than its submitter (EEXIST).
+    #[error(
+        "{op}: the ring was set up SINGLE_ISSUER and this thread is not its submitter: make register and clone calls \
+         from the thread that created the ring, and clone from a BufferTable, whose template ring is not SINGLE_ISSUER"
+    )]
+    SingleIssuer {
+        /// The operation.
+        op: &'static str,
+    },
+
+    /// The destination ring already holds a buffer table (EBUSY).
+    #[error(
+        "clone: the destination ring already holds a buffer table: clone into a fresh ring, or replace a range \
+         with CloneRange::replace (DST_REPLACE, Linux 6.13+)"
+    )]
+    TableAlreadyPresent,
+
+    /// The source ring has no registered buffers (ENXIO).
+    #[error("clone: the source ring has no registered buffers: register the pool on it first (BufferTable::register)")]
+    EmptySource,
+
+    /// The clone range lies outside the source or destination table (EOVERFLOW, or EINVAL for the range).
+    #[error(
+        "clone: range out of bounds: src_off {src_off} + nr {nr} must lie inside the source table of {source_len} \
+         entries, and dst_off {dst_off} + nr inside 16384"
+    )]
+    RangeOutOfBounds {
+        /// First source entry.
+        src_off: u32,
+        /// First destination entry.
+        dst_off: u32,
+        /// Entries asked for (0 = all).
+        nr: u32,
+        /// Entries in the source table.
+        source_len: u32,
+    },
+
+    /// The rings belong to different processes or accounting users (EINVAL).
+    #[error(
+        "clone: the source ring belongs to another process or accounting user (a forked child cannot clone its \
+         parent's table; rings created with and without CAP_IPC_LOCK cannot share one): create the table in this process"
+    )]
+    CrossProcess,
+
+    /// The kernel lacks a feature (EINVAL for an unknown register opcode, ENOSYS).
+    #[error("{feature} needs Linux {needed} or newer; this kernel is {kernel}")]
+    KernelTooOld {
+        /// The feature.
+        feature: &'static str,
+        /// First kernel version that has it.
+        needed: &'static str,
+        /// `uname -r`.
+        kernel: String,
+    },
+
+    /// io_uring cannot be set up in this process.
+    #[error("io_uring is unavailable: {reason}")]
+    IoUringUnavailable {
+        /// ENOSYS, EPERM and what causes them here.
+        reason: String,
+        /// The errno from io_uring_setup.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A segment is not memory the kernel can register (EFAULT).
+    #[error("{op}: the kernel cannot pin the pool's memory (EFAULT): {hint}")]
+    BadAddress {
+        /// The operation.
+        op: &'static str,
+        /// Likely cause.
+        hint: &'static str,
+    },
+
+    /// A lease larger than one segment was asked for.
+    #[error("a lease of {requested} is larger than a segment ({segment}); no lease may straddle two segments")]
+    LeaseTooLarge {
+        /// Bytes asked for.
+        requested: Bytes,
+        /// Segment size.
+        segment: Bytes,
+    },
+
+    /// No free block large enough (from `try_alloc`).
+    #[error("pool exhausted: no free block of {requested} ({in_use} of {capacity} leased)")]
+    PoolExhausted {
+        /// Bytes asked for (rounded to the alignment).
+        requested: Bytes,
+        /// Bytes leased now.
+        in_use: Bytes,
+        /// Pool capacity.
+        capacity: Bytes,
+    },
+
+    /// A wait ran out of time.
+    #[error("timed out after {waited:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        waited: std::time::Duration,
+    },
+
+    /// An O_DIRECT request is not aligned.
+    #[error("{op} on {path}: {what} {value} is not a multiple of {align} (O_DIRECT alignment of this file)")]
+    Misaligned {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Offset, length or memory.
+        what: AlignmentOf,
+        /// The offending value.
+        value: u64,
+        /// The alignment needed.
+        align: u32,
+    },
+
+    /// A read or write of zero bytes.
+    #[error("{op} on {path}: zero-length request")]
+    ZeroLength {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A read starting at or past the end of the file.
+    #[error("read on {path}: offset {offset} is at or past the end of the file ({size} bytes)")]
+    PastEndOfFile {
+        /// The file.
+        path: PathBuf,
+        /// Requested offset.
+        offset: u64,
+        /// File size.
+        size: u64,
+    },
+
+    /// The file was opened without the access the op needs.
+    #[error("{op} on {path}: the file was opened without {access} access")]
+    NotPermitted {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// `"read"` or `"write"`.
+        access: &'static str,
+    },
+
+    /// The file was closed with [`crate::DirectFile::close`].
+    #[error("{op} on {path}: the file is closed")]
+    FileClosed {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// O_DIRECT is required but the file system refuses it.
+    #[error(
+        "open {path}: O_DIRECT is not supported here ({source}); use DirectIo::Optional to fall back to buffered I/O"
+    )]
+    DirectIoUnsupported {
+        /// The file.
+        path: PathBuf,
+        /// The open error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A buffer from another pool, or outside this ring's table.
+    #[error("{op}: {reason}")]
+    ForeignBuffer {
+        /// The operation.
+        op: &'static str,
+        /// Which rule the buffer broke.
+        reason: String,
+    },
+
+    /// The pool is shutting down or shut down.
+    #[error("the IoPool is shut down; no new operations are accepted")]
+    ShutDown,
+
+    /// A worker died before completing the operation.
+    #[error("the operation was lost: {0}")]
+    Lost(String),
+
+    /// Any other OS error, with the operation and, where known, the file and offset.
+    #[error("{op}{}{}: {source}", path.as_ref().map(|p| format!(" on {}", p.display())).unwrap_or_default(), offset.map(|o| format!(" at offset {o}")).unwrap_or_default())]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The file, if any.
+        path: Option<PathBuf>,
+        /// The file offset, if any.
+        offset: Option<u64>,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] without file context.
+    pub(crate) fn os(op: &'static str, source: io::Error) -> Error {
+        Error::Io { op, path: None, offset: None, source }
+    }
+
+    /// The raw OS error number, where there is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. }
+            | Error::IoUringUnavailable { source, .. }
+            | Error::DirectIoUnsupported { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn invalid(what: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument { what, value: value.to_string(), reason: reason.into() }
+    }
+}
+
+/// Maps the errno of `IORING_REGISTER_BUFFERS` to an [`Error`].
+pub(crate) fn register_error(op: &'static str, err: io::Error, needed: u64) -> Error {
+    match err.raw_os_error() {
+        // The pages would exceed RLIMIT_MEMLOCK (the task lacks CAP_IPC_LOCK).
+        Some(libc::ENOMEM) => match crate::sys::os::memlock_limit() {
+            Ok(Some(limit)) if !crate::probe::has_cap_ipc_lock() => {
+                Error::MemlockLimit { op, limit: Bytes(limit), needed: Bytes(needed) }
+            }
+            _ => Error::os(op, err),
+        },
+        // An entry is larger than 1 GiB, or the memory is file-backed / not mapped.
+        Some(libc::EFAULT) => {
+            Error::BadAddress { op, hint: "every segment must be anonymous, hugetlb or shmem memory of at most 1 GiB" }
+        }
+        // SINGLE_ISSUER ring used from another thread.
+        Some(libc::EEXIST) => Error::SingleIssuer { op },
+        // The ring already has a table.
+        Some(libc::EBUSY) => Error::TableAlreadyPresent,
+        _ => Error::os(op, err),
+    }
+}
+
+/// What a clone asked for, to interpret the kernel's answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CloneRequest {
+    pub src_off: u32,
+    pub dst_off: u32,
+    pub nr: u32,
+    pub source_len: u32,
+}
+
+/// Maps the errno of `IORING_REGISTER_CLONE_BUFFERS` to an [`Error`], in the
+/// order the kernel checks them (see KERNEL.md).
+pub(crate) fn clone_error(err: io::Error, req: CloneRequest) -> Error {
+    let range = || Error::RangeOutOfBounds {
+        src_off: req.src_off,
+        dst_off: req.dst_off,
+        nr: req.nr,
+        source_len: req.source_len,
+    };
+    match err.raw_os_error() {
+        // A SINGLE_ISSUER source or destination, and we are not its submitter.
+        Some(libc::EEXIST) => Error::SingleIssuer { op: "clone" },
+        // The destination has a table and DST_REPLACE was not given.
+        Some(libc::EBUSY) => Error::TableAlreadyPresent,
+        // The source table is empty.
+        Some(libc::ENXIO) => Error::EmptySource,
+        // src_off + nr past the source table, or dst_off + nr overflows.
+        Some(libc::EOVERFLOW) => range(),
+        Some(libc::EINVAL) => {
+            if !crate::probe::Features::get().clone_buffers {
+                // The opcode is unknown: kernel < 6.12.
+                return Error::KernelTooOld {
+                    feature: "IORING_REGISTER_CLONE_BUFFERS",
+                    needed: "6.12",
+                    kernel: crate::probe::Features::get().kernel.clone(),
+                };
+            }
+            let nr = req.nr as u64;
+            let end_src = req.src_off as u64 + nr;
+            let end_dst = req.dst_off as u64 + if nr == 0 { req.source_len as u64 } else { nr };
+            if nr > req.source_len as u64
+                || end_src > req.source_len as u64
+                || end_dst > 16384
+                || (nr == 0 && (req.src_off | req.dst_off) != 0)
+            {
+                range()
+            } else {
+                // Different mm or accounting user.
+                Error::CrossProcess
+            }
+        }
+        _ => Error::os("clone", err),
+    }
+}

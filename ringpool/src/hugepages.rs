@@ -1,0 +1,159 @@
+//! Reserving hugetlb pages through sysfs, and giving them back.
+//!
+//! Changing `nr_hugepages` changes the whole machine, so every change is made
+//! under [`MachineLock`] (a lock file shared by ringpool's tests and
+//! benchmarks) and undone when the [`HugePageReservation`] is dropped, when
+//! [`restore_all`] runs (from a Ctrl-C handler), or on unwinding.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::memory::PageKind;
+use crate::probe::HugePages;
+
+/// The lock file serialising changes to machine-wide state.
+pub const MACHINE_LOCK_PATH: &str = "/tmp/ringpool-machine-state.lock";
+
+/// An exclusive lock on [`MACHINE_LOCK_PATH`], held until dropped.
+#[derive(Debug)]
+pub struct MachineLock {
+    _file: File,
+}
+
+impl MachineLock {
+    /// Waits for the lock.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the lock file cannot be opened or locked.
+    pub fn acquire() -> Result<MachineLock> {
+        let file = File::options().create(true).truncate(false).write(true).open(MACHINE_LOCK_PATH).map_err(|e| {
+            Error::Io { op: "open lock", path: Some(MACHINE_LOCK_PATH.into()), offset: None, source: e }
+        })?;
+        file.lock().map_err(|e| Error::Io {
+            op: "lock",
+            path: Some(MACHINE_LOCK_PATH.into()),
+            offset: None,
+            source: e,
+        })?;
+        Ok(MachineLock { _file: file })
+    }
+}
+
+/// Original `nr_hugepages` values to write back, for [`restore_all`].
+static ACTIVE: Mutex<Vec<(usize, PathBuf, u64)>> = Mutex::new(Vec::new());
+static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Huge pages reserved through sysfs; the previous count is written back on
+/// drop.
+#[derive(Debug)]
+pub struct HugePageReservation {
+    id: usize,
+    page: PageKind,
+    path: PathBuf,
+    previous: u64,
+    added: u64,
+    _lock: MachineLock,
+}
+
+impl HugePageReservation {
+    /// Makes at least `pages` pages of `page` available, raising
+    /// `nr_hugepages` by exactly the shortfall (needs root). Holds the
+    /// machine lock until dropped.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a non-hugetlb page kind;
+    /// [`Error::Io`] writing sysfs (not root); [`Error::HugePagesUnavailable`]
+    /// when the kernel could not find enough contiguous memory (the count is
+    /// restored first).
+    pub fn ensure_available(page: PageKind, pages: u64) -> Result<HugePageReservation> {
+        if !matches!(page, PageKind::Huge1G | PageKind::Huge2M) {
+            return Err(Error::invalid("page size", page, "only hugetlb pages (1g, 2m) can be reserved"));
+        }
+        let lock = MachineLock::acquire()?;
+        let path = HugePages::nr_hugepages_path(page);
+        let hp = HugePages::read(page);
+        if !hp.present {
+            return Err(Error::PageSizeUnavailable { page, reason: format!("{} does not exist", path.display()) });
+        }
+        let short = pages.saturating_sub(hp.available());
+        let mut r = HugePageReservation {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            page,
+            path: path.clone(),
+            previous: hp.total,
+            added: 0,
+            _lock: lock,
+        };
+        if short == 0 {
+            return Ok(r);
+        }
+        if let Ok(mut a) = ACTIVE.lock() {
+            a.push((r.id, path.clone(), hp.total));
+        }
+        let target = hp.total + short;
+        std::fs::write(&path, target.to_string()).map_err(|e| Error::Io {
+            op: "reserve huge pages",
+            path: Some(path.clone()),
+            offset: None,
+            source: e,
+        })?;
+        r.added = short;
+        let now = HugePages::read(page);
+        if now.available() < pages {
+            let got = now.available();
+            drop(r);
+            return Err(Error::HugePagesUnavailable {
+                page,
+                needed: pages,
+                free: got,
+                want_total: target,
+                sysfs: path,
+            });
+        }
+        tracing::info!(%page, added = short, total = target, "reserved huge pages");
+        Ok(r)
+    }
+
+    /// Pages this reservation added to the pool.
+    pub fn added(&self) -> u64 {
+        self.added
+    }
+
+    /// The page size.
+    pub fn page(&self) -> PageKind {
+        self.page
+    }
+
+    /// `nr_hugepages` before the reservation.
+    pub fn previous(&self) -> u64 {
+        self.previous
+    }
+}
+
+impl Drop for HugePageReservation {
+    fn drop(&mut self) {
+        if self.added == 0 {
+            return;
+        }
+        if let Err(e) = std::fs::write(&self.path, self.previous.to_string()) {
+            tracing::error!(path = %self.path.display(), "could not restore nr_hugepages to {}: {e}", self.previous);
+        }
+        if let Ok(mut a) = ACTIVE.lock() {
+            a.retain(|(id, _, _)| *id != self.id);
+        }
+    }
+}
+
+/// Writes back every reservation's previous count now (for a Ctrl-C
+/// handler that is about to exit the process).
+pub fn restore_all() {
+    let list = match ACTIVE.lock() {
+        Ok(mut a) => std::mem::take(&mut *a),
+        Err(_) => return,
+    };
+    for (_, path, prev) in list {
+        let _ = std::fs::write(&path, prev.to_string());
+    }
+}

@@ -1,0 +1,377 @@
+//! What this kernel and machine offer, found by trial and cached.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use io_uring::{opcode, IoUring, Probe};
+
+use crate::memory::PageKind;
+use crate::sys;
+
+/// Whether io_uring can be set up in this process, and if not why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoUringStatus {
+    /// `io_uring_setup` works.
+    Available,
+    /// `io_uring_setup` failed.
+    Unavailable {
+        /// The errno it failed with.
+        errno: i32,
+        /// The likely cause, in words.
+        reason: String,
+    },
+}
+
+impl IoUringStatus {
+    /// `true` when io_uring works here.
+    pub fn is_available(&self) -> bool {
+        matches!(self, IoUringStatus::Available)
+    }
+}
+
+/// The hugetlb pool of one page size, read from sysfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HugePages {
+    /// The page size.
+    pub page: PageKind,
+    /// `nr_hugepages`: pages in the pool.
+    pub total: u64,
+    /// `free_hugepages`: pages not faulted in by anyone.
+    pub free: u64,
+    /// `resv_hugepages`: free pages promised to existing mappings.
+    pub reserved: u64,
+    /// Whether the kernel offers this size at all.
+    pub present: bool,
+}
+
+impl HugePages {
+    /// The sysfs directory of a hugetlb page size.
+    pub fn sysfs_dir(page: PageKind) -> PathBuf {
+        let kb = page.bytes() / 1024;
+        PathBuf::from(format!("/sys/kernel/mm/hugepages/hugepages-{kb}kB"))
+    }
+
+    /// The sysfs file whose value is the pool size in pages.
+    pub fn nr_hugepages_path(page: PageKind) -> PathBuf {
+        Self::sysfs_dir(page).join("nr_hugepages")
+    }
+
+    /// Reads the current counts (fresh, not cached).
+    pub fn read(page: PageKind) -> HugePages {
+        let dir = Self::sysfs_dir(page);
+        let get = |name: &str| -> Option<u64> { std::fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok() };
+        HugePages {
+            page,
+            total: get("nr_hugepages").unwrap_or(0),
+            free: get("free_hugepages").unwrap_or(0),
+            reserved: get("resv_hugepages").unwrap_or(0),
+            present: dir.is_dir(),
+        }
+    }
+
+    /// Pages a new mapping can still get: free minus those reserved by others.
+    pub fn available(&self) -> u64 {
+        self.free.saturating_sub(self.reserved)
+    }
+}
+
+/// Transparent huge page mode (`/sys/kernel/mm/transparent_hugepage/enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThpMode {
+    /// Every anonymous mapping may get huge pages.
+    Always,
+    /// Only mappings with `MADV_HUGEPAGE`.
+    Madvise,
+    /// THP is off.
+    Never,
+    /// The kernel has no THP.
+    Unavailable,
+}
+
+impl ThpMode {
+    /// Reads the current mode.
+    pub fn read() -> ThpMode {
+        let s = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+        if s.contains("[always]") {
+            ThpMode::Always
+        } else if s.contains("[madvise]") {
+            ThpMode::Madvise
+        } else if s.contains("[never]") {
+            ThpMode::Never
+        } else {
+            ThpMode::Unavailable
+        }
+    }
+
+    /// Whether `MADV_HUGEPAGE` memory gets huge pages.
+    pub fn is_usable(self) -> bool {
+        matches!(self, ThpMode::Always | ThpMode::Madvise)
+    }
+}
+
+/// What this kernel and machine offer to ringpool, found by trial.
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// Kernel release, as `uname -r` prints it.
+    pub kernel: String,
+    /// Whether io_uring works in this process.
+    pub io_uring: IoUringStatus,
+    /// `IORING_REGISTER_CLONE_BUFFERS` (Linux 6.12+): an empty source gives
+    /// ENXIO where supported, EINVAL where the opcode is unknown.
+    pub clone_buffers: bool,
+    /// Ranged clone with offsets (Linux 6.13+): an out-of-range `src_off`
+    /// gives EOVERFLOW where supported, EINVAL on 6.12.
+    pub clone_ranges: bool,
+    /// `READ_FIXED` and `WRITE_FIXED` in the opcode probe.
+    pub read_write_fixed: bool,
+    /// 2 MiB hugetlb pages.
+    pub hugepages_2m: HugePages,
+    /// 1 GiB hugetlb pages.
+    pub hugepages_1g: HugePages,
+    /// Transparent huge pages.
+    pub thp: ThpMode,
+    /// `RLIMIT_MEMLOCK` soft limit in bytes, `None` for unlimited.
+    pub memlock_limit: Option<u64>,
+    /// Whether this process holds `CAP_IPC_LOCK` (then pinning is not charged).
+    pub cap_ipc_lock: bool,
+}
+
+static FEATURES: OnceLock<Features> = OnceLock::new();
+
+impl Features {
+    /// The features of this process, detected once and cached.
+    ///
+    /// Huge page counts change over time: read them fresh with
+    /// [`HugePages::read`] when it matters.
+    pub fn get() -> &'static Features {
+        FEATURES.get_or_init(Features::detect)
+    }
+
+    /// Detects the features now, without the cache. Creates and closes a
+    /// few small rings; has no lasting side effect.
+    pub fn detect() -> Features {
+        let kernel = kernel_release();
+        let io_uring = io_uring_status();
+        let (mut clone_buffers, mut clone_ranges, mut read_write_fixed) = (false, false, false);
+        if io_uring.is_available() {
+            clone_buffers = probe_clone();
+            clone_ranges = clone_buffers && probe_clone_ranges(&kernel);
+            read_write_fixed = probe_opcodes();
+        }
+        Features {
+            kernel,
+            io_uring,
+            clone_buffers,
+            clone_ranges,
+            read_write_fixed,
+            hugepages_2m: HugePages::read(PageKind::Huge2M),
+            hugepages_1g: HugePages::read(PageKind::Huge1G),
+            thp: ThpMode::read(),
+            memlock_limit: sys::os::memlock_limit().ok().flatten(),
+            cap_ipc_lock: has_cap_ipc_lock(),
+        }
+    }
+
+    /// Whether O_DIRECT works in `dir`, and the alignment it needs there.
+    pub fn direct_io(dir: &Path) -> DirectIoSupport {
+        probe_direct_io(dir)
+    }
+}
+
+/// `uname -r`, read from procfs.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// `(major, minor)` of a kernel release string such as `6.18.44-foo`.
+pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Whether the calling thread holds `CAP_IPC_LOCK` in its effective set
+/// (read now; capabilities are per thread).
+pub fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
+fn io_uring_status() -> IoUringStatus {
+    match IoUring::new(2) {
+        Ok(_) => IoUringStatus::Available,
+        Err(e) => {
+            let errno = e.raw_os_error().unwrap_or(0);
+            IoUringStatus::Unavailable { errno, reason: unavailable_reason(&e) }
+        }
+    }
+}
+
+/// Explains an `io_uring_setup` failure.
+pub(crate) fn unavailable_reason(e: &std::io::Error) -> String {
+    let disabled =
+        std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok().and_then(|s| s.trim().parse::<u32>().ok());
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => {
+            "io_uring_setup is not implemented (ENOSYS): the kernel is older than 5.1, built without \
+                               CONFIG_IO_URING, or a seccomp filter hides it"
+                .into()
+        }
+        Some(libc::EPERM) => match disabled {
+            Some(2) => {
+                "io_uring is disabled system-wide (EPERM, /proc/sys/kernel/io_uring_disabled = 2): set it to 0".into()
+            }
+            Some(1) => {
+                "io_uring is restricted (EPERM, /proc/sys/kernel/io_uring_disabled = 1) to CAP_SYS_ADMIN and the \
+                        io_uring_group: set it to 0 or join the group"
+                    .into()
+            }
+            _ => "io_uring_setup was refused (EPERM): a seccomp filter or container policy blocks it".into(),
+        },
+        Some(libc::ENOMEM) => "io_uring_setup failed with ENOMEM: the ring memory could not be allocated".into(),
+        _ => format!("io_uring_setup failed: {e}"),
+    }
+}
+
+fn probe_clone() -> bool {
+    let (Ok(src), Ok(dst)) = (IoUring::new(2), IoUring::new(2)) else { return false };
+    match dst.submitter().register_buffers_clone(src.as_raw_fd()) {
+        // The source table is empty: the opcode exists (6.12+).
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => true,
+        // Unknown opcode: older kernel.
+        Err(_) => false,
+        Ok(()) => true,
+    }
+}
+
+fn probe_clone_ranges(kernel: &str) -> bool {
+    let fallback = || parse_kernel_version(kernel).is_some_and(|v| v >= (6, 13));
+    let Ok(src) = IoUring::new(2) else { return fallback() };
+    let Ok(dst) = IoUring::new(2) else { return fallback() };
+    // One registered page in the source (pins 4 KiB, released when src closes).
+    let Ok(mapping) = sys::mmap::Mapping::map(4096, sys::mmap::Backing::Base) else { return fallback() };
+    if sys::uring::register_ranges(&src, &mapping, &[(0, 4096)]).is_err() {
+        // Without CAP_IPC_LOCK and a zero memlock limit, trust the version.
+        return fallback();
+    }
+    let r = dst.submitter().register_buffers_clone_offset(
+        src.as_raw_fd(),
+        1,
+        0,
+        1,
+        io_uring::types::CloneBuffersFlags::empty(),
+    );
+    drop(dst);
+    drop(src);
+    drop(mapping);
+    // EOVERFLOW: offsets are checked, ranges supported; EINVAL on 6.12.
+    matches!(r, Err(e) if e.raw_os_error() == Some(libc::EOVERFLOW))
+}
+
+fn probe_opcodes() -> bool {
+    let Ok(ring) = IoUring::new(2) else { return false };
+    let mut probe = Probe::new();
+    if ring.submitter().register_probe(&mut probe).is_err() {
+        return false;
+    }
+    probe.is_supported(opcode::ReadFixed::CODE) && probe.is_supported(opcode::WriteFixed::CODE)
+}
+
+/// Where the O_DIRECT alignment of a file came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlignmentSource {
+    /// `statx(STATX_DIOALIGN)`.
+    Statx,
+    /// The block device's logical block size.
+    BlockDevice,
+    /// Neither said: 4 KiB assumed.
+    Default,
+}
+
+/// Whether O_DIRECT works in a directory, and with which alignment.
+#[derive(Debug, Clone)]
+pub struct DirectIoSupport {
+    /// The directory probed.
+    pub dir: PathBuf,
+    /// Whether an O_DIRECT open succeeded.
+    pub supported: bool,
+    /// Why not, if it failed.
+    pub error: Option<String>,
+    /// Memory alignment for O_DIRECT buffers.
+    pub mem_align: u32,
+    /// File offset (and length) alignment.
+    pub offset_align: u32,
+    /// Where the alignment came from.
+    pub source: AlignmentSource,
+}
+
+fn probe_direct_io(dir: &Path) -> DirectIoSupport {
+    let mut out = DirectIoSupport {
+        dir: dir.to_path_buf(),
+        supported: false,
+        error: None,
+        mem_align: 4096,
+        offset_align: 4096,
+        source: AlignmentSource::Default,
+    };
+    let fd = match sys::os::open_tmpfile(dir, libc::O_DIRECT) {
+        Ok(fd) => Ok(fd),
+        // No O_TMPFILE here (e.g. some FUSE file systems): a named file instead.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EISDIR)) => {
+            let path = dir.join(format!(".ringpool-probe-{}", std::process::id()));
+            use std::os::unix::fs::OpenOptionsExt;
+            let r = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+                .map(std::os::fd::OwnedFd::from);
+            let _ = std::fs::remove_file(&path);
+            r
+        }
+        Err(e) => Err(e),
+    };
+    match fd {
+        Ok(fd) if crate::file::is_page_cache_fs(fd.as_fd()) => {
+            out.error = Some("tmpfs/ramfs: O_DIRECT is accepted at open but served from the page cache".into());
+        }
+        Ok(fd) => {
+            out.supported = true;
+            let (mem, off, src) = crate::file::alignment_of(fd.as_fd());
+            out.mem_align = mem;
+            out.offset_align = off;
+            out.source = src;
+        }
+        Err(e) => {
+            out.error = Some(match e.raw_os_error() {
+                Some(libc::EINVAL) => format!("the file system refuses O_DIRECT ({e})"),
+                _ => e.to_string(),
+            })
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_versions() {
+        assert_eq!(parse_kernel_version("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(parse_kernel_version("6.12.0"), Some((6, 12)));
+        assert_eq!(parse_kernel_version("5.4"), Some((5, 4)));
+        assert_eq!(parse_kernel_version("garbage"), None);
+        assert_eq!(parse_kernel_version(""), None);
+    }
+}

@@ -1,0 +1,606 @@
+//! `Ring`: one thread's io_uring with the pool's table, and fixed I/O on it.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::types::CloneBuffersFlags;
+use io_uring::IoUring;
+
+use crate::error::{clone_error, register_error, CloneRequest, Error, Result};
+use crate::file::DirectFile;
+use crate::memory::IoMemory;
+use crate::sys::buf::IoBuf;
+use crate::sys::uring::{Dir, RawRing, Reaped};
+use crate::table::{setup_error, BufferTable, Sharing};
+
+/// How a ring got its buffer table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TablePath {
+    /// Cloned from the template ring (`IORING_REGISTER_CLONE_BUFFERS`).
+    Cloned,
+    /// Registered (pinned) by this ring itself.
+    Registered,
+    /// No table: plain READ / WRITE on pool memory.
+    Unregistered,
+    /// No table yet ([`Ring::new`]).
+    Empty,
+}
+
+impl std::fmt::Display for TablePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TablePath::Cloned => "clone",
+            TablePath::Registered => "register-each",
+            TablePath::Unregistered => "unregistered",
+            TablePath::Empty => "empty",
+        })
+    }
+}
+
+/// Options for a new ring.
+#[derive(Debug, Clone)]
+pub struct RingOptions {
+    /// Submission queue entries, 1 to 32768 (default 128); the completion
+    /// queue has twice as many.
+    pub entries: u32,
+    /// Overrides the table's sharing for this ring.
+    pub sharing: Option<Sharing>,
+    /// Unregister the table before closing the ring (default `true`): the
+    /// unpinning then runs on the dropping thread instead of in the
+    /// background, where it would show up as other rings' tail latency.
+    pub unregister_on_drop: bool,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions { entries: 128, sharing: None, unregister_on_drop: true }
+    }
+}
+
+impl RingOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the depth.
+    pub fn entries(mut self, entries: u32) -> Self {
+        self.entries = entries;
+        self
+    }
+    /// Overrides the sharing.
+    pub fn sharing(mut self, sharing: Sharing) -> Self {
+        self.sharing = Some(sharing);
+        self
+    }
+}
+
+/// What happened when a ring was set up.
+#[derive(Debug, Clone)]
+pub struct RingSetup {
+    /// How it got its table.
+    pub path: TablePath,
+    /// `io_uring_setup` time.
+    pub ring_time: Duration,
+    /// Clone or register time.
+    pub table_time: Duration,
+    /// Whether DEFER_TASKRUN was available.
+    pub defer_taskrun: bool,
+    /// Why the preferred path did not run, if it did not.
+    pub fallback: Option<String>,
+}
+
+impl RingSetup {
+    /// Ring plus table time.
+    pub fn total(&self) -> Duration {
+        self.ring_time + self.table_time
+    }
+}
+
+/// A range of a clone (`IORING_REGISTER_CLONE_BUFFERS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CloneRange {
+    /// First source entry.
+    pub src_off: u32,
+    /// First destination entry.
+    pub dst_off: u32,
+    /// Entries; 0 = the whole source table (then both offsets must be 0).
+    pub nr: u32,
+    /// Replace existing destination entries (DST_REPLACE, Linux 6.13+).
+    pub replace: bool,
+}
+
+impl CloneRange {
+    /// The whole table, into an empty ring.
+    pub fn all() -> Self {
+        Self::default()
+    }
+    /// `nr` entries from `src_off` to `dst_off` (ranged clone, Linux 6.13+).
+    pub fn range(src_off: u32, dst_off: u32, nr: u32) -> Self {
+        CloneRange { src_off, dst_off, nr, replace: false }
+    }
+    /// With DST_REPLACE.
+    pub fn replace(mut self) -> Self {
+        self.replace = true;
+        self
+    }
+}
+
+mod private {
+    pub trait Sealed {}
+}
+
+/// Something a ring can clone a table from: a [`BufferTable`] or a [`Ring`].
+pub trait TableSource: private::Sealed {
+    /// The source ring's fd.
+    fn source_fd(&self) -> RawFd;
+    /// The pool its table maps, if known.
+    fn source_memory(&self) -> Option<&IoMemory>;
+    /// Entries in its table.
+    fn source_len(&self) -> u16;
+}
+
+impl private::Sealed for BufferTable {}
+impl TableSource for BufferTable {
+    fn source_fd(&self) -> RawFd {
+        self.template_fd()
+    }
+    fn source_memory(&self) -> Option<&IoMemory> {
+        Some(self.memory())
+    }
+    fn source_len(&self) -> u16 {
+        if self.path() == TablePath::Unregistered {
+            0
+        } else {
+            self.len()
+        }
+    }
+}
+
+impl private::Sealed for Ring {}
+impl TableSource for Ring {
+    fn source_fd(&self) -> RawFd {
+        self.raw.fd().as_raw_fd()
+    }
+    fn source_memory(&self) -> Option<&IoMemory> {
+        self.memory.as_ref()
+    }
+    fn source_len(&self) -> u16 {
+        self.table_len
+    }
+}
+
+/// The result of one operation queued on a [`Ring`].
+#[derive(Debug)]
+pub struct Completion {
+    /// The tag given when it was queued.
+    pub tag: u64,
+    /// Bytes transferred, or the error.
+    pub result: Result<usize>,
+    /// The buffer, handed back (`None` for sync).
+    pub buf: Option<IoBuf>,
+}
+
+enum OpInfo {
+    Rw { write: bool, file: DirectFile, offset: u64, len: usize },
+    Sync { file: DirectFile },
+}
+
+struct Pending {
+    id: u64,
+    tag: Option<u64>,
+    info: OpInfo,
+}
+
+/// One thread's io_uring (SINGLE_ISSUER | DEFER_TASKRUN) with the pool's
+/// table. Made by [`BufferTable::ring`] on the thread that uses it; it is
+/// neither `Send` nor `Sync`, because the kernel binds such a ring to its
+/// creating thread.
+///
+/// Operations take an [`IoBuf`] by value and give it back with the result:
+/// [`Ring::read_at`] / [`Ring::write_at`] wait for the one operation;
+/// [`Ring::push_read`] / [`Ring::push_write`] with [`Ring::submit`],
+/// [`Ring::wait`] and [`Ring::completions`] keep many in flight.
+///
+/// The ring keeps the pool's memory mapped; it stays usable after the
+/// [`BufferTable`] is dropped.
+pub struct Ring {
+    // Drop order: in-flight ops are drained (in Drop) before the memory
+    // handle is released.
+    raw: RawRing<Pending>,
+    memory: Option<IoMemory>,
+    table_len: u16,
+    setup: RingSetup,
+    unregister_on_drop: bool,
+    next_id: u64,
+    ready: VecDeque<Completion>,
+    _one_thread: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("fd", &self.raw.fd().as_raw_fd())
+            .field("table_len", &self.table_len)
+            .field("setup", &self.setup)
+            .field("in_flight", &self.raw.in_flight())
+            .finish()
+    }
+}
+
+/// Kernel limit on SQ entries.
+pub const MAX_RING_ENTRIES: u32 = 32768;
+
+impl Ring {
+    /// A ring with no table (clone one into it with
+    /// [`Ring::clone_buffers_from`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a depth of 0 or above 32768;
+    /// [`Error::IoUringUnavailable`].
+    pub fn new(opts: &RingOptions) -> Result<Ring> {
+        let mut r = Self::build(opts)?;
+        r.setup.path = TablePath::Empty;
+        Ok(r)
+    }
+
+    pub(crate) fn build(opts: &RingOptions) -> Result<Ring> {
+        if opts.entries == 0 || opts.entries > MAX_RING_ENTRIES {
+            return Err(Error::invalid("ring depth", opts.entries, "it must be from 1 to 32768"));
+        }
+        let start = Instant::now();
+        let (io, defer) = build_io_uring(opts.entries)?;
+        let ring_time = start.elapsed();
+        Ok(Ring {
+            raw: RawRing::new(io, defer),
+            memory: None,
+            table_len: 0,
+            setup: RingSetup {
+                path: TablePath::Empty,
+                ring_time,
+                table_time: Duration::ZERO,
+                defer_taskrun: defer,
+                fallback: None,
+            },
+            unregister_on_drop: opts.unregister_on_drop,
+            next_id: 0,
+            ready: VecDeque::new(),
+            _one_thread: PhantomData,
+        })
+    }
+
+    pub(crate) fn finish_setup(&mut self, path: TablePath, table_time: Duration, fallback: Option<String>) {
+        self.setup.path = path;
+        self.setup.table_time = table_time;
+        self.setup.fallback = fallback;
+    }
+
+    pub(crate) fn attach_memory(&mut self, memory: &IoMemory) {
+        self.memory = Some(memory.clone());
+    }
+
+    pub(crate) fn clone_table(&mut self, table: &BufferTable, range: CloneRange) -> Result<()> {
+        self.clone_buffers_from(table, range)
+    }
+
+    pub(crate) fn register_ranges(&mut self, memory: &IoMemory, ranges: &[(u64, u64)]) -> Result<()> {
+        crate::sys::uring::register_ranges(self.raw.io_uring(), &memory.shared.mapping, ranges)
+            .map_err(|e| register_error("register", e, ranges.iter().map(|r| r.1).sum()))?;
+        self.memory = Some(memory.clone());
+        self.table_len = ranges.len() as u16;
+        Ok(())
+    }
+
+    /// How the ring was set up.
+    pub fn setup(&self) -> &RingSetup {
+        &self.setup
+    }
+
+    /// Entries in this ring's table (0: none).
+    pub fn table_len(&self) -> u16 {
+        self.table_len
+    }
+
+    /// Operations queued or running.
+    pub fn in_flight(&self) -> usize {
+        self.raw.in_flight()
+    }
+
+    /// Clones `range` of `src`'s table into this ring: Linux 6.12+ (ranges
+    /// and `replace`: 6.13+). Costs microseconds whatever the pool size, and
+    /// nothing against RLIMIT_MEMLOCK.
+    ///
+    /// # Errors
+    /// [`Error::TableAlreadyPresent`] (EBUSY), [`Error::EmptySource`] (ENXIO),
+    /// [`Error::RangeOutOfBounds`] (EOVERFLOW), [`Error::CrossProcess`],
+    /// [`Error::SingleIssuer`] (EEXIST), [`Error::KernelTooOld`],
+    /// [`Error::ForeignBuffer`] if this ring already serves another pool.
+    pub fn clone_buffers_from(&mut self, src: &impl TableSource, range: CloneRange) -> Result<()> {
+        if let (Some(mine), Some(theirs)) = (&self.memory, src.source_memory()) {
+            if !mine.same_pool(&theirs.shared) {
+                return Err(Error::ForeignBuffer {
+                    op: "clone",
+                    reason: "this ring already serves another pool".into(),
+                });
+            }
+        }
+        self.clone_raw(src.source_fd(), src.source_len(), range)?;
+        if self.memory.is_none() {
+            self.memory = src.source_memory().cloned();
+        }
+        Ok(())
+    }
+
+    /// Clones from any io_uring fd of this process. The ring then has table
+    /// entries but no pool it knows of, so [`Ring::push_read`] with fixed
+    /// buffers is refused; for tests of kernel semantics.
+    ///
+    /// # Errors
+    /// As [`Ring::clone_buffers_from`].
+    pub fn clone_buffers_from_fd(&mut self, src: BorrowedFd<'_>, source_len: u16, range: CloneRange) -> Result<()> {
+        self.clone_raw(src.as_raw_fd(), source_len, range)
+    }
+
+    fn clone_raw(&mut self, fd: RawFd, source_len: u16, range: CloneRange) -> Result<()> {
+        let flags = if range.replace { CloneBuffersFlags::DST_REPLACE } else { CloneBuffersFlags::empty() };
+        let req = CloneRequest {
+            src_off: range.src_off,
+            dst_off: range.dst_off,
+            nr: range.nr,
+            source_len: source_len as u32,
+        };
+        self.raw
+            .io_uring()
+            .submitter()
+            .register_buffers_clone_offset(fd, range.src_off, range.dst_off, range.nr, flags)
+            .map_err(|e| clone_error(e, req))?;
+        let end = if range.nr == 0 { source_len as u32 } else { range.dst_off + range.nr };
+        self.table_len = self.table_len.max(end.min(u16::MAX as u32) as u16);
+        Ok(())
+    }
+
+    /// Unregisters this ring's table (unpinning synchronously what only this
+    /// ring held).
+    ///
+    /// # Errors
+    /// [`Error::Io`] (ENXIO when there is no table).
+    pub fn unregister_buffers(&mut self) -> Result<()> {
+        self.raw.io_uring().submitter().unregister_buffers().map_err(|e| Error::os("unregister", e))?;
+        self.table_len = 0;
+        Ok(())
+    }
+
+    fn fixed_for(&self, op: &'static str, buf: &IoBuf) -> Result<bool> {
+        let Some(mem) = &self.memory else {
+            if self.table_len > 0 {
+                return Err(Error::ForeignBuffer {
+                    op,
+                    reason: "this ring's table was cloned from a bare fd; it cannot check buffers".into(),
+                });
+            }
+            return Ok(false);
+        };
+        if !mem.same_pool(buf.pool()) {
+            return Err(Error::ForeignBuffer {
+                op,
+                reason: "the buffer belongs to another IoMemory than this ring's".into(),
+            });
+        }
+        if self.table_len == 0 {
+            return Ok(false);
+        }
+        if buf.buf_index() >= self.table_len {
+            return Err(Error::ForeignBuffer {
+                op,
+                reason: format!(
+                    "buf_index {} is outside this ring's table of {} entries",
+                    buf.buf_index(),
+                    self.table_len
+                ),
+            });
+        }
+        Ok(true)
+    }
+
+    fn push_rw(
+        &mut self,
+        write: bool,
+        file: &DirectFile,
+        offset: u64,
+        buf: IoBuf,
+        tag: Option<u64>,
+    ) -> Result<u64, (Error, IoBuf)> {
+        let op = if write { "write" } else { "read" };
+        if let Err(e) = file.check_io(write, offset, &buf) {
+            return Err((e, buf));
+        }
+        let fixed = match self.fixed_for(op, &buf) {
+            Ok(f) => f,
+            Err(e) => return Err((e, buf)),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let info = OpInfo::Rw { write, file: file.clone(), offset, len: buf.len() };
+        let dir = if write { Dir::Write } else { Dir::Read };
+        match self.raw.push_rw(dir, file.hold(), offset, buf, fixed, Pending { id, tag, info }) {
+            Ok(()) => Ok(id),
+            Err((_, buf)) => Err((
+                Error::os(
+                    op,
+                    std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        "submission queue full: reap completions first",
+                    ),
+                ),
+                buf,
+            )),
+        }
+    }
+
+    /// Queues a read of `buf.len()` bytes at `offset` (READ_FIXED where the
+    /// ring has the table). Checked first: see [`DirectFile::check_io`].
+    ///
+    /// # Errors
+    /// The check's errors, or a full submission queue; the buffer comes back.
+    pub fn push_read(&mut self, file: &DirectFile, offset: u64, buf: IoBuf, tag: u64) -> Result<(), (Error, IoBuf)> {
+        self.push_rw(false, file, offset, buf, Some(tag)).map(drop)
+    }
+
+    /// Queues a write of `buf.len()` bytes at `offset` (WRITE_FIXED where the
+    /// ring has the table).
+    ///
+    /// # Errors
+    /// As [`Ring::push_read`].
+    pub fn push_write(&mut self, file: &DirectFile, offset: u64, buf: IoBuf, tag: u64) -> Result<(), (Error, IoBuf)> {
+        self.push_rw(true, file, offset, buf, Some(tag)).map(drop)
+    }
+
+    /// Queues an fsync (`datasync`: fdatasync).
+    ///
+    /// # Errors
+    /// [`Error::FileClosed`], or a full submission queue.
+    pub fn push_sync(&mut self, file: &DirectFile, datasync: bool, tag: u64) -> Result<()> {
+        if file.is_closed() {
+            return Err(Error::FileClosed { op: "sync", path: file.path().to_path_buf() });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.raw
+            .push_fsync(
+                file.hold(),
+                datasync,
+                Pending { id, tag: Some(tag), info: OpInfo::Sync { file: file.clone() } },
+            )
+            .map_err(|_| {
+                Error::os("sync", std::io::Error::new(std::io::ErrorKind::WouldBlock, "submission queue full"))
+            })
+    }
+
+    /// Hands queued operations to the kernel.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from io_uring_enter.
+    pub fn submit(&mut self) -> Result<usize> {
+        self.raw.submit().map_err(|e| Error::os("submit", e))
+    }
+
+    /// Submits, then waits until at least `min` completions are ready (or
+    /// nothing is left in flight). Returns how many are ready.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from io_uring_enter.
+    pub fn wait(&mut self, min: usize) -> Result<usize> {
+        self.raw.submit().map_err(|e| Error::os("submit", e))?;
+        loop {
+            self.reap();
+            if self.ready.len() >= min || self.raw.in_flight() == 0 {
+                return Ok(self.ready.len());
+            }
+            self.raw.submit_and_wait(1).map_err(|e| Error::os("wait", e))?;
+        }
+    }
+
+    /// Completions that are ready (call [`Ring::wait`] to get some).
+    pub fn completions(&mut self) -> impl Iterator<Item = Completion> + '_ {
+        self.reap();
+        self.ready.drain(..)
+    }
+
+    fn reap(&mut self) {
+        let ready = &mut self.ready;
+        self.raw.reap(|r| {
+            if let Some(c) = finish(r) {
+                ready.push_back(c);
+            }
+        });
+    }
+
+    fn run_one(&mut self, write: bool, file: &DirectFile, offset: u64, buf: IoBuf) -> (Result<usize>, IoBuf) {
+        let id = match self.push_rw(write, file, offset, buf, None) {
+            Ok(id) => id,
+            Err((e, b)) => return (Err(e), b),
+        };
+        if let Err(e) = self.raw.submit() {
+            // Submission failed: the op is still queued; wait for it below.
+            tracing::debug!("submit failed: {e}");
+        }
+        loop {
+            let mut mine = None;
+            let ready = &mut self.ready;
+            self.raw.reap(|r| {
+                if r.tag.id == id && r.tag.tag.is_none() {
+                    mine = Some(r);
+                } else if let Some(c) = finish(r) {
+                    ready.push_back(c);
+                }
+            });
+            if let Some(r) = mine {
+                let buf = r.buf.expect("read/write slots hold their buffer");
+                let OpInfo::Rw { write, file, offset, len } = r.tag.info else {
+                    unreachable!("id belongs to a read/write")
+                };
+                return (file.complete(write, offset, len, r.res), buf);
+            }
+            if let Err(e) = self.raw.submit_and_wait(1) {
+                // The op is in flight: it cannot be abandoned with its buffer.
+                tracing::warn!("io_uring_enter failed while waiting: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `offset` and waits for the result: the
+    /// count (short at end of file), or the error, and the buffer.
+    pub fn read_at(&mut self, file: &DirectFile, offset: u64, buf: IoBuf) -> (Result<usize>, IoBuf) {
+        self.run_one(false, file, offset, buf)
+    }
+
+    /// Writes `buf.len()` bytes at `offset` and waits for the result.
+    pub fn write_at(&mut self, file: &DirectFile, offset: u64, buf: IoBuf) -> (Result<usize>, IoBuf) {
+        self.run_one(true, file, offset, buf)
+    }
+}
+
+fn finish(r: Reaped<Pending>) -> Option<Completion> {
+    let tag = r.tag.tag?;
+    let result = match &r.tag.info {
+        OpInfo::Rw { write, file, offset, len } => file.complete(*write, *offset, *len, r.res),
+        OpInfo::Sync { file } => {
+            if r.res < 0 {
+                Err(file.io_error("sync", None, std::io::Error::from_raw_os_error(-r.res)))
+            } else {
+                Ok(0)
+            }
+        }
+    };
+    Some(Completion { tag, result, buf: r.buf })
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        self.raw.drain();
+        if self.unregister_on_drop && self.table_len > 0 {
+            let _ = self.raw.io_uring().submitter().unregister_buffers();
+        }
+    }
+}
+
+impl AsFd for Ring {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.raw.fd()
+    }
+}
+
+/// Creates a SINGLE_ISSUER | DEFER_TASKRUN ring, falling back to plainer
+/// setups on kernels that lack those flags (EINVAL).
+pub(crate) fn build_io_uring(entries: u32) -> Result<(IoUring, bool)> {
+    match IoUring::builder().setup_single_issuer().setup_defer_taskrun().setup_cqsize(entries * 2).build(entries) {
+        Ok(r) => Ok((r, true)),
+        // DEFER_TASKRUN (6.1) or SINGLE_ISSUER (6.0) unknown.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            IoUring::builder().setup_cqsize(entries * 2).build(entries).map(|r| (r, false)).map_err(setup_error)
+        }
+        Err(e) => Err(setup_error(e)),
+    }
+}

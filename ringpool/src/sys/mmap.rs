@@ -1,0 +1,167 @@
+//! Anonymous memory mappings for the IO memory pool.
+//!
+//! # Safety
+//!
+//! A [`Mapping`] owns `[base, base + map_len)` from the `mmap` call that
+//! created it until `Drop` unmaps it. The usable range `[ptr, ptr + len)`
+//! lies inside it. Code that gives an address inside the mapping to the kernel
+//! (registration, an SQE) holds an `Arc<Mapping>` for as long as the kernel may
+//! use that address.
+
+use std::io;
+use std::ptr::NonNull;
+
+/// How the pages of a mapping are backed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backing {
+    /// hugetlbfs pages of `1 << shift` bytes (21 = 2 MiB, 30 = 1 GiB).
+    Hugetlb { shift: u32 },
+    /// Anonymous memory with `MADV_HUGEPAGE` (aligned to 2 MiB).
+    Transparent,
+    /// Anonymous memory with `MADV_NOHUGEPAGE`: base pages only.
+    Base,
+}
+
+/// One anonymous mapping, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    /// What `mmap` returned (may precede `ptr` when we aligned by hand).
+    base: NonNull<u8>,
+    map_len: usize,
+    /// First usable byte.
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Mapping is plain memory; it has no thread affinity. Access to the
+// bytes goes through raw pointers whose exclusivity the allocator guarantees.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; &Mapping only exposes addresses and bounds-checked copies.
+unsafe impl Sync for Mapping {}
+
+const THP_ALIGN: usize = 2 << 20;
+
+impl Mapping {
+    /// Maps `len` bytes (already a multiple of the page size) with `backing`.
+    ///
+    /// The memory is also marked `MADV_DONTFORK`: a forked child must not get a
+    /// copy-on-write view of memory the kernel has pinned for DMA.
+    pub(crate) fn map(len: usize, backing: Backing) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        let map_len = match backing {
+            Backing::Hugetlb { shift } => {
+                flags |= libc::MAP_HUGETLB | ((shift as libc::c_int) << libc::MAP_HUGE_SHIFT);
+                len
+            }
+            // Over-allocate so that the usable range can start on a 2 MiB boundary.
+            Backing::Transparent => {
+                len.checked_add(THP_ALIGN).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?
+            }
+            Backing::Base => len,
+        };
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's choice;
+        // no existing memory is affected.
+        let addr =
+            unsafe { libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        let mut m = Mapping { base, map_len, ptr: base, len };
+        if backing == Backing::Transparent {
+            let start = base.as_ptr() as usize;
+            let aligned = (start + THP_ALIGN - 1) & !(THP_ALIGN - 1);
+            // SAFETY: aligned - start < THP_ALIGN, so aligned + len is inside the mapping.
+            m.ptr = unsafe { NonNull::new_unchecked(base.as_ptr().add(aligned - start)) };
+            m.advise(libc::MADV_HUGEPAGE)?;
+        } else if backing == Backing::Base {
+            // If THP is "always", this keeps the policy honest: base pages only.
+            m.advise(libc::MADV_NOHUGEPAGE)?;
+        }
+        m.advise(libc::MADV_DONTFORK)?;
+        Ok(m)
+    }
+
+    fn advise(&self, advice: libc::c_int) -> io::Result<()> {
+        // SAFETY: the whole mapping belongs to self; madvise with these advices
+        // changes no contents.
+        let rc = unsafe { libc::madvise(self.base.as_ptr().cast(), self.map_len, advice) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// First usable byte.
+    pub(crate) fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    /// Usable length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Faults `[offset, offset + len)` in for writing, so that registration
+    /// and I/O never wait for first touch.
+    ///
+    /// Uses `MADV_POPULATE_WRITE` (Linux 5.14+); where the kernel lacks it,
+    /// writes one byte per `page` instead.
+    pub(crate) fn populate(&self, offset: usize, len: usize, page: usize) -> io::Result<()> {
+        self.check(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range is inside the mapping (checked above).
+        let start = unsafe { self.ptr.as_ptr().add(offset) };
+        // SAFETY: populate only faults pages in; it does not change contents.
+        let rc = unsafe { libc::madvise(start.cast(), len, libc::MADV_POPULATE_WRITE) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINVAL) {
+            // ENOMEM / EFAULT: the memory is not there (hugetlb pages taken by
+            // someone else after mmap, or the OOM situation).
+            return Err(err);
+        }
+        let mut at = 0;
+        while at < len {
+            // SAFETY: at < len, so the byte is inside the checked range; a
+            // volatile read-then-write of the same value faults the page in for
+            // writing without changing what it holds.
+            unsafe {
+                let p = start.add(at);
+                std::ptr::write_volatile(p, std::ptr::read_volatile(p));
+            }
+            at += page;
+        }
+        Ok(())
+    }
+
+    fn check(&self, offset: usize, len: usize) -> io::Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(io::Error::from_raw_os_error(libc::EFAULT)),
+        }
+    }
+
+    /// A pointer to `offset`, for building iovecs and SQEs.
+    pub(crate) fn ptr_at(&self, offset: usize) -> *mut u8 {
+        debug_assert!(offset <= self.len);
+        self.ptr.as_ptr().wrapping_add(offset)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: base/map_len are exactly what mmap returned; every user of
+        // the range held an Arc<Mapping>, so none is left.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.map_len);
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Everything that talks to the kernel through raw pointers or raw syscalls.
+//!
+//! # Safety
+//!
+//! This is the only module tree of the crate that may contain `unsafe` code
+//! (`#![deny(unsafe_code)]` holds everywhere else). Each submodule states the
+//! invariant it relies on in its own doc, and every `unsafe` block carries a
+//! `SAFETY:` comment naming it:
+//!
+//! - [`mmap`]: a [`mmap::Mapping`] owns its address range from `mmap` until its
+//!   `Drop` calls `munmap`; everything that hands the range to the kernel holds
+//!   an `Arc<Mapping>` for as long as the kernel may use it.
+//! - [`buf`]: an [`crate::IoBuf`] is the only handle to its byte range; the
+//!   allocator never grants overlapping blocks.
+//! - [`uring`]: every SQE pushed references memory owned by the in-flight slot
+//!   that stays in the ring until its CQE is reaped, and a ring is drained
+//!   before its in-flight slots are dropped.
+//! - [`os`]: thin wrappers over libc calls with out-parameters.
+#![allow(unsafe_code)]
+
+pub(crate) mod buf;
+pub(crate) mod mmap;
+pub(crate) mod os;
+pub(crate) mod uring;

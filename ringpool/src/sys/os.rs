@@ -1,0 +1,137 @@
+//! Thin wrappers over libc calls that take out-parameters or raw fds.
+//!
+//! # Safety
+//!
+//! Each wrapper passes the kernel a pointer to a local, properly sized and
+//! zero-initialised value, or a file descriptor borrowed for the call.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// `RLIMIT_MEMLOCK` soft limit in bytes; `None` means unlimited.
+pub(crate) fn memlock_limit() -> io::Result<Option<u64>> {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: rl is a valid out-parameter of the right type.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(if rl.rlim_cur == libc::RLIM_INFINITY { None } else { Some(rl.rlim_cur) })
+}
+
+/// Sets the `RLIMIT_MEMLOCK` soft and hard limits (bytes; `None` = unlimited).
+pub fn set_memlock_limit(limit: Option<u64>) -> io::Result<()> {
+    let v = limit.unwrap_or(libc::RLIM_INFINITY);
+    let rl = libc::rlimit { rlim_cur: v, rlim_max: v };
+    // SAFETY: rl is a valid in-parameter of the right type.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// O_DIRECT alignment reported by `statx(STATX_DIOALIGN)` (Linux 6.1+):
+/// `Some((memory, offset))`, or `None` where the file system does not say
+/// (or says direct I/O is not supported: both fields zero).
+pub(crate) fn statx_dioalign(fd: BorrowedFd<'_>) -> io::Result<Option<(u32, u32)>> {
+    // SAFETY: statx is plain data; all-zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty C string with AT_EMPTY_PATH names the fd itself; stx is
+    // a valid out-parameter.
+    let rc = unsafe { libc::statx(fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, &mut stx) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if stx.stx_mask & libc::STATX_DIOALIGN == 0 || stx.stx_dio_mem_align == 0 {
+        return Ok(None);
+    }
+    Ok(Some((stx.stx_dio_mem_align, stx.stx_dio_offset_align)))
+}
+
+/// Logical block size of a block device (`BLKSSZGET`).
+pub(crate) fn block_logical_size(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut size: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int into `size`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::BLKSSZGET, &mut size) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size as u32)
+}
+
+/// `_IOR(0x12, 114, u64)`: libc does not export it.
+const BLKGETSIZE64: libc::Ioctl = 0x8008_1272;
+
+/// Size in bytes of a block device (`BLKGETSIZE64`).
+pub(crate) fn block_size_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 into `size`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), BLKGETSIZE64, &mut size) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// A close-on-exec eventfd (blocking, so that an io_uring read of it waits
+/// for a signal instead of failing with EAGAIN).
+#[allow(dead_code)] // used by the IoPool workers (next commit)
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd has no pointer arguments.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by eventfd and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to an eventfd counter (blocks only if the counter would overflow
+/// 2^64 - 2, which a wake-up counter never reaches).
+#[allow(dead_code)] // used by the IoPool workers (next commit)
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a local u64.
+    unsafe {
+        libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8);
+    }
+}
+
+/// Opens `dir` for an anonymous file with `O_TMPFILE` and extra `flags`;
+/// returns the fd (the file vanishes when it is closed).
+pub(crate) fn open_tmpfile(dir: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: c is a valid NUL-terminated path; the mode is a plain integer.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC | flags, 0o600) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by open and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The file system magic of an open fd (`fstatfs().f_type`).
+pub(crate) fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    // SAFETY: statfs is plain data; all-zero is valid.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid out-parameter.
+    let rc = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64)
+}
+
+/// CPU time (user, system) of this process, in microseconds.
+pub fn rusage_self_us() -> (u64, u64) {
+    // SAFETY: rusage is plain data; all-zero is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: ru is a valid out-parameter.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+    (us(ru.ru_utime), us(ru.ru_stime))
+}

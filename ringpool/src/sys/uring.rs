@@ -1,0 +1,275 @@
+//! The ring core: registration and SQEs whose memory is owned until the CQE.
+//!
+//! # Safety
+//!
+//! [`RawRing`] pushes an SQE only for memory it owns from that moment until
+//! the CQE is reaped: the `IoBuf`, the file (an `Arc` that keeps the fd open)
+//! and any internal word live in the in-flight slot named by the SQE's
+//! `user_data`. A `RawRing` is drained (every in-flight op cancelled and its
+//! CQE reaped) before its slots are dropped; if draining fails the slots are
+//! leaked rather than freed under the kernel.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::{opcode, squeue, IoUring};
+use slab::Slab;
+
+use crate::sys::buf::IoBuf;
+use crate::sys::mmap::Mapping;
+
+/// Registers `ranges` (offset, len) of `mapping` as the ring's buffer table,
+/// in one call. Only plain memory of our own mapping is registered; the
+/// kernel pins it, so it stays valid for the kernel whatever happens to the
+/// mapping. Callers keep an `Arc` to the mapping for as long as the ring may
+/// use the table, so that the addresses they put in SQEs stay ours.
+pub(crate) fn register_ranges(ring: &IoUring, mapping: &Mapping, ranges: &[(u64, u64)]) -> io::Result<()> {
+    let iovecs = iovecs(mapping, ranges)?;
+    // SAFETY: every iovec lies inside `mapping` (checked by `iovecs`), which is
+    // valid anonymous memory; see the function doc for its lifetime.
+    unsafe { ring.submitter().register_buffers(&iovecs) }
+}
+
+fn iovecs(mapping: &Mapping, ranges: &[(u64, u64)]) -> io::Result<Vec<libc::iovec>> {
+    ranges
+        .iter()
+        .map(|&(off, len)| {
+            if off.checked_add(len).is_none_or(|end| end > mapping.len() as u64) {
+                return Err(io::Error::from_raw_os_error(libc::EFAULT));
+            }
+            Ok(libc::iovec { iov_base: mapping.ptr_at(off as usize).cast(), iov_len: len as usize })
+        })
+        .collect()
+}
+
+/// The bare io-uring crate's registration of the same ranges, for the
+/// benchmark floor: builds the iovecs first, then times only `new` +
+/// `register_buffers`.
+pub(crate) fn raw_register_timed(mapping: &Mapping, ranges: &[(u64, u64)]) -> io::Result<(IoUring, Duration)> {
+    let iovecs = iovecs(mapping, ranges)?;
+    let t = std::time::Instant::now();
+    let ring = IoUring::new(4)?;
+    // SAFETY: as in register_ranges; the caller keeps the mapping alive while
+    // the returned ring lives.
+    unsafe { ring.submitter().register_buffers(&iovecs)? };
+    Ok((ring, t.elapsed()))
+}
+
+/// Read or write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Read,
+    Write,
+}
+
+/// A file kept open while an op on it is in flight.
+pub(crate) type FdHold = Arc<dyn AsFd + Send + Sync>;
+
+struct Slot<T> {
+    tag: T,
+    buf: Option<IoBuf>,
+    _fd: Option<FdHold>,
+    _word: Option<Box<u64>>,
+}
+
+/// What a reaped CQE gives back.
+pub(crate) struct Reaped<T> {
+    pub tag: T,
+    pub res: i32,
+    pub buf: Option<IoBuf>,
+}
+
+const CANCEL_TAG: u64 = u64::MAX;
+
+/// An io_uring plus the slots of its in-flight ops.
+pub(crate) struct RawRing<T> {
+    ring: IoUring,
+    slots: Slab<Slot<T>>,
+    /// Whether the ring was set up with DEFER_TASKRUN (completions need an
+    /// enter with GETEVENTS to be posted).
+    defer: bool,
+}
+
+impl<T> RawRing<T> {
+    pub(crate) fn new(ring: IoUring, defer: bool) -> Self {
+        RawRing { ring, slots: Slab::new(), defer }
+    }
+
+    pub(crate) fn io_uring(&self) -> &IoUring {
+        &self.ring
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn push(&mut self, entry: squeue::Entry, slot: Slot<T>) -> Result<(), Slot<T>> {
+        if self.ring.submission().is_full() {
+            // Make room by handing what is queued to the kernel.
+            let _ = self.ring.submit();
+            if self.ring.submission().is_full() {
+                return Err(slot);
+            }
+        }
+        let key = self.slots.insert(slot);
+        let entry = entry.user_data(key as u64);
+        // SAFETY: the memory the entry points to (buffer, fd, word) is owned by
+        // slot `key` until its CQE is reaped (module doc).
+        let pushed = unsafe { self.ring.submission().push(&entry) };
+        match pushed {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.slots.remove(key)),
+        }
+    }
+
+    /// Queues a read or write of `buf.len()` bytes at `offset`. With
+    /// `fixed`, uses READ_FIXED / WRITE_FIXED with `buf.buf_index()`; the
+    /// caller checked that the index is in this ring's table. Gives the buffer
+    /// back if the submission queue is full.
+    pub(crate) fn push_rw(
+        &mut self,
+        dir: Dir,
+        fd: FdHold,
+        offset: u64,
+        mut buf: IoBuf,
+        fixed: bool,
+        tag: T,
+    ) -> Result<(), (T, IoBuf)> {
+        let raw = Fd(fd.as_fd().as_raw_fd());
+        let (ptr, len, index) = (buf.as_mut_ptr(), buf.len() as u32, buf.buf_index());
+        let entry = match (dir, fixed) {
+            (Dir::Read, true) => opcode::ReadFixed::new(raw, ptr, len, index).offset(offset).build(),
+            (Dir::Write, true) => opcode::WriteFixed::new(raw, ptr, len, index).offset(offset).build(),
+            (Dir::Read, false) => opcode::Read::new(raw, ptr, len).offset(offset).build(),
+            (Dir::Write, false) => opcode::Write::new(raw, ptr, len).offset(offset).build(),
+        };
+        self.push(entry, Slot { tag, buf: Some(buf), _fd: Some(fd), _word: None })
+            .map_err(|s| (s.tag, s.buf.expect("slot holds the buffer it was given")))
+    }
+
+    /// Queues an fsync (or fdatasync).
+    pub(crate) fn push_fsync(&mut self, fd: FdHold, datasync: bool, tag: T) -> Result<(), T> {
+        let mut op = opcode::Fsync::new(Fd(fd.as_fd().as_raw_fd()));
+        if datasync {
+            op = op.flags(io_uring::types::FsyncFlags::DATASYNC);
+        }
+        self.push(op.build(), Slot { tag, buf: None, _fd: Some(fd), _word: None }).map_err(|s| s.tag)
+    }
+
+    /// Queues a read of one eventfd counter into an internal word.
+    #[allow(dead_code)] // used by the IoPool workers (next commit)
+    pub(crate) fn push_eventfd_read(&mut self, fd: FdHold, tag: T) -> Result<(), T> {
+        let mut word = Box::new(0u64);
+        let entry = opcode::Read::new(Fd(fd.as_fd().as_raw_fd()), (&mut *word as *mut u64).cast(), 8).build();
+        self.push(entry, Slot { tag, buf: None, _fd: Some(fd), _word: Some(word) }).map_err(|s| s.tag)
+    }
+
+    /// Hands queued SQEs to the kernel.
+    pub(crate) fn submit(&mut self) -> io::Result<usize> {
+        retry_eintr(|| self.ring.submit())
+    }
+
+    /// Submits and waits for at least `want` completions.
+    pub(crate) fn submit_and_wait(&mut self, want: usize) -> io::Result<usize> {
+        match self.ring.submit_and_wait(want) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(0),
+            r => r,
+        }
+    }
+
+    /// Submits and waits for one completion or until `timeout`; returns
+    /// `false` on timeout.
+    #[allow(dead_code)] // used by the IoPool workers (next commit)
+    pub(crate) fn submit_and_wait_timeout(&mut self, timeout: Duration) -> io::Result<bool> {
+        let ts = Timespec::from(timeout);
+        let args = SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reaps every posted CQE. With DEFER_TASKRUN, first runs the deferred
+    /// completions (an enter with GETEVENTS and no wait).
+    pub(crate) fn reap(&mut self, mut f: impl FnMut(Reaped<T>)) -> usize {
+        if self.defer && !self.slots.is_empty() {
+            let _ = self.enter_getevents();
+        }
+        let mut n = 0;
+        loop {
+            let cqes: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+            if cqes.is_empty() {
+                return n;
+            }
+            for (key, res) in cqes {
+                if key == CANCEL_TAG {
+                    continue;
+                }
+                let Some(slot) = self.slots.try_remove(key as usize) else { continue };
+                n += 1;
+                f(Reaped { tag: slot.tag, res, buf: slot.buf });
+            }
+        }
+    }
+
+    fn enter_getevents(&self) -> io::Result<usize> {
+        // SAFETY: to_submit is 0 (nothing is consumed from the SQ) and no
+        // argument pointer is passed.
+        unsafe { self.ring.submitter().enter::<libc::sigset_t>(0, 0, io_uring::EnterFlags::GETEVENTS.bits(), None) }
+    }
+
+    /// The ring fd.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.ring.as_fd()
+    }
+}
+
+fn retry_eintr(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match f() {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+impl<T> RawRing<T> {
+    /// Cancels everything in flight and waits for every CQE.
+    pub(crate) fn drain(&mut self) {
+        if self.slots.is_empty() {
+            return;
+        }
+        // Cancel what can be cancelled, then wait for every CQE, so that no
+        // buffer is freed while the kernel may still write it.
+        let cancel = opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(CANCEL_TAG);
+        // SAFETY: a cancel SQE references no memory of ours.
+        let _ = unsafe { self.ring.submission().push(&cancel) };
+        let mut stuck = 0;
+        while !self.slots.is_empty() {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => stuck = 0,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(_) => stuck += 1,
+            }
+            self.reap(drop);
+            if stuck > 100 {
+                // The ring is broken: leak the slots rather than free memory
+                // the kernel might still use.
+                tracing::error!(in_flight = self.slots.len(), "cannot drain io_uring; leaking its buffers");
+                std::mem::forget(std::mem::take(&mut self.slots));
+                return;
+            }
+        }
+    }
+}
+
+impl<T> Drop for RawRing<T> {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
