@@ -81,6 +81,23 @@ pub enum Error {
         sysfs: PathBuf,
     },
 
+    /// Writing `nr_hugepages` did not yield enough pages (memory too fragmented).
+    #[error(
+        "{page} huge pages: asked the kernel for {needed} through {sysfs} but only {got} could be made available \
+         (memory too fragmented even after compaction): reserve them at boot (hugepagesz= hugepages= on the kernel \
+         command line), free memory, or choose a smaller page size"
+    )]
+    HugePagesReserveFailed {
+        /// The page size.
+        page: PageKind,
+        /// Pages wanted.
+        needed: u64,
+        /// Pages available after the attempt.
+        got: u64,
+        /// The sysfs file written.
+        sysfs: PathBuf,
+    },
+
     /// The kernel or the machine offers no such page size.
     #[error("{page} pages are not available here: {reason}")]
     PageSizeUnavailable {

@@ -1,7 +1,7 @@
 //! `DirectFile`: a file opened for O_DIRECT I/O through the pool.
 
 use std::fs;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,7 +84,7 @@ impl OpenOptions {
 }
 
 pub(crate) struct FileShared {
-    fd: OwnedFd,
+    file: fs::File,
     path: PathBuf,
     direct: bool,
     mem_align: u32,
@@ -98,7 +98,14 @@ pub(crate) struct FileShared {
 
 impl AsFd for FileShared {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.file.as_fd()
+    }
+}
+
+impl FileShared {
+    /// The open file, for the blocking backend's pread / pwrite.
+    pub(crate) fn std(&self) -> &fs::File {
+        &self.file
     }
 }
 
@@ -175,12 +182,11 @@ impl DirectFile {
             return Err(Error::invalid("file", path.display(), "it is a directory"));
         }
         let block_device = meta.file_type().is_block_device();
-        let fd = OwnedFd::from(file);
         let (mem_align, offset_align, align_source) =
-            if direct { alignment_of(fd.as_fd()) } else { (1, 1, AlignmentSource::Default) };
+            if direct { alignment_of(file.as_fd()) } else { (1, 1, AlignmentSource::Default) };
         Ok(DirectFile {
             shared: Arc::new(FileShared {
-                fd,
+                file,
                 path: path.to_path_buf(),
                 direct,
                 mem_align,
@@ -275,8 +281,7 @@ impl DirectFile {
     }
 
     fn with_std<R>(&self, f: impl FnOnce(&fs::File) -> std::io::Result<R>) -> std::io::Result<R> {
-        let dup = self.shared.fd.try_clone()?;
-        f(&fs::File::from(dup))
+        f(&self.shared.file)
     }
 
     fn check_open(&self, op: &'static str) -> Result<()> {
@@ -368,7 +373,7 @@ impl DirectFile {
 
 impl AsFd for DirectFile {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.shared.fd.as_fd()
+        self.shared.file.as_fd()
     }
 }
 
@@ -399,10 +404,9 @@ fn is_no_direct(e: &std::io::Error) -> bool {
 
 fn file_size(f: &FileShared) -> std::io::Result<u64> {
     if f.block_device {
-        return sys::os::block_size_bytes(f.fd.as_fd());
+        return sys::os::block_size_bytes(f.file.as_fd());
     }
-    let dup = f.fd.try_clone()?;
-    Ok(fs::File::from(dup).metadata()?.len())
+    Ok(f.file.metadata()?.len())
 }
 
 /// O_DIRECT alignment of an open file: (memory, offset, source).

@@ -100,17 +100,19 @@ impl HugePageReservation {
             source: e,
         })?;
         r.added = short;
-        let now = HugePages::read(page);
+        let mut now = HugePages::read(page);
+        if now.available() < pages {
+            // The kernel found too few free contiguous ranges: compact memory
+            // once and ask again (1 GiB pages need 1 GiB of contiguous RAM).
+            tracing::info!(%page, got = now.available(), pages, "compacting memory to find contiguous huge pages");
+            let _ = std::fs::write("/proc/sys/vm/compact_memory", "1");
+            let _ = std::fs::write(&path, target.to_string());
+            now = HugePages::read(page);
+        }
         if now.available() < pages {
             let got = now.available();
             drop(r);
-            return Err(Error::HugePagesUnavailable {
-                page,
-                needed: pages,
-                free: got,
-                want_total: target,
-                sysfs: path,
-            });
+            return Err(Error::HugePagesReserveFailed { page, needed: pages, got, sysfs: path });
         }
         tracing::info!(%page, added = short, total = target, "reserved huge pages");
         Ok(r)

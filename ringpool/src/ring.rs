@@ -185,6 +185,7 @@ pub struct Completion {
 enum OpInfo {
     Rw { write: bool, file: DirectFile, offset: u64, len: usize },
     Sync { file: DirectFile },
+    Wake,
 }
 
 struct Pending {
@@ -501,6 +502,33 @@ impl Ring {
         }
     }
 
+    /// Submits, then waits for at least one completion, at most `timeout`
+    /// (`None`: no limit). Returns `false` on timeout.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from io_uring_enter.
+    pub fn wait_timeout(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        self.reap();
+        if !self.ready.is_empty() {
+            self.raw.submit().map_err(|e| Error::os("submit", e))?;
+            return Ok(true);
+        }
+        match timeout {
+            Some(t) => self.raw.submit_and_wait_timeout(t).map_err(|e| Error::os("wait", e)),
+            None => self.raw.submit_and_wait(1).map(|_| true).map_err(|e| Error::os("wait", e)),
+        }
+    }
+
+    /// Keeps a read of `eventfd` in flight; its completion comes back with
+    /// `tag` (for waking a thread blocked in [`Ring::wait_timeout`]).
+    pub(crate) fn push_wake(&mut self, eventfd: crate::sys::uring::FdHold, tag: u64) -> Result<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.raw.push_eventfd_read(eventfd, Pending { id, tag: Some(tag), info: OpInfo::Wake }).map_err(|_| {
+            Error::os("eventfd read", std::io::Error::new(std::io::ErrorKind::WouldBlock, "submission queue full"))
+        })
+    }
+
     /// Completions that are ready (call [`Ring::wait`] to get some).
     pub fn completions(&mut self) -> impl Iterator<Item = Completion> + '_ {
         self.reap();
@@ -571,6 +599,13 @@ fn finish(r: Reaped<Pending>) -> Option<Completion> {
                 Err(file.io_error("sync", None, std::io::Error::from_raw_os_error(-r.res)))
             } else {
                 Ok(0)
+            }
+        }
+        OpInfo::Wake => {
+            if r.res < 0 {
+                Err(Error::os("eventfd read", std::io::Error::from_raw_os_error(-r.res)))
+            } else {
+                Ok(r.res as usize)
             }
         }
     };

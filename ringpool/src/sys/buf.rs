@@ -29,7 +29,10 @@ use crate::memory::PoolShared;
 /// `len()` is the part that I/O uses (all of it at first); shorten it with
 /// [`IoBuf::set_len`].
 pub struct IoBuf {
+    /// First byte of the lease.
     ptr: NonNull<u8>,
+    /// The window I/O uses: `[start, start + len)` of the lease.
+    start: usize,
     len: usize,
     buf_index: u16,
     grant: Option<Grant>,
@@ -47,7 +50,7 @@ impl IoBuf {
         let ptr = pool.mapping.ptr_at(grant.offset() as usize);
         // SAFETY: the mapping's base is non-null and the offset is inside it.
         let ptr = unsafe { NonNull::new_unchecked(ptr) };
-        IoBuf { ptr, len: grant.len(), buf_index, grant: Some(grant), pool }
+        IoBuf { ptr, start: 0, len: grant.len(), buf_index, grant: Some(grant), pool }
     }
 
     /// Bytes leased (the request rounded up to the alignment).
@@ -65,16 +68,42 @@ impl IoBuf {
         self.len == 0
     }
 
-    /// Sets how many bytes I/O transfers (at most the capacity).
+    /// Sets how many bytes I/O transfers, from the window's start.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] past the capacity.
+    /// [`Error::InvalidArgument`] past the end of the lease.
     pub fn set_len(&mut self, len: usize) -> Result<()> {
-        if len > self.capacity() {
-            return Err(Error::invalid("buffer length", len, format!("the lease holds {} bytes", self.capacity())));
+        self.set_window(self.start, len)
+    }
+
+    /// Sets the window I/O uses to `[start, start + len)` of the lease (for
+    /// example to skip a header). The memory alignment of an O_DIRECT
+    /// request is that of `as_ptr()`, the window's first byte.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] past the end of the lease.
+    pub fn set_window(&mut self, start: usize, len: usize) -> Result<()> {
+        if start.checked_add(len).is_none_or(|end| end > self.capacity()) {
+            return Err(Error::invalid(
+                "buffer window",
+                format!("{start}+{len}"),
+                format!("the lease holds {} bytes", self.capacity()),
+            ));
         }
+        self.start = start;
         self.len = len;
         Ok(())
+    }
+
+    /// Makes the window the whole lease again.
+    pub fn reset_window(&mut self) {
+        self.start = 0;
+        self.len = self.capacity();
+    }
+
+    /// Start of the window within the lease.
+    pub fn window_start(&self) -> usize {
+        self.start
     }
 
     /// The registered table entry this buffer lies in.
@@ -82,18 +111,18 @@ impl IoBuf {
         self.buf_index
     }
 
-    /// Offset of the first byte in the pool.
+    /// Offset of the lease's first byte in the pool.
     pub fn pool_offset(&self) -> u64 {
         self.grant.as_ref().map_or(0, |g| g.offset())
     }
 
-    /// Address of the first byte.
+    /// Address of the window's first byte.
     pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        self.ptr.as_ptr().wrapping_add(self.start)
     }
 
     pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.ptr.as_ptr().wrapping_add(self.start)
     }
 
     pub(crate) fn pool(&self) -> &Arc<PoolShared> {
@@ -104,16 +133,17 @@ impl IoBuf {
 impl Deref for IoBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: len <= capacity, the range is inside the lease, which this
-        // IoBuf owns exclusively (module doc); &self prevents mutation.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: start + len <= capacity (set_window), so the range is inside
+        // the lease, which this IoBuf owns exclusively (module doc); &self
+        // prevents mutation.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len) }
     }
 }
 
 impl DerefMut for IoBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in deref, and &mut self makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.as_mut_ptr(), self.len) }
     }
 }
 
@@ -134,6 +164,7 @@ impl fmt::Debug for IoBuf {
         f.debug_struct("IoBuf")
             .field("buf_index", &self.buf_index)
             .field("pool_offset", &self.pool_offset())
+            .field("window_start", &self.start)
             .field("len", &self.len)
             .field("capacity", &self.capacity())
             .finish()

@@ -79,7 +79,6 @@ pub(crate) fn block_size_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
 
 /// A close-on-exec eventfd (blocking, so that an io_uring read of it waits
 /// for a signal instead of failing with EAGAIN).
-#[allow(dead_code)] // used by the IoPool workers (next commit)
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd has no pointer arguments.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
@@ -92,7 +91,6 @@ pub(crate) fn eventfd() -> io::Result<OwnedFd> {
 
 /// Adds 1 to an eventfd counter (blocks only if the counter would overflow
 /// 2^64 - 2, which a wake-up counter never reaches).
-#[allow(dead_code)] // used by the IoPool workers (next commit)
 pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
     let one: u64 = 1;
     // SAFETY: writes 8 bytes from a local u64.

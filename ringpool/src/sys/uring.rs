@@ -160,7 +160,6 @@ impl<T> RawRing<T> {
     }
 
     /// Queues a read of one eventfd counter into an internal word.
-    #[allow(dead_code)] // used by the IoPool workers (next commit)
     pub(crate) fn push_eventfd_read(&mut self, fd: FdHold, tag: T) -> Result<(), T> {
         let mut word = Box::new(0u64);
         let entry = opcode::Read::new(Fd(fd.as_fd().as_raw_fd()), (&mut *word as *mut u64).cast(), 8).build();
@@ -182,7 +181,6 @@ impl<T> RawRing<T> {
 
     /// Submits and waits for one completion or until `timeout`; returns
     /// `false` on timeout.
-    #[allow(dead_code)] // used by the IoPool workers (next commit)
     pub(crate) fn submit_and_wait_timeout(&mut self, timeout: Duration) -> io::Result<bool> {
         let ts = Timespec::from(timeout);
         let args = SubmitArgs::new().timespec(&ts);

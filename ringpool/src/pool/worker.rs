@@ -1,0 +1,227 @@
+//! The worker threads: one ring each (io_uring backend), or blocking
+//! pread / pwrite (blocking backend).
+
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::handle::{IoResult, OpState};
+use super::{Inner, Job, JobKind, Wake};
+use crate::error::{Error, Result};
+use crate::ring::{Completion, Ring, RingOptions};
+
+const WAKE_TAG: u64 = u64::MAX;
+
+/// Entry point of a worker thread.
+pub(super) fn run(inner: Arc<Inner>, id: usize, started: Instant, ready: Sender<Result<Duration>>) {
+    if inner.table.is_some() {
+        ring_worker(&inner, id, started, ready);
+    } else {
+        blocking_worker(&inner, id, started, ready);
+    }
+    inner.worker_exited();
+}
+
+enum Done {
+    Rw(Arc<OpState<IoResult>>),
+    Sync(Arc<OpState<Result<()>>>),
+}
+
+fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Result<Duration>>) {
+    let table = inner.table.as_ref().expect("ring workers exist only with a table");
+    let setup = || -> Result<(Ring, Arc<Wake>)> {
+        // One extra entry for the eventfd read that is always in flight.
+        let mut ring = table.ring_with(&RingOptions { entries: inner.cfg.depth + 1, ..RingOptions::default() })?;
+        let efd = Arc::new(crate::sys::os::eventfd().map_err(|e| Error::os("eventfd", e))?);
+        ring.push_wake(efd.clone(), WAKE_TAG)?;
+        ring.submit()?;
+        Ok((ring, Arc::new(Wake { id, eventfd: Some(efd), thread: std::thread::current() })))
+    };
+    let (mut ring, wake) = match setup() {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(worker = id, "worker could not set up its ring: {e}");
+            inner.worker_failed(id, &e);
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let spin = started.elapsed();
+    inner.record_spinup(spin);
+    let _ = ready.send(Ok(spin));
+    tracing::debug!(worker = id, ?spin, path = %ring.setup().path, "worker ready");
+
+    let depth = inner.cfg.depth as usize;
+    let mut pending: Slab<Done> = Slab::with_capacity(depth);
+    let mut jobs = Vec::with_capacity(depth);
+    let mut last_busy = Instant::now();
+    loop {
+        let mut progressed = false;
+        let mut rearm = false;
+        for c in ring.completions() {
+            progressed = true;
+            if c.tag == WAKE_TAG {
+                rearm = true;
+            } else {
+                complete(inner, &mut pending, c);
+            }
+        }
+        if rearm {
+            if let Err(e) = ring.push_wake(wake.eventfd.clone().expect("ring workers have an eventfd"), WAKE_TAG) {
+                tracing::error!(worker = id, "cannot re-arm the wake-up read: {e}");
+            }
+        }
+        // Everything but the wake-up read.
+        let busy = ring.in_flight().saturating_sub(1);
+        let room = depth.saturating_sub(busy);
+        inner.take_jobs(room, &wake, &mut jobs);
+        for job in jobs.drain(..) {
+            progressed = true;
+            submit(&mut ring, &mut pending, job);
+        }
+        if progressed {
+            last_busy = Instant::now();
+            if let Err(e) = ring.submit() {
+                tracing::warn!(worker = id, "submit: {e}");
+            }
+            continue;
+        }
+        let busy = ring.in_flight() > 1;
+        if !busy && inner.should_exit(&wake, last_busy.elapsed()) {
+            break;
+        }
+        let timeout = if busy {
+            None
+        } else {
+            Some(inner.cfg.idle.saturating_sub(last_busy.elapsed()).max(Duration::from_millis(1)))
+        };
+        if let Err(e) = ring.wait_timeout(timeout) {
+            tracing::warn!(worker = id, "wait: {e}");
+        }
+        inner.unsleep(&wake);
+    }
+    // Only the wake-up read is left; dropping the ring cancels it.
+    drop(ring);
+}
+
+fn submit(ring: &mut Ring, pending: &mut Slab<Done>, mut job: Job) {
+    match &mut job.kind {
+        JobKind::Rw { write, buf, done } => {
+            let Some(b) = buf.take() else { return };
+            let entry = pending.vacant_entry();
+            let tag = entry.key() as u64;
+            let r = if *write {
+                ring.push_write(&job.file, job.offset, b, tag)
+            } else {
+                ring.push_read(&job.file, job.offset, b, tag)
+            };
+            match r {
+                Ok(()) => {
+                    entry.insert(Done::Rw(done.clone()));
+                }
+                Err((e, b)) => done.complete((Err(e), b)),
+            }
+        }
+        JobKind::Sync { datasync, done } => {
+            let Some(d) = done.take() else { return };
+            let entry = pending.vacant_entry();
+            let tag = entry.key() as u64;
+            match ring.push_sync(&job.file, *datasync, tag) {
+                Ok(()) => {
+                    entry.insert(Done::Sync(d));
+                }
+                Err(e) => d.complete(Err(e)),
+            }
+        }
+    }
+}
+
+fn complete(inner: &Inner, pending: &mut Slab<Done>, c: Completion) {
+    let Some(done) = pending.try_remove(c.tag as usize) else {
+        tracing::error!(tag = c.tag, "completion for an unknown operation");
+        return;
+    };
+    inner.completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if c.result.is_err() {
+        inner.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    match done {
+        Done::Rw(d) => match c.buf {
+            Some(b) => d.complete((c.result, b)),
+            None => tracing::error!("read/write completion without its buffer"),
+        },
+        Done::Sync(d) => d.complete(c.result.map(drop)),
+    }
+}
+
+fn blocking_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Result<Duration>>) {
+    let wake = Arc::new(Wake { id, eventfd: None, thread: std::thread::current() });
+    let spin = started.elapsed();
+    inner.record_spinup(spin);
+    let _ = ready.send(Ok(spin));
+    let mut jobs = Vec::with_capacity(1);
+    let mut last_busy = Instant::now();
+    loop {
+        inner.take_jobs(1, &wake, &mut jobs);
+        if let Some(job) = jobs.pop() {
+            run_blocking(inner, job);
+            last_busy = Instant::now();
+            continue;
+        }
+        if inner.should_exit(&wake, last_busy.elapsed()) {
+            break;
+        }
+        std::thread::park_timeout(inner.cfg.idle.saturating_sub(last_busy.elapsed()).max(Duration::from_millis(1)));
+        inner.unsleep(&wake);
+    }
+}
+
+fn retry_eintr<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+fn run_blocking(inner: &Inner, mut job: Job) {
+    let file = job.file.clone();
+    let offset = job.offset;
+    let count = |ok: bool| {
+        inner.completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !ok {
+            inner.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    match &mut job.kind {
+        JobKind::Rw { write, buf, done } => {
+            let Some(mut b) = buf.take() else { return };
+            // Checked again: the file may have been closed while queued.
+            if let Err(e) = file.check_io(*write, offset, &b) {
+                count(false);
+                done.complete((Err(e), b));
+                return;
+            }
+            let f = file.shared.std();
+            let res =
+                if *write { retry_eintr(|| f.write_at(&b, offset)) } else { retry_eintr(|| f.read_at(&mut b, offset)) };
+            let res = match res {
+                Ok(n) => n as i32,
+                Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+            };
+            let r = file.complete(*write, offset, b.len(), res);
+            count(r.is_ok());
+            done.complete((r, b));
+        }
+        JobKind::Sync { datasync, done } => {
+            let Some(d) = done.take() else { return };
+            let r = if *datasync { file.sync_data() } else { file.sync_all() };
+            count(r.is_ok());
+            d.complete(r);
+        }
+    }
+}
