@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use ringpool::hugepages::HugePageReservation;
+use ringpool::units::Bytes;
+use ringpool::{IoMemory, PageKind, PagePolicy};
 
 /// A byte progress bar on stderr (hidden when stderr is not a terminal).
 pub fn byte_bar(total: u64, msg: &str) -> ProgressBar {
@@ -39,6 +43,65 @@ pub fn min(v: &[f64]) -> f64 {
 
 pub fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
+}
+
+/// Resolves `--page` / `--reserve`: with `--reserve`, reserves exactly the
+/// hugetlb pages `bytes` needs (2 MiB pages for `auto`) and returns the page
+/// policy to map with and the reservation (restored on drop or Ctrl-C).
+pub fn reserve_for(
+    page: PagePolicy,
+    bytes: u64,
+    reserve: bool,
+) -> anyhow::Result<(PagePolicy, Option<HugePageReservation>)> {
+    if !reserve {
+        return Ok((page, None));
+    }
+    let kind = match page {
+        PagePolicy::Huge1G => PageKind::Huge1G,
+        PagePolicy::Huge2M | PagePolicy::Auto => PageKind::Huge2M,
+        other => anyhow::bail!("--reserve needs --page 1g or 2m (or auto, which reserves 2 MiB pages), not {other:?}"),
+    };
+    restore_on_signal();
+    let pages = bytes.div_ceil(kind.bytes());
+    let r = HugePageReservation::ensure_available(kind, pages).context("--reserve")?;
+    if r.added() > 0 {
+        eprintln!(
+            "reserved {} {} pages (nr_hugepages {} -> {}); restored at exit",
+            r.added(),
+            kind,
+            r.previous(),
+            r.previous() + r.added()
+        );
+    }
+    Ok((if kind == PageKind::Huge1G { PagePolicy::Huge1G } else { PagePolicy::Huge2M }, Some(r)))
+}
+
+/// Says which pages the pool got, and whether `auto` fell back.
+pub fn describe_pool(mem: &IoMemory, asked: PagePolicy) {
+    eprintln!(
+        "pool: {} of {} pages in {} segments of {} ({})",
+        Bytes(mem.len()),
+        mem.page_kind(),
+        mem.segments().len(),
+        Bytes(mem.segment_size()),
+        mem.page_choice()
+    );
+    if asked == PagePolicy::Auto && !matches!(mem.page_kind(), PageKind::Huge1G | PageKind::Huge2M) {
+        eprintln!(
+            "note: no hugetlb pages free: fell back to {} pages (use --reserve, or --page 2m/1g with pages reserved)",
+            mem.page_kind()
+        );
+    }
+}
+
+/// Prefaults the whole pool with a progress bar; returns milliseconds.
+pub fn prefault_with_bar(mem: &IoMemory) -> anyhow::Result<f64> {
+    let bar = byte_bar(mem.len(), "prefault");
+    let took = mem.prefault(|p| bar.set_position(p.done))?;
+    bar.finish_and_clear();
+    let ms = took.as_secs_f64() * 1e3;
+    eprintln!("prefaulted {} in {:.0} ms", Bytes(mem.len()), ms);
+    Ok(ms)
 }
 
 /// Restores reserved huge pages and exits on Ctrl-C / SIGTERM.

@@ -66,3 +66,37 @@ pub fn clone_into_fresh_ring(src_fd: RawFd, entries: u32) -> Result<Duration> {
     let _ = ring.submitter().unregister_buffers();
     Ok(took)
 }
+
+/// The floor of a worker spin-up: a bare `std::thread::spawn` whose thread
+/// builds a SINGLE_ISSUER | DEFER_TASKRUN ring with the bare crate and
+/// clones `src_fd` into it; returns the time from the spawn call until the
+/// thread reports its ring ready, and the ring's teardown is waited for.
+///
+/// # Errors
+/// [`Error::Io`] with the raw errno.
+pub fn thread_ring_clone(src_fd: RawFd, entries: u32) -> Result<Duration> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = Instant::now();
+    let h = std::thread::spawn(move || {
+        let r = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_cqsize(entries * 2)
+            .build(entries)
+            .and_then(|ring: IoUring| ring.submitter().register_buffers_clone(src_fd).map(|_| ring));
+        match r {
+            Ok(ring) => {
+                let _ = tx.send(Ok(()));
+                let _ = ring.submitter().unregister_buffers();
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    });
+    let ready = rx.recv().map_err(|_| Error::Lost("floor thread died".into()))?;
+    let took = t.elapsed();
+    let _ = h.join();
+    ready.map_err(|e| Error::os("raw thread + ring + clone", e))?;
+    Ok(took)
+}

@@ -58,7 +58,7 @@ pub use file::{DirectFile, DirectIo, OpenOptions};
 pub use memory::{
     AllocFuture, IoMemory, MemoryOptions, PageKind, PagePolicy, Progress, Segment, MAX_SEGMENTS, MAX_SEGMENT_SIZE,
 };
-pub use pool::{Backend, BackendKind, IoPool, IoPoolBuilder, IoResult, OpHandle, PoolStats};
+pub use pool::{Backend, BackendKind, IoPool, IoPoolBuilder, IoResult, OpHandle, PoolStats, SpinupParts};
 pub use probe::{
     has_cap_ipc_lock, kernel_release, parse_kernel_version, AlignmentSource, DirectIoSupport, Features, HugePages,
     IoUringStatus, ThpMode,

@@ -10,7 +10,6 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use ringpool::baseline;
-use ringpool::hugepages::HugePageReservation;
 use ringpool::units::{parse_size, Bytes};
 use ringpool::{
     BufferTable, CloneRange, Features, IoMemory, MemoryOptions, PageKind, PagePolicy, Ring, RingOptions, Sharing,
@@ -105,30 +104,7 @@ pub fn run(a: &RegisterArgs) -> anyhow::Result<()> {
     let largest = *sizes.last().expect("non-empty");
 
     // Huge pages: reserve exactly what the largest size needs, if asked.
-    let mut policy = a.page;
-    let _reservation = if a.reserve {
-        let kind = match policy {
-            PagePolicy::Huge1G => PageKind::Huge1G,
-            PagePolicy::Huge2M | PagePolicy::Auto => PageKind::Huge2M,
-            other => bail!("--reserve needs --page 1g or 2m (or auto, which reserves 2 MiB pages), not {other:?}"),
-        };
-        policy = if kind == PageKind::Huge1G { PagePolicy::Huge1G } else { PagePolicy::Huge2M };
-        crate::util::restore_on_signal();
-        let pages = largest.div_ceil(kind.bytes());
-        let r = HugePageReservation::ensure_available(kind, pages).context("--reserve")?;
-        if r.added() > 0 {
-            eprintln!(
-                "reserved {} {} pages (nr_hugepages {} -> {}); restored at exit",
-                r.added(),
-                kind,
-                r.previous(),
-                r.previous() + r.added()
-            );
-        }
-        Some(r)
-    } else {
-        None
-    };
+    let (policy, _reservation) = crate::util::reserve_for(a.page, largest, a.reserve)?;
 
     let page_bytes = match policy {
         PagePolicy::Huge1G => 1 << 30,
@@ -146,17 +122,7 @@ pub fn run(a: &RegisterArgs) -> anyhow::Result<()> {
         })
         .context("mapping the pool")?;
     let kind = mem.page_kind();
-    eprintln!(
-        "pool: {} of {} pages in {} segments of {} ({})",
-        Bytes(mem.len()),
-        kind,
-        mem.segments().len(),
-        Bytes(mem.segment_size()),
-        mem.page_choice()
-    );
-    if a.page == PagePolicy::Auto && !matches!(kind, PageKind::Huge1G | PageKind::Huge2M) {
-        eprintln!("note: no hugetlb pages free: fell back to {kind} pages (use --reserve, or --page 2m/1g with pages reserved)");
-    }
+    crate::util::describe_pool(&mem, a.page);
     for &s in &sizes {
         if s % mem.segment_size() != 0 {
             bail!("size {} is not a multiple of the segment size {}", Bytes(s), Bytes(mem.segment_size()));

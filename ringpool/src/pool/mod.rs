@@ -276,6 +276,8 @@ impl IoPoolBuilder {
                 next_id: 0,
                 threads: Vec::new(),
                 exited: Vec::new(),
+                retire: 0,
+                retired_on_request: 0,
             }),
             exited: Condvar::new(),
             stats: Mutex::new(StatsInner::default()),
@@ -299,6 +301,17 @@ struct Config {
     idle: Duration,
     grow_queue: usize,
     grow_wait: Duration,
+}
+
+/// Why a worker exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Idle past the timeout, or the pool shut down.
+    Idle,
+    /// `retire_worker` asked for it.
+    Requested,
+    /// Its ring could not be set up.
+    Failed,
 }
 
 /// How to wake a sleeping worker.
@@ -326,11 +339,29 @@ struct Shared {
     next_id: usize,
     threads: Vec<(usize, JoinHandle<()>)>,
     exited: Vec<usize>,
+    /// Workers asked to stop by `retire_worker`.
+    retire: usize,
+    /// Workers stopped on request whose threads have finished (ring dropped).
+    retired_on_request: u64,
+}
+
+/// Where one worker's spin-up time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpinupParts {
+    /// From the spawn call to the first instruction of the worker thread.
+    pub thread: Duration,
+    /// `io_uring_setup` of its ring.
+    pub ring: Duration,
+    /// Getting the table (clone or register).
+    pub table: Duration,
+    /// Everything, until the worker is ready for work.
+    pub total: Duration,
 }
 
 #[derive(Default)]
 struct StatsInner {
     spinups: Vec<Duration>,
+    parts: Vec<SpinupParts>,
     started: u64,
     retired: u64,
     spawn_failures: u64,
@@ -479,21 +510,26 @@ impl Inner {
     /// draining and the queue is empty, or it idled past the timeout above
     /// the minimum. Decided under the queue lock, so no job queued for it
     /// is stranded.
-    fn should_exit(&self, wake: &Wake, idle_for: Duration) -> bool {
+    fn should_exit(&self, wake: &Wake, idle_for: Duration) -> Option<Exit> {
         let mut s = self.lock();
         if !s.queue.is_empty() {
-            return false;
+            return None;
         }
-        let exit = !s.running || (idle_for >= self.cfg.idle && s.live > self.cfg.min);
+        let asked = s.retire > 0;
+        let exit = !s.running || asked || (idle_for >= self.cfg.idle && s.live > self.cfg.min);
         if exit {
+            if asked {
+                s.retire -= 1;
+            }
             s.sleepers.retain(|w| w.id != wake.id);
             s.live -= 1;
             s.exited.push(wake.id);
             if s.running {
                 self.stats_lock().retired += 1;
             }
+            return Some(if asked { Exit::Requested } else { Exit::Idle });
         }
-        exit
+        None
     }
 
     fn worker_failed(&self, id: usize, e: &Error) {
@@ -508,13 +544,17 @@ impl Inner {
         self.exited.notify_all();
     }
 
-    fn worker_exited(&self) {
+    fn worker_exited(&self, why: Exit) {
+        if why == Exit::Requested {
+            self.lock().retired_on_request += 1;
+        }
         self.exited.notify_all();
     }
 
-    fn record_spinup(&self, d: Duration) {
+    fn record_spinup(&self, parts: SpinupParts) {
         let mut st = self.stats_lock();
-        st.spinups.push(d);
+        st.spinups.push(parts.total);
+        st.parts.push(parts);
         st.started += 1;
     }
 
@@ -590,6 +630,8 @@ pub struct PoolStats {
     pub last_spawn_error: Option<String>,
     /// Spin-up time (thread + ring + table) of every worker started.
     pub spinups: Vec<Duration>,
+    /// The same, broken down.
+    pub spinup_parts: Vec<SpinupParts>,
     /// Operations accepted.
     pub submitted: u64,
     /// Operations completed (successfully or not).
@@ -715,6 +757,27 @@ impl IoPool {
         self.inner.spawn_worker(true)
     }
 
+    /// Stops one idle worker (even below the minimum) and waits until its
+    /// thread has dropped its ring. Returns `false` when no worker runs.
+    pub fn retire_worker(&self) -> bool {
+        let (target, sleepers) = {
+            let mut s = self.inner.lock();
+            if s.live <= s.retire {
+                return false;
+            }
+            s.retire += 1;
+            (s.retired_on_request + s.retire as u64, std::mem::take(&mut s.sleepers))
+        };
+        for w in sleepers {
+            w.wake();
+        }
+        let mut s = self.inner.lock();
+        while s.retired_on_request < target {
+            s = self.inner.exited.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        true
+    }
+
     /// Statistics now.
     pub fn stats(&self) -> PoolStats {
         let (workers, queued) = {
@@ -732,6 +795,7 @@ impl IoPool {
             spawn_failures: st.spawn_failures,
             last_spawn_error: st.last_spawn_error.clone(),
             spinups: st.spinups.clone(),
+            spinup_parts: st.parts.clone(),
             submitted: self.inner.submitted.load(Ordering::Relaxed),
             completed: self.inner.completed.load(Ordering::Relaxed),
             failed: self.inner.failed.load(Ordering::Relaxed),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::handle::{IoResult, OpState};
-use super::{Inner, Job, JobKind, Wake};
+use super::{Exit, Inner, Job, JobKind, SpinupParts, Wake};
 use crate::error::{Error, Result};
 use crate::ring::{Completion, Ring, RingOptions};
 
@@ -17,12 +17,12 @@ const WAKE_TAG: u64 = u64::MAX;
 
 /// Entry point of a worker thread.
 pub(super) fn run(inner: Arc<Inner>, id: usize, started: Instant, ready: Sender<Result<Duration>>) {
-    if inner.table.is_some() {
-        ring_worker(&inner, id, started, ready);
+    let why = if inner.table.is_some() {
+        ring_worker(&inner, id, started, ready)
     } else {
-        blocking_worker(&inner, id, started, ready);
-    }
-    inner.worker_exited();
+        blocking_worker(&inner, id, started, ready)
+    };
+    inner.worker_exited(why);
 }
 
 enum Done {
@@ -30,7 +30,8 @@ enum Done {
     Sync(Arc<OpState<Result<()>>>),
 }
 
-fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Result<Duration>>) {
+fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Result<Duration>>) -> Exit {
+    let thread = started.elapsed();
     let table = inner.table.as_ref().expect("ring workers exist only with a table");
     let setup = || -> Result<(Ring, Arc<Wake>)> {
         // One extra entry for the eventfd read that is always in flight.
@@ -46,11 +47,16 @@ fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Re
             tracing::warn!(worker = id, "worker could not set up its ring: {e}");
             inner.worker_failed(id, &e);
             let _ = ready.send(Err(e));
-            return;
+            return Exit::Failed;
         }
     };
     let spin = started.elapsed();
-    inner.record_spinup(spin);
+    inner.record_spinup(SpinupParts {
+        thread,
+        ring: ring.setup().ring_time,
+        table: ring.setup().table_time,
+        total: spin,
+    });
     let _ = ready.send(Ok(spin));
     tracing::debug!(worker = id, ?spin, path = %ring.setup().path, "worker ready");
 
@@ -58,7 +64,7 @@ fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Re
     let mut pending: Slab<Done> = Slab::with_capacity(depth);
     let mut jobs = Vec::with_capacity(depth);
     let mut last_busy = Instant::now();
-    loop {
+    let why = loop {
         let mut progressed = false;
         let mut rearm = false;
         for c in ring.completions() {
@@ -90,8 +96,10 @@ fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Re
             continue;
         }
         let busy = ring.in_flight() > 1;
-        if !busy && inner.should_exit(&wake, last_busy.elapsed()) {
-            break;
+        if !busy {
+            if let Some(why) = inner.should_exit(&wake, last_busy.elapsed()) {
+                break why;
+            }
         }
         let timeout = if busy {
             None
@@ -102,9 +110,11 @@ fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Re
             tracing::warn!(worker = id, "wait: {e}");
         }
         inner.unsleep(&wake);
-    }
-    // Only the wake-up read is left; dropping the ring cancels it.
+    };
+    // Only the wake-up read is left; dropping the ring cancels it (and
+    // unregisters the table, so that unpinning happens here, now).
     drop(ring);
+    why
 }
 
 fn submit(ring: &mut Ring, pending: &mut Slab<Done>, mut job: Job) {
@@ -157,10 +167,10 @@ fn complete(inner: &Inner, pending: &mut Slab<Done>, c: Completion) {
     }
 }
 
-fn blocking_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Result<Duration>>) {
+fn blocking_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Result<Duration>>) -> Exit {
     let wake = Arc::new(Wake { id, eventfd: None, thread: std::thread::current() });
     let spin = started.elapsed();
-    inner.record_spinup(spin);
+    inner.record_spinup(SpinupParts { thread: spin, total: spin, ..SpinupParts::default() });
     let _ = ready.send(Ok(spin));
     let mut jobs = Vec::with_capacity(1);
     let mut last_busy = Instant::now();
@@ -171,8 +181,8 @@ fn blocking_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sende
             last_busy = Instant::now();
             continue;
         }
-        if inner.should_exit(&wake, last_busy.elapsed()) {
-            break;
+        if let Some(why) = inner.should_exit(&wake, last_busy.elapsed()) {
+            return why;
         }
         std::thread::park_timeout(inner.cfg.idle.saturating_sub(last_busy.elapsed()).max(Duration::from_millis(1)));
         inner.unsleep(&wake);
