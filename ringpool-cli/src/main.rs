@@ -37,7 +37,19 @@ fn main() {
         Cmd::Bench(cmd) => bench::run(cmd),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        // ringpool's errors already include their OS cause in their text:
+        // print each cause of the chain only if it adds something.
+        let mut msg = String::new();
+        for cause in e.chain() {
+            let text = cause.to_string();
+            if !msg.contains(&text) {
+                if !msg.is_empty() {
+                    msg.push_str(": ");
+                }
+                msg.push_str(&text);
+            }
+        }
+        eprintln!("error: {msg}");
         std::process::exit(1);
     }
 }

@@ -366,6 +366,11 @@ impl DirectFile {
         })
     }
 
+    /// Identity of the open file (shared by clones of this handle).
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
+
     pub(crate) fn hold(&self) -> sys::uring::FdHold {
         self.shared.clone()
     }
@@ -381,7 +386,9 @@ impl AsFd for DirectFile {
 /// byte in the page cache: for ringpool that is not direct I/O, so the open
 /// is treated like the EINVAL of file systems that refuse the flag.
 fn refuse_fake_direct(f: fs::File) -> std::io::Result<fs::File> {
-    if is_page_cache_fs(f.as_fd()) {
+    // Only regular files: a block device node lives on devtmpfs, whose magic
+    // is tmpfs's, but I/O to it goes to the device.
+    if f.metadata()?.is_file() && is_page_cache_fs(f.as_fd()) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "tmpfs/ramfs accept O_DIRECT but serve it from the page cache",

@@ -69,5 +69,5 @@ pub use table::{BufferTable, Sharing, TableOptions};
 
 /// Process-level knobs tests and tools need (memlock limit).
 pub mod process {
-    pub use crate::sys::os::{rusage_self_us, set_memlock_limit};
+    pub use crate::sys::os::{rusage_children_us, rusage_self_us, set_memlock_limit};
 }

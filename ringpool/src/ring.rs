@@ -216,6 +216,8 @@ pub struct Ring {
     unregister_on_drop: bool,
     next_id: u64,
     ready: VecDeque<Completion>,
+    /// Files registered with this ring (IOSQE_FIXED_FILE), by identity.
+    files: Vec<(usize, u32)>,
     _one_thread: PhantomData<*const ()>,
 }
 
@@ -267,6 +269,7 @@ impl Ring {
             unregister_on_drop: opts.unregister_on_drop,
             next_id: 0,
             ready: VecDeque::new(),
+            files: Vec::new(),
             _one_thread: PhantomData,
         })
     }
@@ -306,6 +309,11 @@ impl Ring {
     /// Operations queued or running.
     pub fn in_flight(&self) -> usize {
         self.raw.in_flight()
+    }
+
+    /// Operations queued and not yet handed to the kernel.
+    pub fn queued(&mut self) -> usize {
+        self.raw.queued()
     }
 
     /// Clones `range` of `src`'s table into this ring: Linux 6.12+ (ranges
@@ -372,6 +380,44 @@ impl Ring {
         Ok(())
     }
 
+    /// Registers `file` with this ring, so that its operations skip the
+    /// per-I/O file lookup (IOSQE_FIXED_FILE, as fio's `registerfiles`).
+    /// Operations on `file` through this ring use the registered slot from
+    /// now on; registering it again is a no-op.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from the register calls; [`Error::FileClosed`].
+    pub fn register_file(&mut self, file: &DirectFile) -> Result<()> {
+        const SLOTS: u32 = 64;
+        if file.is_closed() {
+            return Err(Error::FileClosed { op: "register_file", path: file.path().to_path_buf() });
+        }
+        let key = file.identity();
+        if self.files.iter().any(|&(k, _)| k == key) {
+            return Ok(());
+        }
+        let slot = self.files.len() as u32;
+        if slot >= SLOTS {
+            return Err(Error::invalid(
+                "registered files",
+                slot + 1,
+                format!("a ring registers at most {SLOTS} files"),
+            ));
+        }
+        let sub = self.raw.io_uring().submitter();
+        if slot == 0 {
+            sub.register_files_sparse(SLOTS).map_err(|e| Error::os("register files", e))?;
+        }
+        sub.register_files_update(slot, &[file.as_fd().as_raw_fd()]).map_err(|e| Error::os("register files", e))?;
+        self.files.push((key, slot));
+        Ok(())
+    }
+
+    fn fixed_file(&self, file: &DirectFile) -> Option<u32> {
+        let key = file.identity();
+        self.files.iter().find(|&&(k, _)| k == key).map(|&(_, slot)| slot)
+    }
+
     fn fixed_for(&self, op: &'static str, buf: &IoBuf) -> Result<bool> {
         let Some(mem) = &self.memory else {
             if self.table_len > 0 {
@@ -424,7 +470,8 @@ impl Ring {
         self.next_id += 1;
         let info = OpInfo::Rw { write, file: file.clone(), offset, len: buf.len() };
         let dir = if write { Dir::Write } else { Dir::Read };
-        match self.raw.push_rw(dir, file.hold(), offset, buf, fixed, Pending { id, tag, info }) {
+        let slot = self.fixed_file(file);
+        match self.raw.push_rw(dir, file.hold(), slot, offset, buf, fixed, Pending { id, tag, info }) {
             Ok(()) => Ok(id),
             Err((_, buf)) => Err((
                 Error::os(
@@ -487,18 +534,22 @@ impl Ring {
     }
 
     /// Submits, then waits until at least `min` completions are ready (or
-    /// nothing is left in flight). Returns how many are ready.
+    /// nothing is left in flight). Returns how many are ready. One
+    /// `io_uring_enter` per wait: it submits, runs deferred completions and
+    /// sleeps.
     ///
     /// # Errors
     /// [`Error::Io`] from io_uring_enter.
     pub fn wait(&mut self, min: usize) -> Result<usize> {
-        self.raw.submit().map_err(|e| Error::os("submit", e))?;
+        self.reap_posted();
         loop {
-            self.reap();
             if self.ready.len() >= min || self.raw.in_flight() == 0 {
+                self.raw.submit().map_err(|e| Error::os("submit", e))?;
                 return Ok(self.ready.len());
             }
-            self.raw.submit_and_wait(1).map_err(|e| Error::os("wait", e))?;
+            let want = (min - self.ready.len()).min(self.raw.in_flight());
+            self.raw.submit_and_wait(want).map_err(|e| Error::os("wait", e))?;
+            self.reap_posted();
         }
     }
 
@@ -538,6 +589,15 @@ impl Ring {
     fn reap(&mut self) {
         let ready = &mut self.ready;
         self.raw.reap(|r| {
+            if let Some(c) = finish(r) {
+                ready.push_back(c);
+            }
+        });
+    }
+
+    fn reap_posted(&mut self) {
+        let ready = &mut self.ready;
+        self.raw.reap_posted(|r| {
             if let Some(c) = finish(r) {
                 ready.push_back(c);
             }

@@ -7,7 +7,6 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::Rng;
 use ringpool::{
     Backend, BackendKind, BufferTable, DirectFile, DirectIo, Error, IoMemory, IoPool, IoPoolBuilder, MemoryOptions,
     PagePolicy, Sharing, TablePath,
@@ -49,7 +48,7 @@ fn integrity(builder: IoPoolBuilder) -> ringpool::PoolStats {
                 let file = file.clone();
                 let barrier = barrier.clone();
                 s.spawn(move || {
-                    let mut rng = Rng::new(t + 1);
+                    let mut rng = fastrand::Rng::with_seed(t + 1);
                     let mut shadow = vec![0u8; REGION as usize];
                     let base = t * REGION;
                     for phase in 0..phases {
@@ -57,8 +56,8 @@ fn integrity(builder: IoPoolBuilder) -> ringpool::PoolStats {
                             // A batch of non-overlapping blocks, all in flight at once.
                             let mut blocks: Vec<(u64, u64)> = Vec::new();
                             for _ in 0..6 {
-                                let len = rng.range(1, 257) * 4096;
-                                let off = rng.range(0, (REGION - len) / 4096 + 1) * 4096;
+                                let len = rng.u64(1..257) * 4096;
+                                let off = rng.u64(0..(REGION - len) / 4096 + 1) * 4096;
                                 if blocks.iter().all(|&(o, l)| off + len <= o || off >= o + l) {
                                     blocks.push((off, len));
                                 }
@@ -67,7 +66,7 @@ fn integrity(builder: IoPoolBuilder) -> ringpool::PoolStats {
                             for &(off, len) in &blocks {
                                 let mut buf =
                                     pool.memory().alloc_timeout(len as usize, Duration::from_secs(30)).unwrap();
-                                let seed = rng.next_u64();
+                                let seed = rng.u64(..);
                                 common::fill(&mut buf, seed);
                                 shadow[off as usize..(off + len) as usize].copy_from_slice(&buf);
                                 handles.push((off, len, pool.write_at(&file, base + off, buf)));
@@ -353,15 +352,15 @@ fn exhaustion_and_waiting_allocations() {
 #[test]
 fn no_lease_straddles_a_segment_under_random_sizes() {
     let mem = IoMemory::map_with(8 * MIB, &MemoryOptions::new().page(PagePolicy::Base).segment_size(MIB)).unwrap();
-    let mut rng = Rng::new(7);
+    let mut rng = fastrand::Rng::with_seed(7);
     let mut live = Vec::new();
     for _ in 0..5000 {
-        if rng.range(0, 3) == 0 && !live.is_empty() {
-            let i = rng.range(0, live.len() as u64) as usize;
+        if rng.u32(0..3) == 0 && !live.is_empty() {
+            let i = rng.usize(0..live.len());
             live.swap_remove(i);
             continue;
         }
-        let len = rng.range(1, MIB + 1) as usize;
+        let len = rng.u64(1..MIB + 1) as usize;
         if let Ok(b) = mem.try_alloc(len) {
             let seg = mem.segments()[b.buf_index() as usize];
             assert!(

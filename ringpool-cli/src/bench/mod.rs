@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 pub mod churn;
+pub mod io;
 pub mod register;
 
 #[derive(Subcommand, Debug)]
@@ -11,11 +12,14 @@ pub enum BenchCmd {
     Register(register::RegisterArgs),
     /// Start and stop pool workers (thread + ring + table) with clone and with register-each.
     Churn(churn::ChurnArgs),
+    /// fio-style O_DIRECT benchmark through the pool, with fio beside it (--vs-fio).
+    Io(io::IoArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Register(a) => register::run(&a),
         BenchCmd::Churn(a) => churn::run(&a),
+        BenchCmd::Io(a) => io::run(&a),
     }
 }

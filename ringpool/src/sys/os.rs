@@ -124,12 +124,23 @@ pub(crate) fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
     Ok(st.f_type as i64)
 }
 
-/// CPU time (user, system) of this process, in microseconds.
+/// CPU time (user, system) of this process, all its threads (io_uring's
+/// io-wq workers included), in microseconds.
 pub fn rusage_self_us() -> (u64, u64) {
+    rusage_us(libc::RUSAGE_SELF)
+}
+
+/// CPU time (user, system) of this process's terminated, waited-for
+/// children, in microseconds.
+pub fn rusage_children_us() -> (u64, u64) {
+    rusage_us(libc::RUSAGE_CHILDREN)
+}
+
+fn rusage_us(who: libc::c_int) -> (u64, u64) {
     // SAFETY: rusage is plain data; all-zero is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: ru is a valid out-parameter.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    unsafe { libc::getrusage(who, &mut ru) };
     let us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
     (us(ru.ru_utime), us(ru.ru_stime))
 }

@@ -91,11 +91,14 @@ pub(crate) struct RawRing<T> {
     /// Whether the ring was set up with DEFER_TASKRUN (completions need an
     /// enter with GETEVENTS to be posted).
     defer: bool,
+    /// Whether an enter with GETEVENTS ran since the last reap (then the
+    /// deferred completions are already posted and reaping needs no syscall).
+    flushed: bool,
 }
 
 impl<T> RawRing<T> {
     pub(crate) fn new(ring: IoUring, defer: bool) -> Self {
-        RawRing { ring, slots: Slab::new(), defer }
+        RawRing { ring, slots: Slab::new(), defer, flushed: false }
     }
 
     pub(crate) fn io_uring(&self) -> &IoUring {
@@ -104,6 +107,11 @@ impl<T> RawRing<T> {
 
     pub(crate) fn in_flight(&self) -> usize {
         self.slots.len()
+    }
+
+    /// SQEs pushed and not yet submitted.
+    pub(crate) fn queued(&mut self) -> usize {
+        self.ring.submission().len()
     }
 
     fn push(&mut self, entry: squeue::Entry, slot: Slot<T>) -> Result<(), Slot<T>> {
@@ -129,22 +137,32 @@ impl<T> RawRing<T> {
     /// `fixed`, uses READ_FIXED / WRITE_FIXED with `buf.buf_index()`; the
     /// caller checked that the index is in this ring's table. Gives the buffer
     /// back if the submission queue is full.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn push_rw(
         &mut self,
         dir: Dir,
         fd: FdHold,
+        file_slot: Option<u32>,
         offset: u64,
         mut buf: IoBuf,
         fixed: bool,
         tag: T,
     ) -> Result<(), (T, IoBuf)> {
-        let raw = Fd(fd.as_fd().as_raw_fd());
         let (ptr, len, index) = (buf.as_mut_ptr(), buf.len() as u32, buf.buf_index());
-        let entry = match (dir, fixed) {
-            (Dir::Read, true) => opcode::ReadFixed::new(raw, ptr, len, index).offset(offset).build(),
-            (Dir::Write, true) => opcode::WriteFixed::new(raw, ptr, len, index).offset(offset).build(),
-            (Dir::Read, false) => opcode::Read::new(raw, ptr, len).offset(offset).build(),
-            (Dir::Write, false) => opcode::Write::new(raw, ptr, len).offset(offset).build(),
+        macro_rules! build {
+            ($target:expr) => {
+                match (dir, fixed) {
+                    (Dir::Read, true) => opcode::ReadFixed::new($target, ptr, len, index).offset(offset).build(),
+                    (Dir::Write, true) => opcode::WriteFixed::new($target, ptr, len, index).offset(offset).build(),
+                    (Dir::Read, false) => opcode::Read::new($target, ptr, len).offset(offset).build(),
+                    (Dir::Write, false) => opcode::Write::new($target, ptr, len).offset(offset).build(),
+                }
+            };
+        }
+        // A registered file slot (IOSQE_FIXED_FILE) or the raw fd.
+        let entry = match file_slot {
+            Some(slot) => build!(io_uring::types::Fixed(slot)),
+            None => build!(Fd(fd.as_fd().as_raw_fd())),
         };
         self.push(entry, Slot { tag, buf: Some(buf), _fd: Some(fd), _word: None })
             .map_err(|s| (s.tag, s.buf.expect("slot holds the buffer it was given")))
@@ -168,15 +186,23 @@ impl<T> RawRing<T> {
 
     /// Hands queued SQEs to the kernel.
     pub(crate) fn submit(&mut self) -> io::Result<usize> {
+        if self.ring.submission().is_empty() {
+            return Ok(0);
+        }
         retry_eintr(|| self.ring.submit())
     }
 
-    /// Submits and waits for at least `want` completions.
+    /// Submits and waits for at least `want` completions (one syscall that
+    /// also runs deferred completions).
     pub(crate) fn submit_and_wait(&mut self, want: usize) -> io::Result<usize> {
-        match self.ring.submit_and_wait(want) {
+        let r = match self.ring.submit_and_wait(want) {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(0),
             r => r,
+        };
+        if want > 0 && r.is_ok() {
+            self.flushed = true;
         }
+        r
     }
 
     /// Submits and waits for one completion or until `timeout`; returns
@@ -184,35 +210,40 @@ impl<T> RawRing<T> {
     pub(crate) fn submit_and_wait_timeout(&mut self, timeout: Duration) -> io::Result<bool> {
         let ts = Timespec::from(timeout);
         let args = SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(1, &args) {
+        let r = match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(false),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(true),
             Err(e) => Err(e),
-        }
+        };
+        self.flushed = r.is_ok();
+        r
     }
 
     /// Reaps every posted CQE. With DEFER_TASKRUN, first runs the deferred
     /// completions (an enter with GETEVENTS and no wait).
-    pub(crate) fn reap(&mut self, mut f: impl FnMut(Reaped<T>)) -> usize {
-        if self.defer && !self.slots.is_empty() {
+    pub(crate) fn reap(&mut self, f: impl FnMut(Reaped<T>)) -> usize {
+        if self.defer && !self.flushed && !self.slots.is_empty() {
             let _ = self.enter_getevents();
         }
+        self.reap_posted(f)
+    }
+
+    /// Reaps the CQEs already posted, without entering the kernel.
+    pub(crate) fn reap_posted(&mut self, mut f: impl FnMut(Reaped<T>)) -> usize {
+        self.flushed = false;
         let mut n = 0;
-        loop {
-            let cqes: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
-            if cqes.is_empty() {
-                return n;
+        let slots = &mut self.slots;
+        for cqe in self.ring.completion() {
+            let key = cqe.user_data();
+            if key == CANCEL_TAG {
+                continue;
             }
-            for (key, res) in cqes {
-                if key == CANCEL_TAG {
-                    continue;
-                }
-                let Some(slot) = self.slots.try_remove(key as usize) else { continue };
-                n += 1;
-                f(Reaped { tag: slot.tag, res, buf: slot.buf });
-            }
+            let Some(slot) = slots.try_remove(key as usize) else { continue };
+            n += 1;
+            f(Reaped { tag: slot.tag, res: cqe.result(), buf: slot.buf });
         }
+        n
     }
 
     fn enter_getevents(&self) -> io::Result<usize> {
