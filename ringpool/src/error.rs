@@ -384,6 +384,7 @@ pub(crate) struct CloneRequest {
     pub dst_off: u32,
     pub nr: u32,
     pub source_len: u32,
+    pub replace: bool,
 }
 
 /// Maps the errno of `IORING_REGISTER_CLONE_BUFFERS` to an [`Error`], in the
@@ -404,13 +405,27 @@ pub(crate) fn clone_error(err: io::Error, req: CloneRequest) -> Error {
         Some(libc::ENXIO) => Error::EmptySource,
         // src_off + nr past the source table, or dst_off + nr overflows.
         Some(libc::EOVERFLOW) => range(),
+        // The source fd is not open, or not an io_uring.
+        Some(libc::EBADF) | Some(libc::EOPNOTSUPP) => {
+            Error::invalid("clone source", "fd", "it is not an open io_uring of this process")
+        }
         Some(libc::EINVAL) => {
-            if !crate::probe::Features::get().clone_buffers {
+            let f = crate::probe::Features::get();
+            if !f.clone_buffers {
                 // The opcode is unknown: kernel < 6.12.
                 return Error::KernelTooOld {
                     feature: "IORING_REGISTER_CLONE_BUFFERS",
                     needed: "6.12",
-                    kernel: crate::probe::Features::get().kernel.clone(),
+                    kernel: f.kernel.clone(),
+                };
+            }
+            let ranged = req.nr != 0 || req.src_off != 0 || req.dst_off != 0 || req.replace;
+            if ranged && !f.clone_ranges {
+                // 6.12 reads offsets as must-be-zero padding and knows no DST_REPLACE.
+                return Error::KernelTooOld {
+                    feature: "ranged IORING_REGISTER_CLONE_BUFFERS (offsets, DST_REPLACE)",
+                    needed: "6.13",
+                    kernel: f.kernel.clone(),
                 };
             }
             let nr = req.nr as u64;

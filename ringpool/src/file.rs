@@ -366,9 +366,9 @@ impl DirectFile {
         })
     }
 
-    /// Identity of the open file (shared by clones of this handle).
-    pub(crate) fn identity(&self) -> usize {
-        Arc::as_ptr(&self.shared) as usize
+    /// Whether both handles are clones of one open (same fd).
+    pub fn same_file(&self, other: &DirectFile) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     pub(crate) fn hold(&self) -> sys::uring::FdHold {

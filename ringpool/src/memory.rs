@@ -274,15 +274,23 @@ impl IoMemory {
         if !align.is_power_of_two() || align < 512 || align > segment_size {
             return Err(Error::invalid("alignment", align, "it must be a power of two from 512 to the segment size"));
         }
+        if kind.is_hugetlb() && align > page {
+            return Err(Error::invalid(
+                "alignment",
+                align,
+                format!("hugetlb memory aligns to its page size ({})", Bytes(page)),
+            ));
+        }
         check_capacity(kind, len)?;
-        let mapping = Mapping::map(len as usize, kind.backing()).map_err(|e| match e.raw_os_error() {
-            // hugetlb: the pages were taken between our check and mmap.
-            Some(libc::ENOMEM) if kind.is_hugetlb() => match check_capacity(kind, len) {
-                Err(err) => err,
-                Ok(()) => Error::os("mmap", e),
-            },
-            _ => Error::os("mmap", e),
-        })?;
+        let mapping =
+            Mapping::map(len as usize, kind.backing(), align as usize).map_err(|e| match e.raw_os_error() {
+                // hugetlb: the pages were taken between our check and mmap.
+                Some(libc::ENOMEM) if kind.is_hugetlb() => match check_capacity(kind, len) {
+                    Err(err) => err,
+                    Ok(()) => Error::os("mmap", e),
+                },
+                _ => Error::os("mmap", e),
+            })?;
         let segments = (0..nseg)
             .map(|i| Segment {
                 index: i as u16,
@@ -404,6 +412,7 @@ impl IoMemory {
             ));
         };
         let total = end - begin;
+        let no_leases = self.stats().leases == 0;
         let chunk = (64u64 << 20).max(page);
         let chunks = total.div_ceil(chunk);
         let next = AtomicUsize::new(0);
@@ -416,7 +425,7 @@ impl IoMemory {
             }
             let off = begin + i * chunk;
             let len = chunk.min(end - off);
-            if let Err(e) = self.shared.mapping.populate(off as usize, len as usize, 4096) {
+            if let Err(e) = self.shared.mapping.populate(off as usize, len as usize, 4096, no_leases) {
                 if let Ok(mut f) = failed.lock() {
                     f.get_or_insert(e);
                 }

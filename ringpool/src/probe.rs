@@ -258,7 +258,7 @@ fn probe_clone_ranges(kernel: &str) -> bool {
     let Ok(src) = IoUring::new(2) else { return fallback() };
     let Ok(dst) = IoUring::new(2) else { return fallback() };
     // One registered page in the source (pins 4 KiB, released when src closes).
-    let Ok(mapping) = sys::mmap::Mapping::map(4096, sys::mmap::Backing::Base) else { return fallback() };
+    let Ok(mapping) = sys::mmap::Mapping::map(4096, sys::mmap::Backing::Base, 4096) else { return fallback() };
     if sys::uring::register_ranges(&src, &mapping, &[(0, 4096)]).is_err() {
         // Without CAP_IPC_LOCK and a zero memlock limit, trust the version.
         return fallback();

@@ -216,8 +216,9 @@ pub struct Ring {
     unregister_on_drop: bool,
     next_id: u64,
     ready: VecDeque<Completion>,
-    /// Files registered with this ring (IOSQE_FIXED_FILE), by identity.
-    files: Vec<(usize, u32)>,
+    /// Files registered with this ring (IOSQE_FIXED_FILE) and their slots;
+    /// holding the handle keeps its identity from being reused.
+    files: Vec<(DirectFile, u32)>,
     _one_thread: PhantomData<*const ()>,
 }
 
@@ -358,6 +359,7 @@ impl Ring {
             dst_off: range.dst_off,
             nr: range.nr,
             source_len: source_len as u32,
+            replace: range.replace,
         };
         self.raw
             .io_uring()
@@ -392,8 +394,7 @@ impl Ring {
         if file.is_closed() {
             return Err(Error::FileClosed { op: "register_file", path: file.path().to_path_buf() });
         }
-        let key = file.identity();
-        if self.files.iter().any(|&(k, _)| k == key) {
+        if self.fixed_file(file).is_some() {
             return Ok(());
         }
         let slot = self.files.len() as u32;
@@ -409,13 +410,12 @@ impl Ring {
             sub.register_files_sparse(SLOTS).map_err(|e| Error::os("register files", e))?;
         }
         sub.register_files_update(slot, &[file.as_fd().as_raw_fd()]).map_err(|e| Error::os("register files", e))?;
-        self.files.push((key, slot));
+        self.files.push((file.clone(), slot));
         Ok(())
     }
 
     fn fixed_file(&self, file: &DirectFile) -> Option<u32> {
-        let key = file.identity();
-        self.files.iter().find(|&&(k, _)| k == key).map(|&(_, slot)| slot)
+        self.files.iter().find(|(f, _)| f.same_file(file)).map(|&(_, slot)| slot)
     }
 
     fn fixed_for(&self, op: &'static str, buf: &IoBuf) -> Result<bool> {

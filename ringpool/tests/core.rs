@@ -332,3 +332,46 @@ fn bad_sizes_give_clear_errors() {
         assert!(matches!(e, Error::InvalidArgument { what: "ring depth", .. }), "{e:?}");
     }
 }
+
+#[test]
+fn registered_files_follow_the_file_not_its_address() {
+    if !common::require_clone("registered_files_follow_the_file_not_its_address") {
+        return;
+    }
+    let mem = four_segment_pool();
+    let dir = common::disk_dir();
+    let table = BufferTable::register(&mem).unwrap();
+    let mut ring = table.ring().unwrap();
+    for i in 0..8u64 {
+        // Register a file, drop every handle, open the next: the new file
+        // must never be served by the old one's slot.
+        let f = common::direct_file(dir.path(), &format!("f{i}"));
+        ring.register_file(&f).unwrap();
+        let mut b = mem.try_alloc(4096).unwrap();
+        common::fill(&mut b, i);
+        let (n, _) = ring.write_at(&f, 0, b);
+        assert_eq!(n.unwrap(), 4096);
+        drop(f);
+    }
+    for i in 0..8u64 {
+        let on_disk = std::fs::read(dir.path().join(format!("f{i}"))).unwrap();
+        assert_eq!(on_disk, common::pattern(4096, i), "file f{i}");
+    }
+}
+
+#[test]
+fn leases_honour_alignments_above_the_page_size() {
+    for align in [8192u64, 65536, 1 << 20] {
+        let mem = IoMemory::map_with(8 * MIB, &MemoryOptions::new().page(PagePolicy::Base).alignment(align)).unwrap();
+        let bufs: Vec<_> = (0..4).map(|_| mem.try_alloc(100).unwrap()).collect();
+        for b in &bufs {
+            assert_eq!(b.as_ptr() as u64 % align, 0, "alignment {align}");
+            assert_eq!(b.capacity() as u64, align);
+        }
+    }
+    let e = IoMemory::map_with(4 * MIB, &MemoryOptions::new().page(PagePolicy::Huge2M).alignment(4 * MIB)).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { what: "alignment", .. } | Error::HugePagesUnavailable { .. }),
+        "{e:?}"
+    );
+}

@@ -516,3 +516,23 @@ fn sync_through_the_pool() {
         file.sync_all().unwrap();
     }
 }
+
+#[test]
+fn retire_worker_stops_exactly_one_and_reports_none_left() {
+    let pool = IoPool::builder().memory_size(MIB).page(PagePolicy::Base).workers(2, 3).build().unwrap();
+    assert_eq!(pool.stats().workers, 2);
+    assert!(pool.add_worker().unwrap().is_some());
+    assert!(pool.add_worker().unwrap().is_none(), "at the maximum");
+    assert!(pool.retire_worker());
+    assert_eq!(pool.stats().workers, 2);
+    assert!(pool.retire_worker());
+    assert!(pool.retire_worker());
+    assert_eq!(pool.stats().workers, 0);
+    assert!(!pool.retire_worker(), "no worker left");
+    // With no worker, a submission starts one.
+    let dir = common::disk_dir();
+    let file = common::direct_file(dir.path(), "r");
+    let (n, _) = pool.write_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).wait();
+    assert_eq!(n.unwrap(), 4096);
+    assert!(pool.stats().workers >= 1);
+}

@@ -275,7 +275,6 @@ impl IoPoolBuilder {
                 live: 0,
                 next_id: 0,
                 threads: Vec::new(),
-                exited: Vec::new(),
                 retire: 0,
                 retired_on_request: 0,
             }),
@@ -338,7 +337,6 @@ struct Shared {
     live: usize,
     next_id: usize,
     threads: Vec<(usize, JoinHandle<()>)>,
-    exited: Vec<usize>,
     /// Workers asked to stop by `retire_worker`.
     retire: usize,
     /// Workers stopped on request whose threads have finished (ring dropped).
@@ -481,18 +479,18 @@ impl Inner {
     fn take_jobs(self: &Arc<Self>, room: usize, wake: &Arc<Wake>, out: &mut Vec<Job>) {
         let grow = {
             let mut s = self.lock();
-            if room == 0 {
-                return;
-            }
             let n = room.min(s.queue.len());
             out.extend(s.queue.drain(..n));
-            if out.is_empty() {
+            if room > 0 && out.is_empty() {
                 if !s.sleepers.iter().any(|w| w.id == wake.id) {
                     s.sleepers.push(wake.clone());
                 }
                 false
             } else {
-                // This worker is full and work still waits: maybe add one.
+                // Busy (full, or just handed work): a wake-up is wasted on
+                // this worker, so it is no sleeper; and if work still waits
+                // with nobody idle, maybe add a worker.
+                s.sleepers.retain(|w| w.id != wake.id);
                 !s.queue.is_empty() && s.sleepers.is_empty() && self.should_grow(&s)
             }
         };
@@ -515,33 +513,57 @@ impl Inner {
         if !s.queue.is_empty() {
             return None;
         }
-        let asked = s.retire > 0;
-        let exit = !s.running || asked || (idle_for >= self.cfg.idle && s.live > self.cfg.min);
+        let exit = !s.running || s.retire > 0 || (idle_for >= self.cfg.idle && s.live > self.cfg.min);
         if exit {
-            if asked {
-                s.retire -= 1;
-            }
-            s.sleepers.retain(|w| w.id != wake.id);
-            s.live -= 1;
-            s.exited.push(wake.id);
             if s.running {
                 self.stats_lock().retired += 1;
             }
-            return Some(if asked { Exit::Requested } else { Exit::Idle });
+            return Some(Self::leave(&mut s, wake.id, Exit::Idle));
         }
         None
     }
 
-    fn worker_failed(&self, id: usize, e: &Error) {
-        let mut s = self.lock();
+    /// Takes a worker out of the books (under the lock). A pending
+    /// `retire_worker` request is consumed by whichever worker leaves first.
+    fn leave(s: &mut Shared, id: usize, why: Exit) -> Exit {
+        s.sleepers.retain(|w| w.id != id);
         s.live -= 1;
-        s.exited.push(id);
-        drop(s);
-        let mut st = self.stats_lock();
-        st.spawn_failures += 1;
-        st.last_spawn_error = Some(e.to_string());
-        drop(st);
+        if s.retire > 0 {
+            s.retire -= 1;
+            return Exit::Requested;
+        }
+        why
+    }
+
+    /// A worker could not set up its ring (or panicked before leaving).
+    /// When no worker is left to serve the queue, the queued jobs fail with
+    /// the cause instead of waiting for a worker that will not come.
+    fn worker_failed(&self, id: usize, e: &Error) -> Exit {
+        let (why, stranded) = {
+            let mut s = self.lock();
+            let why = Self::leave(&mut s, id, Exit::Failed);
+            let stranded: Vec<Job> = if s.live == 0 { s.queue.drain(..).collect() } else { Vec::new() };
+            (why, stranded)
+        };
+        {
+            let mut st = self.stats_lock();
+            st.spawn_failures += 1;
+            st.last_spawn_error = Some(e.to_string());
+        }
+        for j in stranded {
+            self.count(false);
+            j.fail(Error::Lost(format!("no IoPool worker could start: {e}")));
+        }
         self.exited.notify_all();
+        why
+    }
+
+    /// Counts one completed operation.
+    fn count(&self, ok: bool) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn worker_exited(&self, why: Exit) {
@@ -578,7 +600,6 @@ impl Inner {
                     i += 1;
                 }
             }
-            s.exited.clear();
             (s.next_id, finished)
         };
         for t in finished {
@@ -594,7 +615,8 @@ impl Inner {
             Ok(h) => self.lock().threads.push((id, h)),
             Err(e) => {
                 let err = Error::os("spawn worker", e);
-                self.worker_failed(id, &err);
+                let why = self.worker_failed(id, &err);
+                self.worker_exited(why);
                 return Err(err);
             }
         }
@@ -829,6 +851,7 @@ impl IoPool {
                 let orphans: Vec<Job> = s.queue.drain(..).collect();
                 drop(s);
                 for j in orphans {
+                    self.inner.count(false);
                     j.fail(Error::ShutDown);
                 }
                 return;

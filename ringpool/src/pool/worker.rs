@@ -45,9 +45,9 @@ fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Re
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(worker = id, "worker could not set up its ring: {e}");
-            inner.worker_failed(id, &e);
+            let why = inner.worker_failed(id, &e);
             let _ = ready.send(Err(e));
-            return Exit::Failed;
+            return why;
         }
     };
     let spin = started.elapsed();
@@ -60,45 +60,89 @@ fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Re
     let _ = ready.send(Ok(spin));
     tracing::debug!(worker = id, ?spin, path = %ring.setup().path, "worker ready");
 
+    let mut pending: Slab<Done> = Slab::with_capacity(inner.cfg.depth as usize);
+    let mut left = false;
+    // The loop runs under catch_unwind with the ring and the pending handles
+    // outside it: if anything in it panics (a user waker, a bug), the worker
+    // still reaps every operation in flight, completes its handle with its
+    // buffer, and leaves the books before the thread ends.
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve(inner, &mut ring, &wake, &mut pending, &mut left)
+    }));
+    match served {
+        Ok(why) => why,
+        Err(_) => {
+            tracing::error!(
+                worker = id,
+                in_flight = pending.len(),
+                "IoPool worker panicked; completing its operations"
+            );
+            while !pending.is_empty() {
+                if ring.wait(1).is_err() {
+                    break;
+                }
+                for c in ring.completions() {
+                    if c.tag != WAKE_TAG {
+                        complete(inner, &mut pending, c);
+                    }
+                }
+            }
+            if left {
+                Exit::Failed
+            } else {
+                inner.worker_failed(id, &Error::Lost("the worker panicked".into()))
+            }
+        }
+    }
+    // Dropping the ring cancels the wake-up read and unregisters the table,
+    // so that unpinning happens here, now.
+}
+
+/// The worker loop: reap, take jobs, submit, sleep; until told to exit.
+fn serve(inner: &Arc<Inner>, ring: &mut Ring, wake: &Arc<Wake>, pending: &mut Slab<Done>, left: &mut bool) -> Exit {
     let depth = inner.cfg.depth as usize;
-    let mut pending: Slab<Done> = Slab::with_capacity(depth);
     let mut jobs = Vec::with_capacity(depth);
     let mut last_busy = Instant::now();
-    let why = loop {
+    let mut armed = true;
+    loop {
         let mut progressed = false;
-        let mut rearm = false;
         for c in ring.completions() {
             progressed = true;
             if c.tag == WAKE_TAG {
-                rearm = true;
+                armed = false;
             } else {
-                complete(inner, &mut pending, c);
+                complete(inner, pending, c);
             }
         }
-        if rearm {
-            if let Err(e) = ring.push_wake(wake.eventfd.clone().expect("ring workers have an eventfd"), WAKE_TAG) {
-                tracing::error!(worker = id, "cannot re-arm the wake-up read: {e}");
+        if !armed {
+            match ring.push_wake(wake.eventfd.clone().expect("ring workers have an eventfd"), WAKE_TAG) {
+                Ok(()) => armed = true,
+                // Retried on the next pass; meanwhile the worker does not sleep.
+                Err(e) => tracing::warn!(worker = wake.id, "cannot re-arm the wake-up read: {e}"),
             }
         }
-        // Everything but the wake-up read.
-        let busy = ring.in_flight().saturating_sub(1);
-        let room = depth.saturating_sub(busy);
-        inner.take_jobs(room, &wake, &mut jobs);
+        // Operations in flight, without the wake-up read.
+        let busy = ring.in_flight() - armed as usize;
+        inner.take_jobs(depth.saturating_sub(busy), wake, &mut jobs);
         for job in jobs.drain(..) {
             progressed = true;
-            submit(&mut ring, &mut pending, job);
+            submit(inner, ring, pending, job);
         }
-        if progressed {
+        if progressed || !armed {
             last_busy = Instant::now();
             if let Err(e) = ring.submit() {
-                tracing::warn!(worker = id, "submit: {e}");
+                tracing::warn!(worker = wake.id, "submit: {e}");
+            }
+            if !armed {
+                std::thread::yield_now();
             }
             continue;
         }
         let busy = ring.in_flight() > 1;
         if !busy {
-            if let Some(why) = inner.should_exit(&wake, last_busy.elapsed()) {
-                break why;
+            if let Some(why) = inner.should_exit(wake, last_busy.elapsed()) {
+                *left = true;
+                return why;
             }
         }
         let timeout = if busy {
@@ -107,17 +151,13 @@ fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Re
             Some(inner.cfg.idle.saturating_sub(last_busy.elapsed()).max(Duration::from_millis(1)))
         };
         if let Err(e) = ring.wait_timeout(timeout) {
-            tracing::warn!(worker = id, "wait: {e}");
+            tracing::warn!(worker = wake.id, "wait: {e}");
         }
-        inner.unsleep(&wake);
-    };
-    // Only the wake-up read is left; dropping the ring cancels it (and
-    // unregisters the table, so that unpinning happens here, now).
-    drop(ring);
-    why
+        inner.unsleep(wake);
+    }
 }
 
-fn submit(ring: &mut Ring, pending: &mut Slab<Done>, mut job: Job) {
+fn submit(inner: &Inner, ring: &mut Ring, pending: &mut Slab<Done>, mut job: Job) {
     match &mut job.kind {
         JobKind::Rw { write, buf, done } => {
             let Some(b) = buf.take() else { return };
@@ -132,7 +172,10 @@ fn submit(ring: &mut Ring, pending: &mut Slab<Done>, mut job: Job) {
                 Ok(()) => {
                     entry.insert(Done::Rw(done.clone()));
                 }
-                Err((e, b)) => done.complete((Err(e), b)),
+                Err((e, b)) => {
+                    inner.count(false);
+                    done.complete((Err(e), b));
+                }
             }
         }
         JobKind::Sync { datasync, done } => {
@@ -143,7 +186,10 @@ fn submit(ring: &mut Ring, pending: &mut Slab<Done>, mut job: Job) {
                 Ok(()) => {
                     entry.insert(Done::Sync(d));
                 }
-                Err(e) => d.complete(Err(e)),
+                Err(e) => {
+                    inner.count(false);
+                    d.complete(Err(e));
+                }
             }
         }
     }
@@ -154,10 +200,7 @@ fn complete(inner: &Inner, pending: &mut Slab<Done>, c: Completion) {
         tracing::error!(tag = c.tag, "completion for an unknown operation");
         return;
     };
-    inner.completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if c.result.is_err() {
-        inner.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    inner.count(c.result.is_ok());
     match done {
         Done::Rw(d) => match c.buf {
             Some(b) => d.complete((c.result, b)),
@@ -201,12 +244,7 @@ fn retry_eintr<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<
 fn run_blocking(inner: &Inner, mut job: Job) {
     let file = job.file.clone();
     let offset = job.offset;
-    let count = |ok: bool| {
-        inner.completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if !ok {
-            inner.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    };
+    let count = |ok: bool| inner.count(ok);
     match &mut job.kind {
         JobKind::Rw { write, buf, done } => {
             let Some(mut b) = buf.take() else { return };

@@ -42,26 +42,29 @@ unsafe impl Sync for Mapping {}
 const THP_ALIGN: usize = 2 << 20;
 
 impl Mapping {
-    /// Maps `len` bytes (already a multiple of the page size) with `backing`.
+    /// Maps `len` bytes (already a multiple of the page size) with `backing`,
+    /// starting on a multiple of `align` (a power of two; for hugetlb at most
+    /// the page size, which aligns by itself).
     ///
     /// The memory is also marked `MADV_DONTFORK`: a forked child must not get a
     /// copy-on-write view of memory the kernel has pinned for DMA.
-    pub(crate) fn map(len: usize, backing: Backing) -> io::Result<Mapping> {
+    pub(crate) fn map(len: usize, backing: Backing, align: usize) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-        let map_len = match backing {
-            Backing::Hugetlb { shift } => {
-                flags |= libc::MAP_HUGETLB | ((shift as libc::c_int) << libc::MAP_HUGE_SHIFT);
-                len
-            }
-            // Over-allocate so that the usable range can start on a 2 MiB boundary.
-            Backing::Transparent => {
-                len.checked_add(THP_ALIGN).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?
-            }
-            Backing::Base => len,
+        // Over-allocate so that the usable range can start on the boundary
+        // (2 MiB at least for THP).
+        let align = match backing {
+            Backing::Hugetlb { .. } => 1,
+            Backing::Transparent => align.max(THP_ALIGN),
+            Backing::Base => align,
         };
+        let extra = if align > 4096 { align } else { 0 };
+        if let Backing::Hugetlb { shift } = backing {
+            flags |= libc::MAP_HUGETLB | ((shift as libc::c_int) << libc::MAP_HUGE_SHIFT);
+        }
+        let map_len = len.checked_add(extra).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
         // SAFETY: a fresh anonymous mapping at an address of the kernel's choice;
         // no existing memory is affected.
         let addr =
@@ -71,11 +74,13 @@ impl Mapping {
         }
         let base = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
         let mut m = Mapping { base, map_len, ptr: base, len };
-        if backing == Backing::Transparent {
+        if extra > 0 {
             let start = base.as_ptr() as usize;
-            let aligned = (start + THP_ALIGN - 1) & !(THP_ALIGN - 1);
-            // SAFETY: aligned - start < THP_ALIGN, so aligned + len is inside the mapping.
+            let aligned = (start + align - 1) & !(align - 1);
+            // SAFETY: aligned - start < align = extra, so aligned + len is inside the mapping.
             m.ptr = unsafe { NonNull::new_unchecked(base.as_ptr().add(aligned - start)) };
+        }
+        if backing == Backing::Transparent {
             m.advise(libc::MADV_HUGEPAGE)?;
         } else if backing == Backing::Base {
             // If THP is "always", this keeps the policy honest: base pages only.
@@ -108,9 +113,11 @@ impl Mapping {
     /// Faults `[offset, offset + len)` in for writing, so that registration
     /// and I/O never wait for first touch.
     ///
-    /// Uses `MADV_POPULATE_WRITE` (Linux 5.14+); where the kernel lacks it,
-    /// writes one byte per `page` instead.
-    pub(crate) fn populate(&self, offset: usize, len: usize, page: usize) -> io::Result<()> {
+    /// Uses `MADV_POPULATE_WRITE` (Linux 5.14+). Where the kernel lacks it,
+    /// and only with `may_touch` (no lease of the range is live: the touch
+    /// rewrites one byte per `page` with its own value, which would race with
+    /// a concurrent writer), touches the pages instead; else does nothing.
+    pub(crate) fn populate(&self, offset: usize, len: usize, page: usize, may_touch: bool) -> io::Result<()> {
         self.check(offset, len)?;
         if len == 0 {
             return Ok(());
@@ -127,6 +134,9 @@ impl Mapping {
             // ENOMEM / EFAULT: the memory is not there (hugetlb pages taken by
             // someone else after mmap, or the OOM situation).
             return Err(err);
+        }
+        if !may_touch {
+            return Ok(());
         }
         let mut at = 0;
         while at < len {

@@ -115,6 +115,11 @@ impl<T> RawRing<T> {
     }
 
     fn push(&mut self, entry: squeue::Entry, slot: Slot<T>) -> Result<(), Slot<T>> {
+        // Never more in flight than the CQ holds: an overflowing CQ relies on
+        // the kernel's backlog allocation, and a lost CQE would strand its slot.
+        if self.slots.len() >= self.ring.params().cq_entries() as usize {
+            return Err(slot);
+        }
         if self.ring.submission().is_full() {
             // Make room by handing what is queued to the kernel.
             let _ = self.ring.submit();
@@ -276,10 +281,15 @@ impl<T> RawRing<T> {
         // Cancel what can be cancelled, then wait for every CQE, so that no
         // buffer is freed while the kernel may still write it.
         let cancel = opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(CANCEL_TAG);
-        // SAFETY: a cancel SQE references no memory of ours.
-        let _ = unsafe { self.ring.submission().push(&cancel) };
+        let mut cancelled = false;
         let mut stuck = 0;
         while !self.slots.is_empty() {
+            if !cancelled {
+                // Make room first: the SQ may be full of queued operations.
+                let _ = self.ring.submit();
+                // SAFETY: a cancel SQE references no memory of ours.
+                cancelled = unsafe { self.ring.submission().push(&cancel) }.is_ok();
+            }
             match self.ring.submit_and_wait(1) {
                 Ok(_) => stuck = 0,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
