@@ -1,0 +1,166 @@
+//! The `ringpool` command, run as a user runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ringpool(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ringpool")).args(args).output().expect("run ringpool")
+}
+
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    let out = ringpool(args);
+    assert!(
+        out.status.success(),
+        "ringpool {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn strict() -> bool {
+    std::env::var("RINGPOOL_STRICT").is_ok_and(|v| v == "1")
+}
+
+fn scratch() -> tempfile::TempDir {
+    let base = std::env::var("RINGPOOL_TEST_DIR").unwrap_or_else(|_| "/var/tmp".into());
+    tempfile::Builder::new().prefix("ringpool-cli-").tempdir_in(base).unwrap()
+}
+
+#[test]
+fn probe_json_has_the_documented_keys() {
+    let v = ok_json(&["probe", "--json", "--dir", "/var/tmp"]);
+    assert!(v["kernel"].as_str().is_some_and(|k| !k.is_empty()));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(v["kernel"].as_str().unwrap(), release.trim(), "kernel is uname -r");
+    for k in ["io_uring", "clone_buffers", "clone_ranges", "read_write_fixed", "cap_ipc_lock"] {
+        assert!(v[k].is_boolean(), "{k} is a boolean: {v}");
+    }
+    for k in ["hugepages_2m", "hugepages_1g"] {
+        assert!(v[k]["total"].is_u64() && v[k]["free"].is_u64(), "{k}: {v}");
+    }
+    assert!(v["memlock_limit"].is_u64() || v["memlock_limit"].is_null());
+    assert!(v["direct_io"]["supported"].is_boolean());
+    if strict() {
+        assert_eq!(v["clone_buffers"], true, "this machine has clone");
+    }
+}
+
+#[test]
+fn probe_table_is_readable() {
+    let out = ringpool(&["probe"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for row in ["kernel", "io_uring", "clone_buffers", "memlock limit", "CAP_IPC_LOCK"] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+}
+
+#[test]
+fn bench_register_json_reports_each_size() {
+    let v = ok_json(&["bench", "register", "--page", "4k", "--sizes", "32M,64M", "--clones", "3", "--repeat", "1", "--json"]);
+    assert_eq!(v["page_size"], "4k");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        for k in ["bytes", "segments", "prefault_ms", "register_us", "raw_register_us", "spinup_us_median"] {
+            assert!(r[k].is_number(), "{k}: {r}");
+        }
+        for k in ["clone_us_median", "clone_us_min", "raw_clone_us_median", "speedup"] {
+            assert!(r[k].is_number() || (!strict() && r[k].is_null()), "{k}: {r}");
+        }
+    }
+    assert_eq!(results[0]["bytes"], 32 << 20);
+    assert_eq!(results[1]["segments"].as_u64().unwrap(), 2 * results[0]["segments"].as_u64().unwrap());
+}
+
+#[test]
+fn bench_register_human_output_has_the_seed_lines_and_a_chart() {
+    let dir = scratch();
+    let svg = dir.path().join("r.svg");
+    let out = ringpool(&["bench", "register", "--page", "4k", "--sizes", "16M", "--clones", "2", "--repeat", "1", "--plot", svg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Registered 1 pages in "), "{text}");
+    assert!(text.contains("Cloned 1 pages in ") || !strict(), "{text}");
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("clone median"), "not our chart");
+}
+
+#[test]
+fn bench_churn_json_compares_clone_and_register_each() {
+    let v = ok_json(&["bench", "churn", "--pool", "64M", "--page", "4k", "--rings", "5", "--json"]);
+    assert_eq!(v["pool_bytes"], 64 << 20);
+    for side in ["clone", "register_each"] {
+        for k in ["p50_us", "p99_us", "rings_per_s"] {
+            assert!(v[side][k].as_f64().is_some_and(|x| x > 0.0), "{side}.{k}: {v}");
+        }
+    }
+    assert!(v["ratio_p50"].as_f64().is_some_and(|x| x > 0.0));
+    assert_eq!(v["clone"]["path"], "clone");
+    assert_eq!(v["register_each"]["path"], "register-each");
+}
+
+fn io(file: &Path, rw: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["bench", "io", "--file", file.to_str().unwrap(), "--size", "16M", "--runtime", "0.5", "--rw", rw];
+    args.extend_from_slice(extra);
+    args.push("--json");
+    ok_json(&args)
+}
+
+#[test]
+fn bench_io_verify_passes_for_every_rw_mode() {
+    let dir = scratch();
+    let file = dir.path().join("verify.dat");
+    for rw in ["write", "randwrite", "read", "randread", "randrw"] {
+        for workers in ["1", "2"] {
+            let v = io(&file, rw, &["--verify", "--iodepth", "8", "--workers", workers, "--bs", "8k"]);
+            assert_eq!(v["rw"], rw);
+            assert!(v["iops"].as_f64().unwrap() > 0.0, "{rw}: {v}");
+            assert!(v["verified_blocks"].as_u64().unwrap() > 0, "{rw}: nothing verified: {v}");
+            for k in ["p50", "p99", "p999"] {
+                assert!(v["lat_us"][k].as_f64().unwrap() > 0.0);
+            }
+            assert!(v["cpu_us_per_io"].as_f64().unwrap() > 0.0);
+            assert!(v["fio"].is_null() && v["ratio_iops"].is_null());
+        }
+    }
+}
+
+#[test]
+fn bench_io_verify_names_the_corrupted_offset() {
+    use std::os::unix::fs::FileExt;
+    let dir = scratch();
+    let file = dir.path().join("corrupt.dat");
+    io(&file, "write", &["--verify", "--iodepth", "4"]);
+    // Flip one byte inside the block at 1 MiB + 4 KiB.
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&file).unwrap();
+    let at = (1 << 20) + 4096 + 100;
+    let mut b = [0u8; 1];
+    f.read_at(&mut b, at).unwrap();
+    f.write_at(&[b[0] ^ 0xff], at).unwrap();
+    f.sync_all().unwrap();
+    let out = ringpool(&["bench", "io", "--file", file.to_str().unwrap(), "--size", "16M", "--runtime", "3", "--rw", "read", "--verify", "--iodepth", "4"]);
+    assert!(!out.status.success(), "corruption went unnoticed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("offset {}", (1 << 20) + 4096)) && err.contains("checksum"), "{err}");
+}
+
+#[test]
+fn bad_arguments_fail_cleanly() {
+    for args in [
+        &["bench", "io", "--file", "/var/tmp/x", "--bs", "0"][..],
+        &["bench", "io", "--file", "/var/tmp/x", "--rw", "sideways"],
+        &["bench", "register", "--sizes", "0"],
+        &["bench", "register", "--page", "3m"],
+        &["bench", "churn", "--pool", "lots"],
+        &["probe", "--dir", "/nonexistent/dir"],
+    ] {
+        let out = ringpool(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        if args[0] != "probe" {
+            assert!(!out.status.success(), "{args:?} should fail");
+        }
+    }
+}
