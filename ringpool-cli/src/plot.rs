@@ -56,3 +56,48 @@ pub fn register_chart(path: &Path, kind: PageKind, results: &[SizeResult]) -> an
     root.present()?;
     Ok(())
 }
+
+/// One point of an I/O chart: (series name, iodepth, IOPS).
+pub type IoPoint = (String, f64, f64);
+
+/// IOPS against iodepth (log2 x, log y), one line per series.
+pub fn io_chart(path: &Path, title: &str, points: &[IoPoint]) -> anyhow::Result<()> {
+    let mut names: Vec<&str> = points.iter().map(|p| p.0.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let xmax = points.iter().map(|p| p.1).fold(1.0, f64::max);
+    let (ymin, ymax) =
+        (points.iter().map(|p| p.2).fold(f64::MAX, f64::min), points.iter().map(|p| p.2).fold(0.0, f64::max));
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(80)
+        .build_cartesian_2d((0.8..xmax * 1.25).log_scale(), (ymin * 0.7..ymax * 1.4).log_scale())?;
+    chart.configure_mesh().x_desc("iodepth").y_desc("IOPS").draw()?;
+    let palette = [RED, BLUE, MAGENTA, CYAN, GREEN, BLACK];
+    for (i, name) in names.iter().enumerate() {
+        let color = palette[i % palette.len()];
+        let mut pts: Vec<(f64, f64)> = points.iter().filter(|p| p.0 == *name).map(|p| (p.1, p.2)).collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let dashed = name.contains("fio");
+        let style = if dashed { color.stroke_width(1) } else { color.stroke_width(3) };
+        chart.draw_series(LineSeries::new(pts.clone(), style))?.label(name.to_string()).legend(move |(x, y)| {
+            PathElement::new(
+                vec![(x, y), (x + 18, y)],
+                if dashed { color.stroke_width(1) } else { color.stroke_width(3) },
+            )
+        });
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -15,7 +15,8 @@ fn ok_json(args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn strict() -> bool {
@@ -58,7 +59,9 @@ fn probe_table_is_readable() {
 
 #[test]
 fn bench_register_json_reports_each_size() {
-    let v = ok_json(&["bench", "register", "--page", "4k", "--sizes", "32M,64M", "--clones", "3", "--repeat", "1", "--json"]);
+    let v = ok_json(&[
+        "bench", "register", "--page", "4k", "--sizes", "32M,64M", "--clones", "3", "--repeat", "1", "--json",
+    ]);
     assert_eq!(v["page_size"], "4k");
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
@@ -78,7 +81,20 @@ fn bench_register_json_reports_each_size() {
 fn bench_register_human_output_has_the_seed_lines_and_a_chart() {
     let dir = scratch();
     let svg = dir.path().join("r.svg");
-    let out = ringpool(&["bench", "register", "--page", "4k", "--sizes", "16M", "--clones", "2", "--repeat", "1", "--plot", svg.to_str().unwrap()]);
+    let out = ringpool(&[
+        "bench",
+        "register",
+        "--page",
+        "4k",
+        "--sizes",
+        "16M",
+        "--clones",
+        "2",
+        "--repeat",
+        "1",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Registered 1 pages in "), "{text}");
@@ -102,7 +118,8 @@ fn bench_churn_json_compares_clone_and_register_each() {
 }
 
 fn io(file: &Path, rw: &str, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["bench", "io", "--file", file.to_str().unwrap(), "--size", "16M", "--runtime", "0.5", "--rw", rw];
+    let mut args =
+        vec!["bench", "io", "--file", file.to_str().unwrap(), "--size", "16M", "--runtime", "0.5", "--rw", rw];
     args.extend_from_slice(extra);
     args.push("--json");
     ok_json(&args)
@@ -140,7 +157,21 @@ fn bench_io_verify_names_the_corrupted_offset() {
     f.read_at(&mut b, at).unwrap();
     f.write_at(&[b[0] ^ 0xff], at).unwrap();
     f.sync_all().unwrap();
-    let out = ringpool(&["bench", "io", "--file", file.to_str().unwrap(), "--size", "16M", "--runtime", "3", "--rw", "read", "--verify", "--iodepth", "4"]);
+    let out = ringpool(&[
+        "bench",
+        "io",
+        "--file",
+        file.to_str().unwrap(),
+        "--size",
+        "16M",
+        "--runtime",
+        "3",
+        "--rw",
+        "read",
+        "--verify",
+        "--iodepth",
+        "4",
+    ]);
     assert!(!out.status.success(), "corruption went unnoticed");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("offset {}", (1 << 20) + 4096)) && err.contains("checksum"), "{err}");

@@ -51,11 +51,18 @@ pub struct RingOptions {
     /// unpinning then runs on the dropping thread instead of in the
     /// background, where it would show up as other rings' tail latency.
     pub unregister_on_drop: bool,
+    /// Set the ring up with DEFER_TASKRUN (default `true`, Linux 6.1+):
+    /// completions are posted only when the owning thread waits, in one
+    /// batch, with no interrupt of the thread. Without it, they are posted as
+    /// soon as the kernel can (task work with a signal-style notification),
+    /// which can lower latency for operations completed by io-wq workers
+    /// (devices without NOWAIT support, such as zram).
+    pub defer_taskrun: bool,
 }
 
 impl Default for RingOptions {
     fn default() -> Self {
-        RingOptions { entries: 128, sharing: None, unregister_on_drop: true }
+        RingOptions { entries: 128, sharing: None, unregister_on_drop: true, defer_taskrun: true }
     }
 }
 
@@ -72,6 +79,11 @@ impl RingOptions {
     /// Overrides the sharing.
     pub fn sharing(mut self, sharing: Sharing) -> Self {
         self.sharing = Some(sharing);
+        self
+    }
+    /// Sets DEFER_TASKRUN (see the field).
+    pub fn defer_taskrun(mut self, yes: bool) -> Self {
+        self.defer_taskrun = yes;
         self
     }
 }
@@ -254,7 +266,7 @@ impl Ring {
             return Err(Error::invalid("ring depth", opts.entries, "it must be from 1 to 32768"));
         }
         let start = Instant::now();
-        let (io, defer) = build_io_uring(opts.entries)?;
+        let (io, defer) = build_io_uring(opts.entries, opts.defer_taskrun)?;
         let ring_time = start.elapsed();
         Ok(Ring {
             raw: RawRing::new(io, defer),
@@ -689,7 +701,16 @@ impl AsFd for Ring {
 
 /// Creates a SINGLE_ISSUER | DEFER_TASKRUN ring, falling back to plainer
 /// setups on kernels that lack those flags (EINVAL).
-pub(crate) fn build_io_uring(entries: u32) -> Result<(IoUring, bool)> {
+pub(crate) fn build_io_uring(entries: u32, defer: bool) -> Result<(IoUring, bool)> {
+    if !defer {
+        return IoUring::builder()
+            .setup_single_issuer()
+            .setup_cqsize(entries * 2)
+            .build(entries)
+            .or_else(|_| IoUring::builder().setup_cqsize(entries * 2).build(entries))
+            .map(|r| (r, false))
+            .map_err(setup_error);
+    }
     match IoUring::builder().setup_single_issuer().setup_defer_taskrun().setup_cqsize(entries * 2).build(entries) {
         Ok(r) => Ok((r, true)),
         // DEFER_TASKRUN (6.1) or SINGLE_ISSUER (6.0) unknown.

@@ -115,6 +115,9 @@ pub struct IoArgs {
     /// iodepth_batch_submit); 0: all replacements of a completion batch in one io_uring_enter.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=4096))]
     pub submit_batch: u32,
+    /// Set worker rings up with DEFER_TASKRUN (completions posted when the worker waits).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub defer_taskrun: bool,
     /// Register the file too (IOSQE_FIXED_FILE), as fio's registerfiles.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub fixed_files: bool,
@@ -374,7 +377,7 @@ struct Op {
 
 fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instant) -> anyhow::Result<WorkerOut> {
     let a = p.a;
-    let mut ring = p.table.ring_with(&RingOptions::new().entries(a.iodepth))?;
+    let mut ring = p.table.ring_with(&RingOptions::new().entries(a.iodepth).defer_taskrun(a.defer_taskrun))?;
     let file = p.target.file.clone();
     if a.fixed_files {
         ring.register_file(&file)?;
@@ -927,6 +930,48 @@ pub fn run(a: &IoArgs) -> anyhow::Result<()> {
     if a.verify {
         println!("verified {} blocks of 4 KiB: no mismatch", verified);
     }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ChartArgs {
+    /// The SVG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Chart title.
+    #[arg(long, default_value = "randread IOPS against iodepth")]
+    pub title: String,
+    /// `bench io --json` reports (one object per file).
+    pub reports: Vec<PathBuf>,
+}
+
+/// Plots every report's ringpool and fio IOPS at its iodepth, one line per
+/// (device, workers, side).
+pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
+    if a.reports.is_empty() {
+        bail!("no reports given");
+    }
+    let mut points = Vec::new();
+    for p in &a.reports {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a bench io report", p.display()))?;
+        let dev = if v["device"].as_str().unwrap_or("").starts_with("block") {
+            Path::new(v["file"].as_str().unwrap_or("?"))
+                .file_name()
+                .map_or("?".into(), |f| f.to_string_lossy().into_owned())
+        } else {
+            "file".to_string()
+        };
+        let label = format!("{dev} {}w", v["workers"]);
+        let depth = v["iodepth"].as_f64().context("report without iodepth")?;
+        points.push((format!("ringpool {label}"), depth, v["iops"].as_f64().unwrap_or(0.0)));
+        if let Some(f) = v["fio"]["iops"].as_f64() {
+            points.push((format!("fio {label}"), depth, f));
+        }
+    }
+    crate::plot::io_chart(&a.out, &a.title, &points)?;
+    eprintln!("chart written to {}", a.out.display());
     Ok(())
 }
 

@@ -14,6 +14,8 @@ pub enum BenchCmd {
     Churn(churn::ChurnArgs),
     /// fio-style O_DIRECT benchmark through the pool, with fio beside it (--vs-fio).
     Io(io::IoArgs),
+    /// Chart IOPS against iodepth from `bench io --json` reports (ringpool and fio).
+    IoChart(io::ChartArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -21,5 +23,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Register(a) => register::run(&a),
         BenchCmd::Churn(a) => churn::run(&a),
         BenchCmd::Io(a) => io::run(&a),
+        BenchCmd::IoChart(a) => io::chart(&a),
     }
 }
