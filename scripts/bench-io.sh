@@ -14,6 +14,9 @@ RUNTIME=${RUNTIME:-5}
 ROUNDS=${ROUNDS:-3}
 FILE=${FILE:-/var/tmp/ringpool-bench.dat}
 SIZE=${SIZE:-4G}
+# 2 MiB hugetlb pages for ringpool's pool and fio's buffers alike (fio's
+# --iomem=mmaphuge), reserved per run and given back.
+PAGE=${PAGE:-2m}
 ZRAM=/sys/block/zram0
 LOCK=/tmp/ringpool-machine-state.lock
 
@@ -42,7 +45,7 @@ run() { # device-label file rw bs iodepth workers
   local out="$OUT/$label-$rw-$bs-qd$qd-w$w.json"
   echo ">> $label $rw bs=$bs iodepth=$qd workers=$w" >&2
   "$BIN" bench io --file "$file" --size "$SIZE" --rw "$rw" --bs "$bs" --iodepth "$qd" --workers "$w" \
-    --runtime "$RUNTIME" --vs-fio --rounds "$ROUNDS" --json > "$out"
+    --runtime "$RUNTIME" --vs-fio --rounds "$ROUNDS" --page "$PAGE" --reserve --json > "$out"
 }
 
 for dev in disk zram; do

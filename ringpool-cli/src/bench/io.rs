@@ -389,7 +389,11 @@ fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instan
     let mut ops: Vec<Option<Op>> = (0..a.iodepth).map(|_| None).collect();
     let mut bufs: Vec<IoBuf> = Vec::new();
     for _ in 0..a.iodepth {
-        bufs.push(p.mem.try_alloc(a.bs as usize)?);
+        let mut b = p.mem.try_alloc(a.bs as usize)?;
+        // Incompressible content, as fio's buffers: a compressing device
+        // (zram) must not get an easy ride from zero pages.
+        rng.fill(&mut b);
+        bufs.push(b);
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
     let (mut ios, mut bytes, mut verified) = (0u64, 0u64, 0u64);
@@ -437,6 +441,12 @@ fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instan
         if write && p.ledger.is_some() {
             for (i, sub) in buf.chunks_mut(SUB).enumerate() {
                 stamp(sub, offset + (i * SUB) as u64, seq);
+            }
+        } else if write {
+            // As fio's scramble_buffers: the offset in every 512-byte sector,
+            // so no two writes carry the same data (no dedupe, no same-page).
+            for sector in buf.chunks_mut(512) {
+                sector[..8].copy_from_slice(&(offset ^ seq).to_le_bytes());
             }
         }
         ops[slot] = Some(Op { offset, write, seq, at: Instant::now() });
@@ -674,10 +684,11 @@ impl FioJob {
         v
     }
 
-    /// Huge pages fio needs for its buffers (per job: its buffers rounded up, plus one).
+    /// Huge pages fio needs for its buffers (per job: its buffers rounded up,
+    /// plus two for fio's alignment, as measured with fio 3.33).
     pub fn hugepages_needed(&self) -> u64 {
         match self.hugepages {
-            Some(k) => self.numjobs as u64 * ((self.iodepth as u64 * self.bs).div_ceil(k.bytes()) + 1),
+            Some(k) => self.numjobs as u64 * ((self.iodepth as u64 * self.bs).div_ceil(k.bytes()) + 2),
             None => 0,
         }
     }
@@ -1035,7 +1046,7 @@ mod tests {
         let huge = FioJob { hugepages: Some(PageKind::Huge2M), bs: 128 << 10, ..job() };
         let args = huge.args();
         assert!(args.contains(&"--iomem=mmaphuge".to_string()) && args.contains(&"--hugepage-size=2m".to_string()));
-        assert_eq!(huge.hugepages_needed(), 3);
+        assert_eq!(huge.hugepages_needed(), 4);
         let thp = FioJob { hugepages: Some(PageKind::Transparent), ..job() };
         assert!(!thp.args().iter().any(|a| a.starts_with("--iomem")));
         for rw in [Rw::Read, Rw::Write, Rw::Randwrite] {
