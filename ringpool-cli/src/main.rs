@@ -3,7 +3,9 @@
 mod bench;
 mod plot;
 mod probe;
+mod soak;
 mod util;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,8 @@ enum Cmd {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Verified random I/O while workers come and go; checks nothing was lost or leaked.
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
@@ -35,6 +39,7 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Probe(args) => probe::run(&args),
         Cmd::Bench(cmd) => bench::run(cmd),
+        Cmd::Soak(args) => soak::run(&args),
     };
     if let Err(e) = result {
         // ringpool's errors already include their OS cause in their text:

@@ -78,11 +78,14 @@ impl HugePageReservation {
             return Err(Error::PageSizeUnavailable { page, reason: format!("{} does not exist", path.display()) });
         }
         let short = pages.saturating_sub(hp.available());
+        // The count to give back is the persistent pool: surplus pages (a
+        // closed ring's buffers still being unpinned in the background) leave
+        // by themselves, and restoring them would leave pages behind.
         let mut r = HugePageReservation {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             page,
             path: path.clone(),
-            previous: hp.total,
+            previous: hp.persistent(),
             added: 0,
             _lock: lock,
         };
@@ -90,7 +93,7 @@ impl HugePageReservation {
             return Ok(r);
         }
         if let Ok(mut a) = ACTIVE.lock() {
-            a.push((r.id, path.clone(), hp.total));
+            a.push((r.id, path.clone(), r.previous));
         }
         let target = hp.total + short;
         std::fs::write(&path, target.to_string()).map_err(|e| Error::Io {
@@ -101,6 +104,14 @@ impl HugePageReservation {
         })?;
         r.added = short;
         let mut now = HugePages::read(page);
+        // Pages still held by a closed ring come back within moments.
+        for _ in 0..20 {
+            if now.available() >= pages {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            now = HugePages::read(page);
+        }
         if now.available() < pages {
             // The kernel found too few free contiguous ranges: compact memory
             // once and ask again (1 GiB pages need 1 GiB of contiguous RAM).

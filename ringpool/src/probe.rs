@@ -41,6 +41,10 @@ pub struct HugePages {
     pub free: u64,
     /// `resv_hugepages`: free pages promised to existing mappings.
     pub reserved: u64,
+    /// `surplus_hugepages`: pages above the persistent pool, freed when
+    /// their last user lets go (for example io_uring unpinning a closed
+    /// ring's buffers in the background).
+    pub surplus: u64,
     /// Whether the kernel offers this size at all.
     pub present: bool,
 }
@@ -66,6 +70,7 @@ impl HugePages {
             total: get("nr_hugepages").unwrap_or(0),
             free: get("free_hugepages").unwrap_or(0),
             reserved: get("resv_hugepages").unwrap_or(0),
+            surplus: get("surplus_hugepages").unwrap_or(0),
             present: dir.is_dir(),
         }
     }
@@ -73,6 +78,12 @@ impl HugePages {
     /// Pages a new mapping can still get: free minus those reserved by others.
     pub fn available(&self) -> u64 {
         self.free.saturating_sub(self.reserved)
+    }
+
+    /// The persistent pool size (`nr_hugepages` without surplus pages that
+    /// are on their way out).
+    pub fn persistent(&self) -> u64 {
+        self.total.saturating_sub(self.surplus)
     }
 }
 

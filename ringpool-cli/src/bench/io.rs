@@ -177,67 +177,7 @@ struct Report {
     fio_command: Option<String>,
 }
 
-// ---------------------------------------------------------------- verify
-
-const MAGIC: u32 = 0x5250_5631; // "RPV1"
-const SUB: usize = 4096;
-
-/// Writes a verifiable 4 KiB sub-block: magic, crc32c of bytes 8.., file
-/// offset, sequence, then a payload derived from both.
-fn stamp(block: &mut [u8], offset: u64, seq: u64) {
-    let mut x = offset.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seq.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) | 1;
-    for chunk in block[24..].chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
-    block[8..16].copy_from_slice(&offset.to_le_bytes());
-    block[16..24].copy_from_slice(&seq.to_le_bytes());
-    let crc = crc32c::crc32c(&block[8..]);
-    block[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    block[4..8].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// Checks a sub-block read at `offset`; returns its sequence.
-fn check(block: &[u8], offset: u64) -> Result<u64, String> {
-    let magic = u32::from_le_bytes(block[0..4].try_into().expect("4 bytes"));
-    if magic != MAGIC {
-        return Err(format!("offset {offset}: no ringpool verify header (magic {magic:#x}); lay the file out again"));
-    }
-    let crc = u32::from_le_bytes(block[4..8].try_into().expect("4 bytes"));
-    let actual = crc32c::crc32c(&block[8..]);
-    if crc != actual {
-        return Err(format!("offset {offset}: checksum mismatch (stored {crc:#010x}, computed {actual:#010x})"));
-    }
-    let at = u64::from_le_bytes(block[8..16].try_into().expect("8 bytes"));
-    if at != offset {
-        return Err(format!("offset {offset}: block belongs at offset {at} (misdirected I/O)"));
-    }
-    Ok(u64::from_le_bytes(block[16..24].try_into().expect("8 bytes")))
-}
-
-/// The sequence each 4 KiB sub-block was last written with (completed).
-struct Ledger {
-    seq: Vec<AtomicU64>,
-    written: Vec<AtomicU64>,
-}
-
-impl Ledger {
-    fn new(size: u64) -> Ledger {
-        let n = (size / SUB as u64) as usize;
-        Ledger {
-            seq: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            written: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-    fn record(&self, offset: u64, len: u64, seq: u64) {
-        for i in (offset / SUB as u64)..((offset + len) / SUB as u64) {
-            self.seq[i as usize].store(seq, Ordering::Relaxed);
-            self.written[i as usize / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
-        }
-    }
-}
+use crate::verify::{check, stamp, Ledger, SUB};
 
 // ---------------------------------------------------------------- target
 
@@ -589,15 +529,7 @@ fn run_ringpool(p: &Plan<'_>) -> anyhow::Result<(Figures, u64)> {
 fn final_verify(p: &Plan<'_>, ledger: &Ledger) -> anyhow::Result<u64> {
     let mut ring = p.table.ring_with(&RingOptions::new().entries(32))?;
     let file = &p.target.file;
-    let written: Vec<u64> = ledger
-        .written
-        .iter()
-        .enumerate()
-        .flat_map(|(w, bits)| {
-            let b = bits.load(Ordering::Relaxed);
-            (0..64).filter(move |i| b & (1 << i) != 0).map(move |i| (w * 64 + i) as u64)
-        })
-        .collect();
+    let written = ledger.written_blocks();
     let bar = crate::util::byte_bar(written.len() as u64 * SUB as u64, "verify");
     let mut it = written.iter();
     let mut checked = 0u64;
@@ -1052,16 +984,5 @@ mod tests {
         for rw in [Rw::Read, Rw::Write, Rw::Randwrite] {
             assert!(FioJob { rw, ..job() }.args().contains(&format!("--rw={}", rw.name())));
         }
-    }
-
-    #[test]
-    fn verify_headers_catch_corruption_and_misplacement() {
-        let mut b = vec![0u8; SUB];
-        stamp(&mut b, 8192, 7);
-        assert_eq!(check(&b, 8192), Ok(7));
-        assert!(check(&b, 4096).unwrap_err().contains("misdirected"));
-        b[100] ^= 1;
-        assert!(check(&b, 8192).unwrap_err().contains("checksum"));
-        assert!(check(&vec![0u8; SUB], 0).unwrap_err().contains("no ringpool verify header"));
     }
 }
