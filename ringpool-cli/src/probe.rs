@@ -35,6 +35,11 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             "io_uring_error": io_why,
             "clone_buffers": f.clone_buffers,
             "clone_ranges": f.clone_ranges,
+            "dst_replace": match &f.dst_replace {
+                ringpool::DstReplace::Works => "works".to_string(),
+                ringpool::DstReplace::Broken(why) => format!("broken: {why}"),
+                ringpool::DstReplace::Unsupported => "unsupported".to_string(),
+            },
             "read_write_fixed": f.read_write_fixed,
             "hugepages_2m": hp_json(&f.hugepages_2m),
             "hugepages_1g": hp_json(&f.hugepages_1g),
@@ -67,6 +72,14 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     );
     row("clone_buffers", format!("{} (IORING_REGISTER_CLONE_BUFFERS, Linux 6.12+)", yes(f.clone_buffers)));
     row("clone_ranges", format!("{} (offsets and DST_REPLACE, Linux 6.13+)", yes(f.clone_ranges)));
+    row(
+        "dst_replace self-test",
+        match &f.dst_replace {
+            ringpool::DstReplace::Works => "works (a partial DST_REPLACE clone replaced exactly its range)".into(),
+            ringpool::DstReplace::Broken(why) => format!("BROKEN: {why}; growth re-clones whole tables"),
+            ringpool::DstReplace::Unsupported => "not run (no ranged clone)".into(),
+        },
+    );
     row("read_write_fixed", format!("{} (READ_FIXED / WRITE_FIXED)", yes(f.read_write_fixed)));
     for h in [&f.hugepages_2m, &f.hugepages_1g] {
         let name = if h.page == PageKind::Huge2M { "hugepages 2 MiB" } else { "hugepages 1 GiB" };

@@ -378,7 +378,6 @@ pub fn run(a: &SoakArgs) -> anyhow::Result<()> {
     });
     pool.shutdown();
     let st = pool.stats();
-    drop(ctx);
     drop(pool);
     let leases_outstanding = memory.stats().leases;
     drop(memory);

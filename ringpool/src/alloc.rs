@@ -286,6 +286,15 @@ impl Allocator {
         self.lock().buddy.stats()
     }
 
+    /// Wakes every waiter after memory was added.
+    pub(crate) fn notify_grown(&self) {
+        let wakers = std::mem::take(&mut self.lock().wakers);
+        self.freed.notify_all();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
     pub(crate) fn with_buddy<R>(&self, f: impl FnOnce(&mut Buddy) -> R) -> R {
         f(&mut self.lock().buddy)
     }

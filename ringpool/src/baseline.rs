@@ -42,9 +42,8 @@ impl RawTable {
 /// # Errors
 /// [`Error::Io`] with the raw errno.
 pub fn register(memory: &IoMemory, entries: u16) -> Result<(RawTable, Duration)> {
-    let ranges = crate::table::segment_ranges(memory, entries.min(memory.segments().len() as u16));
-    let (ring, took) = crate::sys::uring::raw_register_timed(&memory.shared.mapping, &ranges)
-        .map_err(|e| Error::os("raw register", e))?;
+    let iovs = memory.shared.iovs(0, entries.min(memory.segment_count()));
+    let (ring, took) = crate::sys::uring::raw_register_timed(&iovs).map_err(|e| Error::os("raw register", e))?;
     Ok((RawTable { ring, _memory: memory.clone() }, took))
 }
 

@@ -206,6 +206,22 @@ pub enum Error {
         hint: &'static str,
     },
 
+    /// The table has no free slots for the growth asked for.
+    #[error(
+        "grow by {bytes}: the table has {capacity} slots, {used} in use, and the growth needs {needed} more: \
+         build the table (or IoPool) with a larger capacity, up to 16384"
+    )]
+    CapacityExhausted {
+        /// Slots in the table.
+        capacity: u16,
+        /// Slots filled.
+        used: u16,
+        /// Slots the growth needs.
+        needed: u16,
+        /// Bytes asked for.
+        bytes: Bytes,
+    },
+
     /// A lease larger than one segment was asked for.
     #[error("a lease of {requested} is larger than a segment ({segment}); no lease may straddle two segments")]
     LeaseTooLarge {
@@ -309,6 +325,20 @@ pub enum Error {
         op: &'static str,
         /// Which rule the buffer broke.
         reason: String,
+    },
+
+    /// A FUSE file on a Ring: io_uring would block the ring on the server
+    /// and, on Linux 6.18, duplicate data on short transfers.
+    #[error(
+        "{op} on {path}: the file is on FUSE, which io_uring serves badly (the ring blocks while the server answers, \
+         and short transfers are retried at the same offset, duplicating data): use an IoPool, which serves FUSE \
+         files with pread / pwrite, or std::fs"
+    )]
+    BlockingFileSystem {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
     },
 
     /// The pool is shutting down or shut down.

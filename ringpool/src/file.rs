@@ -93,6 +93,8 @@ pub(crate) struct FileShared {
     readable: bool,
     writable: bool,
     block_device: bool,
+    /// Issue operations straight to io_uring's async workers (IOSQE_ASYNC).
+    force_async: bool,
     closed: AtomicBool,
 }
 
@@ -182,6 +184,10 @@ impl DirectFile {
             return Err(Error::invalid("file", path.display(), "it is a directory"));
         }
         let block_device = meta.file_type().is_block_device();
+        let force_async = !block_device && is_blocking_fs(file.as_fd());
+        if force_async {
+            tracing::debug!(path = %path.display(), "FUSE file: served with pread / pwrite, not io_uring");
+        }
         let (mem_align, offset_align, align_source) =
             if direct { alignment_of(file.as_fd()) } else { (1, 1, AlignmentSource::Default) };
         Ok(DirectFile {
@@ -195,6 +201,7 @@ impl DirectFile {
                 readable: o.read,
                 writable: o.write,
                 block_device,
+                force_async,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -208,6 +215,17 @@ impl DirectFile {
     /// Whether I/O bypasses the page cache (O_DIRECT).
     pub fn is_direct(&self) -> bool {
         self.shared.direct
+    }
+
+    /// Whether the file lives on FUSE. io_uring is not used for it:
+    /// its reads and writes block the issuing thread while the server
+    /// answers (a stalled server would stall a whole ring), and on Linux
+    /// 6.18 a short read or write is retried at the same file offset, which
+    /// duplicates data (found by ringpool's FUSE fault-injection tests).
+    /// [`IoPool`](crate::IoPool) serves such files with pread / pwrite on
+    /// side threads; [`Ring`](crate::Ring) refuses them.
+    pub fn is_forced_async(&self) -> bool {
+        self.shared.force_async
     }
 
     /// Whether it is a block device.
@@ -395,6 +413,12 @@ fn refuse_fake_direct(f: fs::File) -> std::io::Result<fs::File> {
         ));
     }
     Ok(f)
+}
+
+/// Whether the fd lives on FUSE, whose I/O blocks the issuing thread.
+pub(crate) fn is_blocking_fs(fd: BorrowedFd<'_>) -> bool {
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    matches!(sys::os::fs_magic(fd), Ok(FUSE_SUPER_MAGIC))
 }
 
 /// Whether the fd lives on tmpfs or ramfs.

@@ -60,12 +60,12 @@ pub use memory::{
 };
 pub use pool::{Backend, BackendKind, IoPool, IoPoolBuilder, IoResult, OpHandle, PoolStats, SpinupParts};
 pub use probe::{
-    has_cap_ipc_lock, kernel_release, parse_kernel_version, AlignmentSource, DirectIoSupport, Features, HugePages,
-    IoUringStatus, ThpMode,
+    has_cap_ipc_lock, kernel_release, parse_kernel_version, AlignmentSource, DirectIoSupport, DstReplace, Features,
+    HugePages, IoUringStatus, ThpMode,
 };
 pub use ring::{CloneRange, Completion, Ring, RingOptions, RingSetup, TablePath, TableSource, MAX_RING_ENTRIES};
 pub use sys::buf::IoBuf;
-pub use table::{BufferTable, Sharing, TableOptions};
+pub use table::{BufferTable, GrowReport, Refresh, Sharing, TableOptions};
 
 /// Process-level knobs tests and tools need (memlock limit).
 pub mod process {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -173,15 +173,30 @@ pub struct Progress {
     pub total: u64,
 }
 
+/// A segment and the mapping that holds it.
+#[derive(Clone)]
+pub(crate) struct SegInfo {
+    pub(crate) seg: Segment,
+    /// Address of the segment's first byte.
+    pub(crate) addr: usize,
+    map: Arc<Mapping>,
+    /// Offset of the segment in its mapping.
+    map_off: usize,
+}
+
 pub(crate) struct PoolShared {
-    pub(crate) mapping: Mapping,
     kind: PageKind,
     choice: String,
     requested: u64,
     segment_size: u64,
-    pub(crate) segments: Vec<Segment>,
+    align: u64,
+    /// Segments in table order; grows, never shrinks. Segment `i` starts at
+    /// pool offset `i * segment_size`.
+    segs: RwLock<Vec<SegInfo>>,
     pub(crate) alloc: Allocator,
     prefault: Mutex<Option<Duration>>,
+    /// Serialises growth.
+    growing: Mutex<()>,
 }
 
 impl PoolShared {
@@ -191,6 +206,29 @@ impl PoolShared {
 
     pub(crate) fn segment_of(&self, offset: u64) -> u16 {
         (offset / self.segment_size) as u16
+    }
+
+    fn segs(&self) -> std::sync::RwLockReadGuard<'_, Vec<SegInfo>> {
+        self.segs.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Address of the byte at pool offset `offset` (inside a mapped segment).
+    pub(crate) fn addr_of(&self, offset: u64) -> usize {
+        let segs = self.segs();
+        let s = &segs[self.segment_of(offset) as usize];
+        s.addr + (offset - s.seg.offset) as usize
+    }
+
+    /// The iovecs of segments `[from, to)`, for registration.
+    pub(crate) fn iovs(&self, from: u16, to: u16) -> Vec<crate::sys::uring::Iov> {
+        self.segs()[from as usize..to as usize]
+            .iter()
+            .map(|s| crate::sys::uring::Iov::new(&s.map, s.map_off, s.seg.len as usize))
+            .collect()
+    }
+
+    pub(crate) fn segment_count(&self) -> u16 {
+        self.segs().len() as u16
     }
 }
 
@@ -204,7 +242,7 @@ impl PoolShared {
 /// ```no_run
 /// use ringpool::{IoMemory, PagePolicy};
 /// let mem = IoMemory::map(1 << 30, PagePolicy::Auto)?;
-/// println!("{} in {} segments of {}", mem.len(), mem.segments().len(), mem.page_kind());
+/// println!("{} in {} segments of {}", mem.len(), mem.segment_count(), mem.page_kind());
 /// mem.prefault(|p| eprint!("\r{} / {}", p.done, p.total))?;
 /// let mut buf = mem.try_alloc(64 << 10)?;
 /// buf.fill(0xab);
@@ -220,7 +258,7 @@ impl fmt::Debug for IoMemory {
         f.debug_struct("IoMemory")
             .field("len", &self.len())
             .field("page", &self.shared.kind)
-            .field("segments", &self.shared.segments.len())
+            .field("segments", &self.shared.segment_count())
             .finish()
     }
 }
@@ -291,11 +329,16 @@ impl IoMemory {
                 },
                 _ => Error::os("mmap", e),
             })?;
+        let map = Arc::new(mapping);
         let segments = (0..nseg)
-            .map(|i| Segment {
-                index: i as u16,
-                offset: i * segment_size,
-                len: segment_size.min(len - i * segment_size),
+            .map(|i| {
+                let seg = Segment {
+                    index: i as u16,
+                    offset: i * segment_size,
+                    len: segment_size.min(len - i * segment_size),
+                };
+                let map_off = seg.offset as usize;
+                SegInfo { seg, addr: map.addr() + map_off, map: map.clone(), map_off }
             })
             .collect();
         let buddy = Buddy::new(len, segment_size.trailing_zeros(), align.trailing_zeros());
@@ -305,21 +348,23 @@ impl IoMemory {
         tracing::debug!(len, segments = nseg, page = %kind, %choice, "mapped IO memory");
         Ok(IoMemory {
             shared: Arc::new(PoolShared {
-                mapping,
                 kind,
                 choice,
                 requested: size,
                 segment_size,
-                segments,
+                align,
+                segs: RwLock::new(segments),
                 alloc: Allocator::new(buddy),
                 prefault: Mutex::new(None),
+                growing: Mutex::new(()),
             }),
         })
     }
 
-    /// Length in bytes (the requested size rounded up to the page size).
+    /// Length in bytes: the requested size rounded up to the page size,
+    /// plus everything grown since.
     pub fn len(&self) -> u64 {
-        self.shared.mapping.len() as u64
+        self.shared.segs().iter().map(|s| s.seg.len).sum()
     }
 
     /// Always `false`: a pool has at least one page.
@@ -348,9 +393,108 @@ impl IoMemory {
         self.shared.segment_size
     }
 
-    /// The segments, in table order.
-    pub fn segments(&self) -> &[Segment] {
-        &self.shared.segments
+    /// The segments, in table order (a copy: the pool may grow).
+    pub fn segments(&self) -> Vec<Segment> {
+        self.shared.segs().iter().map(|s| s.seg).collect()
+    }
+
+    /// How many segments the pool has now.
+    pub fn segment_count(&self) -> u16 {
+        self.shared.segment_count()
+    }
+
+    /// Maps `bytes` more (rounded up to the page size) under the pool's page
+    /// kind as new segments, prefaults them, and makes them leasable.
+    /// Returns the new segment indexes.
+    ///
+    /// With a [`BufferTable`](crate::BufferTable) or an
+    /// [`IoPool`](crate::IoPool) over this memory, grow through
+    /// [`BufferTable::grow`](crate::BufferTable::grow) /
+    /// [`IoPool::grow`](crate::IoPool::grow) instead: they register the new
+    /// segments before any lease of them exists.
+    ///
+    /// # Errors
+    /// As [`IoMemory::map_with`] for the new memory;
+    /// [`Error::TooManySegments`] past 16384 segments.
+    pub fn grow(&self, bytes: u64) -> Result<std::ops::Range<u16>> {
+        let range = self.extend(bytes)?;
+        self.prefault_segments(range.clone(), |_| {})?;
+        self.make_leasable(range.clone());
+        Ok(range)
+    }
+
+    /// Maps new segments; they are visible in [`IoMemory::segments`] but not
+    /// leasable until [`IoMemory::make_leasable`].
+    pub(crate) fn extend(&self, bytes: u64) -> Result<std::ops::Range<u16>> {
+        if bytes == 0 {
+            return Err(Error::invalid("growth", 0, "it must be at least one page"));
+        }
+        let sh = &self.shared;
+        let _g = sh.growing.lock().unwrap_or_else(|p| p.into_inner());
+        let kind = sh.kind;
+        let len =
+            bytes.checked_next_multiple_of(kind.bytes()).ok_or_else(|| Error::invalid("growth", bytes, "too large"))?;
+        let first = sh.segment_count() as u64;
+        let nseg = len.div_ceil(sh.segment_size);
+        if first + nseg > MAX_SEGMENTS {
+            return Err(Error::TooManySegments {
+                size: Bytes(self.len() + len),
+                segment: Bytes(sh.segment_size),
+                segments: first + nseg,
+            });
+        }
+        check_capacity(kind, len)?;
+        let map =
+            Arc::new(Mapping::map(len as usize, kind.backing(), sh.align as usize).map_err(
+                |e| match e.raw_os_error() {
+                    Some(libc::ENOMEM) if kind.is_hugetlb() => {
+                        check_capacity(kind, len).err().unwrap_or(Error::os("mmap", e))
+                    }
+                    _ => Error::os("mmap", e),
+                },
+            )?);
+        let mut segs = sh.segs.write().unwrap_or_else(|p| p.into_inner());
+        for i in 0..nseg {
+            let map_off = (i * sh.segment_size) as usize;
+            let index = (first + i) as u16;
+            let seg = Segment {
+                index,
+                offset: (first + i) * sh.segment_size,
+                len: sh.segment_size.min(len - i * sh.segment_size),
+            };
+            segs.push(SegInfo { seg, addr: map.addr() + map_off, map: map.clone(), map_off });
+        }
+        tracing::debug!(bytes = len, segments = nseg, first, "mapped more IO memory");
+        Ok(first as u16..(first + nseg) as u16)
+    }
+
+    /// Hands segments `range` (from [`IoMemory::extend`]) to the allocator.
+    pub(crate) fn make_leasable(&self, range: std::ops::Range<u16>) {
+        let segs = self.shared.segs();
+        let (Some(first), Some(last)) = (segs.get(range.start as usize), segs.get(range.end as usize - 1)) else {
+            return;
+        };
+        let start = first.seg.offset;
+        let len = last.seg.offset + last.seg.len - start;
+        drop(segs);
+        self.shared.alloc.with_buddy(|b| b.add_range(start, len));
+        self.shared.alloc.notify_grown();
+    }
+
+    /// Faults segments `range` in (as [`IoMemory::prefault`]).
+    pub(crate) fn prefault_segments(
+        &self,
+        range: std::ops::Range<u16>,
+        progress: impl Fn(Progress) + Sync,
+    ) -> Result<Duration> {
+        let segs = self.shared.segs();
+        let (Some(first), Some(last)) = (segs.get(range.start as usize), segs.get(range.end as usize - 1)) else {
+            return Ok(Duration::ZERO);
+        };
+        let (start, end) = (first.seg.offset, last.seg.offset + last.seg.len);
+        drop(segs);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+        self.prefault_range(start, end - start, threads, progress)
     }
 
     /// The lease alignment.
@@ -358,9 +502,9 @@ impl IoMemory {
         self.shared.alloc.with_buddy(|b| b.alignment())
     }
 
-    /// Address of the first byte (for diagnostics).
+    /// Address of the first byte of the first segment (for diagnostics).
     pub fn addr(&self) -> usize {
-        self.shared.mapping.addr()
+        self.shared.segs()[0].addr
     }
 
     /// Faults every page in for writing, in parallel on up to 8 threads,
@@ -403,38 +547,48 @@ impl IoMemory {
         let start = Instant::now();
         let page = self.shared.kind.bytes();
         let begin = offset / page * page;
-        let end = offset.checked_add(len).map(|e| e.div_ceil(page) * page).filter(|&e| e <= self.len());
+        let pool_end = self.shared.segs().last().map_or(0, |s| s.seg.offset + s.seg.len);
+        let end = offset.checked_add(len).map(|e| e.div_ceil(page) * page).filter(|&e| e <= pool_end);
         let Some(end) = end else {
             return Err(Error::invalid(
                 "prefault range",
                 format!("{offset}+{len}"),
-                format!("the pool holds {} bytes", self.len()),
+                format!("the pool ends at offset {pool_end}"),
             ));
         };
-        let total = end - begin;
-        let no_leases = self.stats().leases == 0;
+        // Chunks of at most 64 MiB (or one page), each inside one segment.
         let chunk = (64u64 << 20).max(page);
-        let chunks = total.div_ceil(chunk);
+        let mut work_list: Vec<(Arc<Mapping>, usize, usize)> = Vec::new();
+        for s in self.shared.segs().iter() {
+            let (a, b) = (s.seg.offset.max(begin), (s.seg.offset + s.seg.len).min(end));
+            let mut at = a;
+            while at < b {
+                let n = chunk.min(b - at);
+                work_list.push((s.map.clone(), s.map_off + (at - s.seg.offset) as usize, n as usize));
+                at += n;
+            }
+        }
+        let total: u64 = work_list.iter().map(|w| w.2 as u64).sum();
+        let no_leases = self.stats().leases == 0;
         let next = AtomicUsize::new(0);
         let done = AtomicU64::new(0);
         let failed: Mutex<Option<std::io::Error>> = Mutex::new(None);
         let work = || loop {
-            let i = next.fetch_add(1, Ordering::Relaxed) as u64;
-            if i >= chunks || failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= work_list.len() || failed.lock().map(|f| f.is_some()).unwrap_or(true) {
                 return;
             }
-            let off = begin + i * chunk;
-            let len = chunk.min(end - off);
-            if let Err(e) = self.shared.mapping.populate(off as usize, len as usize, 4096, no_leases) {
+            let (map, off, len) = &work_list[i];
+            if let Err(e) = map.populate(*off, *len, 4096, no_leases) {
                 if let Ok(mut f) = failed.lock() {
                     f.get_or_insert(e);
                 }
                 return;
             }
-            let d = done.fetch_add(len, Ordering::Relaxed) + len;
+            let d = done.fetch_add(*len as u64, Ordering::Relaxed) + *len as u64;
             progress(Progress { done: d, total });
         };
-        let threads = threads.clamp(1, chunks.max(1) as usize);
+        let threads = threads.clamp(1, work_list.len().max(1));
         std::thread::scope(|s| {
             for _ in 1..threads {
                 s.spawn(work);
@@ -474,12 +628,9 @@ impl IoMemory {
     /// past the end.
     pub fn try_alloc_in(&self, segment: u16, len: usize) -> Result<IoBuf> {
         self.check_len(len)?;
-        if segment as usize >= self.shared.segments.len() {
-            return Err(Error::invalid(
-                "segment",
-                segment,
-                format!("the pool has {} segments", self.shared.segments.len()),
-            ));
+        let count = self.shared.segment_count();
+        if segment >= count {
+            return Err(Error::invalid("segment", segment, format!("the pool has {count} segments")));
         }
         match self.shared.alloc.try_alloc(len, Some(segment as u32)) {
             Some(g) => Ok(self.lease(g)),

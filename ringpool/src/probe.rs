@@ -134,6 +134,9 @@ pub struct Features {
     /// Ranged clone with offsets (Linux 6.13+): an out-of-range `src_off`
     /// gives EOVERFLOW where supported, EINVAL on 6.12.
     pub clone_ranges: bool,
+    /// Start-up self-test of a partial DST_REPLACE clone (some 6.18.y
+    /// kernels lose or leak entries outside the replaced range).
+    pub dst_replace: DstReplace,
     /// `READ_FIXED` and `WRITE_FIXED` in the opcode probe.
     pub read_write_fixed: bool,
     /// 2 MiB hugetlb pages.
@@ -165,16 +168,21 @@ impl Features {
         let kernel = kernel_release();
         let io_uring = io_uring_status();
         let (mut clone_buffers, mut clone_ranges, mut read_write_fixed) = (false, false, false);
+        let mut dst_replace = DstReplace::Unsupported;
         if io_uring.is_available() {
             clone_buffers = probe_clone();
             clone_ranges = clone_buffers && probe_clone_ranges(&kernel);
             read_write_fixed = probe_opcodes();
+            if clone_ranges && read_write_fixed {
+                dst_replace = probe_dst_replace();
+            }
         }
         Features {
             kernel,
             io_uring,
             clone_buffers,
             clone_ranges,
+            dst_replace,
             read_write_fixed,
             hugepages_2m: HugePages::read(PageKind::Huge2M),
             hugepages_1g: HugePages::read(PageKind::Huge1G),
@@ -270,7 +278,8 @@ fn probe_clone_ranges(kernel: &str) -> bool {
     let Ok(dst) = IoUring::new(2) else { return fallback() };
     // One registered page in the source (pins 4 KiB, released when src closes).
     let Ok(mapping) = sys::mmap::Mapping::map(4096, sys::mmap::Backing::Base, 4096) else { return fallback() };
-    if sys::uring::register_ranges(&src, &mapping, &[(0, 4096)]).is_err() {
+    let mapping = std::sync::Arc::new(mapping);
+    if sys::uring::register_iovs(&src, &[sys::uring::Iov::new(&mapping, 0, 4096)]).is_err() {
         // Without CAP_IPC_LOCK and a zero memlock limit, trust the version.
         return fallback();
     }
@@ -281,11 +290,72 @@ fn probe_clone_ranges(kernel: &str) -> bool {
         1,
         io_uring::types::CloneBuffersFlags::empty(),
     );
+    // Unpin now, not in the background after close (VmPin accounting).
+    let _ = src.submitter().unregister_buffers();
     drop(dst);
     drop(src);
     drop(mapping);
     // EOVERFLOW: offsets are checked, ranges supported; EINVAL on 6.12.
     matches!(r, Err(e) if e.raw_os_error() == Some(libc::EOVERFLOW))
+}
+
+/// The result of the start-up self-test of partial DST_REPLACE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DstReplace {
+    /// A ranged DST_REPLACE clone replaced exactly its range.
+    Works,
+    /// It did not: what went wrong (growth falls back to whole clones).
+    Broken(String),
+    /// The kernel has no ranged clone (before 6.13), or the test could not run.
+    Unsupported,
+}
+
+/// Clones source entries 1..3 over destination entries 1..3 of a 4-entry
+/// table with DST_REPLACE, then checks with a READ_FIXED from /dev/zero into
+/// each entry's expected page that entries 0 and 3 are still the
+/// destination's own and 1..3 are the source's (a wrong entry gives EFAULT).
+fn probe_dst_replace() -> DstReplace {
+    use io_uring::types::CloneBuffersFlags;
+    let page = 4096usize;
+    let Ok(map) = sys::mmap::Mapping::map(8 * page, sys::mmap::Backing::Base, page) else {
+        return DstReplace::Unsupported;
+    };
+    let map = std::sync::Arc::new(map);
+    let iov = |i: usize| sys::uring::Iov::new(&map, i * page, page);
+    let (Ok(src), Ok(mut dst)) = (IoUring::new(4), IoUring::new(4)) else { return DstReplace::Unsupported };
+    let zero = match std::fs::File::open("/dev/zero") {
+        Ok(f) => f,
+        Err(_) => return DstReplace::Unsupported,
+    };
+    let result = (|| {
+        sys::uring::register_iovs(&src, &(0..4).map(iov).collect::<Vec<_>>()).map_err(|_| None)?;
+        sys::uring::register_iovs(&dst, &(4..8).map(iov).collect::<Vec<_>>()).map_err(|_| None)?;
+        dst.submitter()
+            .register_buffers_clone_offset(src.as_raw_fd(), 1, 1, 2, CloneBuffersFlags::DST_REPLACE)
+            .map_err(|_| None)?;
+        for (index, expect_page, whose) in
+            [(0u16, 4, "its own"), (1, 1, "the source's"), (2, 2, "the source's"), (3, 7, "its own")]
+        {
+            let res = sys::uring::read_fixed_sync(&mut dst, std::os::fd::AsFd::as_fd(&zero), &iov(expect_page), index)
+                .map_err(|_| None)?;
+            if res != page as i32 {
+                return Err(Some(format!(
+                    "after replacing entries 1..3, entry {index} is not {whose} buffer (READ_FIXED gave {res})"
+                )));
+            }
+        }
+        Ok(())
+    })();
+    let _ = src.submitter().unregister_buffers();
+    let _ = dst.submitter().unregister_buffers();
+    match result {
+        Ok(()) => DstReplace::Works,
+        Err(Some(why)) => {
+            tracing::warn!("partial DST_REPLACE self-test failed: {why}; rings will re-clone whole tables");
+            DstReplace::Broken(why)
+        }
+        Err(None) => DstReplace::Unsupported,
+    }
 }
 
 fn probe_opcodes() -> bool {

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use io_uring::types::CloneBuffersFlags;
@@ -13,7 +14,7 @@ use crate::file::DirectFile;
 use crate::memory::IoMemory;
 use crate::sys::buf::IoBuf;
 use crate::sys::uring::{Dir, RawRing, Reaped};
-use crate::table::{setup_error, BufferTable, Sharing};
+use crate::table::{setup_error, BufferTable, Sharing, TableShared};
 
 /// How a ring got its buffer table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +140,20 @@ impl CloneRange {
     }
 }
 
+// The sealing trait is unnameable outside the crate, so a crate-private
+// type in its signature leaks nothing.
+#[allow(private_interfaces)]
 mod private {
-    pub trait Sealed {}
+    use std::sync::Weak;
+
+    use crate::table::TableShared;
+
+    pub trait Sealed {
+        /// The template a table source belongs to, to follow its growth.
+        fn source_link(&self) -> Option<Weak<TableShared>> {
+            None
+        }
+    }
 }
 
 /// Something a ring can clone a table from: a [`BufferTable`] or a [`Ring`].
@@ -149,11 +162,20 @@ pub trait TableSource: private::Sealed {
     fn source_fd(&self) -> RawFd;
     /// The pool its table maps, if known.
     fn source_memory(&self) -> Option<&IoMemory>;
-    /// Entries in its table.
+    /// Slots of its kernel table (for interpreting range errors).
     fn source_len(&self) -> u16;
+    /// Slots filled with pool segments (usable for fixed I/O).
+    fn source_valid(&self) -> u16 {
+        self.source_len()
+    }
 }
 
-impl private::Sealed for BufferTable {}
+#[allow(private_interfaces)]
+impl private::Sealed for BufferTable {
+    fn source_link(&self) -> Option<Weak<TableShared>> {
+        Some(Arc::downgrade(&self.shared))
+    }
+}
 impl TableSource for BufferTable {
     fn source_fd(&self) -> RawFd {
         self.template_fd()
@@ -162,6 +184,13 @@ impl TableSource for BufferTable {
         Some(self.memory())
     }
     fn source_len(&self) -> u16 {
+        if self.path() == TablePath::Unregistered {
+            0
+        } else {
+            self.capacity()
+        }
+    }
+    fn source_valid(&self) -> u16 {
         if self.path() == TablePath::Unregistered {
             0
         } else {
@@ -228,6 +257,11 @@ pub struct Ring {
     unregister_on_drop: bool,
     next_id: u64,
     ready: VecDeque<Completion>,
+    /// The template this ring's table came from, to pick up growth; weak,
+    /// so that the ring outlives the table.
+    table: Option<Weak<TableShared>>,
+    /// The template generation this ring's table matches.
+    generation: u64,
     /// Files registered with this ring (IOSQE_FIXED_FILE) and their slots;
     /// holding the handle keeps its identity from being reused.
     files: Vec<(DirectFile, u32)>,
@@ -283,6 +317,8 @@ impl Ring {
             next_id: 0,
             ready: VecDeque::new(),
             files: Vec::new(),
+            table: None,
+            generation: 0,
             _one_thread: PhantomData,
         })
     }
@@ -293,20 +329,77 @@ impl Ring {
         self.setup.fallback = fallback;
     }
 
-    pub(crate) fn attach_memory(&mut self, memory: &IoMemory) {
-        self.memory = Some(memory.clone());
-    }
-
-    pub(crate) fn clone_table(&mut self, table: &BufferTable, range: CloneRange) -> Result<()> {
-        self.clone_buffers_from(table, range)
-    }
-
-    pub(crate) fn register_ranges(&mut self, memory: &IoMemory, ranges: &[(u64, u64)]) -> Result<()> {
-        crate::sys::uring::register_ranges(self.raw.io_uring(), &memory.shared.mapping, ranges)
-            .map_err(|e| register_error("register", e, ranges.iter().map(|r| r.1).sum()))?;
-        self.memory = Some(memory.clone());
-        self.table_len = ranges.len() as u16;
+    /// Gives this ring the template's table by `path` (reading the filled
+    /// count and generation before the kernel call, so that the ring never
+    /// believes in a slot its copy lacks).
+    pub(crate) fn attach_table(&mut self, sh: &Arc<TableShared>, path: TablePath) -> Result<()> {
+        let (generation, entries) = (sh.generation(), sh.entries());
+        match path {
+            TablePath::Cloned => self.clone_raw(sh.template_fd(), sh.capacity, CloneRange::all())?,
+            TablePath::Registered => {
+                crate::table::register_table(self.raw.io_uring(), &sh.memory, entries, sh.capacity)?;
+            }
+            TablePath::Unregistered | TablePath::Empty => {}
+        }
+        self.memory = Some(sh.memory.clone());
+        self.table_len = if path == TablePath::Unregistered { 0 } else { entries };
+        self.table = Some(Arc::downgrade(sh));
+        self.generation = generation;
         Ok(())
+    }
+
+    /// Picks up segments the table gained since this ring got it
+    /// ([`BufferTable::grow`]): a ranged DST_REPLACE clone of just the new
+    /// slots where it works, else the whole table again (or, for a ring that
+    /// registered its own table, a buffers update of the new slots).
+    /// Returns whether anything changed. Operations call it by themselves
+    /// when they meet a buffer of a new segment.
+    ///
+    /// # Errors
+    /// Clone and register errors.
+    pub fn refresh_table(&mut self) -> Result<bool> {
+        let Some(sh) = self.table.as_ref().and_then(Weak::upgrade) else { return Ok(false) };
+        if !matches!(self.setup.path, TablePath::Cloned | TablePath::Registered) {
+            // Hand-made tables (Ring::new + clone_buffers_from) are the caller's.
+            return Ok(false);
+        }
+        let (generation, entries) = (sh.generation(), sh.entries());
+        if generation == self.generation && entries <= self.table_len {
+            return Ok(false);
+        }
+        let old = self.table_len;
+        match self.setup.path {
+            TablePath::Cloned if entries > old => {
+                if sh.ranged_refresh() {
+                    let range = CloneRange::range(old as u32, old as u32, (entries - old) as u32).replace();
+                    self.clone_raw(sh.template_fd(), sh.capacity, range)?;
+                } else {
+                    // The whole table again: every in-flight operation keeps
+                    // its own reference to the old entries.
+                    self.raw.io_uring().submitter().unregister_buffers().map_err(|e| Error::os("unregister", e))?;
+                    self.table_len = 0;
+                    self.clone_raw(sh.template_fd(), sh.capacity, CloneRange::all())?;
+                }
+            }
+            TablePath::Registered if entries > old => {
+                let iovs = sh.memory.shared.iovs(old, entries);
+                let bytes = iovs.iter().map(|i| i.len() as u64).sum();
+                crate::sys::uring::update_iovs(self.raw.io_uring(), old as u32, &iovs)
+                    .map_err(|e| register_error("register", e, bytes))?;
+            }
+            _ => {}
+        }
+        if matches!(self.setup.path, TablePath::Cloned | TablePath::Registered) {
+            self.table_len = entries;
+        }
+        self.generation = generation;
+        tracing::debug!(from = old, to = entries, generation, "ring picked up table growth");
+        Ok(true)
+    }
+
+    /// The table generation this ring has.
+    pub fn table_generation(&self) -> u64 {
+        self.generation
     }
 
     /// How the ring was set up.
@@ -348,8 +441,12 @@ impl Ring {
             }
         }
         self.clone_raw(src.source_fd(), src.source_len(), range)?;
+        self.table_len = usable_after_clone(self.table_len, src.source_valid(), range);
         if self.memory.is_none() {
             self.memory = src.source_memory().cloned();
+        }
+        if self.table.is_none() {
+            self.table = private::Sealed::source_link(src);
         }
         Ok(())
     }
@@ -361,7 +458,9 @@ impl Ring {
     /// # Errors
     /// As [`Ring::clone_buffers_from`].
     pub fn clone_buffers_from_fd(&mut self, src: BorrowedFd<'_>, source_len: u16, range: CloneRange) -> Result<()> {
-        self.clone_raw(src.as_raw_fd(), source_len, range)
+        self.clone_raw(src.as_raw_fd(), source_len, range)?;
+        self.table_len = usable_after_clone(self.table_len, source_len, range);
+        Ok(())
     }
 
     fn clone_raw(&mut self, fd: RawFd, source_len: u16, range: CloneRange) -> Result<()> {
@@ -378,8 +477,6 @@ impl Ring {
             .submitter()
             .register_buffers_clone_offset(fd, range.src_off, range.dst_off, range.nr, flags)
             .map_err(|e| clone_error(e, req))?;
-        let end = if range.nr == 0 { source_len as u32 } else { range.dst_off + range.nr };
-        self.table_len = self.table_len.max(end.min(u16::MAX as u32) as u16);
         Ok(())
     }
 
@@ -430,7 +527,7 @@ impl Ring {
         self.files.iter().find(|(f, _)| f.same_file(file)).map(|&(_, slot)| slot)
     }
 
-    fn fixed_for(&self, op: &'static str, buf: &IoBuf) -> Result<bool> {
+    fn fixed_for(&mut self, op: &'static str, buf: &IoBuf) -> Result<bool> {
         let Some(mem) = &self.memory else {
             if self.table_len > 0 {
                 return Err(Error::ForeignBuffer {
@@ -446,8 +543,12 @@ impl Ring {
                 reason: "the buffer belongs to another IoMemory than this ring's".into(),
             });
         }
-        if self.table_len == 0 {
+        if self.table_len == 0 && self.setup.path != TablePath::Cloned && self.setup.path != TablePath::Registered {
             return Ok(false);
+        }
+        if buf.buf_index() >= self.table_len {
+            // A segment the table gained since this ring got it.
+            self.refresh_table()?;
         }
         if buf.buf_index() >= self.table_len {
             return Err(Error::ForeignBuffer {
@@ -474,6 +575,9 @@ impl Ring {
         if let Err(e) = file.check_io(write, offset, &buf) {
             return Err((e, buf));
         }
+        if file.is_forced_async() {
+            return Err((Error::BlockingFileSystem { op, path: file.path().to_path_buf() }, buf));
+        }
         let fixed = match self.fixed_for(op, &buf) {
             Ok(f) => f,
             Err(e) => return Err((e, buf)),
@@ -483,7 +587,7 @@ impl Ring {
         let info = OpInfo::Rw { write, file: file.clone(), offset, len: buf.len() };
         let dir = if write { Dir::Write } else { Dir::Read };
         let slot = self.fixed_file(file);
-        match self.raw.push_rw(dir, file.hold(), slot, offset, buf, fixed, Pending { id, tag, info }) {
+        match self.raw.push_rw(dir, file.hold(), slot, offset, buf, fixed, false, Pending { id, tag, info }) {
             Ok(()) => Ok(id),
             Err((_, buf)) => Err((
                 Error::os(
@@ -659,6 +763,22 @@ impl Ring {
     /// Writes `buf.len()` bytes at `offset` and waits for the result.
     pub fn write_at(&mut self, file: &DirectFile, offset: u64, buf: IoBuf) -> (Result<usize>, IoBuf) {
         self.run_one(true, file, offset, buf)
+    }
+}
+
+/// The filled prefix of a ring's table after a clone of `range` from a
+/// source whose first `valid` slots are filled: a whole clone gives exactly
+/// that prefix; a ranged one extends the prefix only if it starts inside it.
+fn usable_after_clone(before: u16, valid: u16, range: CloneRange) -> u16 {
+    if range.nr == 0 {
+        return valid;
+    }
+    let filled = range.nr.min((valid as u32).saturating_sub(range.src_off));
+    let end = (range.dst_off + filled).min(u16::MAX as u32) as u16;
+    if range.dst_off <= before as u32 {
+        before.max(end)
+    } else {
+        before
     }
 }
 

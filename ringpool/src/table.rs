@@ -1,6 +1,8 @@
 //! `BufferTable`: the one registration of the pool, and rings that get it by clone.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use io_uring::IoUring;
@@ -10,6 +12,7 @@ use crate::memory::IoMemory;
 use crate::probe::Features;
 use crate::ring::{Ring, RingOptions, TablePath};
 use crate::sys;
+use crate::units::Bytes;
 
 /// How rings get the pool's buffer table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,6 +52,98 @@ pub struct TableOptions {
     /// mapping). Leases in later segments cannot be used with fixed I/O on
     /// these rings.
     pub segments: Option<u16>,
+    /// Table slots to reserve for growth ([`BufferTable::grow`]), at most
+    /// 16384; default: just the pool's segments. With room to grow, the
+    /// template's table is registered sparse and filled with a buffers
+    /// update.
+    pub capacity: Option<u16>,
+    /// How rings pick up growth (default: ranged clone where it works).
+    pub refresh: Refresh,
+}
+
+/// How a ring picks up segments added to the template after it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Refresh {
+    /// A ranged DST_REPLACE clone of just the new slots where the kernel has
+    /// it (6.13+) and the start-up self-test passed; else [`Refresh::Whole`].
+    #[default]
+    Auto,
+    /// Always the ranged DST_REPLACE clone.
+    Ranged,
+    /// Unregister, then clone the whole table again (any 6.12+ kernel).
+    Whole,
+}
+
+/// What [`BufferTable::grow`] did and how long each step took.
+#[derive(Debug, Clone)]
+pub struct GrowReport {
+    /// The new segments (table slots).
+    pub segments: std::ops::Range<u16>,
+    /// Bytes added.
+    pub bytes: u64,
+    /// Table generation now published.
+    pub generation: u64,
+    /// Mapping the memory.
+    pub map_time: Duration,
+    /// Faulting it in.
+    pub prefault_time: Duration,
+    /// Registering it into the template's free slots.
+    pub register_time: Duration,
+    /// When registration began (rings can pick the growth up from then on).
+    pub register_started: Instant,
+}
+
+/// The template and what rings need to catch up with it.
+pub(crate) struct TableShared {
+    // Drop order: the template ring closes before the memory handle goes.
+    template: IoUring,
+    pub(crate) memory: IoMemory,
+    /// Slots of the kernel table (entries + room to grow).
+    pub(crate) capacity: u16,
+    /// Slots filled: segments `[0, entries)`.
+    entries: AtomicU16,
+    generation: AtomicU64,
+    pub(crate) path: TablePath,
+    pub(crate) refresh: Refresh,
+    growing: Mutex<()>,
+}
+
+impl TableShared {
+    pub(crate) fn template_fd(&self) -> RawFd {
+        self.template.as_raw_fd()
+    }
+
+    /// Slots filled now (Acquire: the slots are registered before this moves).
+    pub(crate) fn entries(&self) -> u16 {
+        self.entries.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether rings refresh with a ranged DST_REPLACE clone.
+    pub(crate) fn ranged_refresh(&self) -> bool {
+        match self.refresh {
+            Refresh::Ranged => true,
+            Refresh::Whole => false,
+            Refresh::Auto => {
+                let f = Features::get();
+                f.clone_ranges && f.dst_replace == crate::probe::DstReplace::Works
+            }
+        }
+    }
+}
+
+impl Drop for TableShared {
+    fn drop(&mut self) {
+        // Unregister before the template ring closes, so that pages only it
+        // held are unpinned now, on this thread, not by a background worker
+        // that would run into other rings' work.
+        if self.path != TablePath::Unregistered {
+            let _ = self.template.submitter().unregister_buffers();
+        }
+    }
 }
 
 /// The pool's buffer table, registered once on a template ring.
@@ -59,7 +154,9 @@ pub struct TableOptions {
 /// microseconds (or registers it, where clone is missing or not wanted).
 ///
 /// Rings keep the memory alive: dropping the table (and its template ring)
-/// leaves every ring fully usable.
+/// leaves every ring fully usable. With room to grow
+/// ([`TableOptions::capacity`]), [`BufferTable::grow`] adds memory that
+/// every ring picks up with a ranged clone of just the new slots.
 ///
 /// ```no_run
 /// use ringpool::{BufferTable, IoMemory, PagePolicy};
@@ -72,11 +169,7 @@ pub struct TableOptions {
 /// # Ok::<(), ringpool::Error>(())
 /// ```
 pub struct BufferTable {
-    // Drop order: the template ring closes before the memory handle goes.
-    template: IoUring,
-    memory: IoMemory,
-    entries: u16,
-    path: TablePath,
+    pub(crate) shared: Arc<TableShared>,
     fallback: Option<String>,
     register_time: Duration,
 }
@@ -84,8 +177,9 @@ pub struct BufferTable {
 impl std::fmt::Debug for BufferTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BufferTable")
-            .field("entries", &self.entries)
-            .field("path", &self.path)
+            .field("entries", &self.shared.entries())
+            .field("capacity", &self.shared.capacity)
+            .field("path", &self.shared.path)
             .field("register_time", &self.register_time)
             .finish()
     }
@@ -100,6 +194,20 @@ pub(crate) fn setup_error(e: std::io::Error) -> Error {
         }
         _ => Error::os("io_uring_setup", e),
     }
+}
+
+/// Registers segments `[0, entries)` of `memory` on `ring`: in one call, or,
+/// with room to grow, as a sparse table of `capacity` slots filled by one
+/// update.
+pub(crate) fn register_table(ring: &IoUring, memory: &IoMemory, entries: u16, capacity: u16) -> Result<()> {
+    let iovs = memory.shared.iovs(0, entries);
+    let bytes: u64 = iovs.iter().map(|i| i.len() as u64).sum();
+    let r = if capacity > entries {
+        sys::uring::register_sparse(ring, capacity as u32).and_then(|_| sys::uring::update_iovs(ring, 0, &iovs))
+    } else {
+        sys::uring::register_iovs(ring, &iovs)
+    };
+    r.map_err(|e| register_error("register", e, bytes))
 }
 
 impl BufferTable {
@@ -119,13 +227,17 @@ impl BufferTable {
     /// [`Error::IoUringUnavailable`]; [`Error::MemlockLimit`] naming the limit
     /// and the size; [`Error::BadAddress`]; [`Error::KernelTooOld`] for
     /// [`Sharing::Clone`] before Linux 6.12; [`Error::InvalidArgument`] for a
-    /// prefix longer than the pool.
+    /// prefix longer than the pool or a capacity past 16384.
     pub fn register_with(memory: &IoMemory, opts: &TableOptions) -> Result<BufferTable> {
         let features = Features::get();
-        let all = memory.segments().len() as u16;
+        let all = memory.segment_count();
         let entries = opts.segments.unwrap_or(all);
         if entries == 0 || entries > all {
             return Err(Error::invalid("segment prefix", entries, format!("the pool has {all} segments")));
+        }
+        let capacity = opts.capacity.unwrap_or(entries).max(entries);
+        if capacity as u64 > crate::memory::MAX_SEGMENTS {
+            return Err(Error::invalid("table capacity", capacity, "a table holds at most 16384 entries"));
         }
         let (path, fallback) = match opts.sharing {
             Sharing::Unregistered => (TablePath::Unregistered, None),
@@ -153,23 +265,44 @@ impl BufferTable {
         let start = Instant::now();
         let template = IoUring::new(4).map_err(setup_error)?;
         if path != TablePath::Unregistered {
-            let ranges = segment_ranges(memory, entries);
-            sys::uring::register_ranges(&template, &memory.shared.mapping, &ranges)
-                .map_err(|e| register_error("register", e, ranges.iter().map(|r| r.1).sum()))?;
+            register_table(&template, memory, entries, capacity)?;
         }
         let register_time = start.elapsed();
-        tracing::debug!(entries, ?register_time, ?path, "buffer table registered");
-        Ok(BufferTable { template, memory: memory.clone(), entries, path, fallback, register_time })
+        tracing::debug!(entries, capacity, ?register_time, ?path, "buffer table registered");
+        Ok(BufferTable {
+            shared: Arc::new(TableShared {
+                template,
+                memory: memory.clone(),
+                capacity,
+                entries: AtomicU16::new(entries),
+                generation: AtomicU64::new(0),
+                path,
+                refresh: opts.refresh,
+                growing: Mutex::new(()),
+            }),
+            fallback,
+            register_time,
+        })
     }
 
     /// Entries in the table (segments registered).
     pub fn len(&self) -> u16 {
-        self.entries
+        self.shared.entries()
     }
 
     /// Always `false`: a table has at least one entry.
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// Slots of the table, filled or free for growth.
+    pub fn capacity(&self) -> u16 {
+        self.shared.capacity
+    }
+
+    /// How many times the table grew.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation()
     }
 
     /// How long creating the template ring and registering took.
@@ -179,12 +312,12 @@ impl BufferTable {
 
     /// The pool.
     pub fn memory(&self) -> &IoMemory {
-        &self.memory
+        &self.shared.memory
     }
 
     /// How rings made by [`BufferTable::ring`] get the table.
     pub fn path(&self) -> TablePath {
-        self.path
+        self.shared.path
     }
 
     /// Why [`Sharing::Auto`] did not clone, if it did not.
@@ -194,7 +327,73 @@ impl BufferTable {
 
     /// The template ring's fd (the clone source).
     pub fn template_fd(&self) -> RawFd {
-        self.template.as_raw_fd()
+        self.shared.template_fd()
+    }
+
+    /// Whether rings pick up growth with a ranged clone (else a whole one).
+    pub fn ranged_refresh(&self) -> bool {
+        self.shared.ranged_refresh()
+    }
+
+    /// Maps `bytes` more memory under the pool's page policy, prefaults it,
+    /// registers it into free slots of the template (one buffers update),
+    /// publishes a new table generation, and only then makes it leasable.
+    /// Rings pick the new slots up before their next operation that needs
+    /// them ([`Ring::refresh_table`] does it at once).
+    ///
+    /// # Errors
+    /// [`Error::CapacityExhausted`] past the capacity; memory errors as
+    /// [`IoMemory::map_with`]; registration errors.
+    pub fn grow(&self, bytes: u64) -> Result<GrowReport> {
+        let sh = &self.shared;
+        let _g = sh.growing.lock().unwrap_or_else(|p| p.into_inner());
+        let per = sh.memory.segment_size();
+        let needed = bytes.div_ceil(per).max(1);
+        let entries = sh.entries();
+        let all = sh.memory.segment_count();
+        if entries != all {
+            return Err(Error::invalid(
+                "growth",
+                Bytes(bytes),
+                "the table registers a prefix of the pool; grow only a table of the whole pool",
+            ));
+        }
+        if entries as u64 + needed > sh.capacity as u64 {
+            return Err(Error::CapacityExhausted {
+                capacity: sh.capacity,
+                used: entries,
+                needed: needed as u16,
+                bytes: Bytes(bytes),
+            });
+        }
+        let t = Instant::now();
+        let range = sh.memory.extend(bytes)?;
+        let map_time = t.elapsed();
+        let prefault_time = sh.memory.prefault_segments(range.clone(), |_| {})?;
+        let register_started = Instant::now();
+        if sh.path != TablePath::Unregistered {
+            let iovs = sh.memory.shared.iovs(range.start, range.end);
+            let bytes_new: u64 = iovs.iter().map(|i| i.len() as u64).sum();
+            sys::uring::update_iovs(&sh.template, range.start as u32, &iovs)
+                .map_err(|e| register_error("grow register", e, bytes_new))?;
+        }
+        let register_time = register_started.elapsed();
+        sh.entries.store(range.end, Ordering::Release);
+        let generation = sh.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        // Only now can a lease of the new memory exist: any ring that meets
+        // one finds the slots in the template.
+        sh.memory.make_leasable(range.clone());
+        let added: u64 = sh.memory.segments()[range.start as usize..range.end as usize].iter().map(|s| s.len).sum();
+        tracing::debug!(?range, generation, ?register_time, "table grew");
+        Ok(GrowReport {
+            segments: range,
+            bytes: added,
+            generation,
+            map_time,
+            prefault_time,
+            register_time,
+            register_started,
+        })
     }
 
     /// A ring for the calling thread with the whole table, 128 entries deep.
@@ -215,9 +414,10 @@ impl BufferTable {
     /// ([`Error::MemlockLimit`], ...), [`Error::InvalidArgument`] for a bad
     /// depth.
     pub fn ring_with(&self, opts: &RingOptions) -> Result<Ring> {
+        let sh = &self.shared;
         let path = match opts.sharing {
-            None | Some(Sharing::Auto) => self.path,
-            Some(Sharing::Clone) if self.path == TablePath::Cloned => TablePath::Cloned,
+            None | Some(Sharing::Auto) => sh.path,
+            Some(Sharing::Clone) if sh.path == TablePath::Cloned => TablePath::Cloned,
             Some(Sharing::Clone) => {
                 let f = Features::get();
                 if !f.clone_buffers {
@@ -227,7 +427,7 @@ impl BufferTable {
                         kernel: f.kernel.clone(),
                     });
                 }
-                if self.path == TablePath::Unregistered {
+                if sh.path == TablePath::Unregistered {
                     return Err(Error::EmptySource);
                 }
                 TablePath::Cloned
@@ -237,30 +437,8 @@ impl BufferTable {
         };
         let mut ring = Ring::build(opts)?;
         let start = Instant::now();
-        match path {
-            TablePath::Cloned => ring.clone_table(self, crate::ring::CloneRange::all())?,
-            TablePath::Registered => {
-                let ranges = segment_ranges(&self.memory, self.entries);
-                ring.register_ranges(&self.memory, &ranges)?;
-            }
-            TablePath::Unregistered | TablePath::Empty => ring.attach_memory(&self.memory),
-        }
+        ring.attach_table(sh, path)?;
         ring.finish_setup(path, start.elapsed(), self.fallback.clone());
         Ok(ring)
     }
-}
-
-impl Drop for BufferTable {
-    fn drop(&mut self) {
-        // Unregister before the template ring closes, so that pages only it
-        // held are unpinned now, on this thread, not by a background worker
-        // that would run into other rings' work.
-        if self.path != TablePath::Unregistered {
-            let _ = self.template.submitter().unregister_buffers();
-        }
-    }
-}
-
-pub(crate) fn segment_ranges(memory: &IoMemory, entries: u16) -> Vec<(u64, u64)> {
-    memory.segments()[..entries as usize].iter().map(|s| (s.offset, s.len)).collect()
 }

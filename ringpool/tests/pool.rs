@@ -22,6 +22,13 @@ const THREADS: u64 = 8;
 /// up under load and retire in the pauses. Then every byte is checked with
 /// std::fs and through the pool.
 fn integrity(builder: IoPoolBuilder) -> ringpool::PoolStats {
+    integrity_growing(builder, false)
+}
+
+/// With `grow`, a thread grows the pool 10 times by 4 MiB during the
+/// workload, and right after each growth uses leases of the new memory;
+/// then one more growth past the capacity must fail with its typed error.
+fn integrity_growing(builder: IoPoolBuilder, grow: bool) -> ringpool::PoolStats {
     let dir = common::disk_dir();
     let path = dir.path().join("integrity");
     let file =
@@ -36,12 +43,50 @@ fn integrity(builder: IoPoolBuilder) -> ringpool::PoolStats {
             .ring_depth(16)
             .idle_timeout(Duration::from_millis(20))
             .grow_threshold(4, Duration::from_micros(200))
+            .capacity(if grow { 14 * 16 * MIB } else { 64 * MIB })
             .build()
             .unwrap(),
     );
     let phases = 3;
+    let growing = std::sync::atomic::AtomicBool::new(grow);
     let barrier = Arc::new(Barrier::new(THREADS as usize));
     let shadows: Vec<Vec<u8>> = std::thread::scope(|s| {
+        if grow {
+            let (pool, file, growing) = (pool.clone(), file.clone(), &growing);
+            s.spawn(move || {
+                for g in 0..10u64 {
+                    std::thread::sleep(Duration::from_millis(30));
+                    let report = pool.grow(4 * MIB).unwrap();
+                    assert_eq!(report.segments.len(), 1);
+                    // Leases of the new memory, at once, on whichever workers run them:
+                    // reads of the file's first blocks (their content is checked at the end).
+                    let hs: Vec<_> = (0..8u64)
+                        .map(|i| {
+                            // The submitters may be holding the new segment already: wait for room in it.
+                            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                            let b = loop {
+                                match pool.memory().try_alloc_in(report.segments.start, 256 << 10) {
+                                    Ok(b) => break b,
+                                    Err(e) if std::time::Instant::now() < deadline => {
+                                        let _ = e;
+                                        std::thread::sleep(Duration::from_millis(1));
+                                    }
+                                    Err(e) => panic!("no room in the new segment: {e}"),
+                                }
+                            };
+                            pool.read_at(&file, (g * 8 + i) * (256 << 10) % (REGION * THREADS), b)
+                        })
+                        .collect();
+                    for h in hs {
+                        let (n, _) = h.wait();
+                        assert_eq!(n.unwrap(), 256 << 10, "an op on grown memory failed");
+                    }
+                }
+                let e = pool.grow(4 * MIB).unwrap_err();
+                assert!(matches!(e, Error::CapacityExhausted { capacity: 14, used: 14, .. }), "{e:?}");
+                growing.store(false, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
                 let pool = pool.clone();
@@ -128,6 +173,11 @@ fn integrity(builder: IoPoolBuilder) -> ringpool::PoolStats {
         assert_eq!(n.unwrap(), MIB as usize);
         assert!(buf[..] == on_disk[(i * MIB) as usize..((i + 1) * MIB) as usize], "pool read of MiB {i} differs");
     }
+    assert!(!growing.load(std::sync::atomic::Ordering::Relaxed), "the growth thread did not finish");
+    if grow {
+        assert_eq!(pool.memory().segment_count(), 14);
+        assert_eq!(pool.table().map_or(0, |t| t.generation()), if pool.table().is_some() { 10 } else { 0 });
+    }
     let stats = pool.stats();
     assert_eq!(stats.failed, 0);
     assert!(stats.workers_started > 1, "the pool never scaled up: {stats:?}");
@@ -146,6 +196,37 @@ fn integrity_with_clone_while_workers_scale() {
     }
     let st = integrity(IoPool::builder().sharing(Sharing::Clone).backend(Backend::IoUring));
     assert_eq!((st.backend, st.path), (BackendKind::IoUring, Some(TablePath::Cloned)));
+}
+
+#[test]
+fn integrity_while_the_pool_grows_ten_times() {
+    if !common::require_clone("integrity_while_the_pool_grows_ten_times") {
+        return;
+    }
+    let st = integrity_growing(IoPool::builder().sharing(Sharing::Clone).backend(Backend::IoUring), true);
+    assert_eq!(st.path, Some(TablePath::Cloned));
+}
+
+#[test]
+fn integrity_while_the_pool_grows_with_whole_reclones_forced() {
+    if !common::require_clone("integrity_while_the_pool_grows_with_whole_reclones_forced") {
+        return;
+    }
+    let b = IoPool::builder().sharing(Sharing::Clone).backend(Backend::IoUring).refresh(ringpool::Refresh::Whole);
+    integrity_growing(b, true);
+}
+
+#[test]
+fn integrity_while_the_pool_grows_with_register_each() {
+    if !common::require_io_uring("integrity_while_the_pool_grows_with_register_each") {
+        return;
+    }
+    integrity_growing(IoPool::builder().sharing(Sharing::RegisterEach).backend(Backend::IoUring), true);
+}
+
+#[test]
+fn integrity_while_the_blocking_pool_grows() {
+    integrity_growing(IoPool::builder().backend(Backend::Blocking), true);
 }
 
 #[test]
@@ -535,4 +616,54 @@ fn retire_worker_stops_exactly_one_and_reports_none_left() {
     let (n, _) = pool.write_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).wait();
     assert_eq!(n.unwrap(), 4096);
     assert!(pool.stats().workers >= 1);
+}
+
+#[test]
+fn a_panicking_user_waker_does_not_take_the_pool_down() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct PanicWaker;
+    impl Wake for PanicWaker {
+        fn wake(self: Arc<Self>) {
+            panic!("a user waker panics on the worker thread");
+        }
+    }
+    if !common::require_io_uring("a_panicking_user_waker_does_not_take_the_pool_down") {
+        return;
+    }
+    let dir = common::disk_dir();
+    let file = common::direct_file(dir.path(), "panic");
+    let pool = IoPool::builder().memory_size(4 * MIB).page(PagePolicy::Base).workers(1, 1).build().unwrap();
+    let waker = Waker::from(Arc::new(PanicWaker));
+    let mut cx = Context::from_waker(&waker);
+    // Poll until one operation is seen in flight, so that its completion
+    // runs the panicking waker on the worker.
+    let mut caught = false;
+    for _ in 0..100 {
+        let mut h = pool.write_at(&file, 0, pool.memory().try_alloc(1 << 20).unwrap());
+        match std::pin::Pin::new(&mut h).poll(&mut cx) {
+            Poll::Ready((r, _)) => {
+                r.unwrap();
+            }
+            Poll::Pending => {
+                let (r, buf) = h.wait();
+                assert_eq!(r.unwrap(), 1 << 20, "the result is delivered before the waker runs");
+                drop(buf);
+                caught = true;
+                break;
+            }
+        }
+    }
+    assert!(caught, "never saw an operation in flight");
+    // The pool keeps serving (a new worker replaces the one that unwound).
+    for i in 0..20u64 {
+        let (r, _) = pool.write_at(&file, i * 4096, pool.memory().try_alloc(4096).unwrap()).wait();
+        assert_eq!(r.unwrap(), 4096);
+    }
+    let st = pool.stats();
+    assert_eq!(st.worker_panics, 1, "{st:?}");
+    assert_eq!(st.failed, 0, "no operation was lost to the panic: {st:?}");
+    let mem = pool.memory().clone();
+    drop(pool);
+    assert_eq!(mem.stats().leases, 0);
 }

@@ -729,7 +729,7 @@ pub fn run(a: &IoArgs) -> anyhow::Result<()> {
         crate::util::describe_pool(&mem, a.page);
     }
     mem.prefault(|_| {})?;
-    let table = BufferTable::register_with(&mem, &TableOptions { sharing: a.sharing.sharing(), segments: None })?;
+    let table = BufferTable::register_with(&mem, &TableOptions { sharing: a.sharing.sharing(), ..Default::default() })?;
     let target = prepare_target(a, &mem, &table)?;
     let ledger = a.verify.then(|| Ledger::new(target.size));
     // Sequences grow across runs too (they start at the wall clock in µs),

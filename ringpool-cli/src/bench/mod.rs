@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 pub mod churn;
+pub mod grow;
 pub mod io;
 pub mod register;
 
@@ -16,6 +17,8 @@ pub enum BenchCmd {
     Io(io::IoArgs),
     /// Chart IOPS against iodepth from `bench io --json` reports (ringpool and fio).
     IoChart(io::ChartArgs),
+    /// Grow a live pool under I/O: time until every ring can use the new memory, vs re-registering.
+    Grow(grow::GrowArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -24,5 +27,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Churn(a) => churn::run(&a),
         BenchCmd::Io(a) => io::run(&a),
         BenchCmd::IoChart(a) => io::chart(&a),
+        BenchCmd::Grow(a) => grow::run(&a),
     }
 }

@@ -149,7 +149,7 @@ pub fn run(a: &RegisterArgs) -> anyhow::Result<()> {
     for (i, &size) in sizes.iter().enumerate() {
         let entries = (size / mem.segment_size()) as u16;
         let sharing = if features.clone_buffers { Sharing::Clone } else { Sharing::RegisterEach };
-        let topts = TableOptions { sharing, segments: Some(entries) };
+        let topts = TableOptions { sharing, segments: Some(entries), ..Default::default() };
         let (mut reg, mut raw_reg) = (Vec::new(), Vec::new());
         let mut table = None;
         for rep in 0..a.repeat {

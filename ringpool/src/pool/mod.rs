@@ -30,7 +30,7 @@ use crate::memory::{IoMemory, MemoryOptions, PagePolicy};
 use crate::probe::Features;
 use crate::ring::{TablePath, MAX_RING_ENTRIES};
 use crate::sys::buf::IoBuf;
-use crate::table::{BufferTable, Sharing, TableOptions};
+use crate::table::{BufferTable, Refresh, Sharing, TableOptions};
 use crate::AllocStats;
 
 /// Which engine runs the I/O.
@@ -91,6 +91,8 @@ pub struct IoPoolBuilder {
     backend: Backend,
     grow_queue: Option<usize>,
     grow_wait: Duration,
+    capacity: Option<u64>,
+    refresh: Refresh,
 }
 
 impl Default for IoPoolBuilder {
@@ -108,6 +110,8 @@ impl Default for IoPoolBuilder {
             backend: Backend::Auto,
             grow_queue: None,
             grow_wait: Duration::from_micros(500),
+            capacity: None,
+            refresh: Refresh::Auto,
         }
     }
 }
@@ -178,6 +182,18 @@ impl IoPoolBuilder {
         self
     }
 
+    /// Room to grow the pool up to `bytes` in all ([`IoPool::grow`]): the
+    /// table reserves slots for it (at most 16384 segments).
+    pub fn capacity(mut self, bytes: u64) -> Self {
+        self.capacity = Some(bytes);
+        self
+    }
+    /// How worker rings pick up growth (default: ranged clone where it works).
+    pub fn refresh(mut self, r: Refresh) -> Self {
+        self.refresh = r;
+        self
+    }
+
     /// Maps (and prefaults) the memory, registers the table, starts the
     /// minimum number of workers and waits until their rings are ready.
     ///
@@ -232,8 +248,23 @@ impl IoPoolBuilder {
                 }
             },
         };
+        let capacity = match self.capacity {
+            None => None,
+            Some(bytes) => {
+                let slots = bytes.div_ceil(memory.segment_size());
+                if slots > crate::memory::MAX_SEGMENTS {
+                    return Err(Error::TooManySegments {
+                        size: crate::units::Bytes(bytes),
+                        segment: crate::units::Bytes(memory.segment_size()),
+                        segments: slots,
+                    });
+                }
+                Some((slots as u16).max(memory.segment_count()))
+            }
+        };
+        let topts = TableOptions { sharing: self.sharing, segments: None, capacity, refresh: self.refresh };
         let table = if want_uring {
-            match BufferTable::register_with(&memory, &TableOptions { sharing: self.sharing, segments: None }) {
+            match BufferTable::register_with(&memory, &topts) {
                 Ok(t) => {
                     if let Some(f) = t.fallback_reason() {
                         notes.push(f.to_string());
@@ -283,6 +314,11 @@ impl IoPoolBuilder {
             submitted: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            capacity_segments: capacity,
+            gens: Mutex::new(std::collections::HashMap::new()),
+            gen_changed: Condvar::new(),
+            side: Mutex::new(Side { running: true, ..Side::default() }),
+            side_cv: Condvar::new(),
         });
         let pool = IoPool { inner };
         for _ in 0..pool.inner.cfg.min {
@@ -364,6 +400,7 @@ struct StatsInner {
     retired: u64,
     spawn_failures: u64,
     last_spawn_error: Option<String>,
+    panics: u64,
 }
 
 pub(crate) struct Inner {
@@ -379,7 +416,28 @@ pub(crate) struct Inner {
     submitted: AtomicU64,
     completed: AtomicU64,
     failed: AtomicU64,
+    /// Table slots reserved for growth (None: no room beyond the start).
+    capacity_segments: Option<u16>,
+    /// The table generation each live ring worker has, and since when.
+    gens: Mutex<std::collections::HashMap<usize, (u64, Instant)>>,
+    gen_changed: Condvar,
+    /// Side threads serving FUSE files with pread / pwrite.
+    side: Mutex<Side>,
+    side_cv: Condvar,
 }
+
+/// Operations that must not go through io_uring (FUSE files, see
+/// `DirectFile::is_forced_async`), on up to `SIDE_THREADS` threads.
+#[derive(Default)]
+struct Side {
+    queue: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+    running: bool,
+    handles: Vec<JoinHandle<()>>,
+}
+
+const SIDE_THREADS: usize = 4;
 
 pub(crate) enum JobKind {
     Rw { write: bool, buf: Option<IoBuf>, done: Arc<OpState<IoResult>> },
@@ -440,8 +498,83 @@ impl Inner {
         self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn side_lock(&self) -> MutexGuard<'_, Side> {
+        self.side.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a job for the side threads, starting one if none is idle.
+    fn submit_side(self: &Arc<Self>, job: Job) {
+        let mut side = self.side_lock();
+        if !side.running {
+            drop(side);
+            job.fail(Error::ShutDown);
+            return;
+        }
+        self.submitted.fetch_add(1, Ordering::Relaxed);
+        side.queue.push_back(job);
+        if side.idle == 0 && side.threads < SIDE_THREADS {
+            side.threads += 1;
+            let inner = self.clone();
+            match std::thread::Builder::new().name("ringpool-side".into()).spawn(move || inner.side_thread()) {
+                Ok(h) => side.handles.push(h),
+                Err(e) => {
+                    side.threads -= 1;
+                    tracing::warn!("cannot start a side thread: {e}");
+                }
+            }
+        }
+        drop(side);
+        self.side_cv.notify_one();
+    }
+
+    fn side_thread(self: Arc<Self>) {
+        loop {
+            let job = {
+                let mut side = self.side_lock();
+                loop {
+                    if let Some(j) = side.queue.pop_front() {
+                        break Some(j);
+                    }
+                    if !side.running {
+                        break None;
+                    }
+                    side.idle += 1;
+                    let (s, t) = self.side_cv.wait_timeout(side, self.cfg.idle).unwrap_or_else(|p| p.into_inner());
+                    side = s;
+                    side.idle -= 1;
+                    if t.timed_out() && side.queue.is_empty() {
+                        break None;
+                    }
+                }
+            };
+            match job {
+                Some(j) => worker::run_blocking(&self, j),
+                None => {
+                    self.side_lock().threads -= 1;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stops the side threads after they drained their queue.
+    fn shutdown_side(&self) {
+        let handles = {
+            let mut side = self.side_lock();
+            side.running = false;
+            std::mem::take(&mut side.handles)
+        };
+        self.side_cv.notify_all();
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+
     /// Queues a job and wakes a sleeping worker, or grows the pool.
     fn submit(self: &Arc<Self>, job: Job) {
+        if self.backend == BackendKind::IoUring && job.file.is_forced_async() {
+            return self.submit_side(job);
+        }
         let (sleeper, grow) = {
             let mut s = self.lock();
             if !s.running {
@@ -558,6 +691,23 @@ impl Inner {
         why
     }
 
+    /// A worker unwound from a panic (a user waker, a bug) after completing
+    /// what it held: it leaves, and a replacement starts when the pool is
+    /// below its minimum or work is queued with nobody to take it.
+    fn worker_panicked(self: &Arc<Self>, id: usize) -> Exit {
+        let (why, respawn) = {
+            let mut s = self.lock();
+            let why = Self::leave(&mut s, id, Exit::Failed);
+            (why, s.running && (s.live < self.cfg.min || (s.live == 0 && !s.queue.is_empty())))
+        };
+        self.stats_lock().panics += 1;
+        self.exited.notify_all();
+        if respawn {
+            let _ = self.spawn_worker(false);
+        }
+        why
+    }
+
     /// Counts one completed operation.
     fn count(&self, ok: bool) {
         self.completed.fetch_add(1, Ordering::Relaxed);
@@ -571,6 +721,29 @@ impl Inner {
             self.lock().retired_on_request += 1;
         }
         self.exited.notify_all();
+    }
+
+    /// A worker's ring now has table generation `gen` (None: it left).
+    pub(crate) fn ring_at(&self, id: usize, gen: Option<u64>) {
+        let mut g = self.gens.lock().unwrap_or_else(|p| p.into_inner());
+        match gen {
+            Some(gen) => {
+                g.insert(id, (gen, Instant::now()));
+            }
+            None => {
+                g.remove(&id);
+            }
+        }
+        drop(g);
+        self.gen_changed.notify_all();
+    }
+
+    /// Wakes every sleeping worker (to pick up table growth).
+    fn wake_all(&self) {
+        let sleepers = std::mem::take(&mut self.lock().sleepers);
+        for w in sleepers {
+            w.wake();
+        }
     }
 
     fn record_spinup(&self, parts: SpinupParts) {
@@ -650,6 +823,8 @@ pub struct PoolStats {
     pub spawn_failures: u64,
     /// The last start failure.
     pub last_spawn_error: Option<String>,
+    /// Workers that unwound from a panic (and were replaced).
+    pub worker_panics: u64,
     /// Spin-up time (thread + ring + table) of every worker started.
     pub spinups: Vec<Duration>,
     /// The same, broken down.
@@ -779,6 +954,74 @@ impl IoPool {
         self.inner.spawn_worker(true)
     }
 
+    /// Adds `bytes` of memory under the pool's page policy: mapped,
+    /// prefaulted, registered into free slots of the template, then
+    /// leasable. Leases from it can be used at once from any worker: a
+    /// worker's ring picks the new slots up (a ranged clone of just them)
+    /// before it runs an operation that needs them, and idle workers are
+    /// woken to do it soon.
+    ///
+    /// # Errors
+    /// [`Error::CapacityExhausted`] past [`IoPoolBuilder::capacity`]; memory
+    /// and registration errors.
+    pub fn grow(&self, bytes: u64) -> Result<crate::table::GrowReport> {
+        let report = match &self.inner.table {
+            Some(t) => t.grow(bytes)?,
+            None => {
+                // Blocking backend: no table to fill.
+                let t = Instant::now();
+                let used = self.inner.memory.segment_count();
+                let needed = bytes.div_ceil(self.inner.memory.segment_size()) as u16;
+                if let Some(cap) = self.inner.capacity_segments {
+                    if used + needed > cap {
+                        return Err(Error::CapacityExhausted {
+                            capacity: cap,
+                            used,
+                            needed,
+                            bytes: crate::units::Bytes(bytes),
+                        });
+                    }
+                }
+                let segments = self.inner.memory.grow(bytes)?;
+                let added = self.inner.memory.segments()[segments.start as usize..segments.end as usize]
+                    .iter()
+                    .map(|s| s.len)
+                    .sum();
+                crate::table::GrowReport {
+                    segments,
+                    bytes: added,
+                    generation: 0,
+                    map_time: t.elapsed(),
+                    prefault_time: Duration::ZERO,
+                    register_time: Duration::ZERO,
+                    register_started: t,
+                }
+            }
+        };
+        self.inner.wake_all();
+        Ok(report)
+    }
+
+    /// Waits until every running worker's ring has table generation `gen`
+    /// (or later); returns the moment the last one got there.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`].
+    pub fn wait_rings_at(&self, gen: u64, timeout: Duration) -> Result<Instant> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.inner.gens.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if g.values().all(|&(have, _)| have >= gen) {
+                return Ok(g.values().map(|&(_, at)| at).max().unwrap_or_else(Instant::now));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout { what: format!("every ring at table generation {gen}"), waited: timeout });
+            }
+            g = self.inner.gen_changed.wait_timeout(g, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
     /// Stops one idle worker (even below the minimum) and waits until its
     /// thread has dropped its ring. Returns `false` when no worker runs.
     pub fn retire_worker(&self) -> bool {
@@ -816,6 +1059,7 @@ impl IoPool {
             workers_retired: st.retired,
             spawn_failures: st.spawn_failures,
             last_spawn_error: st.last_spawn_error.clone(),
+            worker_panics: st.panics,
             spinups: st.spinups.clone(),
             spinup_parts: st.parts.clone(),
             submitted: self.inner.submitted.load(Ordering::Relaxed),
@@ -830,6 +1074,7 @@ impl IoPool {
     /// Stops accepting operations, lets the workers finish everything
     /// queued and in flight, and joins them. Idempotent; `Drop` calls it.
     pub fn shutdown(&self) {
+        self.inner.shutdown_side();
         let sleepers = {
             let mut s = self.inner.lock();
             s.running = false;

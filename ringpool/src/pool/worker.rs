@@ -69,6 +69,7 @@ fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Re
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         serve(inner, &mut ring, &wake, &mut pending, &mut left)
     }));
+    inner.ring_at(id, None);
     match served {
         Ok(why) => why,
         Err(_) => {
@@ -90,7 +91,7 @@ fn ring_worker(inner: &Arc<Inner>, id: usize, started: Instant, ready: Sender<Re
             if left {
                 Exit::Failed
             } else {
-                inner.worker_failed(id, &Error::Lost("the worker panicked".into()))
+                inner.worker_panicked(id)
             }
         }
     }
@@ -104,7 +105,15 @@ fn serve(inner: &Arc<Inner>, ring: &mut Ring, wake: &Arc<Wake>, pending: &mut Sl
     let mut jobs = Vec::with_capacity(depth);
     let mut last_busy = Instant::now();
     let mut armed = true;
+    let table = inner.table.as_ref().expect("ring workers exist only with a table");
     loop {
+        // Pick up table growth (one atomic load when there is none).
+        if table.generation() != ring.table_generation() {
+            match ring.refresh_table() {
+                Ok(_) => inner.ring_at(wake.id, Some(ring.table_generation())),
+                Err(e) => tracing::warn!(worker = wake.id, "cannot pick up the grown table: {e}"),
+            }
+        }
         let mut progressed = false;
         for c in ring.completions() {
             progressed = true;
@@ -241,7 +250,7 @@ fn retry_eintr<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<
     }
 }
 
-fn run_blocking(inner: &Inner, mut job: Job) {
+pub(super) fn run_blocking(inner: &Inner, mut job: Job) {
     let file = job.file.clone();
     let offset = job.offset;
     let count = |ok: bool| inner.count(ok);

@@ -47,8 +47,9 @@ unsafe impl Sync for IoBuf {}
 
 impl IoBuf {
     pub(crate) fn from_grant(pool: Arc<PoolShared>, grant: Grant, buf_index: u16) -> IoBuf {
-        let ptr = pool.mapping.ptr_at(grant.offset() as usize);
-        // SAFETY: the mapping's base is non-null and the offset is inside it.
+        let ptr = pool.addr_of(grant.offset()) as *mut u8;
+        // SAFETY: the address is inside a live mapping of the pool (the
+        // grant's segment), which is never at address 0.
         let ptr = unsafe { NonNull::new_unchecked(ptr) };
         IoBuf { ptr, start: 0, len: grant.len(), buf_index, grant: Some(grant), pool }
     }

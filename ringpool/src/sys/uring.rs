@@ -21,41 +21,93 @@ use slab::Slab;
 use crate::sys::buf::IoBuf;
 use crate::sys::mmap::Mapping;
 
-/// Registers `ranges` (offset, len) of `mapping` as the ring's buffer table,
-/// in one call. Only plain memory of our own mapping is registered; the
-/// kernel pins it, so it stays valid for the kernel whatever happens to the
-/// mapping. Callers keep an `Arc` to the mapping for as long as the ring may
-/// use the table, so that the addresses they put in SQEs stay ours.
-pub(crate) fn register_ranges(ring: &IoUring, mapping: &Mapping, ranges: &[(u64, u64)]) -> io::Result<()> {
-    let iovecs = iovecs(mapping, ranges)?;
-    // SAFETY: every iovec lies inside `mapping` (checked by `iovecs`), which is
-    // valid anonymous memory; see the function doc for its lifetime.
-    unsafe { ring.submitter().register_buffers(&iovecs) }
+/// One buffer-table entry to register: a range of a live mapping. Holding
+/// the `Arc` keeps the range valid for as long as the `Iov` exists; whoever
+/// keeps a ring with this registration keeps the pool (and so the mapping).
+#[derive(Clone)]
+pub(crate) struct Iov {
+    map: Arc<Mapping>,
+    off: usize,
+    len: usize,
 }
 
-fn iovecs(mapping: &Mapping, ranges: &[(u64, u64)]) -> io::Result<Vec<libc::iovec>> {
-    ranges
-        .iter()
-        .map(|&(off, len)| {
-            if off.checked_add(len).is_none_or(|end| end > mapping.len() as u64) {
-                return Err(io::Error::from_raw_os_error(libc::EFAULT));
-            }
-            Ok(libc::iovec { iov_base: mapping.ptr_at(off as usize).cast(), iov_len: len as usize })
-        })
-        .collect()
+impl Iov {
+    /// `[off, off + len)` of `map`, clamped to the mapping.
+    pub(crate) fn new(map: &Arc<Mapping>, off: usize, len: usize) -> Iov {
+        let off = off.min(map.len());
+        Iov { map: map.clone(), off, len: len.min(map.len() - off) }
+    }
+
+    fn iovec(&self) -> libc::iovec {
+        libc::iovec { iov_base: self.map.ptr_at(self.off).cast(), iov_len: self.len }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+fn iovecs(iovs: &[Iov]) -> Vec<libc::iovec> {
+    iovs.iter().map(Iov::iovec).collect()
+}
+
+/// Registers `iovs` as the ring's buffer table, in one call.
+pub(crate) fn register_iovs(ring: &IoUring, iovs: &[Iov]) -> io::Result<()> {
+    let v = iovecs(iovs);
+    // SAFETY: every iovec lies inside a live mapping of ours (Iov::new clamps
+    // to it); the kernel pins the pages, and the ring's owner keeps the pool.
+    unsafe { ring.submitter().register_buffers(&v) }
+}
+
+/// Registers an empty table of `n` slots (IORING_RSRC_REGISTER_SPARSE).
+pub(crate) fn register_sparse(ring: &IoUring, n: u32) -> io::Result<()> {
+    ring.submitter().register_buffers_sparse(n)
+}
+
+/// Fills slots `[first, first + iovs.len())` of a (sparse) table.
+pub(crate) fn update_iovs(ring: &IoUring, first: u32, iovs: &[Iov]) -> io::Result<()> {
+    let v = iovecs(iovs);
+    // SAFETY: as in register_iovs.
+    unsafe { ring.submitter().register_buffers_update(first, &v, None) }
 }
 
 /// The bare io-uring crate's registration of the same ranges, for the
 /// benchmark floor: builds the iovecs first, then times only `new` +
 /// `register_buffers`.
-pub(crate) fn raw_register_timed(mapping: &Mapping, ranges: &[(u64, u64)]) -> io::Result<(IoUring, Duration)> {
-    let iovecs = iovecs(mapping, ranges)?;
+pub(crate) fn raw_register_timed(iovs: &[Iov]) -> io::Result<(IoUring, Duration)> {
+    let v = iovecs(iovs);
     let t = std::time::Instant::now();
     let ring = IoUring::new(4)?;
-    // SAFETY: as in register_ranges; the caller keeps the mapping alive while
-    // the returned ring lives.
-    unsafe { ring.submitter().register_buffers(&iovecs)? };
+    // SAFETY: as in register_iovs; the caller keeps the pool while the ring lives.
+    unsafe { ring.submitter().register_buffers(&v)? };
     Ok((ring, t.elapsed()))
+}
+
+/// Reads `len` bytes of `fd` into `iov`'s memory with READ_FIXED through
+/// table entry `index` of a plain (not DEFER_TASKRUN) ring, and waits for
+/// the result (the CQE's res): for probing which memory an entry maps.
+pub(crate) fn read_fixed_sync(ring: &mut IoUring, fd: BorrowedFd<'_>, iov: &Iov, index: u16) -> io::Result<i32> {
+    let entry = opcode::ReadFixed::new(Fd(fd.as_raw_fd()), iov.map.ptr_at(iov.off), iov.len as u32, index)
+        .build()
+        .user_data(0x5e1f);
+    // SAFETY: the target memory is `iov`'s, alive for the whole call, and we
+    // wait for this operation's CQE before returning.
+    unsafe { ring.submission().push(&entry) }.map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))?;
+    loop {
+        match ring.submit_and_wait(1) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => {
+                // The op may still be in flight: keep its memory forever
+                // rather than let the kernel write into freed memory.
+                std::mem::forget(iov.map.clone());
+                return Err(e);
+            }
+            Ok(_) => {}
+        }
+        if let Some(cqe) = ring.completion().find(|c| c.user_data() == 0x5e1f) {
+            return Ok(cqe.result());
+        }
+    }
 }
 
 /// Read or write.
@@ -151,6 +203,7 @@ impl<T> RawRing<T> {
         offset: u64,
         mut buf: IoBuf,
         fixed: bool,
+        force_async: bool,
         tag: T,
     ) -> Result<(), (T, IoBuf)> {
         let (ptr, len, index) = (buf.as_mut_ptr(), buf.len() as u32, buf.buf_index());
@@ -169,6 +222,7 @@ impl<T> RawRing<T> {
             Some(slot) => build!(io_uring::types::Fixed(slot)),
             None => build!(Fd(fd.as_fd().as_raw_fd())),
         };
+        let entry = if force_async { entry.flags(squeue::Flags::ASYNC) } else { entry };
         self.push(entry, Slot { tag, buf: Some(buf), _fd: Some(fd), _word: None })
             .map_err(|s| (s.tag, s.buf.expect("slot holds the buffer it was given")))
     }
