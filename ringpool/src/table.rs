@@ -374,8 +374,37 @@ impl BufferTable {
         if sh.path != TablePath::Unregistered {
             let iovs = sh.memory.shared.iovs(range.start, range.end);
             let bytes_new: u64 = iovs.iter().map(|i| i.len() as u64).sum();
-            sys::uring::update_iovs(&sh.template, range.start as u32, &iovs)
-                .map_err(|e| register_error("grow register", e, bytes_new))?;
+            if sh.ranged_refresh() {
+                // Register on a fresh helper ring, then clone into the
+                // template's free slots. Registering straight into the
+                // populated template costs more and more as it grows: for
+                // huge pages the kernel checks every new page against every
+                // buffer already in the table (head-page accounting).
+                let helper = IoUring::new(2).map_err(setup_error)?;
+                sys::uring::register_iovs(&helper, &iovs).map_err(|e| register_error("grow register", e, bytes_new))?;
+                let n = range.end - range.start;
+                let req = crate::error::CloneRequest {
+                    src_off: 0,
+                    dst_off: range.start as u32,
+                    nr: n as u32,
+                    source_len: n as u32,
+                    replace: true,
+                };
+                sh.template
+                    .submitter()
+                    .register_buffers_clone_offset(
+                        helper.as_raw_fd(),
+                        0,
+                        range.start as u32,
+                        n as u32,
+                        io_uring::types::CloneBuffersFlags::DST_REPLACE,
+                    )
+                    .map_err(|e| crate::error::clone_error(e, req))?;
+                let _ = helper.submitter().unregister_buffers();
+            } else {
+                sys::uring::update_iovs(&sh.template, range.start as u32, &iovs)
+                    .map_err(|e| register_error("grow register", e, bytes_new))?;
+            }
         }
         let register_time = register_started.elapsed();
         sh.entries.store(range.end, Ordering::Release);

@@ -104,7 +104,7 @@ pub fn run(a: &GrowArgs) -> anyhow::Result<()> {
     let load_ops = AtomicU64::new(0);
     let (grown, new_ops, reregister, reregister_parallel) = std::thread::scope(|s| -> anyhow::Result<_> {
         // The load: every worker busy with 4 KiB reads in old memory.
-        for t in 0..a.workers as u64 * 2 {
+        for t in 0..a.workers as u64 {
             let (pool, file, stop, load_ops) = (&pool, &file, &stop, &load_ops);
             s.spawn(move || {
                 let mut rng = fastrand::Rng::with_seed(t);
