@@ -48,6 +48,7 @@ mod memory;
 mod pool;
 mod probe;
 mod ring;
+mod sync;
 mod sys;
 mod table;
 pub mod units;

@@ -12,6 +12,7 @@
 //! the worker wakes at once whether it was idle or waiting for completions.
 //! No sleep-polling anywhere.
 
+mod dispatch;
 mod handle;
 mod worker;
 
@@ -21,6 +22,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use dispatch::{Dispatch, Sleeper};
 use handle::OpState;
 pub use handle::{IoResult, OpHandle};
 
@@ -299,16 +301,7 @@ impl IoPoolBuilder {
             backend,
             path,
             notes,
-            shared: Mutex::new(Shared {
-                running: true,
-                queue: VecDeque::new(),
-                sleepers: Vec::new(),
-                live: 0,
-                next_id: 0,
-                threads: Vec::new(),
-                retire: 0,
-                retired_on_request: 0,
-            }),
+            shared: Mutex::new(Shared { d: Dispatch::new(), next_id: 0, threads: Vec::new(), retired_on_request: 0 }),
             exited: Condvar::new(),
             stats: Mutex::new(StatsInner::default()),
             submitted: AtomicU64::new(0),
@@ -356,6 +349,12 @@ pub(crate) struct Wake {
     thread: std::thread::Thread,
 }
 
+impl Sleeper for Arc<Wake> {
+    fn id(&self) -> usize {
+        self.id
+    }
+}
+
 impl Wake {
     fn wake(&self) {
         match &self.eventfd {
@@ -366,15 +365,10 @@ impl Wake {
 }
 
 struct Shared {
-    running: bool,
-    queue: VecDeque<Job>,
-    sleepers: Vec<Arc<Wake>>,
-    /// Workers started and not yet exited.
-    live: usize,
+    /// The queue, the sleepers and the worker books (see dispatch.rs).
+    d: Dispatch<Job, Arc<Wake>>,
     next_id: usize,
     threads: Vec<(usize, JoinHandle<()>)>,
-    /// Workers asked to stop by `retire_worker`.
-    retire: usize,
     /// Workers stopped on request whose threads have finished (ring dropped).
     retired_on_request: u64,
 }
@@ -577,14 +571,13 @@ impl Inner {
         }
         let (sleeper, grow) = {
             let mut s = self.lock();
-            if !s.running {
+            if !s.d.running {
                 drop(s);
                 job.fail(Error::ShutDown);
                 return;
             }
             self.submitted.fetch_add(1, Ordering::Relaxed);
-            s.queue.push_back(job);
-            let sleeper = s.sleepers.pop();
+            let sleeper = s.d.push(job);
             let grow = sleeper.is_none() && self.should_grow(&s);
             (sleeper, grow)
         };
@@ -597,14 +590,14 @@ impl Inner {
     }
 
     fn should_grow(&self, s: &Shared) -> bool {
-        if s.live >= self.cfg.max {
+        if s.d.live >= self.cfg.max {
             return false;
         }
-        if s.live == 0 {
+        if s.d.live == 0 {
             return true;
         }
-        s.queue.len() >= self.cfg.grow_queue
-            || s.queue.front().is_some_and(|j| j.enqueued.elapsed() >= self.cfg.grow_wait)
+        s.d.queue.len() >= self.cfg.grow_queue
+            || s.d.queue.front().is_some_and(|j| j.enqueued.elapsed() >= self.cfg.grow_wait)
     }
 
     /// Takes up to `room` jobs. With room but nothing queued, registers
@@ -612,20 +605,9 @@ impl Inner {
     fn take_jobs(self: &Arc<Self>, room: usize, wake: &Arc<Wake>, out: &mut Vec<Job>) {
         let grow = {
             let mut s = self.lock();
-            let n = room.min(s.queue.len());
-            out.extend(s.queue.drain(..n));
-            if room > 0 && out.is_empty() {
-                if !s.sleepers.iter().any(|w| w.id == wake.id) {
-                    s.sleepers.push(wake.clone());
-                }
-                false
-            } else {
-                // Busy (full, or just handed work): a wake-up is wasted on
-                // this worker, so it is no sleeper; and if work still waits
-                // with nobody idle, maybe add a worker.
-                s.sleepers.retain(|w| w.id != wake.id);
-                !s.queue.is_empty() && s.sleepers.is_empty() && self.should_grow(&s)
-            }
+            s.d.take(room, wake, out);
+            // Busy with work still waiting and nobody idle: maybe add a worker.
+            !out.is_empty() && !s.d.queue.is_empty() && s.d.sleepers.is_empty() && self.should_grow(&s)
         };
         if grow {
             self.spawn_worker(false).ok();
@@ -633,8 +615,7 @@ impl Inner {
     }
 
     fn unsleep(&self, wake: &Wake) {
-        let mut s = self.lock();
-        s.sleepers.retain(|w| w.id != wake.id);
+        self.lock().d.unsleep(wake.id);
     }
 
     /// Whether a worker with nothing in flight should exit now: the pool is
@@ -643,29 +624,12 @@ impl Inner {
     /// is stranded.
     fn should_exit(&self, wake: &Wake, idle_for: Duration) -> Option<Exit> {
         let mut s = self.lock();
-        if !s.queue.is_empty() {
-            return None;
+        let running = s.d.running;
+        let why = s.d.try_exit(wake.id, idle_for >= self.cfg.idle, self.cfg.min)?;
+        if running {
+            self.stats_lock().retired += 1;
         }
-        let exit = !s.running || s.retire > 0 || (idle_for >= self.cfg.idle && s.live > self.cfg.min);
-        if exit {
-            if s.running {
-                self.stats_lock().retired += 1;
-            }
-            return Some(Self::leave(&mut s, wake.id, Exit::Idle));
-        }
-        None
-    }
-
-    /// Takes a worker out of the books (under the lock). A pending
-    /// `retire_worker` request is consumed by whichever worker leaves first.
-    fn leave(s: &mut Shared, id: usize, why: Exit) -> Exit {
-        s.sleepers.retain(|w| w.id != id);
-        s.live -= 1;
-        if s.retire > 0 {
-            s.retire -= 1;
-            return Exit::Requested;
-        }
-        why
+        Some(why)
     }
 
     /// A worker could not set up its ring (or panicked before leaving).
@@ -674,8 +638,8 @@ impl Inner {
     fn worker_failed(&self, id: usize, e: &Error) -> Exit {
         let (why, stranded) = {
             let mut s = self.lock();
-            let why = Self::leave(&mut s, id, Exit::Failed);
-            let stranded: Vec<Job> = if s.live == 0 { s.queue.drain(..).collect() } else { Vec::new() };
+            let why = s.d.leave(id, Exit::Failed);
+            let stranded: Vec<Job> = if s.d.live == 0 { s.d.queue.drain(..).collect() } else { Vec::new() };
             (why, stranded)
         };
         {
@@ -697,8 +661,8 @@ impl Inner {
     fn worker_panicked(self: &Arc<Self>, id: usize) -> Exit {
         let (why, respawn) = {
             let mut s = self.lock();
-            let why = Self::leave(&mut s, id, Exit::Failed);
-            (why, s.running && (s.live < self.cfg.min || (s.live == 0 && !s.queue.is_empty())))
+            let why = s.d.leave(id, Exit::Failed);
+            (why, s.d.running && (s.d.live < self.cfg.min || (s.d.live == 0 && !s.d.queue.is_empty())))
         };
         self.stats_lock().panics += 1;
         self.exited.notify_all();
@@ -740,7 +704,7 @@ impl Inner {
 
     /// Wakes every sleeping worker (to pick up table growth).
     fn wake_all(&self) {
-        let sleepers = std::mem::take(&mut self.lock().sleepers);
+        let sleepers = std::mem::take(&mut self.lock().d.sleepers);
         for w in sleepers {
             w.wake();
         }
@@ -758,10 +722,10 @@ impl Inner {
     fn spawn_worker(self: &Arc<Self>, wait: bool) -> Result<Option<Duration>> {
         let (id, finished) = {
             let mut s = self.lock();
-            if s.live >= self.cfg.max || !s.running {
+            if s.d.live >= self.cfg.max || !s.d.running {
                 return Ok(None);
             }
-            s.live += 1;
+            s.d.live += 1;
             s.next_id += 1;
             // Reap threads of retired workers that have finished (no blocking join).
             let mut finished = Vec::new();
@@ -948,7 +912,7 @@ impl IoPool {
     /// # Errors
     /// The worker's ring setup error; [`Error::ShutDown`].
     pub fn add_worker(&self) -> Result<Option<Duration>> {
-        if !self.inner.lock().running {
+        if !self.inner.lock().d.running {
             return Err(Error::ShutDown);
         }
         self.inner.spawn_worker(true)
@@ -1027,11 +991,11 @@ impl IoPool {
     pub fn retire_worker(&self) -> bool {
         let (target, sleepers) = {
             let mut s = self.inner.lock();
-            if s.live <= s.retire {
+            if s.d.live <= s.d.retire {
                 return false;
             }
-            s.retire += 1;
-            (s.retired_on_request + s.retire as u64, std::mem::take(&mut s.sleepers))
+            s.d.retire += 1;
+            (s.retired_on_request + s.d.retire as u64, std::mem::take(&mut s.d.sleepers))
         };
         for w in sleepers {
             w.wake();
@@ -1047,7 +1011,7 @@ impl IoPool {
     pub fn stats(&self) -> PoolStats {
         let (workers, queued) = {
             let s = self.inner.lock();
-            (s.live, s.queue.len())
+            (s.d.live, s.d.queue.len())
         };
         let st = self.inner.stats_lock();
         PoolStats {
@@ -1077,8 +1041,8 @@ impl IoPool {
         self.inner.shutdown_side();
         let sleepers = {
             let mut s = self.inner.lock();
-            s.running = false;
-            std::mem::take(&mut s.sleepers)
+            s.d.running = false;
+            std::mem::take(&mut s.d.sleepers)
         };
         for w in sleepers {
             w.wake();
@@ -1091,9 +1055,9 @@ impl IoPool {
                 }
             }
             let mut s = self.inner.lock();
-            if s.live == 0 && s.threads.is_empty() {
+            if s.d.live == 0 && s.threads.is_empty() {
                 // Jobs that found no worker (all failed to start) fail now.
-                let orphans: Vec<Job> = s.queue.drain(..).collect();
+                let orphans: Vec<Job> = s.d.queue.drain(..).collect();
                 drop(s);
                 for j in orphans {
                     self.inner.count(false);
