@@ -31,7 +31,7 @@ pub struct RegisterArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub clones: u32,
     /// Registrations per size, each for ringpool and for the bare crate (medians are reported).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub repeat: u32,
     /// Reserve exactly the huge pages needed through sysfs (root) and give them back at exit.
     #[arg(long)]
@@ -184,14 +184,24 @@ pub fn run(a: &RegisterArgs) -> anyhow::Result<()> {
             baseline::clone_into_fresh_ring(table.template_fd(), 64)?;
         }
         drop(table.ring_with(&opts)?);
-        for _ in 0..a.clones {
+        for k in 0..a.clones {
             if features.clone_buffers {
-                let mut ring = Ring::new(&opts)?;
-                let t = Instant::now();
-                ring.clone_buffers_from(&table, CloneRange::all())?;
-                clone.push(us(t.elapsed()));
-                drop(ring);
-                raw_clone.push(us(baseline::clone_into_fresh_ring(table.template_fd(), 64)?));
+                // Alternate which side goes first, so that neither always
+                // runs right after the other's ring teardown.
+                let mut ringpool_side = || -> anyhow::Result<()> {
+                    let mut ring = Ring::new(&opts)?;
+                    let t = Instant::now();
+                    ring.clone_buffers_from(&table, CloneRange::all())?;
+                    clone.push(us(t.elapsed()));
+                    Ok(())
+                };
+                if k % 2 == 0 {
+                    ringpool_side()?;
+                    raw_clone.push(us(baseline::clone_into_fresh_ring(table.template_fd(), 64)?));
+                } else {
+                    raw_clone.push(us(baseline::clone_into_fresh_ring(table.template_fd(), 64)?));
+                    ringpool_side()?;
+                }
             }
             let t = Instant::now();
             let ring = table.ring_with(&opts)?;
