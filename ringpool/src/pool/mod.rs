@@ -388,7 +388,6 @@ pub struct SpinupParts {
 
 #[derive(Default)]
 struct StatsInner {
-    spinups: Vec<Duration>,
     parts: Vec<SpinupParts>,
     started: u64,
     retired: u64,
@@ -450,15 +449,21 @@ pub(crate) struct Job {
 
 impl Job {
     fn fail(mut self, e: Error) {
+        self.complete_with(|| e);
+    }
+
+    /// Completes the handle with an error (and the buffer), unless a worker
+    /// already took the operation over.
+    fn complete_with(&mut self, e: impl FnOnce() -> Error) {
         match &mut self.kind {
             JobKind::Rw { buf, done, .. } => {
                 if let Some(b) = buf.take() {
-                    done.complete((Err(e), b));
+                    done.complete((Err(e()), b));
                 }
             }
             JobKind::Sync { done, .. } => {
                 if let Some(d) = done.take() {
-                    d.complete(Err(e));
+                    d.complete(Err(e()));
                 }
             }
         }
@@ -467,19 +472,7 @@ impl Job {
 
 impl Drop for Job {
     fn drop(&mut self) {
-        let lost = || Error::Lost("the worker holding this operation stopped before submitting it".into());
-        match &mut self.kind {
-            JobKind::Rw { buf, done, .. } => {
-                if let Some(b) = buf.take() {
-                    done.complete((Err(lost()), b));
-                }
-            }
-            JobKind::Sync { done, .. } => {
-                if let Some(d) = done.take() {
-                    d.complete(Err(lost()));
-                }
-            }
-        }
+        self.complete_with(|| Error::Lost("the worker holding this operation stopped before submitting it".into()));
     }
 }
 
@@ -712,7 +705,6 @@ impl Inner {
 
     fn record_spinup(&self, parts: SpinupParts) {
         let mut st = self.stats_lock();
-        st.spinups.push(parts.total);
         st.parts.push(parts);
         st.started += 1;
     }
@@ -1024,7 +1016,7 @@ impl IoPool {
             spawn_failures: st.spawn_failures,
             last_spawn_error: st.last_spawn_error.clone(),
             worker_panics: st.panics,
-            spinups: st.spinups.clone(),
+            spinups: st.parts.iter().map(|p| p.total).collect(),
             spinup_parts: st.parts.clone(),
             submitted: self.inner.submitted.load(Ordering::Relaxed),
             completed: self.inner.completed.load(Ordering::Relaxed),
