@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::CloneBuffersFlags;
 use io_uring::IoUring;
 
-use crate::error::{clone_error, register_error, CloneRequest, Error, Result};
+use crate::error::{clone_error, CloneRequest, Error, Result};
 use crate::file::DirectFile;
 use crate::memory::IoMemory;
 use crate::sys::buf::IoBuf;
@@ -383,9 +383,8 @@ impl Ring {
             }
             TablePath::Registered if entries > old => {
                 let iovs = sh.memory.shared.iovs(old, entries);
-                let bytes = iovs.iter().map(|i| i.len() as u64).sum();
-                crate::sys::uring::update_iovs(self.raw.io_uring(), old as u32, &iovs)
-                    .map_err(|e| register_error("register", e, bytes))?;
+                let r = crate::sys::uring::update_iovs(self.raw.io_uring(), old as u32, &iovs);
+                crate::table::registered("register", &iovs, r)?;
             }
             _ => {}
         }

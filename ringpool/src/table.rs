@@ -201,13 +201,18 @@ pub(crate) fn setup_error(e: std::io::Error) -> Error {
 /// update.
 pub(crate) fn register_table(ring: &IoUring, memory: &IoMemory, entries: u16, capacity: u16) -> Result<()> {
     let iovs = memory.shared.iovs(0, entries);
-    let bytes: u64 = iovs.iter().map(|i| i.len() as u64).sum();
     let r = if capacity > entries {
         sys::uring::register_sparse(ring, capacity as u32).and_then(|_| sys::uring::update_iovs(ring, 0, &iovs))
     } else {
         sys::uring::register_iovs(ring, &iovs)
     };
-    r.map_err(|e| register_error("register", e, bytes))
+    registered("register", &iovs, r)
+}
+
+/// Maps the result of registering `iovs` to ringpool's error (whose memlock
+/// message names the bytes the registration pins).
+pub(crate) fn registered(op: &'static str, iovs: &[sys::uring::Iov], r: std::io::Result<()>) -> Result<()> {
+    r.map_err(|e| register_error(op, e, iovs.iter().map(|i| i.len() as u64).sum()))
 }
 
 impl BufferTable {
@@ -373,7 +378,6 @@ impl BufferTable {
         let register_started = Instant::now();
         if sh.path != TablePath::Unregistered {
             let iovs = sh.memory.shared.iovs(range.start, range.end);
-            let bytes_new: u64 = iovs.iter().map(|i| i.len() as u64).sum();
             if sh.ranged_refresh() {
                 // Register on a fresh helper ring, then clone into the
                 // template's free slots. Registering straight into the
@@ -381,7 +385,7 @@ impl BufferTable {
                 // huge pages the kernel checks every new page against every
                 // buffer already in the table (head-page accounting).
                 let helper = IoUring::new(2).map_err(setup_error)?;
-                sys::uring::register_iovs(&helper, &iovs).map_err(|e| register_error("grow register", e, bytes_new))?;
+                registered("grow register", &iovs, sys::uring::register_iovs(&helper, &iovs))?;
                 let n = range.end - range.start;
                 let req = crate::error::CloneRequest {
                     src_off: 0,
@@ -402,8 +406,7 @@ impl BufferTable {
                     .map_err(|e| crate::error::clone_error(e, req))?;
                 let _ = helper.submitter().unregister_buffers();
             } else {
-                sys::uring::update_iovs(&sh.template, range.start as u32, &iovs)
-                    .map_err(|e| register_error("grow register", e, bytes_new))?;
+                registered("grow register", &iovs, sys::uring::update_iovs(&sh.template, range.start as u32, &iovs))?;
             }
         }
         let register_time = register_started.elapsed();
