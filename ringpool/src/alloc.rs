@@ -13,28 +13,10 @@
 //! same lock, so a free can never be missed.
 
 use crate::sync::{Condvar, Mutex, MutexGuard};
+pub(crate) use crate::sys::buf::Grant;
 use std::collections::BTreeSet;
 use std::task::Waker;
 use std::time::{Duration, Instant};
-
-/// A granted block: only [`Buddy`] creates one, so two live grants never overlap.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Grant {
-    offset: u64,
-    order: u32,
-    len: usize,
-}
-
-impl Grant {
-    /// Offset of the block in the pool.
-    pub(crate) fn offset(&self) -> u64 {
-        self.offset
-    }
-    /// Usable bytes (the request rounded up to the alignment).
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-}
 
 /// Allocator statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,6 +48,8 @@ pub(crate) struct Buddy {
     seg_shift: u32,
     /// Free block offsets, per order (block = 1 << (min_shift + order)).
     free: Vec<BTreeSet<u64>>,
+    /// End of the highest range added (pool offset).
+    high_water: u64,
     stats: AllocStats,
 }
 
@@ -79,6 +63,7 @@ impl Buddy {
             min_shift,
             seg_shift,
             free: vec![BTreeSet::new(); max_order as usize + 1],
+            high_water: 0,
             stats: AllocStats::default(),
         };
         b.add_range(0, len);
@@ -91,6 +76,7 @@ impl Buddy {
         debug_assert_eq!(start & ((1 << self.seg_shift) - 1), 0);
         let mut at = start;
         let end = start + (len & !((1u64 << self.min_shift) - 1));
+        self.high_water = self.high_water.max(end.div_ceil(1 << self.seg_shift) << self.seg_shift);
         while at < end {
             let remaining = end - at;
             let mut order = self.max_order();
@@ -152,12 +138,39 @@ impl Buddy {
         s.leases += 1;
         s.total_leases += 1;
         s.peak_bytes = s.peak_bytes.max(s.bytes_in_use);
-        Some(Grant { offset, order: want, len: rounded as usize })
+        Some(Grant::new(offset, want, rounded as usize))
+    }
+
+    /// Takes `count` blocks of `len` bytes, all inside one segment (the
+    /// first segment that has room for all of them), or none.
+    pub(crate) fn alloc_many(&mut self, count: usize, len: usize) -> Option<Vec<Grant>> {
+        let segments = self.segment_span();
+        for seg in segments {
+            let mut got = Vec::with_capacity(count);
+            for _ in 0..count {
+                match self.alloc(len, Some(seg)) {
+                    Some(g) => got.push(g),
+                    None => break,
+                }
+            }
+            if got.len() == count {
+                return Some(got);
+            }
+            for g in got {
+                self.free(g);
+            }
+        }
+        None
+    }
+
+    /// The segments added so far: `0..n`.
+    fn segment_span(&self) -> std::ops::Range<u32> {
+        0..u32::try_from(self.high_water >> self.seg_shift).unwrap_or(u32::MAX)
     }
 
     /// Returns a block, merging it with its free buddies.
     pub(crate) fn free(&mut self, grant: Grant) {
-        let Grant { mut offset, mut order, len } = grant;
+        let (mut offset, mut order, len) = (grant.offset(), grant.order(), grant.len());
         let s = &mut self.stats;
         s.bytes_in_use -= len as u64;
         s.block_bytes -= 1 << (self.min_shift + order);
@@ -231,6 +244,16 @@ impl Allocator {
     pub(crate) fn try_alloc(&self, len: usize, segment: Option<u32>) -> Option<Grant> {
         let mut st = self.lock();
         let g = st.buddy.alloc(len, segment);
+        if g.is_none() {
+            st.buddy.stats.failed += 1;
+        }
+        g
+    }
+
+    /// `count` blocks of `len` bytes in one segment, or none.
+    pub(crate) fn try_alloc_many(&self, count: usize, len: usize) -> Option<Vec<Grant>> {
+        let mut st = self.lock();
+        let g = st.buddy.alloc_many(count, len);
         if g.is_none() {
             st.buddy.stats.failed += 1;
         }
@@ -311,9 +334,9 @@ mod tests {
     fn rounds_to_alignment_and_splits_lowest_first() {
         let mut b = Buddy::new(1 << 20, 20, K4);
         let a = b.alloc(1, None).unwrap();
-        assert_eq!((a.offset, a.len), (0, 4096));
+        assert_eq!((a.offset(), a.len()), (0, 4096));
         let c = b.alloc(5000, None).unwrap();
-        assert_eq!((c.offset, c.len), (8192, 8192));
+        assert_eq!((c.offset(), c.len()), (8192, 8192));
         assert_eq!(b.stats().bytes_in_use, 4096 + 8192);
         b.free(a);
         b.free(c);
@@ -338,7 +361,7 @@ mod tests {
         let mut b = Buddy::new(128 << 10, 16, K4);
         assert!(b.alloc(128 << 10, None).is_none());
         let g = b.alloc(64 << 10, Some(1)).unwrap();
-        assert_eq!(g.offset, 64 << 10);
+        assert_eq!(g.offset(), 64 << 10);
     }
 
     #[test]
@@ -351,6 +374,25 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 23);
+    }
+
+    #[test]
+    fn many_blocks_come_from_one_segment() {
+        // Four segments of 64 KiB; fill most of segment 0 first.
+        let mut b = Buddy::new(256 << 10, 16, K4);
+        let big = b.alloc(32 << 10, Some(0)).unwrap();
+        let _more = b.alloc(16 << 10, Some(0)).unwrap();
+        // 5 blocks of 4 KiB do not fit in segment 0's 16 KiB: segment 1.
+        let v = b.alloc_many(5, 4096).unwrap();
+        assert!(v.iter().all(|g| g.offset() >> 16 == 1), "{v:?}");
+        // 4 do fit in segment 0.
+        let w = b.alloc_many(4, 4096).unwrap();
+        assert!(w.iter().all(|g| g.offset() >> 16 == 0), "{w:?}");
+        // More than one segment holds: none, and nothing leaked.
+        let before = b.stats().bytes_in_use;
+        assert!(b.alloc_many(17, 4096).is_none());
+        assert_eq!(b.stats().bytes_in_use, before);
+        b.free(big);
     }
 
     #[derive(Debug, Clone)]
@@ -382,15 +424,15 @@ mod tests {
                 match op {
                     Step::Alloc(l, seg) => {
                         if let Some(g) = b.alloc(l, seg) {
-                            prop_assert!(g.len as u64 >= l as u64 && g.len % 4096 == 0);
-                            let start = g.offset;
-                            let end = start + g.len as u64;
+                            prop_assert!(g.len() as u64 >= l as u64 && g.len() % 4096 == 0);
+                            let start = g.offset();
+                            let end = start + g.len() as u64;
                             prop_assert!(end <= len);
                             prop_assert_eq!(start >> seg_shift, (end - 1) >> seg_shift, "lease straddles a segment");
                             if let Some(s) = seg { prop_assert_eq!(start >> seg_shift, s as u64); }
                             for o in &live {
-                                let (os, oe) = (o.offset, o.offset + (1u64 << (K4 + o.order)));
-                                let be = start + (1u64 << (K4 + g.order));
+                                let (os, oe) = (o.offset(), o.offset() + (1u64 << (K4 + o.order())));
+                                let be = start + (1u64 << (K4 + g.order()));
                                 prop_assert!(be <= os || start >= oe, "overlap");
                             }
                             live.push(g);
@@ -403,7 +445,7 @@ mod tests {
                         }
                     }
                 }
-                let used: u64 = live.iter().map(|g| g.len as u64).sum();
+                let used: u64 = live.iter().map(|g| g.len() as u64).sum();
                 prop_assert_eq!(b.stats().bytes_in_use, used);
                 prop_assert_eq!(b.stats().leases, live.len() as u64);
             }

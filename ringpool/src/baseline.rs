@@ -1,6 +1,9 @@
 //! The floor: the same registration and clone made with the bare io-uring
 //! crate, no ringpool code around them, so that benchmarks can show
 //! ringpool's overhead as a ratio.
+//!
+//! Only with the `baseline` feature, which the `ringpool` command enables:
+//! benchmark code, not part of the library's API.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};

@@ -7,32 +7,11 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::memory::PageKind;
+use crate::types::{AlignmentOf, PageKind};
 use crate::units::Bytes;
 
 /// Result alias with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Which quantity of an I/O request broke the O_DIRECT alignment rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlignmentOf {
-    /// The file offset.
-    Offset,
-    /// The length of the transfer.
-    Length,
-    /// The memory address of the buffer.
-    Memory,
-}
-
-impl std::fmt::Display for AlignmentOf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AlignmentOf::Offset => "file offset",
-            AlignmentOf::Length => "length",
-            AlignmentOf::Memory => "memory address",
-        })
-    }
-}
 
 /// Everything that can go wrong in ringpool.
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +196,7 @@ pub enum Error {
         /// Slots filled.
         used: u16,
         /// Slots the growth needs.
-        needed: u16,
+        needed: u64,
         /// Bytes asked for.
         bytes: Bytes,
     },
@@ -252,7 +231,10 @@ pub enum Error {
     },
 
     /// An O_DIRECT request is not aligned.
-    #[error("{op} on {path}: {what} {value} is not a multiple of {align} (O_DIRECT alignment of this file)")]
+    #[error(
+        "{op} on {path}: {}{what} {value} is not a multiple of {align} (O_DIRECT alignment of this file)",
+        buffer.map(|i| format!("buffer {i}: ")).unwrap_or_default()
+    )]
     Misaligned {
         /// The operation.
         op: &'static str,
@@ -264,6 +246,151 @@ pub enum Error {
         value: u64,
         /// The alignment needed.
         align: u32,
+        /// Which buffer of a vectored operation (`None`: the only one, or
+        /// the file offset).
+        buffer: Option<usize>,
+    },
+
+    /// A vectored operation with more buffers than one system call takes.
+    #[error("{op}: {count} buffers, but one vectored operation takes at most {max} (IOV_MAX): split it")]
+    TooManyBuffers {
+        /// The operation.
+        op: &'static str,
+        /// Buffers given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A lease whose segment this ring's table does not hold (a ranged clone
+    /// left it out): refused before submission.
+    #[error(
+        "{op}: {}the lease lies in pool segment {segment}, which this ring's table does not hold: clone that \
+         segment into the ring (CloneRange), or use a ring made by BufferTable::ring",
+        buffer.map(|i| format!("buffer {i}: ")).unwrap_or_default()
+    )]
+    NotInTable {
+        /// The operation.
+        op: &'static str,
+        /// The lease's segment.
+        segment: u16,
+        /// Which buffer of a vectored operation.
+        buffer: Option<usize>,
+    },
+
+    /// The ring has no room for the operation now.
+    #[error(
+        "{op}: the ring's submission or completion queue is full ({in_flight} operations in flight): reap \
+         completions (Ring::wait, Ring::completions) before queuing more"
+    )]
+    RingFull {
+        /// The operation.
+        op: &'static str,
+        /// Operations in flight on the ring.
+        in_flight: usize,
+    },
+
+    /// The device or file system reported an I/O error (EIO).
+    #[error("{op} on {path} at offset {offset}: the device reported an I/O error (EIO); the data moved is not valid")]
+    DeviceError {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The file offset of the operation (of its part, when it was split).
+        offset: u64,
+    },
+
+    /// No space left on the device, or the disk quota is exhausted.
+    #[error(
+        "{op} on {path} at offset {offset}: {}: free space or raise the quota",
+        if *quota { "disk quota exceeded (EDQUOT)" } else { "no space left on the device (ENOSPC)" }
+    )]
+    NoSpace {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The file offset.
+        offset: u64,
+        /// EDQUOT rather than ENOSPC.
+        quota: bool,
+    },
+
+    /// The file or device would have blocked (EAGAIN).
+    #[error("{op} on {path} at offset {offset}: the file would block (EAGAIN): retry the operation")]
+    WouldBlock {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The file offset.
+        offset: u64,
+    },
+
+    /// The operation was cancelled before it completed (ECANCELED).
+    #[error(
+        "{op} on {path} at offset {offset}: cancelled before it completed (ECANCELED, the ring was being torn \
+         down): nothing or part of it may have reached the file; retry it"
+    )]
+    Canceled {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The file offset.
+        offset: u64,
+    },
+
+    /// The file or its device does not support this operation (EOPNOTSUPP).
+    #[error("{op} on {path}: the file or its device does not support this operation (EOPNOTSUPP)")]
+    Unsupported {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The kernel refused the request as invalid (EINVAL): an alignment the
+    /// file system wants beyond what it reported, an offset it cannot take,
+    /// or an opcode this kernel lacks.
+    #[error(
+        "{op} on {path} at offset {offset}: the kernel refused the request (EINVAL): the file system needs a \
+         larger alignment or refuses this offset, or the kernel lacks the opcode"
+    )]
+    Refused {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The file offset.
+        offset: u64,
+    },
+
+    /// The kernel could not use the buffer's memory (EFAULT): for fixed I/O,
+    /// the address is outside the registered entry the operation named.
+    #[error(
+        "{op} on {path} at offset {offset}: the kernel could not use the buffer (EFAULT): the registered table \
+         entry does not cover it"
+    )]
+    BadBuffer {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The file offset.
+        offset: u64,
+    },
+
+    /// The write would pass the largest file size allowed (EFBIG).
+    #[error("{op} on {path} at offset {offset}: past the largest file size allowed (EFBIG)")]
+    FileTooLarge {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The file offset.
+        offset: u64,
     },
 
     /// A read or write of zero bytes.
@@ -376,102 +503,20 @@ impl Error {
             Error::Io { source, .. }
             | Error::IoUringUnavailable { source, .. }
             | Error::DirectIoUnsupported { source, .. } => source.raw_os_error(),
+            Error::DeviceError { .. } => Some(libc::EIO),
+            Error::NoSpace { quota: false, .. } => Some(libc::ENOSPC),
+            Error::NoSpace { quota: true, .. } => Some(libc::EDQUOT),
+            Error::WouldBlock { .. } => Some(libc::EAGAIN),
+            Error::Canceled { .. } => Some(libc::ECANCELED),
+            Error::Unsupported { .. } => Some(libc::EOPNOTSUPP),
+            Error::Refused { .. } => Some(libc::EINVAL),
+            Error::BadBuffer { .. } => Some(libc::EFAULT),
+            Error::FileTooLarge { .. } => Some(libc::EFBIG),
             _ => None,
         }
     }
 
     pub(crate) fn invalid(what: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
         Error::InvalidArgument { what, value: value.to_string(), reason: reason.into() }
-    }
-}
-
-/// Maps the errno of `IORING_REGISTER_BUFFERS` to an [`Error`].
-pub(crate) fn register_error(op: &'static str, err: io::Error, needed: u64) -> Error {
-    match err.raw_os_error() {
-        // The pages would exceed RLIMIT_MEMLOCK (the task lacks CAP_IPC_LOCK).
-        Some(libc::ENOMEM) => match crate::sys::os::memlock_limit() {
-            Ok(Some(limit)) if !crate::probe::has_cap_ipc_lock() => {
-                Error::MemlockLimit { op, limit: Bytes(limit), needed: Bytes(needed) }
-            }
-            _ => Error::os(op, err),
-        },
-        // An entry is larger than 1 GiB, or the memory is file-backed / not mapped.
-        Some(libc::EFAULT) => {
-            Error::BadAddress { op, hint: "every segment must be anonymous, hugetlb or shmem memory of at most 1 GiB" }
-        }
-        // SINGLE_ISSUER ring used from another thread.
-        Some(libc::EEXIST) => Error::SingleIssuer { op },
-        // The ring already has a table.
-        Some(libc::EBUSY) => Error::TableAlreadyPresent,
-        _ => Error::os(op, err),
-    }
-}
-
-/// What a clone asked for, to interpret the kernel's answer.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CloneRequest {
-    pub src_off: u32,
-    pub dst_off: u32,
-    pub nr: u32,
-    pub source_len: u32,
-    pub replace: bool,
-}
-
-/// Maps the errno of `IORING_REGISTER_CLONE_BUFFERS` to an [`Error`], in the
-/// order the kernel checks them (see KERNEL.md).
-pub(crate) fn clone_error(err: io::Error, req: CloneRequest) -> Error {
-    let range = || Error::RangeOutOfBounds {
-        src_off: req.src_off,
-        dst_off: req.dst_off,
-        nr: req.nr,
-        source_len: req.source_len,
-    };
-    match err.raw_os_error() {
-        // A SINGLE_ISSUER source or destination, and we are not its submitter.
-        Some(libc::EEXIST) => Error::SingleIssuer { op: "clone" },
-        // The destination has a table and DST_REPLACE was not given.
-        Some(libc::EBUSY) => Error::TableAlreadyPresent,
-        // The source table is empty.
-        Some(libc::ENXIO) => Error::EmptySource,
-        // src_off + nr past the source table, or dst_off + nr overflows.
-        Some(libc::EOVERFLOW) => range(),
-        // The source fd is not open, or not an io_uring.
-        Some(libc::EBADF) | Some(libc::EOPNOTSUPP) => {
-            Error::invalid("clone source", "fd", "it is not an open io_uring of this process")
-        }
-        Some(libc::EINVAL) => {
-            let f = crate::probe::Features::get();
-            if !f.clone_buffers {
-                // The opcode is unknown: kernel < 6.12.
-                return Error::KernelTooOld {
-                    feature: "IORING_REGISTER_CLONE_BUFFERS",
-                    needed: "6.12",
-                    kernel: f.kernel.clone(),
-                };
-            }
-            let ranged = req.nr != 0 || req.src_off != 0 || req.dst_off != 0 || req.replace;
-            if ranged && !f.clone_ranges {
-                // 6.12 reads offsets as must-be-zero padding and knows no DST_REPLACE.
-                return Error::KernelTooOld {
-                    feature: "ranged IORING_REGISTER_CLONE_BUFFERS (offsets, DST_REPLACE)",
-                    needed: "6.13",
-                    kernel: f.kernel.clone(),
-                };
-            }
-            let nr = req.nr as u64;
-            let end_src = req.src_off as u64 + nr;
-            let end_dst = req.dst_off as u64 + if nr == 0 { req.source_len as u64 } else { nr };
-            if nr > req.source_len as u64
-                || end_src > req.source_len as u64
-                || end_dst > 16384
-                || (nr == 0 && (req.src_off | req.dst_off) != 0)
-            {
-                range()
-            } else {
-                // Different mm or accounting user.
-                Error::CrossProcess
-            }
-        }
-        _ => Error::os("clone", err),
     }
 }

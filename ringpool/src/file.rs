@@ -2,28 +2,16 @@
 
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::error::{AlignmentOf, Error, Result};
-use crate::probe::AlignmentSource;
+use crate::buf::IoBuf;
+use crate::device;
+use crate::error::{Error, Result};
 use crate::sys;
-use crate::sys::buf::IoBuf;
-
-/// Whether a file is opened with O_DIRECT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DirectIo {
-    /// O_DIRECT or fail with [`Error::DirectIoUnsupported`].
-    Required,
-    /// O_DIRECT where the file system allows it, else buffered I/O (logged
-    /// once; [`DirectFile::is_direct`] tells).
-    #[default]
-    Optional,
-    /// Buffered I/O.
-    Disabled,
-}
+use crate::types::{AlignmentOf, AlignmentSource, DirectIo, OpKind};
 
 /// How to open a [`DirectFile`] (like `std::fs::OpenOptions`).
 #[derive(Debug, Clone)]
@@ -93,21 +81,16 @@ pub(crate) struct FileShared {
     readable: bool,
     writable: bool,
     block_device: bool,
-    /// Issue operations straight to io_uring's async workers (IOSQE_ASYNC).
-    force_async: bool,
+    /// On FUSE: never through io_uring (see `DirectFile::is_fuse`).
+    fuse: bool,
     closed: AtomicBool,
+    /// Set once the file was first submitted to a pool (to log its engine once).
+    used: AtomicBool,
 }
 
 impl AsFd for FileShared {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
-    }
-}
-
-impl FileShared {
-    /// The open file, for the blocking backend's pread / pwrite.
-    pub(crate) fn std(&self) -> &fs::File {
-        &self.file
     }
 }
 
@@ -184,12 +167,9 @@ impl DirectFile {
             return Err(Error::invalid("file", path.display(), "it is a directory"));
         }
         let block_device = meta.file_type().is_block_device();
-        let force_async = !block_device && is_blocking_fs(file.as_fd());
-        if force_async {
-            tracing::debug!(path = %path.display(), "FUSE file: served with pread / pwrite, not io_uring");
-        }
+        let fuse = !block_device && device::is_fuse(file.as_fd());
         let (mem_align, offset_align, align_source) =
-            if direct { alignment_of(file.as_fd()) } else { (1, 1, AlignmentSource::Default) };
+            if direct { device::alignment_of(file.as_fd()) } else { (1, 1, AlignmentSource::Default) };
         Ok(DirectFile {
             shared: Arc::new(FileShared {
                 file,
@@ -201,8 +181,9 @@ impl DirectFile {
                 readable: o.read,
                 writable: o.write,
                 block_device,
-                force_async,
+                fuse,
                 closed: AtomicBool::new(false),
+                used: AtomicBool::new(false),
             }),
         })
     }
@@ -222,10 +203,10 @@ impl DirectFile {
     /// answers (a stalled server would stall a whole ring), and on Linux
     /// 6.18 a short read or write is retried at the same file offset, which
     /// duplicates data (found by ringpool's FUSE fault-injection tests).
-    /// [`IoPool`](crate::IoPool) serves such files with pread / pwrite on
-    /// side threads; [`Ring`](crate::Ring) refuses them.
-    pub fn is_forced_async(&self) -> bool {
-        self.shared.force_async
+    /// [`IoPool`](crate::IoPool) serves such files with preadv2 / pwritev2
+    /// on side threads; [`Ring`](crate::Ring) refuses them.
+    pub fn is_fuse(&self) -> bool {
+        self.shared.fuse
     }
 
     /// Whether it is a block device.
@@ -293,6 +274,11 @@ impl DirectFile {
         self.shared.closed.store(true, Ordering::Release);
     }
 
+    /// Whether this is the first time the file is submitted (true once).
+    pub(crate) fn first_use(&self) -> bool {
+        !self.shared.used.swap(true, Ordering::Relaxed)
+    }
+
     /// Whether [`DirectFile::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
@@ -309,7 +295,7 @@ impl DirectFile {
         Ok(())
     }
 
-    fn not_permitted(&self, op: &'static str, access: &'static str) -> Error {
+    pub(crate) fn not_permitted(&self, op: &'static str, access: &'static str) -> Error {
         Error::NotPermitted { op, path: self.shared.path.clone(), access }
     }
 
@@ -318,79 +304,93 @@ impl DirectFile {
     }
 
     /// Checks a read or write before it is submitted: open, access,
-    /// non-empty, and O_DIRECT alignment of offset, length and memory.
+    /// non-empty, and O_DIRECT alignment of offset, length and memory
+    /// (what [`Op::check`](crate::Op::check) does for every operation).
     ///
     /// # Errors
     /// [`Error::FileClosed`], [`Error::NotPermitted`], [`Error::ZeroLength`],
     /// [`Error::Misaligned`] naming what is misaligned and the alignment.
     pub fn check_io(&self, write: bool, offset: u64, buf: &IoBuf) -> Result<()> {
-        let op = if write { "write" } else { "read" };
+        let kind = if write { OpKind::Write } else { OpKind::Read };
+        self.check_access(kind)?;
+        self.check_transfer(kind, offset, std::slice::from_ref(buf))
+    }
+
+    /// Checks that the file is open and allows `kind`.
+    pub(crate) fn check_access(&self, kind: OpKind) -> Result<()> {
+        let op = kind.name();
         self.check_open(op)?;
-        if write && !self.shared.writable {
+        if kind.writes() && !self.shared.writable {
             return Err(self.not_permitted(op, "write"));
         }
-        if !write && !self.shared.readable {
+        if kind.reads() && !self.shared.readable {
             return Err(self.not_permitted(op, "read"));
         }
-        if buf.is_empty() {
+        Ok(())
+    }
+
+    /// Checks the offset and every buffer of a transfer: non-empty, offset
+    /// below 2^63, and the O_DIRECT alignment of the offset and of each
+    /// buffer's length and address (naming the buffer of a vectored one).
+    pub(crate) fn check_transfer(&self, kind: OpKind, offset: u64, bufs: &[IoBuf]) -> Result<()> {
+        let op = kind.name();
+        let total = bufs.iter().try_fold(0u64, |acc, b| acc.checked_add(b.len() as u64));
+        if total.is_none_or(|t| t == 0) {
             return Err(Error::ZeroLength { op, path: self.shared.path.clone() });
         }
-        if offset > i64::MAX as u64 {
-            return Err(Error::invalid("file offset", offset, "it must be below 2^63"));
+        if offset > i64::MAX as u64 || total.and_then(|t| offset.checked_add(t)).is_none_or(|end| end > i64::MAX as u64)
+        {
+            return Err(Error::invalid("file offset", offset, "the transfer must end below 2^63"));
         }
-        if self.shared.direct {
-            let mis = |what, value: u64, align: u32| Error::Misaligned {
-                op,
-                path: self.shared.path.clone(),
-                what,
-                value,
-                align,
-            };
-            let oa = self.shared.offset_align.max(1) as u64;
-            let ma = self.shared.mem_align.max(1) as u64;
-            if !offset.is_multiple_of(oa) {
-                return Err(mis(AlignmentOf::Offset, offset, oa as u32));
+        if !self.shared.direct {
+            return Ok(());
+        }
+        let oa = u64::from(self.shared.offset_align.max(1));
+        let ma = u64::from(self.shared.mem_align.max(1));
+        let vectored = kind.is_vectored();
+        let mis = |what, value: u64, align: u64, buffer: Option<usize>| Error::Misaligned {
+            op,
+            path: self.shared.path.clone(),
+            what,
+            value,
+            align: align as u32,
+            buffer,
+        };
+        if !offset.is_multiple_of(oa) {
+            return Err(mis(AlignmentOf::Offset, offset, oa, None));
+        }
+        for (i, b) in bufs.iter().enumerate() {
+            let which = vectored.then_some(i);
+            if b.is_empty() {
+                return Err(Error::ZeroLength { op, path: self.shared.path.clone() });
             }
-            if !(buf.len() as u64).is_multiple_of(oa) {
-                return Err(mis(AlignmentOf::Length, buf.len() as u64, oa as u32));
+            if !(b.len() as u64).is_multiple_of(oa) {
+                return Err(mis(AlignmentOf::Length, b.len() as u64, oa, which));
             }
-            if !(buf.as_ptr() as u64).is_multiple_of(ma) {
-                return Err(mis(AlignmentOf::Memory, buf.as_ptr() as u64, ma as u32));
+            if !(b.as_ptr() as u64).is_multiple_of(ma) {
+                return Err(mis(AlignmentOf::Memory, b.as_ptr() as u64, ma, which));
             }
         }
         Ok(())
     }
 
-    /// Turns a CQE result into the count or a typed error.
-    pub(crate) fn complete(&self, write: bool, offset: u64, requested: usize, res: i32) -> Result<usize> {
-        let op = if write { "write" } else { "read" };
-        if res >= 0 {
-            if !write && res == 0 && requested > 0 {
-                // Zero bytes: at or past the end of the file is an error of
-                // its own; anything else (a hole at EOF race) is a count.
-                if let Ok(size) = file_size(&self.shared) {
-                    if offset >= size {
-                        return Err(Error::PastEndOfFile { path: self.shared.path.clone(), offset, size });
-                    }
-                }
-            }
-            return Ok(res as usize);
-        }
-        let errno = -res;
-        Err(match errno {
-            // The fd lacks the access (pre-checked, but a dup'd fd may differ).
-            libc::EBADF => self.not_permitted(op, if write { "write" } else { "read" }),
-            _ => self.io_error(op, Some(offset), std::io::Error::from_raw_os_error(errno)),
-        })
+    /// The file's size now (for telling end of file from a short count).
+    pub(crate) fn size_now(&self) -> Option<u64> {
+        file_size(&self.shared).ok()
+    }
+
+    /// The open file, for blocking system calls.
+    pub(crate) fn std_file(&self) -> &fs::File {
+        &self.shared.file
+    }
+
+    pub(crate) fn path_buf(&self) -> PathBuf {
+        self.shared.path.clone()
     }
 
     /// Whether both handles are clones of one open (same fd).
     pub fn same_file(&self, other: &DirectFile) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
-    }
-
-    pub(crate) fn hold(&self) -> sys::uring::FdHold {
-        self.shared.clone()
     }
 }
 
@@ -406,26 +406,13 @@ impl AsFd for DirectFile {
 fn refuse_fake_direct(f: fs::File) -> std::io::Result<fs::File> {
     // Only regular files: a block device node lives on devtmpfs, whose magic
     // is tmpfs's, but I/O to it goes to the device.
-    if f.metadata()?.is_file() && is_page_cache_fs(f.as_fd()) {
+    if f.metadata()?.is_file() && device::is_page_cache_fs(f.as_fd()) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "tmpfs/ramfs accept O_DIRECT but serve it from the page cache",
         ));
     }
     Ok(f)
-}
-
-/// Whether the fd lives on FUSE, whose I/O blocks the issuing thread.
-pub(crate) fn is_blocking_fs(fd: BorrowedFd<'_>) -> bool {
-    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-    matches!(sys::os::fs_magic(fd), Ok(FUSE_SUPER_MAGIC))
-}
-
-/// Whether the fd lives on tmpfs or ramfs.
-pub(crate) fn is_page_cache_fs(fd: BorrowedFd<'_>) -> bool {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    matches!(sys::os::fs_magic(fd), Ok(TMPFS_MAGIC) | Ok(RAMFS_MAGIC))
 }
 
 /// Whether the errors of an O_DIRECT open mean "no direct I/O here".
@@ -438,39 +425,4 @@ fn file_size(f: &FileShared) -> std::io::Result<u64> {
         return sys::os::block_size_bytes(f.file.as_fd());
     }
     Ok(f.file.metadata()?.len())
-}
-
-/// O_DIRECT alignment of an open file: (memory, offset, source).
-pub(crate) fn alignment_of(fd: BorrowedFd<'_>) -> (u32, u32, AlignmentSource) {
-    if let Ok(Some((mem, off))) = sys::os::statx_dioalign(fd) {
-        return (mem, off.max(1), AlignmentSource::Statx);
-    }
-    if let Ok(dup) = fd.try_clone_to_owned() {
-        let f = fs::File::from(dup);
-        if let Ok(meta) = f.metadata() {
-            let lbs = if meta.file_type().is_block_device() {
-                sys::os::block_logical_size(fd).ok()
-            } else {
-                device_logical_block_size(meta.dev())
-            };
-            if let Some(b) = lbs.filter(|b| b.is_power_of_two()) {
-                return (b, b, AlignmentSource::BlockDevice);
-            }
-        }
-    }
-    (4096, 4096, AlignmentSource::Default)
-}
-
-/// Logical block size of the device holding a file, from sysfs.
-fn device_logical_block_size(dev: u64) -> Option<u32> {
-    let (maj, min) = (libc::major(dev), libc::minor(dev));
-    let base = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
-    for p in [base.join("queue/logical_block_size"), base.join("../queue/logical_block_size")] {
-        if let Ok(s) = fs::read_to_string(&p) {
-            if let Ok(v) = s.trim().parse() {
-                return Some(v);
-            }
-        }
-    }
-    None
 }

@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::memory::PageKind;
-use crate::probe::HugePages;
+use crate::types::{HugePages, PageKind};
 
 /// The lock file serialising changes to machine-wide state.
 pub const MACHINE_LOCK_PATH: &str = "/tmp/ringpool-machine-state.lock";

@@ -22,6 +22,11 @@
 //! n?;
 //! let (n, buf) = ring.read_at(&file, 0, buf); // READ_FIXED
 //! assert_eq!(&buf[..n?], &[7u8; 64 << 10][..]);
+//!
+//! // Vectored: four blocks of one segment in one READV_FIXED.
+//! let bufs = mem.try_alloc_vec(4, 4096)?;
+//! let (n, _bufs) = ring.readv_at(&file, 0, bufs);
+//! assert_eq!(n?, 4 * 4096);
 //! # Ok::<(), ringpool::Error>(())
 //! ```
 //!
@@ -32,6 +37,10 @@
 //! - [`BufferTable`]: the template ring holding the one registration;
 //!   [`BufferTable::ring`] makes a [`Ring`] for the calling thread.
 //! - [`DirectFile`]: O_DIRECT files with their alignment.
+//! - [`Op`]: one I/O operation (read, write, readv, writev, fsync) as one
+//!   value, run by a [`Ring`], an [`IoPool`] or blocking.
+//! - [`IoPool`]: the elastic IO thread pool; its workers run an engine
+//!   ([`EngineKind`]) chosen per file.
 //! - [`Error`]: one error type whose messages say what to do.
 #![deny(unsafe_code)]
 // Operations hand the caller's buffer back beside the error, (Error, IoBuf):
@@ -40,35 +49,48 @@
 #![warn(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod alloc;
+#[cfg(feature = "baseline")]
 pub mod baseline;
+mod buf;
+mod device;
+mod engine;
+mod errno;
 mod error;
 mod file;
+mod handle;
 pub mod hugepages;
 mod memory;
+mod op;
 mod pool;
 mod probe;
 mod ring;
 mod sync;
 mod sys;
 mod table;
+mod template;
+mod types;
 pub mod units;
 
 pub use alloc::AllocStats;
-pub use error::{AlignmentOf, Error, Result};
-pub use file::{DirectFile, DirectIo, OpenOptions};
-pub use memory::{
-    AllocFuture, IoMemory, MemoryOptions, PageKind, PagePolicy, Progress, Segment, MAX_SEGMENTS, MAX_SEGMENT_SIZE,
-};
-pub use pool::{Backend, BackendKind, IoPool, IoPoolBuilder, IoResult, OpHandle, PoolStats, SpinupParts};
+pub use buf::{Buffers, IoBuf};
+pub use engine::EngineKind;
+pub use error::{Error, Result};
+pub use file::{DirectFile, OpenOptions};
+pub use handle::{HandleOutput, IoResult, IoVecResult, OpHandle, Outcome};
+pub use memory::{AllocFuture, GrowReport, IoMemory, MemoryOptions};
+pub use op::Op;
+pub use pool::{Backend, BackendKind, IoPool, IoPoolBuilder, PoolStats, SpinupParts};
 pub use probe::{
-    has_cap_ipc_lock, kernel_release, parse_kernel_version, AlignmentSource, DirectIoSupport, DstReplace, Features,
-    HugePages, IoUringStatus, ThpMode,
+    has_cap_ipc_lock, kernel_release, parse_kernel_version, DirectIoSupport, DstReplace, Features, IoUringStatus,
 };
-pub use ring::{CloneRange, Completion, Ring, RingOptions, RingSetup, TablePath, TableSource, MAX_RING_ENTRIES};
-pub use sys::buf::IoBuf;
-pub use table::{BufferTable, GrowReport, Refresh, Sharing, TableOptions};
+pub use ring::{CloneRange, Completion, Ring, RingOptions, RingSetup, RingStats, TableSource, MAX_RING_ENTRIES};
+pub use table::{BufferTable, TableOptions};
+pub use types::{
+    AlignmentOf, AlignmentSource, DirectIo, HugePages, OpKind, PageKind, PagePolicy, Progress, Refresh, Segment,
+    Sharing, TablePath, ThpMode, MAX_IOVECS, MAX_SEGMENTS, MAX_SEGMENT_SIZE,
+};
 
-/// Process-level knobs tests and tools need (memlock limit).
+/// Process-level knobs tests and tools need (memlock limit, CPU time).
 pub mod process {
     pub use crate::sys::os::{rusage_children_us, rusage_self_us, set_memlock_limit};
 }

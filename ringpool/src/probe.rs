@@ -6,8 +6,9 @@ use std::sync::OnceLock;
 
 use io_uring::{opcode, IoUring, Probe};
 
-use crate::memory::PageKind;
+use crate::device;
 use crate::sys;
+use crate::types::{AlignmentSource, HugePages, PageKind, ThpMode};
 
 /// Whether io_uring can be set up in this process, and if not why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,97 +31,6 @@ impl IoUringStatus {
     }
 }
 
-/// The hugetlb pool of one page size, read from sysfs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HugePages {
-    /// The page size.
-    pub page: PageKind,
-    /// `nr_hugepages`: pages in the pool.
-    pub total: u64,
-    /// `free_hugepages`: pages not faulted in by anyone.
-    pub free: u64,
-    /// `resv_hugepages`: free pages promised to existing mappings.
-    pub reserved: u64,
-    /// `surplus_hugepages`: pages above the persistent pool, freed when
-    /// their last user lets go (for example io_uring unpinning a closed
-    /// ring's buffers in the background).
-    pub surplus: u64,
-    /// Whether the kernel offers this size at all.
-    pub present: bool,
-}
-
-impl HugePages {
-    /// The sysfs directory of a hugetlb page size.
-    pub fn sysfs_dir(page: PageKind) -> PathBuf {
-        let kb = page.bytes() / 1024;
-        PathBuf::from(format!("/sys/kernel/mm/hugepages/hugepages-{kb}kB"))
-    }
-
-    /// The sysfs file whose value is the pool size in pages.
-    pub fn nr_hugepages_path(page: PageKind) -> PathBuf {
-        Self::sysfs_dir(page).join("nr_hugepages")
-    }
-
-    /// Reads the current counts (fresh, not cached).
-    pub fn read(page: PageKind) -> HugePages {
-        let dir = Self::sysfs_dir(page);
-        let get = |name: &str| -> Option<u64> { std::fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok() };
-        HugePages {
-            page,
-            total: get("nr_hugepages").unwrap_or(0),
-            free: get("free_hugepages").unwrap_or(0),
-            reserved: get("resv_hugepages").unwrap_or(0),
-            surplus: get("surplus_hugepages").unwrap_or(0),
-            present: dir.is_dir(),
-        }
-    }
-
-    /// Pages a new mapping can still get: free minus those reserved by others.
-    pub fn available(&self) -> u64 {
-        self.free.saturating_sub(self.reserved)
-    }
-
-    /// The persistent pool size (`nr_hugepages` without surplus pages that
-    /// are on their way out).
-    pub fn persistent(&self) -> u64 {
-        self.total.saturating_sub(self.surplus)
-    }
-}
-
-/// Transparent huge page mode (`/sys/kernel/mm/transparent_hugepage/enabled`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThpMode {
-    /// Every anonymous mapping may get huge pages.
-    Always,
-    /// Only mappings with `MADV_HUGEPAGE`.
-    Madvise,
-    /// THP is off.
-    Never,
-    /// The kernel has no THP.
-    Unavailable,
-}
-
-impl ThpMode {
-    /// Reads the current mode.
-    pub fn read() -> ThpMode {
-        let s = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
-        if s.contains("[always]") {
-            ThpMode::Always
-        } else if s.contains("[madvise]") {
-            ThpMode::Madvise
-        } else if s.contains("[never]") {
-            ThpMode::Never
-        } else {
-            ThpMode::Unavailable
-        }
-    }
-
-    /// Whether `MADV_HUGEPAGE` memory gets huge pages.
-    pub fn is_usable(self) -> bool {
-        matches!(self, ThpMode::Always | ThpMode::Madvise)
-    }
-}
-
 /// What this kernel and machine offer to ringpool, found by trial.
 #[derive(Debug, Clone)]
 pub struct Features {
@@ -139,6 +49,9 @@ pub struct Features {
     pub dst_replace: DstReplace,
     /// `READ_FIXED` and `WRITE_FIXED` in the opcode probe.
     pub read_write_fixed: bool,
+    /// `READV_FIXED` and `WRITEV_FIXED` in the opcode probe (Linux 6.15+):
+    /// vectored I/O into one registered buffer.
+    pub readv_fixed: bool,
     /// 2 MiB hugetlb pages.
     pub hugepages_2m: HugePages,
     /// 1 GiB hugetlb pages.
@@ -167,12 +80,12 @@ impl Features {
     pub fn detect() -> Features {
         let kernel = kernel_release();
         let io_uring = io_uring_status();
-        let (mut clone_buffers, mut clone_ranges, mut read_write_fixed) = (false, false, false);
+        let (mut clone_buffers, mut clone_ranges, mut read_write_fixed, mut readv_fixed) = (false, false, false, false);
         let mut dst_replace = DstReplace::Unsupported;
         if io_uring.is_available() {
             clone_buffers = probe_clone();
             clone_ranges = clone_buffers && probe_clone_ranges(&kernel);
-            read_write_fixed = probe_opcodes();
+            (read_write_fixed, readv_fixed) = probe_opcodes();
             if clone_ranges && read_write_fixed {
                 dst_replace = probe_dst_replace();
             }
@@ -184,6 +97,7 @@ impl Features {
             clone_ranges,
             dst_replace,
             read_write_fixed,
+            readv_fixed,
             hugepages_2m: HugePages::read(PageKind::Huge2M),
             hugepages_1g: HugePages::read(PageKind::Huge1G),
             thp: ThpMode::read(),
@@ -358,24 +272,16 @@ fn probe_dst_replace() -> DstReplace {
     }
 }
 
-fn probe_opcodes() -> bool {
-    let Ok(ring) = IoUring::new(2) else { return false };
+/// (READ_FIXED and WRITE_FIXED, READV_FIXED and WRITEV_FIXED) in the
+/// kernel's opcode probe.
+fn probe_opcodes() -> (bool, bool) {
+    let Ok(ring) = IoUring::new(2) else { return (false, false) };
     let mut probe = Probe::new();
     if ring.submitter().register_probe(&mut probe).is_err() {
-        return false;
+        return (false, false);
     }
-    probe.is_supported(opcode::ReadFixed::CODE) && probe.is_supported(opcode::WriteFixed::CODE)
-}
-
-/// Where the O_DIRECT alignment of a file came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlignmentSource {
-    /// `statx(STATX_DIOALIGN)`.
-    Statx,
-    /// The block device's logical block size.
-    BlockDevice,
-    /// Neither said: 4 KiB assumed.
-    Default,
+    let has = |a: u8, b: u8| probe.is_supported(a) && probe.is_supported(b);
+    (has(opcode::ReadFixed::CODE, opcode::WriteFixed::CODE), has(opcode::ReadvFixed::CODE, opcode::WritevFixed::CODE))
 }
 
 /// Whether O_DIRECT works in a directory, and with which alignment.
@@ -423,12 +329,12 @@ fn probe_direct_io(dir: &Path) -> DirectIoSupport {
         Err(e) => Err(e),
     };
     match fd {
-        Ok(fd) if crate::file::is_page_cache_fs(fd.as_fd()) => {
+        Ok(fd) if device::is_page_cache_fs(fd.as_fd()) => {
             out.error = Some("tmpfs/ramfs: O_DIRECT is accepted at open but served from the page cache".into());
         }
         Ok(fd) => {
             out.supported = true;
-            let (mem, off, src) = crate::file::alignment_of(fd.as_fd());
+            let (mem, off, src) = device::alignment_of(fd.as_fd());
             out.mem_align = mem;
             out.offset_align = off;
             out.source = src;

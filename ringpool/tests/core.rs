@@ -164,7 +164,7 @@ fn buffers_outside_the_ring_table_are_refused() {
     let table = BufferTable::register_with(&mem, &TableOptions { segments: Some(2), ..Default::default() }).unwrap();
     let mut ring = table.ring().unwrap();
     let (r, _) = ring.write_at(&file, 0, mem.try_alloc_in(3, 4096).unwrap());
-    assert!(matches!(r, Err(Error::ForeignBuffer { .. })), "{r:?}");
+    assert!(matches!(r, Err(Error::NotInTable { segment: 3, .. })), "{r:?}");
     let (r, _) = ring.write_at(&file, 0, other.try_alloc(4096).unwrap());
     assert!(matches!(r, Err(Error::ForeignBuffer { .. })), "{r:?}");
     let (r, _) = ring.write_at(&file, 0, mem.try_alloc_in(1, 4096).unwrap());

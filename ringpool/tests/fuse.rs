@@ -251,9 +251,9 @@ fn failed_reads_and_writes_name_op_file_and_offset_and_the_rest_carry_on() {
         let (r, buf) = h.wait();
         if i == 3 {
             match &r {
-                Err(Error::Io { op: "read", path: Some(p), offset: Some(12288), source }) => {
+                Err(e @ Error::DeviceError { op: "read", path: p, offset: 12288 }) => {
                     assert_eq!(p, &m.path);
-                    assert_eq!(source.raw_os_error(), Some(libc::EIO));
+                    assert_eq!(e.raw_os_error(), Some(libc::EIO));
                 }
                 other => panic!("expected the read at 12288 to fail with EIO, got {other:?}"),
             }
@@ -274,7 +274,7 @@ fn failed_reads_and_writes_name_op_file_and_offset_and_the_rest_carry_on() {
     for (i, h) in writes {
         let (r, _) = h.wait();
         if i == 5 {
-            assert!(matches!(&r, Err(Error::Io { op: "write", offset: Some(20480), .. })), "{r:?}");
+            assert!(matches!(&r, Err(Error::DeviceError { op: "write", offset: 20480, .. })), "{r:?}");
         } else {
             assert_eq!(r.unwrap(), 4096);
             assert_eq!(expected(&m.shared, i * 4096, 4096), vec![i as u8; 4096]);
@@ -313,7 +313,8 @@ fn a_stalled_server_does_not_stall_other_work() {
     let disk = common::direct_file(dir.path(), "d");
     let pool = pool();
     let file = open(&m);
-    assert!(file.is_forced_async(), "FUSE files are served with pread / pwrite");
+    assert!(file.is_fuse(), "FUSE files are served with preadv2 / pwritev2");
+    assert_eq!(pool.engine_for(&file).0, ringpool::EngineKind::SideThreads);
     m.shared.with(|f| f.hold_reads = true);
     // Whatever happens below, the server lets go before the pool is dropped.
     struct Release(Shared);

@@ -183,7 +183,8 @@ fn the_source_closes_while_the_destination_reads() {
     let mut seen = 0;
     for c in ring.completions() {
         assert_eq!(c.result.unwrap(), 16384);
-        assert!(c.buf.unwrap()[..] == common::pattern(16384, c.tag)[..]);
+        let tag = c.tag;
+        assert!(c.bufs.into_one().unwrap()[..] == common::pattern(16384, tag)[..]);
         seen += 1;
     }
     assert_eq!(seen, 64);

@@ -430,7 +430,7 @@ fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instan
                     a.bs
                 );
             }
-            let buf = c.buf.expect("read/write completions carry their buffer");
+            let buf = c.bufs.into_one().expect("read/write completions carry their buffer");
             if let Some(ledger) = p.ledger {
                 if op.write {
                     ledger.record(op.offset, a.bs, op.seq);
@@ -546,7 +546,7 @@ fn final_verify(p: &Plan<'_>, ledger: &Ledger) -> anyhow::Result<u64> {
         for c in ring.completions() {
             let off = c.tag * SUB as u64;
             c.result.with_context(|| format!("verify read at {off}"))?;
-            let buf = c.buf.expect("reads carry their buffer");
+            let buf = c.bufs.into_one().expect("reads carry their buffer");
             let seq = check(&buf, off).map_err(|e| anyhow::anyhow!("verify failed: {e}"))?;
             let want = ledger.seq[c.tag as usize].load(Ordering::Relaxed);
             if seq != want {
@@ -913,7 +913,15 @@ pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
             points.push((format!("fio {label}"), depth, f));
         }
     }
-    crate::plot::io_chart(&a.out, &a.title, &points)?;
+    let mut series: Vec<crate::plot::Series> = Vec::new();
+    for (name, x, y) in points {
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.points.push((x, y)),
+            None => series.push(crate::plot::Series { bold: name.starts_with("ringpool"), name, points: vec![(x, y)] }),
+        }
+    }
+    series.sort_by(|a, b| a.name.cmp(&b.name));
+    crate::plot::loglog_chart(&a.out, &a.title, "iodepth", "IOPS", &series)?;
     eprintln!("chart written to {}", a.out.display());
     Ok(())
 }

@@ -241,7 +241,7 @@ pub fn run(a: &RegisterArgs) -> anyhow::Result<()> {
     }
 
     if let Some(p) = &a.plot {
-        crate::plot::register_chart(p, kind, &results).with_context(|| format!("writing {}", p.display()))?;
+        register_chart(p, kind, &results).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("chart written to {}", p.display());
     }
     if a.json {
@@ -319,4 +319,32 @@ mod tests {
         assert_eq!(segment_size_for(&[3 << 20], 4096), 1 << 20);
         assert_eq!(segment_size_for(&[4096], 4096), 4096);
     }
+}
+
+/// Register and clone time (µs) against pool size (GiB), log-log.
+fn register_chart(path: &std::path::Path, kind: PageKind, results: &[SizeResult]) -> anyhow::Result<()> {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    type Pick = fn(&SizeResult) -> Option<f64>;
+    let picks: [(&str, Pick); 5] = [
+        ("register (ringpool)", |r| Some(r.register_us)),
+        ("register (bare io-uring)", |r| Some(r.raw_register_us)),
+        ("clone median (ringpool)", |r| r.clone_us_median),
+        ("clone median (bare io-uring)", |r| r.raw_clone_us_median),
+        ("new ring + clone (spin-up)", |r| Some(r.spinup_us_median)),
+    ];
+    let series: Vec<crate::plot::Series> = picks
+        .iter()
+        .map(|(name, f)| crate::plot::Series {
+            name: name.to_string(),
+            points: results.iter().filter_map(|r| f(r).map(|y| (gib(r.bytes), y))).collect(),
+            bold: !name.contains("bare"),
+        })
+        .collect();
+    crate::plot::loglog_chart(
+        path,
+        &format!("Register vs clone, {kind} pages"),
+        "pool size (GiB)",
+        "time (µs)",
+        &series,
+    )
 }

@@ -14,7 +14,16 @@
 
 use std::collections::VecDeque;
 
-use super::Exit;
+/// Why a worker exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Idle past the timeout, or the pool shut down.
+    Idle,
+    /// `retire_worker` asked for it.
+    Requested,
+    /// Its engine could not be set up, or it panicked.
+    Failed,
+}
 
 /// A worker as the dispatcher sees it.
 pub(crate) trait Sleeper: Clone {

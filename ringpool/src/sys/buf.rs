@@ -1,181 +1,146 @@
-//! `IoBuf`: a lease of pool memory.
+//! Leases of pool memory: the unsafe core under [`crate::IoBuf`].
 //!
 //! # Safety
 //!
-//! An `IoBuf` is built only from a [`Grant`], which only the buddy allocator
-//! creates, for a block it removed from its free lists; the block returns to
-//! the allocator only in `IoBuf::drop`. So the byte range of a live `IoBuf`
-//! overlaps no other live `IoBuf`, and the `IoBuf` is the only safe handle
-//! to it. While an operation runs, the in-flight slot owns the `IoBuf`, so
-//! no Rust reference to its bytes exists while the kernel may write them.
-//! The `Arc<PoolShared>` keeps the mapping alive.
+//! A [`Lease`] is made only from a [`Grant`] and the [`LeaseOwner`] that
+//! granted it. The owner's contract (on the trait) makes the lease's byte
+//! range mapped for as long as the owner lives and covered by no other live
+//! grant, and the lease holds an `Arc` of its owner. So the lease is the
+//! only handle to its bytes and may turn them into slices: shared through
+//! `&self`, exclusive through `&mut self`. While an operation runs, the
+//! in-flight slot owns the lease, so no Rust reference to the bytes exists
+//! while the kernel may write them.
 
-use std::fmt;
-use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::alloc::Grant;
-use crate::error::{Error, Result};
-use crate::memory::PoolShared;
-
-/// A lease of pool memory: `capacity()` bytes inside one segment, aligned to
-/// the pool's alignment, with the `buf_index` of that segment. Returned to
-/// the allocator when dropped.
-///
-/// I/O operations take an `IoBuf` by value and hand it back with the result,
-/// so no code can touch bytes the kernel may still be writing.
-///
-/// `len()` is the part that I/O uses (all of it at first); shorten it with
-/// [`IoBuf::set_len`].
-pub struct IoBuf {
-    /// First byte of the lease.
-    ptr: NonNull<u8>,
-    /// The window I/O uses: `[start, start + len)` of the lease.
-    start: usize,
+/// A block of the pool handed out by the buddy allocator (alloc.rs), the
+/// only code that calls [`Grant::new`]; it never grants overlapping blocks.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    offset: u64,
+    order: u32,
     len: usize,
-    buf_index: u16,
-    grant: Option<Grant>,
-    pool: Arc<PoolShared>,
 }
 
-// SAFETY: an IoBuf exclusively owns its bytes (see the module doc), like a
-// Box<[u8]>; the pool it points to is Send + Sync.
-unsafe impl Send for IoBuf {}
-// SAFETY: &IoBuf gives only shared access to the bytes.
-unsafe impl Sync for IoBuf {}
-
-impl IoBuf {
-    pub(crate) fn from_grant(pool: Arc<PoolShared>, grant: Grant, buf_index: u16) -> IoBuf {
-        let ptr = pool.addr_of(grant.offset()) as *mut u8;
-        // SAFETY: the address is inside a live mapping of the pool (the
-        // grant's segment), which is never at address 0.
-        let ptr = unsafe { NonNull::new_unchecked(ptr) };
-        IoBuf { ptr, start: 0, len: grant.len(), buf_index, grant: Some(grant), pool }
+impl Grant {
+    /// A grant of `len` bytes at pool offset `offset`, from a buddy block of
+    /// order `order`. Called by the allocator only.
+    pub(crate) fn new(offset: u64, order: u32, len: usize) -> Grant {
+        Grant { offset, order, len }
     }
 
-    /// Bytes leased (the request rounded up to the alignment).
-    pub fn capacity(&self) -> usize {
-        self.grant.as_ref().map_or(0, |g| g.len())
+    /// Offset of the block in the pool.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
     }
 
-    /// Bytes that I/O on this buffer transfers.
-    pub fn len(&self) -> usize {
+    /// Buddy order of the block.
+    pub(crate) fn order(&self) -> u32 {
+        self.order
+    }
+
+    /// Usable bytes (the request rounded up to the alignment).
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
+}
 
-    /// Whether `len()` is zero.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+/// Where leases come from (the pool).
+///
+/// # Contract
+///
+/// The unsafe code of this module relies on it: for every grant that
+/// [`LeaseOwner::addr`] is asked about, the returned address starts
+/// `grant.len()` bytes that stay mapped read-write for as long as the owner
+/// lives, and no other live grant of the owner covers any of them.
+/// [`LeaseOwner::is_mapped_here`] is `false` where they are not mapped in the
+/// calling process (a forked child of the process that mapped them).
+pub(crate) trait LeaseOwner: Send + Sync + 'static {
+    /// Address of the granted block.
+    fn addr(&self, grant: &Grant) -> NonNull<u8>;
+    /// Takes the block back.
+    fn release(&self, grant: Grant);
+    /// Whether the memory is mapped in the calling process.
+    fn is_mapped_here(&self) -> bool;
+}
+
+/// An exclusively owned block of pool memory; returned to its owner on drop.
+pub(crate) struct Lease {
+    ptr: NonNull<u8>,
+    grant: Option<Grant>,
+    owner: Arc<dyn LeaseOwner>,
+}
+
+// SAFETY: a Lease exclusively owns its bytes (module doc), like a Box<[u8]>;
+// its owner is Send + Sync.
+unsafe impl Send for Lease {}
+// SAFETY: &Lease gives only shared access to the bytes.
+unsafe impl Sync for Lease {}
+
+impl Lease {
+    /// The lease of `grant`, which `owner` granted.
+    pub(crate) fn new(owner: Arc<dyn LeaseOwner>, grant: Grant) -> Lease {
+        let ptr = owner.addr(&grant);
+        Lease { ptr, grant: Some(grant), owner }
     }
 
-    /// Sets how many bytes I/O transfers, from the window's start.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] past the end of the lease.
-    pub fn set_len(&mut self, len: usize) -> Result<()> {
-        self.set_window(self.start, len)
+    /// Bytes leased.
+    pub(crate) fn capacity(&self) -> usize {
+        self.grant.as_ref().map_or(0, Grant::len)
     }
 
-    /// Sets the window I/O uses to `[start, start + len)` of the lease (for
-    /// example to skip a header). The memory alignment of an O_DIRECT
-    /// request is that of `as_ptr()`, the window's first byte.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] past the end of the lease.
-    pub fn set_window(&mut self, start: usize, len: usize) -> Result<()> {
-        if start.checked_add(len).is_none_or(|end| end > self.capacity()) {
-            return Err(Error::invalid(
-                "buffer window",
-                format!("{start}+{len}"),
-                format!("the lease holds {} bytes", self.capacity()),
-            ));
+    /// Offset of the first byte in the pool.
+    pub(crate) fn offset(&self) -> u64 {
+        self.grant.as_ref().map_or(0, Grant::offset)
+    }
+
+    /// Address of byte `at` of the lease (for SQEs and iovecs).
+    pub(crate) fn ptr_at(&self, at: usize) -> *mut u8 {
+        self.ptr.as_ptr().wrapping_add(at)
+    }
+
+    /// The owner, to compare pools.
+    pub(crate) fn owner(&self) -> &Arc<dyn LeaseOwner> {
+        &self.owner
+    }
+
+    /// Whether the bytes may be touched from this process.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.owner.is_mapped_here()
+    }
+
+    /// `[start, start + len)` of the lease, clamped to it; empty where the
+    /// memory is not mapped in this process.
+    pub(crate) fn bytes(&self, start: usize, len: usize) -> &[u8] {
+        let (start, len) = self.clamp(start, len);
+        // SAFETY: the clamped range lies inside the lease, which is mapped here
+        // (clamp gives 0 bytes otherwise) and owned by self alone (module doc);
+        // &self prevents mutation through this lease.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start), len) }
+    }
+
+    /// As [`Lease::bytes`], mutable.
+    pub(crate) fn bytes_mut(&mut self, start: usize, len: usize) -> &mut [u8] {
+        let (start, len) = self.clamp(start, len);
+        // SAFETY: as in bytes, and &mut self makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), len) }
+    }
+
+    fn clamp(&self, start: usize, len: usize) -> (usize, usize) {
+        if !self.is_usable() {
+            return (0, 0);
         }
-        self.start = start;
-        self.len = len;
-        Ok(())
-    }
-
-    /// Makes the window the whole lease again.
-    pub fn reset_window(&mut self) {
-        self.start = 0;
-        self.len = self.capacity();
-    }
-
-    /// Start of the window within the lease.
-    pub fn window_start(&self) -> usize {
-        self.start
-    }
-
-    /// The registered table entry this buffer lies in.
-    pub fn buf_index(&self) -> u16 {
-        self.buf_index
-    }
-
-    /// Offset of the lease's first byte in the pool.
-    pub fn pool_offset(&self) -> u64 {
-        self.grant.as_ref().map_or(0, |g| g.offset())
-    }
-
-    /// Address of the window's first byte.
-    pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr().wrapping_add(self.start)
-    }
-
-    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr().wrapping_add(self.start)
-    }
-
-    pub(crate) fn pool(&self) -> &Arc<PoolShared> {
-        &self.pool
+        let cap = self.capacity();
+        let start = start.min(cap);
+        (start, len.min(cap - start))
     }
 }
 
-impl Deref for IoBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: start + len <= capacity (set_window), so the range is inside
-        // the lease, which this IoBuf owns exclusively (module doc); &self
-        // prevents mutation.
-        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len) }
-    }
-}
-
-impl DerefMut for IoBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in deref, and &mut self makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.as_mut_ptr(), self.len) }
-    }
-}
-
-impl AsRef<[u8]> for IoBuf {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl AsMut<[u8]> for IoBuf {
-    fn as_mut(&mut self) -> &mut [u8] {
-        self
-    }
-}
-
-impl fmt::Debug for IoBuf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IoBuf")
-            .field("buf_index", &self.buf_index)
-            .field("pool_offset", &self.pool_offset())
-            .field("window_start", &self.start)
-            .field("len", &self.len)
-            .field("capacity", &self.capacity())
-            .finish()
-    }
-}
-
-impl Drop for IoBuf {
+impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(g) = self.grant.take() {
-            self.pool.release(g);
+            self.owner.release(g);
         }
     }
 }

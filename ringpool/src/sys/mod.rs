@@ -10,12 +10,16 @@
 //! - [`mmap`]: a [`mmap::Mapping`] owns its address range from `mmap` until its
 //!   `Drop` calls `munmap`; everything that hands the range to the kernel holds
 //!   an `Arc<Mapping>` for as long as the kernel may use it.
-//! - [`buf`]: an [`crate::IoBuf`] is the only handle to its byte range; the
-//!   allocator never grants overlapping blocks.
+//! - [`buf`]: a lease (under an [`crate::IoBuf`]) is the only handle to its
+//!   byte range: its owner (the pool) promises the range is mapped and that
+//!   the allocator never grants overlapping blocks.
 //! - [`uring`]: every SQE pushed references memory owned by the in-flight slot
 //!   that stays in the ring until its CQE is reaped, and a ring is drained
 //!   before its in-flight slots are dropped.
-//! - [`os`]: thin wrappers over libc calls with out-parameters.
+//! - [`os`]: thin wrappers over libc calls with out-parameters or slices.
+//!
+//! Nothing here imports the crate's upper layers: the modules above build
+//! on these, never the reverse.
 #![allow(unsafe_code)]
 
 pub(crate) mod buf;

@@ -6,10 +6,54 @@
 //! zero-initialised value, or a file descriptor borrowed for the call.
 
 use std::ffi::CString;
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+/// Runs `f` again while it fails with EINTR (a signal arrived first).
+pub(crate) fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// `preadv2(2)` into `bufs` at `offset` with `flags` (`RWF_*`), retried on
+/// EINTR; the bytes read.
+pub(crate) fn preadv2(fd: BorrowedFd<'_>, bufs: &mut [IoSliceMut<'_>], offset: u64, flags: i32) -> io::Result<usize> {
+    let off = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let cnt = libc::c_int::try_from(bufs.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    retry_eintr(|| {
+        // SAFETY: IoSliceMut is ABI-compatible with iovec (std's guarantee on
+        // Unix), and every slice is valid, writable memory for the call.
+        let n = unsafe { libc::preadv2(fd.as_raw_fd(), bufs.as_mut_ptr().cast(), cnt, off, flags) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    })
+}
+
+/// `pwritev2(2)` of `bufs` at `offset` with `flags`, retried on EINTR; the
+/// bytes written.
+pub(crate) fn pwritev2(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], offset: u64, flags: i32) -> io::Result<usize> {
+    let off = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let cnt = libc::c_int::try_from(bufs.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    retry_eintr(|| {
+        // SAFETY: IoSlice is ABI-compatible with iovec, and every slice is
+        // valid memory for the call.
+        let n = unsafe { libc::pwritev2(fd.as_raw_fd(), bufs.as_ptr().cast(), cnt, off, flags) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    })
+}
 
 /// `RLIMIT_MEMLOCK` soft limit in bytes; `None` means unlimited.
 pub(crate) fn memlock_limit() -> io::Result<Option<u64>> {

@@ -1,13 +1,14 @@
-//! The ring core: registration and SQEs whose memory is owned until the CQE.
+//! The ring core: registration, and SQEs whose memory is owned until the CQE.
 //!
 //! # Safety
 //!
 //! [`RawRing`] pushes an SQE only for memory it owns from that moment until
-//! the CQE is reaped: the `IoBuf`, the file (an `Arc` that keeps the fd open)
-//! and any internal word live in the in-flight slot named by the SQE's
-//! `user_data`. A `RawRing` is drained (every in-flight op cancelled and its
-//! CQE reaped) before its slots are dropped; if draining fails the slots are
-//! leaked rather than freed under the kernel.
+//! the CQE is reaped: the payload (an [`Sqe`]: the operation with its
+//! buffers and its file), the iovec array its entry points to, and any
+//! internal word live in the in-flight slot named by the SQE's `user_data`.
+//! A `RawRing` is drained (every in-flight op cancelled and its CQE reaped)
+//! before its slots are dropped; if draining fails the slots are leaked
+//! rather than freed under the kernel.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -18,8 +19,8 @@ use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{opcode, squeue, IoUring};
 use slab::Slab;
 
-use crate::sys::buf::IoBuf;
 use crate::sys::mmap::Mapping;
+use crate::sys::os::retry_eintr;
 
 /// One buffer-table entry to register: a range of a live mapping. Holding
 /// the `Arc` keeps the range valid for as long as the `Iov` exists; whoever
@@ -74,6 +75,7 @@ pub(crate) fn update_iovs(ring: &IoUring, first: u32, iovs: &[Iov]) -> io::Resul
 /// The bare io-uring crate's registration of the same ranges, for the
 /// benchmark floor: builds the iovecs first, then times only `new` +
 /// `register_buffers`.
+#[cfg(feature = "baseline")]
 pub(crate) fn raw_register_timed(iovs: &[Iov]) -> io::Result<(IoUring, Duration)> {
     let v = iovecs(iovs);
     let t = std::time::Instant::now();
@@ -110,28 +112,35 @@ pub(crate) fn read_fixed_sync(ring: &mut IoUring, fd: BorrowedFd<'_>, iov: &Iov,
     }
 }
 
-/// Read or write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dir {
-    Read,
-    Write,
-}
-
 /// A file kept open while an op on it is in flight.
 pub(crate) type FdHold = Arc<dyn AsFd + Send + Sync>;
 
+/// A payload that knows its own SQE (the crate's `Op`, with what the ring
+/// decided about it).
+///
+/// # Contract
+///
+/// The unsafe push of [`RawRing::push`] relies on it: the entry built by
+/// [`Sqe::sqe`] may point only to memory owned by `self` (its buffers; its
+/// file, kept open by it) and to the `iovecs` array it is handed, which the
+/// ring keeps beside the payload in the slot until the CQE is reaped.
+pub(crate) trait Sqe {
+    /// Builds the entry; `iovecs` starts empty and may be filled.
+    fn sqe(&mut self, iovecs: &mut Vec<libc::iovec>) -> squeue::Entry;
+}
+
 struct Slot<T> {
-    tag: T,
-    buf: Option<IoBuf>,
-    _fd: Option<FdHold>,
-    _word: Option<Box<u64>>,
+    payload: T,
+    /// The iovec array a vectored entry points to.
+    iovecs: Vec<libc::iovec>,
+    /// The eventfd of a wake-up read, and the word it reads into.
+    wake: Option<(FdHold, Box<u64>)>,
 }
 
 /// What a reaped CQE gives back.
 pub(crate) struct Reaped<T> {
-    pub tag: T,
+    pub payload: T,
     pub res: i32,
-    pub buf: Option<IoBuf>,
 }
 
 const CANCEL_TAG: u64 = u64::MAX;
@@ -148,7 +157,7 @@ pub(crate) struct RawRing<T> {
     flushed: bool,
 }
 
-impl<T> RawRing<T> {
+impl<T: Sqe> RawRing<T> {
     pub(crate) fn new(ring: IoUring, defer: bool) -> Self {
         RawRing { ring, slots: Slab::new(), defer, flushed: false }
     }
@@ -166,81 +175,51 @@ impl<T> RawRing<T> {
         self.ring.submission().len()
     }
 
-    fn push(&mut self, entry: squeue::Entry, slot: Slot<T>) -> Result<(), Slot<T>> {
-        // Never more in flight than the CQ holds: an overflowing CQ relies on
-        // the kernel's backlog allocation, and a lost CQE would strand its slot.
-        if self.slots.len() >= self.ring.params().cq_entries() as usize {
-            return Err(slot);
-        }
+    /// How many more operations fit now: never more in flight than the CQ
+    /// holds (an overflowing CQ relies on the kernel's backlog allocation,
+    /// and a lost CQE would strand its slot), and the SQ after handing what
+    /// is queued to the kernel.
+    pub(crate) fn room(&mut self) -> usize {
+        let cq_room = (self.ring.params().cq_entries() as usize).saturating_sub(self.slots.len());
         if self.ring.submission().is_full() {
             // Make room by handing what is queued to the kernel.
             let _ = self.ring.submit();
-            if self.ring.submission().is_full() {
-                return Err(slot);
-            }
+        }
+        let sq = self.ring.submission();
+        cq_room.min(sq.capacity() - sq.len())
+    }
+
+    fn insert(&mut self, slot: Slot<T>, build: impl FnOnce(&mut Slot<T>) -> squeue::Entry) -> Result<(), T> {
+        if self.room() == 0 {
+            return Err(slot.payload);
         }
         let key = self.slots.insert(slot);
-        let entry = entry.user_data(key as u64);
-        // SAFETY: the memory the entry points to (buffer, fd, word) is owned by
-        // slot `key` until its CQE is reaped (module doc).
+        let entry = build(&mut self.slots[key]).user_data(key as u64);
+        // SAFETY: the memory the entry points to (the payload's buffers and
+        // file, the slot's iovecs, the wake-up word) is owned by slot `key`
+        // until its CQE is reaped (module doc, and the Sqe contract).
         let pushed = unsafe { self.ring.submission().push(&entry) };
         match pushed {
             Ok(()) => Ok(()),
-            Err(_) => Err(self.slots.remove(key)),
+            Err(_) => Err(self.slots.remove(key).payload),
         }
     }
 
-    /// Queues a read or write of `buf.len()` bytes at `offset`. With
-    /// `fixed`, uses READ_FIXED / WRITE_FIXED with `buf.buf_index()`; the
-    /// caller checked that the index is in this ring's table. Gives the buffer
-    /// back if the submission queue is full.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn push_rw(
-        &mut self,
-        dir: Dir,
-        fd: FdHold,
-        file_slot: Option<u32>,
-        offset: u64,
-        mut buf: IoBuf,
-        fixed: bool,
-        force_async: bool,
-        tag: T,
-    ) -> Result<(), (T, IoBuf)> {
-        let (ptr, len, index) = (buf.as_mut_ptr(), buf.len() as u32, buf.buf_index());
-        macro_rules! build {
-            ($target:expr) => {
-                match (dir, fixed) {
-                    (Dir::Read, true) => opcode::ReadFixed::new($target, ptr, len, index).offset(offset).build(),
-                    (Dir::Write, true) => opcode::WriteFixed::new($target, ptr, len, index).offset(offset).build(),
-                    (Dir::Read, false) => opcode::Read::new($target, ptr, len).offset(offset).build(),
-                    (Dir::Write, false) => opcode::Write::new($target, ptr, len).offset(offset).build(),
-                }
-            };
-        }
-        // A registered file slot (IOSQE_FIXED_FILE) or the raw fd.
-        let entry = match file_slot {
-            Some(slot) => build!(io_uring::types::Fixed(slot)),
-            None => build!(Fd(fd.as_fd().as_raw_fd())),
-        };
-        let entry = if force_async { entry.flags(squeue::Flags::ASYNC) } else { entry };
-        self.push(entry, Slot { tag, buf: Some(buf), _fd: Some(fd), _word: None })
-            .map_err(|s| (s.tag, s.buf.expect("slot holds the buffer it was given")))
+    /// Queues the payload's SQE. Gives the payload back when the ring is
+    /// full (see [`RawRing::room`]).
+    pub(crate) fn push(&mut self, payload: T) -> Result<(), T> {
+        let slot = Slot { payload, iovecs: Vec::new(), wake: None };
+        self.insert(slot, |s| s.payload.sqe(&mut s.iovecs))
     }
 
-    /// Queues an fsync (or fdatasync).
-    pub(crate) fn push_fsync(&mut self, fd: FdHold, datasync: bool, tag: T) -> Result<(), T> {
-        let mut op = opcode::Fsync::new(Fd(fd.as_fd().as_raw_fd()));
-        if datasync {
-            op = op.flags(io_uring::types::FsyncFlags::DATASYNC);
-        }
-        self.push(op.build(), Slot { tag, buf: None, _fd: Some(fd), _word: None }).map_err(|s| s.tag)
-    }
-
-    /// Queues a read of one eventfd counter into an internal word.
-    pub(crate) fn push_eventfd_read(&mut self, fd: FdHold, tag: T) -> Result<(), T> {
-        let mut word = Box::new(0u64);
-        let entry = opcode::Read::new(Fd(fd.as_fd().as_raw_fd()), (&mut *word as *mut u64).cast(), 8).build();
-        self.push(entry, Slot { tag, buf: None, _fd: Some(fd), _word: Some(word) }).map_err(|s| s.tag)
+    /// Queues a read of one eventfd counter into an internal word; the
+    /// payload comes back with its CQE.
+    pub(crate) fn push_eventfd_read(&mut self, fd: FdHold, payload: T) -> Result<(), T> {
+        let slot = Slot { payload, iovecs: Vec::new(), wake: Some((fd, Box::new(0u64))) };
+        self.insert(slot, |s| {
+            let (fd, word) = s.wake.as_mut().expect("a wake-up slot holds its eventfd");
+            opcode::Read::new(Fd(fd.as_fd().as_raw_fd()), (&mut **word as *mut u64).cast(), 8).build()
+        })
     }
 
     /// Hands queued SQEs to the kernel.
@@ -252,7 +231,7 @@ impl<T> RawRing<T> {
     }
 
     /// Submits and waits for at least `want` completions (one syscall that
-    /// also runs deferred completions).
+    /// also runs deferred completions). An interrupted wait returns 0.
     pub(crate) fn submit_and_wait(&mut self, want: usize) -> io::Result<usize> {
         let r = match self.ring.submit_and_wait(want) {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(0),
@@ -300,7 +279,7 @@ impl<T> RawRing<T> {
             }
             let Some(slot) = slots.try_remove(key as usize) else { continue };
             n += 1;
-            f(Reaped { tag: slot.tag, res: cqe.result(), buf: slot.buf });
+            f(Reaped { payload: slot.payload, res: cqe.result() });
         }
         n
     }
@@ -317,17 +296,9 @@ impl<T> RawRing<T> {
     }
 }
 
-fn retry_eintr(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
-    loop {
-        match f() {
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            r => return r,
-        }
-    }
-}
-
 impl<T> RawRing<T> {
-    /// Cancels everything in flight and waits for every CQE.
+    /// Cancels everything in flight and waits for every CQE; the payloads
+    /// are dropped.
     pub(crate) fn drain(&mut self) {
         if self.slots.is_empty() {
             return;
@@ -349,7 +320,12 @@ impl<T> RawRing<T> {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(_) => stuck += 1,
             }
-            self.reap(drop);
+            let slots = &mut self.slots;
+            for cqe in self.ring.completion() {
+                if cqe.user_data() != CANCEL_TAG {
+                    slots.try_remove(cqe.user_data() as usize);
+                }
+            }
             if stuck > 100 {
                 // The ring is broken: leak the slots rather than free memory
                 // the kernel might still use.

@@ -1,0 +1,231 @@
+//! The io_uring engine: each worker owns a [`Ring`] made on its own thread
+//! with the pool's table (by clone, in microseconds), keeps up to a ring's
+//! depth of operations in flight, and sleeps in `io_uring_enter` with a
+//! read of its eventfd always in flight, so that a submitter's signal wakes
+//! it whether it was idle or waiting for completions.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::{Counters, Engine, EngineFactory, EngineKind, Setup, Wake};
+use crate::error::{Error, Result};
+use crate::handle::OpState;
+use crate::op::Op;
+use crate::ring::{Completion, Ring, RingOptions};
+use crate::table::BufferTable;
+
+const WAKE_TAG: u64 = u64::MAX;
+
+/// The table generation each ring worker has, and since when: for
+/// [`IoPool::wait_rings_at`](crate::IoPool::wait_rings_at).
+#[derive(Default)]
+pub(crate) struct Generations {
+    at: Mutex<HashMap<usize, (u64, Instant)>>,
+    changed: Condvar,
+}
+
+impl Generations {
+    /// Worker `id`'s ring now has generation `gen` (`None`: it left).
+    fn set(&self, id: usize, gen: Option<u64>) {
+        let mut g = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        match gen {
+            Some(gen) => {
+                g.insert(id, (gen, Instant::now()));
+            }
+            None => {
+                g.remove(&id);
+            }
+        }
+        drop(g);
+        self.changed.notify_all();
+    }
+
+    /// Waits until every ring has generation `gen` or later; the moment the
+    /// last one got there.
+    pub(crate) fn wait_all_at(&self, gen: u64, timeout: Duration) -> Result<Instant> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if g.values().all(|&(have, _)| have >= gen) {
+                return Ok(g.values().map(|&(_, at)| at).max().unwrap_or_else(Instant::now));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout { what: format!("every ring at table generation {gen}"), waited: timeout });
+            }
+            g = self.changed.wait_timeout(g, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
+/// Builds ring workers over a table.
+pub(crate) struct UringFactory {
+    pub table: Arc<BufferTable>,
+    pub depth: u32,
+    pub gens: Arc<Generations>,
+}
+
+impl EngineFactory for UringFactory {
+    fn kind(&self) -> EngineKind {
+        EngineKind::IoUring
+    }
+
+    fn build(&self, id: usize, counters: Arc<Counters>) -> Result<(Box<dyn Engine>, Wake, Setup)> {
+        // One extra entry for the eventfd read that is always in flight.
+        let opts = RingOptions { entries: self.depth + 1, ..RingOptions::default() };
+        let mut ring = self.table.ring_with(&opts)?;
+        let efd = Arc::new(crate::sys::os::eventfd().map_err(|e| Error::os("eventfd", e))?);
+        ring.push_wake(efd.clone(), WAKE_TAG)?;
+        ring.submit()?;
+        let setup = Setup { ring: ring.setup().ring_time, table: ring.setup().table_time };
+        tracing::debug!(worker = id, path = %ring.setup().path, "ring worker ready");
+        self.gens.set(id, Some(ring.table_generation()));
+        let engine = UringEngine {
+            ring,
+            efd: efd.clone(),
+            armed: true,
+            pending: Slab::with_capacity(self.depth as usize),
+            table: self.table.clone(),
+            gens: self.gens.clone(),
+            id,
+            depth: self.depth as usize,
+            counters,
+        };
+        Ok((Box::new(engine), Wake::EventFd(efd), setup))
+    }
+}
+
+struct UringEngine {
+    ring: Ring,
+    efd: Arc<OwnedFd>,
+    /// Whether the wake-up read is in flight.
+    armed: bool,
+    /// The handles of the operations in flight, by tag.
+    pending: Slab<Arc<OpState>>,
+    table: Arc<BufferTable>,
+    gens: Arc<Generations>,
+    id: usize,
+    depth: usize,
+    counters: Arc<Counters>,
+}
+
+impl UringEngine {
+    fn rearm(&mut self) {
+        if !self.armed {
+            match self.ring.push_wake(self.efd.clone(), WAKE_TAG) {
+                Ok(()) => self.armed = true,
+                // Retried on the next pass; meanwhile the worker does not sleep.
+                Err(e) => tracing::warn!(worker = self.id, "cannot re-arm the wake-up read: {e}"),
+            }
+        }
+    }
+}
+
+impl Engine for UringEngine {
+    fn room(&mut self) -> usize {
+        self.depth.saturating_sub(self.pending.len())
+    }
+
+    fn start(&mut self, op: Op, done: Arc<OpState>) {
+        let entry = self.pending.vacant_entry();
+        let tag = entry.key() as u64;
+        match self.ring.push(op, tag) {
+            Ok(()) => {
+                entry.insert(done);
+            }
+            Err((e, op)) => self.counters.finish(&done, (Err(e), op.into_buffers())),
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.ring.submit() {
+            tracing::warn!(worker = self.id, "submit: {e}");
+        }
+    }
+
+    fn reap(&mut self) -> usize {
+        // One at a time: should a user's waker panic in `complete`, the
+        // completions after it stay queued for the recovery.
+        self.ring.reap_now();
+        let mut n = 0;
+        while let Some(c) = self.ring.pop_completion() {
+            n += 1;
+            complete(&mut self.pending, &self.counters, &mut self.armed, c);
+        }
+        self.rearm();
+        n
+    }
+
+    fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn sleep(&mut self, timeout: Option<Duration>) {
+        self.rearm();
+        if !self.armed {
+            // Without the wake-up read a sleep could miss a signal.
+            std::thread::yield_now();
+            return;
+        }
+        if let Err(e) = self.ring.wait_timeout(timeout) {
+            tracing::warn!(worker = self.id, "wait: {e}");
+        }
+    }
+
+    fn upkeep(&mut self) {
+        // Pick up table growth (one atomic load when there is none).
+        if self.table.generation() != self.ring.table_generation() {
+            match self.ring.refresh_table() {
+                Ok(_) => self.gens.set(self.id, Some(self.ring.table_generation())),
+                Err(e) => tracing::warn!(worker = self.id, "cannot pick up the grown table: {e}"),
+            }
+        }
+    }
+
+    fn recover(&mut self) {
+        tracing::error!(
+            worker = self.id,
+            in_flight = self.pending.len(),
+            "completing the operations of a worker that panicked"
+        );
+        self.reap();
+        // Operations still in the kernel (the wake-up read aside).
+        while self.ring.in_flight() > usize::from(self.armed) {
+            if self.ring.wait(1).is_err() {
+                break;
+            }
+            self.reap();
+        }
+        if !self.pending.is_empty() {
+            tracing::error!(
+                worker = self.id,
+                left = self.pending.len(),
+                "operations without a completion after a panic"
+            );
+        }
+    }
+}
+
+/// Completes the handle of one reaped operation (or notes the wake-up).
+fn complete(pending: &mut Slab<Arc<OpState>>, counters: &Counters, armed: &mut bool, c: Completion) {
+    if c.tag == WAKE_TAG {
+        *armed = false;
+        return;
+    }
+    match pending.try_remove(c.tag as usize) {
+        Some(done) => counters.finish(&done, (c.result, c.bufs)),
+        None => tracing::error!(tag = c.tag, "completion for an unknown operation"),
+    }
+}
+
+impl Drop for UringEngine {
+    fn drop(&mut self) {
+        self.gens.set(self.id, None);
+        // Dropping the ring cancels the wake-up read and unregisters the
+        // table, so that unpinning happens here, now.
+    }
+}

@@ -1,0 +1,216 @@
+//! Completion handles: the state an operation shares with whoever runs it,
+//! a blocking `wait()` and a runtime-agnostic `Future`.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::buf::{Buffers, IoBuf};
+use crate::error::{Error, Result};
+use crate::op::Op;
+
+/// What an operation completes with: the count or the error, and its
+/// buffers.
+pub type Outcome = (Result<usize>, Buffers);
+
+/// What a read or write completes with: the count or the error, and the
+/// buffer, handed back.
+pub type IoResult = (Result<usize>, IoBuf);
+
+/// What a vectored read or write completes with: the count or the error,
+/// and every buffer, in file order.
+pub type IoVecResult = (Result<usize>, Vec<IoBuf>);
+
+mod private {
+    pub trait Sealed {}
+}
+
+/// What an [`OpHandle`] resolves to: [`Outcome`], [`IoResult`],
+/// [`IoVecResult`], or `Result<()>` for a sync. Sealed.
+pub trait HandleOutput: private::Sealed + Sized {
+    /// Converts the operation's outcome.
+    #[doc(hidden)]
+    fn from_outcome(o: Outcome) -> Self;
+}
+
+impl private::Sealed for Outcome {}
+impl HandleOutput for Outcome {
+    fn from_outcome(o: Outcome) -> Self {
+        o
+    }
+}
+
+impl private::Sealed for IoResult {}
+impl HandleOutput for IoResult {
+    fn from_outcome((r, b): Outcome) -> Self {
+        (r, b.into_one().expect("a read or write gives its buffer back"))
+    }
+}
+
+impl private::Sealed for IoVecResult {}
+impl HandleOutput for IoVecResult {
+    fn from_outcome((r, b): Outcome) -> Self {
+        (r, b.into_vec())
+    }
+}
+
+impl private::Sealed for Result<()> {}
+impl HandleOutput for Result<()> {
+    fn from_outcome((r, _): Outcome) -> Self {
+        r.map(drop)
+    }
+}
+
+struct Slot {
+    /// The operation, while nobody has started it.
+    op: Option<Op>,
+    value: Option<Outcome>,
+    taken: bool,
+    waker: Option<Waker>,
+}
+
+/// The state a handle shares with the queue and the worker that runs the
+/// operation: the operation until someone takes it, then its outcome.
+pub(crate) struct OpState {
+    slot: Mutex<Slot>,
+    done: Condvar,
+}
+
+impl OpState {
+    /// State holding `op`, not yet started.
+    pub(crate) fn new(op: Op) -> Arc<Self> {
+        Arc::new(OpState {
+            slot: Mutex::new(Slot { op: Some(op), value: None, taken: false, waker: None }),
+            done: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the operation to run it; `None` if someone else took it.
+    pub(crate) fn take_op(&self) -> Option<Op> {
+        self.lock().op.take()
+    }
+
+    /// Stores the outcome and wakes the waiter. If the handle is gone, the
+    /// outcome (and the buffers in it) is dropped when the last Arc goes.
+    pub(crate) fn complete(&self, v: Outcome) {
+        let waker = {
+            let mut s = self.lock();
+            s.value = Some(v);
+            s.waker.take()
+        };
+        self.done.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Completes with `e` and the buffers of the operation, if nobody has
+    /// started it yet. Returns whether it did.
+    pub(crate) fn fail_unstarted(&self, e: impl FnOnce() -> Error) -> bool {
+        let op = self.lock().op.take();
+        match op {
+            Some(op) => {
+                self.complete((Err(e()), op.into_buffers()));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A handle on one operation submitted to an [`IoPool`](crate::IoPool).
+///
+/// [`OpHandle::wait`] blocks; `.await` works in any async runtime (the
+/// worker wakes the task's waker). Dropping the handle early is safe: the
+/// worker keeps the buffers until the kernel is done with them, then returns
+/// them to the allocator.
+pub struct OpHandle<T> {
+    state: Arc<OpState>,
+    _out: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for OpHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.state.lock();
+        f.debug_struct("OpHandle").field("done", &(s.value.is_some() || s.taken)).finish()
+    }
+}
+
+impl<T: HandleOutput> OpHandle<T> {
+    pub(crate) fn new(state: Arc<OpState>) -> Self {
+        OpHandle { state, _out: PhantomData }
+    }
+
+    /// A handle that is already complete (an op refused before submission).
+    pub(crate) fn ready(v: Outcome) -> Self {
+        let state = Arc::new(OpState {
+            slot: Mutex::new(Slot { op: None, value: Some(v), taken: false, waker: None }),
+            done: Condvar::new(),
+        });
+        OpHandle::new(state)
+    }
+
+    /// Whether the result is in.
+    pub fn is_done(&self) -> bool {
+        let s = self.state.lock();
+        s.value.is_some() || s.taken
+    }
+
+    /// Blocks until the operation completes.
+    pub fn wait(self) -> T {
+        let mut s = self.state.lock();
+        loop {
+            if let Some(v) = s.value.take() {
+                s.taken = true;
+                return T::from_outcome(v);
+            }
+            s = self.state.done.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Blocks up to `timeout`; gives the handle back if it is not done.
+    ///
+    /// # Errors
+    /// The handle itself, when the time ran out.
+    pub fn wait_timeout(self, timeout: Duration) -> std::result::Result<T, Self> {
+        let deadline = Instant::now() + timeout;
+        {
+            let mut s = self.state.lock();
+            loop {
+                if let Some(v) = s.value.take() {
+                    s.taken = true;
+                    return Ok(T::from_outcome(v));
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                s = self.state.done.wait_timeout(s, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            }
+        }
+        Err(self)
+    }
+}
+
+impl<T: HandleOutput> Future for OpHandle<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut s = self.state.lock();
+        if let Some(v) = s.value.take() {
+            s.taken = true;
+            return Poll::Ready(T::from_outcome(v));
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,145 @@
+//! Growing the pool: the one growth path, shared by `IoMemory::grow`,
+//! `BufferTable::grow` and `IoPool::grow` (with a table or without).
+//!
+//! Under the pool's growth lock: check the room, map the new memory as new
+//! segments, prefault it, let the caller publish it to rings (register it
+//! into the template), and only then make it leasable, so that no lease of
+//! memory a ring cannot reach ever exists. A failure after the mapping
+//! takes the new segments out again: the pool is as before.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::{pages, segments_of, IoMemory};
+use crate::error::{Error, Result};
+use crate::types::MAX_SEGMENTS;
+use crate::units::Bytes;
+
+/// What a growth did and how long each step took.
+#[derive(Debug, Clone)]
+pub struct GrowReport {
+    /// The new segments (table slots).
+    pub segments: Range<u16>,
+    /// Bytes added.
+    pub bytes: u64,
+    /// Table generation now published (0 without a table).
+    pub generation: u64,
+    /// Mapping the memory.
+    pub map_time: Duration,
+    /// Faulting it in.
+    pub prefault_time: Duration,
+    /// Registering it into the template's free slots (zero without a table).
+    pub register_time: Duration,
+    /// When registration began (rings can pick the growth up from then on).
+    pub register_started: Instant,
+}
+
+impl IoMemory {
+    /// Maps `bytes` more (rounded up to the page size) under the pool's page
+    /// kind as new segments, prefaults them, and makes them leasable.
+    /// Returns the new segment indexes.
+    ///
+    /// With a [`BufferTable`](crate::BufferTable) or an
+    /// [`IoPool`](crate::IoPool) over this memory, grow through
+    /// [`BufferTable::grow`](crate::BufferTable::grow) /
+    /// [`IoPool::grow`](crate::IoPool::grow) instead: they register the new
+    /// segments before any lease of them exists.
+    ///
+    /// # Errors
+    /// As [`IoMemory::map_with`] for the new memory;
+    /// [`Error::TooManySegments`] past 16384 segments.
+    pub fn grow(&self, bytes: u64) -> Result<Range<u16>> {
+        self.grow_with(bytes, MAX_SEGMENTS, |_| Ok(0)).map(|r| r.segments)
+    }
+
+    /// The growth path. `slots` is the most segments the pool may have
+    /// afterwards (a table's capacity); `publish` makes the new segments
+    /// usable by rings and returns the table generation that has them.
+    pub(crate) fn grow_with(
+        &self,
+        bytes: u64,
+        slots: u64,
+        publish: impl FnOnce(Range<u16>) -> Result<u64>,
+    ) -> Result<GrowReport> {
+        if bytes == 0 {
+            return Err(Error::invalid("growth", 0, "it must be at least one page"));
+        }
+        let sh = &self.shared;
+        let _growing = self.growth_lock();
+        let len = pages::round_to_pages("growth", bytes, sh.kind)?;
+        let nseg = len.div_ceil(sh.segment_size);
+        let first = u64::from(sh.segment_count());
+        let total = first.saturating_add(nseg);
+        if total > MAX_SEGMENTS {
+            return Err(Error::TooManySegments {
+                size: Bytes(self.len().saturating_add(len)),
+                segment: Bytes(sh.segment_size),
+                segments: total,
+            });
+        }
+        if total > slots {
+            return Err(Error::CapacityExhausted {
+                // Both at most 16384 here.
+                capacity: slots as u16,
+                used: first as u16,
+                needed: nseg,
+                bytes: Bytes(bytes),
+            });
+        }
+        let t = Instant::now();
+        let map = pages::map(sh.kind, len, sh.align)?;
+        sh.segs.write().unwrap_or_else(|p| p.into_inner()).extend(segments_of(&map, first, len, sh.segment_size));
+        drop(map);
+        let map_time = t.elapsed();
+        // Both at most 16384 (checked above).
+        let range = first as u16..total as u16;
+        let published = self.prefault_segments(range.clone(), |_| {}).and_then(|prefault_time| {
+            let register_started = Instant::now();
+            let generation = publish(range.clone())?;
+            Ok((prefault_time, register_started, generation))
+        });
+        let (prefault_time, register_started, generation) = match published {
+            Ok(x) => x,
+            Err(e) => {
+                self.retract(range);
+                return Err(e);
+            }
+        };
+        let register_time = register_started.elapsed();
+        // Only now can a lease of the new memory exist.
+        self.make_leasable(range.clone());
+        tracing::debug!(?range, bytes = len, generation, ?register_time, "pool grew");
+        Ok(GrowReport {
+            segments: range,
+            bytes: len,
+            generation,
+            map_time,
+            prefault_time,
+            register_time,
+            register_started,
+        })
+    }
+
+    /// Takes segments `range` (the last ones, never leasable) out again; the
+    /// mapping goes with its last segment.
+    fn retract(&self, range: Range<u16>) {
+        let mut segs = self.shared.segs.write().unwrap_or_else(|p| p.into_inner());
+        segs.truncate(range.start as usize);
+        tracing::debug!(?range, "growth failed: new segments taken out again");
+    }
+
+    /// Hands segments `range` to the allocator.
+    fn make_leasable(&self, range: Range<u16>) {
+        let segs = self.shared.segs();
+        let (Some(first), Some(last)) =
+            (segs.get(range.start as usize), range.end.checked_sub(1).and_then(|l| segs.get(l as usize)))
+        else {
+            return;
+        };
+        let start = first.seg.offset;
+        let len = last.seg.offset + last.seg.len - start;
+        drop(segs);
+        self.shared.alloc.with_buddy(|b| b.add_range(start, len));
+        self.shared.alloc.notify_grown();
+    }
+}

@@ -1,0 +1,322 @@
+//! `IoMemory`: the IO memory pool, mappings split into segments, with the
+//! lease allocator.
+
+mod grow;
+mod leasing;
+mod pages;
+mod prefault;
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+pub use grow::GrowReport;
+pub use leasing::AllocFuture;
+
+use crate::alloc::{Allocator, Buddy, Grant};
+use crate::error::{Error, Result};
+use crate::sys::buf::LeaseOwner;
+use crate::sys::mmap::Mapping;
+use crate::types::{PageKind, PagePolicy, Segment, MAX_SEGMENTS, MAX_SEGMENT_SIZE};
+use crate::units::Bytes;
+
+/// How to map the pool.
+#[derive(Debug, Clone)]
+pub struct MemoryOptions {
+    /// Page policy (default [`PagePolicy::Auto`]).
+    pub page: PagePolicy,
+    /// Segment size: a power of two, at least the page size, at most 1 GiB
+    /// (default 1 GiB, or the pool rounded up to a power of two if smaller).
+    pub segment_size: Option<u64>,
+    /// Lease alignment: a power of two from 512 to the segment size
+    /// (default 4096, the usual O_DIRECT memory alignment).
+    pub alignment: u64,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        MemoryOptions { page: PagePolicy::Auto, segment_size: None, alignment: 4096 }
+    }
+}
+
+impl MemoryOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the page policy.
+    pub fn page(mut self, page: PagePolicy) -> Self {
+        self.page = page;
+        self
+    }
+    /// Sets the segment size.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = Some(bytes);
+        self
+    }
+    /// Sets the lease alignment.
+    pub fn alignment(mut self, bytes: u64) -> Self {
+        self.alignment = bytes;
+        self
+    }
+}
+
+/// A segment and the mapping that holds it.
+#[derive(Clone)]
+pub(crate) struct SegInfo {
+    pub(crate) seg: Segment,
+    /// Address of the segment's first byte.
+    pub(crate) addr: usize,
+    map: Arc<Mapping>,
+    /// Offset of the segment in its mapping.
+    map_off: usize,
+}
+
+pub(crate) struct PoolShared {
+    kind: PageKind,
+    choice: String,
+    requested: u64,
+    segment_size: u64,
+    align: u64,
+    /// Segments in table order; segment `i` starts at pool offset
+    /// `i * segment_size`.
+    segs: RwLock<Vec<SegInfo>>,
+    pub(crate) alloc: Allocator,
+    prefault: Mutex<Option<Duration>>,
+    /// Serialises growth (held from the capacity check to publication).
+    growing: Mutex<()>,
+}
+
+impl PoolShared {
+    pub(crate) fn segment_of(&self, offset: u64) -> u16 {
+        // Offsets come from grants inside the pool, whose segments number at
+        // most 16384: the quotient fits.
+        u16::try_from(offset / self.segment_size).unwrap_or(u16::MAX)
+    }
+
+    fn segs(&self) -> RwLockReadGuard<'_, Vec<SegInfo>> {
+        self.segs.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The iovecs of segments `[from, to)`, for registration.
+    pub(crate) fn iovs(&self, from: u16, to: u16) -> Vec<crate::sys::uring::Iov> {
+        let segs = self.segs();
+        let to = (to as usize).min(segs.len());
+        let from = (from as usize).min(to);
+        segs[from..to].iter().map(|s| crate::sys::uring::Iov::new(&s.map, s.map_off, s.seg.len as usize)).collect()
+    }
+
+    pub(crate) fn segment_count(&self) -> u16 {
+        // At most 16384 segments (checked when mapping and growing).
+        u16::try_from(self.segs().len()).unwrap_or(u16::MAX)
+    }
+}
+
+impl LeaseOwner for PoolShared {
+    fn addr(&self, grant: &Grant) -> NonNull<u8> {
+        let segs = self.segs();
+        let s = &segs[self.segment_of(grant.offset()) as usize];
+        let addr = s.addr + (grant.offset() - s.seg.offset) as usize;
+        NonNull::new(addr as *mut u8).expect("a mapping never starts at address 0")
+    }
+
+    fn release(&self, grant: Grant) {
+        self.alloc.release(grant);
+    }
+
+    fn is_mapped_here(&self) -> bool {
+        true
+    }
+}
+
+/// The IO memory pool: anonymous mappings under a page policy, split into
+/// segments of at most 1 GiB (at most 16384), with a lease allocator.
+///
+/// `IoMemory` is a cheap handle (clone it freely). The mapping is unmapped
+/// only when the last handle, lease, table and ring that can reach it are
+/// gone.
+///
+/// ```no_run
+/// use ringpool::{IoMemory, PagePolicy};
+/// let mem = IoMemory::map(1 << 30, PagePolicy::Auto)?;
+/// println!("{} in {} segments of {}", mem.len(), mem.segment_count(), mem.page_kind());
+/// mem.prefault(|p| eprint!("\r{} / {}", p.done, p.total))?;
+/// let mut buf = mem.try_alloc(64 << 10)?;
+/// buf.fill(0xab);
+/// # Ok::<(), ringpool::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct IoMemory {
+    pub(crate) shared: Arc<PoolShared>,
+}
+
+impl fmt::Debug for IoMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoMemory")
+            .field("len", &self.len())
+            .field("page", &self.shared.kind)
+            .field("segments", &self.shared.segment_count())
+            .finish()
+    }
+}
+
+/// The segments of `len` bytes mapped at `map`, numbered from `first`.
+fn segments_of(map: &Arc<Mapping>, first: u64, len: u64, segment_size: u64) -> Vec<SegInfo> {
+    let n = len.div_ceil(segment_size);
+    (0..n)
+        .map(|i| {
+            let map_off = i * segment_size;
+            let seg = Segment {
+                // first + n <= 16384: checked by the callers.
+                index: (first + i) as u16,
+                offset: (first + i) * segment_size,
+                len: segment_size.min(len - map_off),
+            };
+            SegInfo { seg, addr: map.addr() + map_off as usize, map: map.clone(), map_off: map_off as usize }
+        })
+        .collect()
+}
+
+impl IoMemory {
+    /// Maps `size` bytes under `page` with default options.
+    ///
+    /// # Errors
+    /// See [`IoMemory::map_with`].
+    pub fn map(size: u64, page: PagePolicy) -> Result<IoMemory> {
+        Self::map_with(size, &MemoryOptions::new().page(page))
+    }
+
+    /// Maps `size` bytes. A size that is not a multiple of the page size is
+    /// rounded up ([`IoMemory::len`] says to what). The memory is not faulted
+    /// in: call [`IoMemory::prefault`] before registering it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero size, a size that does not fit
+    /// the address space, a bad segment size or alignment;
+    /// [`Error::TooManySegments`]; [`Error::HugePagesUnavailable`] naming the
+    /// pages needed and the sysfs file to write; [`Error::InsufficientMemory`];
+    /// [`Error::Io`] from `mmap`.
+    pub fn map_with(size: u64, opts: &MemoryOptions) -> Result<IoMemory> {
+        if size == 0 {
+            return Err(Error::invalid("pool size", 0, "it must be at least one page (4 KiB)"));
+        }
+        let (kind, choice) = pages::choose(size, opts.page)?;
+        let page = kind.bytes();
+        let len = pages::round_to_pages("pool size", size, kind)?;
+        let segment_size = match opts.segment_size {
+            Some(s) => {
+                if !s.is_power_of_two() || s < page || s > MAX_SEGMENT_SIZE {
+                    return Err(Error::invalid(
+                        "segment size",
+                        Bytes(s),
+                        format!("it must be a power of two from the page size ({}) to 1 GiB", Bytes(page)),
+                    ));
+                }
+                s
+            }
+            None => len.checked_next_power_of_two().unwrap_or(MAX_SEGMENT_SIZE).clamp(page, MAX_SEGMENT_SIZE),
+        };
+        let nseg = len.div_ceil(segment_size);
+        if nseg > MAX_SEGMENTS {
+            return Err(Error::TooManySegments { size: Bytes(len), segment: Bytes(segment_size), segments: nseg });
+        }
+        let align = opts.alignment;
+        if !align.is_power_of_two() || align < 512 || align > segment_size {
+            return Err(Error::invalid("alignment", align, "it must be a power of two from 512 to the segment size"));
+        }
+        if kind.is_hugetlb() && align > page {
+            return Err(Error::invalid(
+                "alignment",
+                align,
+                format!("hugetlb memory aligns to its page size ({})", Bytes(page)),
+            ));
+        }
+        let map = pages::map(kind, len, align)?;
+        let segments = segments_of(&map, 0, len, segment_size);
+        let buddy = Buddy::new(len, segment_size.trailing_zeros(), align.trailing_zeros());
+        if len != size {
+            tracing::info!(requested = size, len, page = %kind, "pool size rounded up to a multiple of the page size");
+        }
+        tracing::debug!(len, segments = nseg, page = %kind, %choice, "mapped IO memory");
+        Ok(IoMemory {
+            shared: Arc::new(PoolShared {
+                kind,
+                choice,
+                requested: size,
+                segment_size,
+                align,
+                segs: RwLock::new(segments),
+                alloc: Allocator::new(buddy),
+                prefault: Mutex::new(None),
+                growing: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Length in bytes: the requested size rounded up to the page size,
+    /// plus everything grown since.
+    pub fn len(&self) -> u64 {
+        self.shared.segs().iter().map(|s| s.seg.len).sum()
+    }
+
+    /// Always `false`: a pool has at least one page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The size that was asked for, before rounding.
+    pub fn requested_len(&self) -> u64 {
+        self.shared.requested
+    }
+
+    /// The pages that back the pool.
+    pub fn page_kind(&self) -> PageKind {
+        self.shared.kind
+    }
+
+    /// Why this page size was chosen (for [`PagePolicy::Auto`], what was
+    /// tried).
+    pub fn page_choice(&self) -> &str {
+        &self.shared.choice
+    }
+
+    /// The segment size.
+    pub fn segment_size(&self) -> u64 {
+        self.shared.segment_size
+    }
+
+    /// The segments, in table order (a copy: the pool may grow).
+    pub fn segments(&self) -> Vec<Segment> {
+        self.shared.segs().iter().map(|s| s.seg).collect()
+    }
+
+    /// How many segments the pool has now.
+    pub fn segment_count(&self) -> u16 {
+        self.shared.segment_count()
+    }
+
+    /// The lease alignment.
+    pub fn alignment(&self) -> u64 {
+        self.shared.align
+    }
+
+    /// Address of the first byte of the first segment (for diagnostics).
+    pub fn addr(&self) -> usize {
+        self.shared.segs()[0].addr
+    }
+
+    /// Whether a lease came from this pool.
+    pub(crate) fn owns(&self, buf: &crate::IoBuf) -> bool {
+        buf.pool_id() == Arc::as_ptr(&self.shared) as *const ()
+    }
+
+    /// Whether both handles are the same pool.
+    pub(crate) fn same_pool(&self, other: &IoMemory) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    fn growth_lock(&self) -> MutexGuard<'_, ()> {
+        self.shared.growing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

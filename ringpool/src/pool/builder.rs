@@ -1,0 +1,275 @@
+//! `IoPoolBuilder`: the settings of an `IoPool`, checked, and the pool built.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::lane::{Lane, LaneConfig};
+use super::{Backend, Inner, IoPool};
+use crate::engine::blocking::BlockingFactory;
+use crate::engine::uring::{Generations, UringFactory};
+use crate::engine::{Counters, EngineFactory, EngineKind};
+use crate::error::{Error, Result};
+use crate::memory::{IoMemory, MemoryOptions};
+use crate::probe::{Features, IoUringStatus};
+use crate::ring::MAX_RING_ENTRIES;
+use crate::table::{BufferTable, TableOptions};
+use crate::types::{PagePolicy, Refresh, Sharing, MAX_SEGMENTS};
+use crate::units::Bytes;
+
+/// Side threads that serve FUSE files, at most.
+const SIDE_THREADS: usize = 4;
+
+/// Configures an [`IoPool`].
+#[derive(Debug, Clone)]
+pub struct IoPoolBuilder {
+    memory: Option<IoMemory>,
+    size: u64,
+    mem_opts: MemoryOptions,
+    prefault: bool,
+    min_workers: usize,
+    max_workers: usize,
+    depth: u32,
+    idle_timeout: Duration,
+    sharing: Sharing,
+    backend: Backend,
+    grow_queue: Option<usize>,
+    grow_wait: Duration,
+    capacity: Option<u64>,
+    refresh: Refresh,
+}
+
+impl Default for IoPoolBuilder {
+    fn default() -> Self {
+        IoPoolBuilder {
+            memory: None,
+            size: 64 << 20,
+            mem_opts: MemoryOptions::default(),
+            prefault: true,
+            min_workers: 1,
+            max_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            depth: 128,
+            idle_timeout: Duration::from_secs(5),
+            sharing: Sharing::Auto,
+            backend: Backend::Auto,
+            grow_queue: None,
+            grow_wait: Duration::from_micros(500),
+            capacity: None,
+            refresh: Refresh::Auto,
+        }
+    }
+}
+
+impl IoPoolBuilder {
+    /// Size of the IO memory pool to map (default 64 MiB).
+    pub fn memory_size(mut self, bytes: u64) -> Self {
+        self.size = bytes;
+        self
+    }
+    /// Page policy of the pool (default Auto).
+    pub fn page(mut self, page: PagePolicy) -> Self {
+        self.mem_opts.page = page;
+        self
+    }
+    /// Segment size of the pool (default: up to 1 GiB).
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.mem_opts.segment_size = Some(bytes);
+        self
+    }
+    /// Lease alignment (default 4096).
+    pub fn alignment(mut self, bytes: u64) -> Self {
+        self.mem_opts.alignment = bytes;
+        self
+    }
+    /// Use this pool instead of mapping one.
+    pub fn memory(mut self, memory: IoMemory) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+    /// Prefault the pool before registering it (default true).
+    pub fn prefault(mut self, yes: bool) -> Self {
+        self.prefault = yes;
+        self
+    }
+    /// Workers: at least `min` always, at most `max` (default 1 to the CPU count).
+    pub fn workers(mut self, min: usize, max: usize) -> Self {
+        self.min_workers = min;
+        self.max_workers = max;
+        self
+    }
+    /// Operations in flight per worker ring (default 128, at most 32767).
+    pub fn ring_depth(mut self, depth: u32) -> Self {
+        self.depth = depth;
+        self
+    }
+    /// A worker idle this long exits, above the minimum (default 5 s).
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+    /// How worker rings get the table (default Auto: clone).
+    pub fn sharing(mut self, s: Sharing) -> Self {
+        self.sharing = s;
+        self
+    }
+    /// Which engine (default Auto).
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.backend = b;
+        self
+    }
+    /// Add a worker when a submission finds no idle worker and either
+    /// `queued` operations wait (default: one ring's depth) or the oldest has
+    /// waited `wait` (default 500 µs).
+    pub fn grow_threshold(mut self, queued: usize, wait: Duration) -> Self {
+        self.grow_queue = Some(queued.max(1));
+        self.grow_wait = wait;
+        self
+    }
+    /// Room to grow the pool up to `bytes` in all ([`IoPool::grow`]): the
+    /// table reserves slots for it (at most 16384 segments).
+    pub fn capacity(mut self, bytes: u64) -> Self {
+        self.capacity = Some(bytes);
+        self
+    }
+    /// How worker rings pick up growth (default: ranged clone where it works).
+    pub fn refresh(mut self, r: Refresh) -> Self {
+        self.refresh = r;
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.max_workers == 0 || self.max_workers > 1024 {
+            return Err(Error::invalid("max workers", self.max_workers, "it must be from 1 to 1024"));
+        }
+        if self.min_workers > self.max_workers {
+            return Err(Error::invalid(
+                "min workers",
+                self.min_workers,
+                format!("it is above max workers ({})", self.max_workers),
+            ));
+        }
+        if self.depth == 0 || self.depth >= MAX_RING_ENTRIES {
+            return Err(Error::invalid(
+                "ring depth",
+                self.depth,
+                "it must be from 1 to 32767 (one entry is the pool's own)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Table slots for the capacity asked for, at least the pool's segments.
+    fn capacity_slots(&self, memory: &IoMemory) -> Result<Option<u16>> {
+        let Some(bytes) = self.capacity else { return Ok(None) };
+        let slots = bytes.div_ceil(memory.segment_size());
+        if slots > MAX_SEGMENTS {
+            return Err(Error::TooManySegments {
+                size: Bytes(bytes),
+                segment: Bytes(memory.segment_size()),
+                segments: slots,
+            });
+        }
+        // At most 16384 (checked above).
+        Ok(Some((slots as u16).max(memory.segment_count())))
+    }
+
+    /// Whether to use io_uring, and the note when Auto falls back.
+    fn wants_io_uring(&self, notes: &mut Vec<String>) -> Result<bool> {
+        let features = Features::get();
+        match (self.backend, &features.io_uring) {
+            (Backend::Blocking, _) => Ok(false),
+            (Backend::IoUring, IoUringStatus::Unavailable { errno, reason }) => Err(Error::IoUringUnavailable {
+                reason: reason.clone(),
+                source: std::io::Error::from_raw_os_error(*errno),
+            }),
+            (Backend::Auto, IoUringStatus::Unavailable { reason, .. }) => {
+                notes.push(format!("blocking backend: {reason}"));
+                Ok(false)
+            }
+            (_, IoUringStatus::Available) => Ok(true),
+        }
+    }
+
+    /// The table, or `None` for the blocking backend (also when Auto finds
+    /// io_uring refused only now).
+    fn table(&self, memory: &IoMemory, capacity: Option<u16>, notes: &mut Vec<String>) -> Result<Option<BufferTable>> {
+        if !self.wants_io_uring(notes)? {
+            return Ok(None);
+        }
+        let topts = TableOptions { sharing: self.sharing, segments: None, capacity, refresh: self.refresh };
+        match BufferTable::register_with(memory, &topts) {
+            Ok(t) => {
+                notes.extend(t.fallback_reason().map(str::to_string));
+                Ok(Some(t))
+            }
+            Err(Error::IoUringUnavailable { reason, .. }) if self.backend == Backend::Auto => {
+                notes.push(format!("blocking backend: {reason}"));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Maps (and prefaults) the memory, registers the table, starts the
+    /// minimum number of workers and waits until they are ready.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the bad setting (min above max, no
+    /// workers, depth 0 or above 32767); memory and table errors; a worker's
+    /// ring setup error; [`Error::IoUringUnavailable`] with
+    /// [`Backend::IoUring`].
+    pub fn build(self) -> Result<IoPool> {
+        self.check()?;
+        let memory = match self.memory.clone() {
+            Some(m) => m,
+            None => IoMemory::map_with(self.size, &self.mem_opts)?,
+        };
+        if self.prefault && memory.prefault_time().is_none() {
+            memory.prefault(|_| {})?;
+        }
+        let capacity = self.capacity_slots(&memory)?;
+        let mut notes = Vec::new();
+        let table = self.table(&memory, capacity, &mut notes)?.map(Arc::new);
+        for n in &notes {
+            tracing::warn!("{n}");
+        }
+        let counters = Arc::new(Counters::default());
+        let gens = Arc::new(Generations::default());
+        let factory: Box<dyn EngineFactory> = match &table {
+            Some(t) => Box::new(UringFactory { table: t.clone(), depth: self.depth, gens: gens.clone() }),
+            None => Box::new(BlockingFactory { kind: EngineKind::Blocking }),
+        };
+        let main = LaneConfig {
+            name: "w",
+            min: self.min_workers,
+            max: self.max_workers,
+            idle: self.idle_timeout,
+            grow_queue: self.grow_queue.unwrap_or(self.depth as usize),
+            grow_wait: self.grow_wait,
+        };
+        // FUSE files: a side thread per waiting operation, up to four.
+        let side = LaneConfig {
+            name: "side",
+            min: 0,
+            max: SIDE_THREADS,
+            idle: self.idle_timeout,
+            grow_queue: 1,
+            grow_wait: Duration::ZERO,
+        };
+        let side_factory = Box::new(BlockingFactory { kind: EngineKind::SideThreads });
+        let inner = Arc::new(Inner {
+            main: Arc::new(Lane::new(main, factory, counters.clone())),
+            side: Arc::new(Lane::new(side, side_factory, counters.clone())),
+            memory,
+            table,
+            capacity_slots: capacity,
+            notes,
+            counters,
+            gens,
+        });
+        let pool = IoPool { inner };
+        for _ in 0..pool.inner.main.cfg.min {
+            pool.add_worker()?;
+        }
+        Ok(pool)
+    }
+}

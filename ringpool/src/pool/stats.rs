@@ -1,0 +1,76 @@
+//! What an `IoPool` reports about itself.
+
+use std::time::Duration;
+
+use crate::alloc::AllocStats;
+use crate::engine::EngineKind;
+use crate::types::TablePath;
+
+use super::BackendKind;
+
+/// Where one worker's spin-up time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpinupParts {
+    /// From the spawn call to the first instruction of the worker thread.
+    pub thread: Duration,
+    /// `io_uring_setup` of its ring.
+    pub ring: Duration,
+    /// Getting the table (clone or register).
+    pub table: Duration,
+    /// Everything, until the worker is ready for work.
+    pub total: Duration,
+}
+
+/// A lane's own books.
+#[derive(Debug, Default)]
+pub(crate) struct LaneStats {
+    pub parts: Vec<SpinupParts>,
+    pub started: u64,
+    pub retired: u64,
+    pub spawn_failures: u64,
+    pub last_spawn_error: Option<String>,
+    pub panics: u64,
+}
+
+/// Statistics of an [`IoPool`](crate::IoPool).
+#[derive(Debug, Clone)]
+pub struct PoolStats {
+    /// The engine the pool's workers run.
+    pub backend: BackendKind,
+    /// The engine of the main workers, as [`EngineKind`].
+    pub engine: EngineKind,
+    /// How worker rings get the table (`None` for the blocking backend).
+    pub path: Option<TablePath>,
+    /// Every fallback taken, in words.
+    pub fallbacks: Vec<String>,
+    /// Workers running now (main workers; side threads apart).
+    pub workers: usize,
+    /// Side threads running now (FUSE files).
+    pub side_threads: usize,
+    /// Workers started since the pool was built.
+    pub workers_started: u64,
+    /// Workers that exited after idling.
+    pub workers_retired: u64,
+    /// Workers that failed to start.
+    pub spawn_failures: u64,
+    /// The last start failure.
+    pub last_spawn_error: Option<String>,
+    /// Workers that unwound from a panic (and were replaced).
+    pub worker_panics: u64,
+    /// Spin-up time (thread + ring + table) of every worker started.
+    pub spinups: Vec<Duration>,
+    /// The same, broken down.
+    pub spinup_parts: Vec<SpinupParts>,
+    /// Operations accepted.
+    pub submitted: u64,
+    /// Operations completed (successfully or not).
+    pub completed: u64,
+    /// Operations that completed with an error.
+    pub failed: u64,
+    /// Operations waiting in the queue now.
+    pub queued: usize,
+    /// The allocator.
+    pub alloc: AllocStats,
+    /// Time to register the table once.
+    pub register_time: Option<Duration>,
+}
