@@ -308,19 +308,6 @@ fn print_table(kind: PageKind, results: &[SizeResult]) {
     println!("raw_* = the same calls with the bare io-uring crate; reg_x / clone_x = ringpool / raw (overhead ratio).");
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segment_size_divides_every_size() {
-        assert_eq!(segment_size_for(&[1 << 30, 2 << 30, 4 << 30], 2 << 20), 1 << 30);
-        assert_eq!(segment_size_for(&[256 << 20, 1 << 30], 2 << 20), 256 << 20);
-        assert_eq!(segment_size_for(&[3 << 20], 4096), 1 << 20);
-        assert_eq!(segment_size_for(&[4096], 4096), 4096);
-    }
-}
-
 /// Register and clone time (µs) against pool size (GiB), log-log.
 fn register_chart(path: &std::path::Path, kind: PageKind, results: &[SizeResult]) -> anyhow::Result<()> {
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
@@ -347,4 +334,17 @@ fn register_chart(path: &std::path::Path, kind: PageKind, results: &[SizeResult]
         "time (µs)",
         &series,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_size_divides_every_size() {
+        assert_eq!(segment_size_for(&[1 << 30, 2 << 30, 4 << 30], 2 << 20), 1 << 30);
+        assert_eq!(segment_size_for(&[256 << 20, 1 << 30], 2 << 20), 256 << 20);
+        assert_eq!(segment_size_for(&[3 << 20], 4096), 1 << 20);
+        assert_eq!(segment_size_for(&[4096], 4096), 4096);
+    }
 }
