@@ -145,6 +145,26 @@ fn bench_io_verify_passes_for_every_rw_mode() {
 }
 
 #[test]
+fn bench_io_vectored_operations_verify_and_report_their_opcode() {
+    let dir = scratch();
+    let file = dir.path().join("vec.dat");
+    let readv = ringpool::Features::get().readv_fixed;
+    for (rw, op) in [("randwrite", "WRITEV_FIXED"), ("randread", "READV_FIXED"), ("write", "WRITEV_FIXED")] {
+        let v = io(&file, rw, &["--verify", "--vec", "8", "--iodepth", "4"]);
+        assert_eq!(v["vec"], 8);
+        let want = if readv { op.to_string() } else { op.replace("V_FIXED", "_FIXED") };
+        assert_eq!(v["opcode"], want.as_str(), "{v}");
+        assert!(v["verified_blocks"].as_u64().unwrap() > 0, "{rw}: nothing verified: {v}");
+        let (iops, blocks) = (v["iops"].as_f64().unwrap(), v["blocks_per_s"].as_f64().unwrap());
+        assert!((blocks - 8.0 * iops).abs() < 1e-6 * blocks.max(1.0), "{v}");
+    }
+    // Vectored operations and fio do not compare.
+    let out = ringpool(&["bench", "io", "--file", file.to_str().unwrap(), "--vec", "4", "--vs-fio"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--vec"));
+}
+
+#[test]
 fn bench_io_verify_names_the_corrupted_offset() {
     use std::os::unix::fs::FileExt;
     let dir = scratch();

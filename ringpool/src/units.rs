@@ -8,19 +8,23 @@ pub struct Bytes(pub u64);
 
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+        const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
         let mut unit = 0;
         let mut v = self.0;
         while unit + 1 < UNITS.len() && v >= 1024 && v.is_multiple_of(1024) {
             v /= 1024;
             unit += 1;
         }
-        if unit + 1 < UNITS.len() && v >= 1024 {
-            // Not an exact multiple: one decimal of the next unit.
-            let x = v as f64 / 1024.0;
-            return write!(f, "{:.1} {}", x, UNITS[unit + 1]);
+        if v < 1024 || unit + 1 == UNITS.len() {
+            return write!(f, "{} {}", v, UNITS[unit]);
         }
-        write!(f, "{} {}", v, UNITS[unit])
+        // Not an exact multiple: one decimal of the largest unit that fits.
+        let mut x = v as f64;
+        while unit + 1 < UNITS.len() && x >= 1024.0 {
+            x /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{:.1} {}", x, UNITS[unit])
     }
 }
 
@@ -91,5 +95,7 @@ mod tests {
         assert_eq!(Bytes(3 << 29).to_string(), "1.5 GiB");
         assert_eq!(Bytes(4 << 30).to_string(), "4 GiB");
         assert_eq!(Bytes(1000).to_string(), "1000 B");
+        assert_eq!(Bytes(u64::MAX / 2).to_string(), "8.0 EiB");
+        assert_eq!(Bytes(u64::MAX).to_string(), "16.0 EiB");
     }
 }

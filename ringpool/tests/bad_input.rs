@@ -88,6 +88,96 @@ const CASES: &[Case] = &[
         names: &["8 TiB", "available"],
     },
     Case {
+        name: "pool of u64::MAX bytes, base pages",
+        run: |_| IoMemory::map(u64::MAX, PagePolicy::Base).map(drop),
+        want: |e| matches!(e, Error::InvalidArgument { what: "pool size", .. }),
+        names: &["larger than the address space"],
+    },
+    Case {
+        name: "pool of u64::MAX bytes, auto pages",
+        run: |_| IoMemory::map(u64::MAX, PagePolicy::Auto).map(drop),
+        want: |e| matches!(e, Error::InvalidArgument { what: "pool size", .. }),
+        names: &["larger than the address space"],
+    },
+    Case {
+        name: "pool that overflows when rounded to 2 MiB pages",
+        run: |_| IoMemory::map(u64::MAX - 100, PagePolicy::Huge2M).map(drop),
+        want: |e| matches!(e, Error::InvalidArgument { what: "pool size", .. }),
+        names: &["larger than the address space"],
+    },
+    Case {
+        name: "pool past half the address space",
+        run: |_| IoMemory::map(u64::MAX / 2 + 1, PagePolicy::Base).map(drop),
+        want: |e| matches!(e, Error::InvalidArgument { what: "pool size", .. }),
+        names: &["larger than the address space"],
+    },
+    Case {
+        name: "growth of u64::MAX bytes",
+        run: |_| pool_mem().grow(u64::MAX).map(drop),
+        want: |e| matches!(e, Error::InvalidArgument { what: "growth", .. }),
+        names: &["larger than the address space"],
+    },
+    Case {
+        name: "growth by u16::MAX segments",
+        run: |_| {
+            let mem = IoMemory::map_with(4 * 4096, &MemoryOptions::new().page(PagePolicy::Base).segment_size(4096))?;
+            mem.grow(u64::from(u16::MAX) * 4096).map(drop)
+        },
+        want: |e| matches!(e, Error::TooManySegments { segments: 65539, .. }),
+        names: &["65539 segments", "16384"],
+    },
+    Case {
+        name: "pool growth by u16::MAX segments, blocking backend",
+        run: |_| {
+            let pool = IoPool::builder()
+                .memory_size(4 * 4096)
+                .segment_size(4096)
+                .page(PagePolicy::Base)
+                .backend(ringpool::Backend::Blocking)
+                .build()?;
+            pool.grow(u64::from(u16::MAX) * 4096).map(drop)
+        },
+        want: |e| matches!(e, Error::TooManySegments { segments: 65539, .. }),
+        names: &["65539 segments"],
+    },
+    Case {
+        name: "pool growth past its capacity, blocking backend",
+        run: |_| {
+            let pool = IoPool::builder()
+                .memory_size(4 * 4096)
+                .segment_size(4096)
+                .capacity(8 * 4096)
+                .page(PagePolicy::Base)
+                .backend(ringpool::Backend::Blocking)
+                .build()?;
+            pool.grow(4 * 4096)?;
+            pool.grow(4096).map(drop)
+        },
+        want: |e| matches!(e, Error::CapacityExhausted { capacity: 8, used: 8, .. }),
+        names: &["8 slots", "8 in use"],
+    },
+    Case {
+        name: "pool growth past its capacity, io_uring",
+        run: |_| {
+            let pool = IoPool::builder()
+                .memory_size(4 * 4096)
+                .segment_size(4096)
+                .capacity(6 * 4096)
+                .page(PagePolicy::Base)
+                .backend(ringpool::Backend::IoUring)
+                .build()?;
+            pool.grow(3 * 4096).map(drop)
+        },
+        want: |e| matches!(e, Error::CapacityExhausted { capacity: 6, used: 4, needed: 3, .. }),
+        names: &["6 slots", "needs 3 more"],
+    },
+    Case {
+        name: "vector of usize::MAX leases",
+        run: |_| pool_mem().try_alloc_vec(usize::MAX, 4096).map(drop),
+        want: |e| matches!(e, Error::TooManyBuffers { .. }),
+        names: &["1024"],
+    },
+    Case {
         name: "huge pages not reserved",
         run: |_| {
             let _lock = ringpool::hugepages::MachineLock::acquire()?;

@@ -16,7 +16,7 @@ use fuser::{
     ReplyAttr, ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
 };
 use ringpool::hugepages::MachineLock;
-use ringpool::{DirectFile, DirectIo, Error, IoPool, PagePolicy};
+use ringpool::{DirectFile, DirectIo, EngineKind, Error, IoMemory, IoPool, MemoryOptions, PagePolicy};
 
 const FILE: INodeNo = INodeNo(2);
 const TTL: Duration = Duration::from_millis(0);
@@ -27,6 +27,8 @@ struct Faults {
     data: Vec<u8>,
     fail_read_at: HashSet<u64>,
     fail_write_at: HashSet<u64>,
+    /// Writes at these offsets fail with ENOSPC.
+    full_at: HashSet<u64>,
     /// Offset -> bytes to return instead of the full request.
     short_read_at: HashMap<u64, usize>,
     /// While set, reads wait.
@@ -164,19 +166,21 @@ impl Filesystem for FaultFs {
     ) {
         let failed = self.0.with(|f| {
             if f.fail_write_at.contains(&offset) {
-                return true;
+                return Some(Errno::EIO);
+            }
+            if f.full_at.contains(&offset) {
+                return Some(Errno::ENOSPC);
             }
             let end = offset as usize + data.len();
             if f.data.len() < end {
                 f.data.resize(end, 0);
             }
             f.data[offset as usize..end].copy_from_slice(data);
-            false
+            None
         });
-        if failed {
-            reply.error(Errno::EIO)
-        } else {
-            reply.written(data.len() as u32)
+        match failed {
+            Some(e) => reply.error(e),
+            None => reply.written(data.len() as u32),
         }
     }
 
@@ -389,4 +393,47 @@ fn a_ring_refuses_fuse_files_with_a_typed_error() {
         other => panic!("expected BlockingFileSystem, got {other:?}"),
     }
     assert_eq!(m.shared.with(|f| f.reads), 0, "nothing reached the server");
+}
+
+#[test]
+fn every_op_kind_through_the_side_threads_matches_std_fs() {
+    let Some(m) = mount("every_op_kind_through_the_side_threads_matches_std_fs", 1 << 20) else { return };
+    let mem = IoMemory::map_with(4 << 20, &MemoryOptions::new().page(PagePolicy::Base).segment_size(1 << 20)).unwrap();
+    let pool = IoPool::builder().memory(mem.clone()).workers(1, 1).build().unwrap();
+    let file = open(&m);
+    assert_eq!(pool.engine_for(&file).0, EngineKind::SideThreads);
+    common::every_kind("side threads", &mem, &file, &m.path, |op| pool.submit(op).wait());
+    assert!(pool.stats().side_threads <= 4);
+}
+
+#[test]
+fn vectored_failures_are_mapped_errnos_naming_op_and_offset() {
+    let Some(m) = mount("vectored_failures_are_mapped_errnos_naming_op_and_offset", 1 << 20) else { return };
+    m.shared.with(|f| {
+        f.fail_read_at.insert(16 * 4096);
+        f.full_at.insert(32 * 4096);
+    });
+    let pool = pool();
+    let mem = pool.memory().clone();
+    let file = open(&m);
+    let (r, back) = pool.readv_at(&file, 16 * 4096, mem.try_alloc_vec(2, 4096).unwrap()).wait();
+    match &r {
+        Err(e @ Error::DeviceError { op: "readv", offset: 65536, .. }) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
+        other => panic!("expected EIO as DeviceError, got {other:?}"),
+    }
+    assert_eq!(back.len(), 2);
+    let (r, _) = pool.writev_at(&file, 32 * 4096, mem.try_alloc_vec(3, 4096).unwrap()).wait();
+    match &r {
+        Err(e @ Error::NoSpace { op: "writev", offset: 131072, quota: false, .. }) => {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+            assert!(e.to_string().contains("no space left"), "{e}");
+        }
+        other => panic!("expected ENOSPC as NoSpace, got {other:?}"),
+    }
+    // The rest carry on.
+    let (r, _) = pool.writev_at(&file, 40 * 4096, mem.try_alloc_vec(3, 4096).unwrap()).wait();
+    assert_eq!(r.unwrap(), 3 * 4096);
+    drop(back);
+    pool.shutdown();
+    assert_eq!(mem.stats().leases, 0);
 }

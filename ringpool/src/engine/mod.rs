@@ -101,6 +101,8 @@ pub(crate) struct Counters {
     pub submitted: AtomicU64,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
+    /// Vectored operations split into one SQE per segment.
+    pub split_ops: AtomicU64,
 }
 
 impl Counters {

@@ -133,11 +133,15 @@ impl Engine for UringEngine {
     fn start(&mut self, op: Op, done: Arc<OpState>) {
         let entry = self.pending.vacant_entry();
         let tag = entry.key() as u64;
+        let splits = self.ring.stats().split_ops;
         match self.ring.push(op, tag) {
             Ok(()) => {
                 entry.insert(done);
             }
             Err((e, op)) => self.counters.finish(&done, (Err(e), op.into_buffers())),
+        }
+        if self.ring.stats().split_ops > splits {
+            self.counters.split_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

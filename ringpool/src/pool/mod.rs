@@ -307,6 +307,7 @@ impl IoPool {
             submitted: c.submitted.load(Ordering::Relaxed),
             completed: c.completed.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
+            split_ops: c.split_ops.load(Ordering::Relaxed),
             queued,
             alloc: self.inner.memory.stats(),
             register_time: self.inner.table.as_ref().map(|t| t.register_time()),

@@ -67,6 +67,9 @@ pub struct PoolStats {
     pub completed: u64,
     /// Operations that completed with an error.
     pub failed: u64,
+    /// Vectored operations whose buffers spanned segments, split into one
+    /// SQE per segment (or per buffer, without READV_FIXED).
+    pub split_ops: u64,
     /// Operations waiting in the queue now.
     pub queued: usize,
     /// The allocator.

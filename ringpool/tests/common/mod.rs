@@ -1,10 +1,13 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use ringpool::{DirectFile, DirectIo, Features, IoBuf};
+use ringpool::{Buffers, DirectFile, DirectIo, Features, IoBuf, IoMemory, Op, Outcome};
+
+pub const K4: usize = 4096;
 
 /// Whether kernel-feature tests must fail instead of skipping (`.ci/run` sets it).
 pub fn strict() -> bool {
@@ -110,4 +113,90 @@ pub fn run_child(entry: &str, env: &[(&str, &str)]) -> (bool, String) {
     let ran = text.contains("1 passed") || text.contains("1 failed");
     assert!(ran, "child did not run {entry}:\n{text}");
     (out.status.success(), text)
+}
+
+pub fn filled(mem: &IoMemory, len: usize, seed: u64) -> IoBuf {
+    let mut b = mem.try_alloc(len).unwrap();
+    fill(&mut b, seed);
+    b
+}
+
+/// The bytes of `bufs` one after the other.
+pub fn concat(bufs: &[IoBuf]) -> Vec<u8> {
+    bufs.iter().flat_map(|b| b.iter().copied()).collect()
+}
+
+/// Reads `len` bytes at `offset` with std::fs (through the page cache,
+/// which O_DIRECT writes invalidate).
+pub fn std_read(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let f = std::fs::File::open(path).unwrap();
+    let mut v = vec![0u8; len];
+    f.read_exact_at(&mut v, offset).unwrap();
+    v
+}
+
+pub fn std_write(path: &Path, offset: u64, data: &[u8]) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(data, offset).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Runs each kind through `run` on `file` (in `path`) and checks the file
+/// against std::fs: write, writev (a window and a buffer of another
+/// segment among them), read, readv, fsync, fdatasync.
+pub fn every_kind(engine: &str, mem: &IoMemory, file: &DirectFile, path: &Path, mut run: impl FnMut(Op) -> Outcome) {
+    // write
+    let w = filled(mem, 2 * K4, 1);
+    let want = w.to_vec();
+    let (r, b) = run(Op::write(file, 0, w));
+    assert_eq!(r.unwrap(), 2 * K4, "{engine}: write");
+    assert_eq!(b.len(), 1, "{engine}: the buffer comes back");
+    assert_eq!(std_read(path, 0, 2 * K4), want, "{engine}: write");
+    drop(b);
+
+    // writev: three blocks of one segment, one with a window, and one of
+    // another segment when the pool has one.
+    let mut bufs = mem.try_alloc_vec(3, 2 * K4).unwrap();
+    bufs[1].set_window(K4, K4).unwrap();
+    if mem.segment_count() > 1 {
+        let seg = (bufs[0].buf_index() + 1) % mem.segment_count();
+        bufs.push(mem.try_alloc_in(seg, K4).unwrap());
+    }
+    for (i, b) in bufs.iter_mut().enumerate() {
+        fill(b, 10 + i as u64);
+    }
+    let want = concat(&bufs);
+    let (r, b) = run(Op::writev(file, 64 << 10, bufs));
+    assert_eq!(r.unwrap(), want.len(), "{engine}: writev");
+    assert_eq!(b.len(), if mem.segment_count() > 1 { 4 } else { 3 }, "{engine}: every buffer comes back");
+    assert_eq!(std_read(path, 64 << 10, want.len()), want, "{engine}: writev");
+    drop(b);
+
+    // read
+    let data = pattern(3 * K4, 77);
+    std_write(path, 256 << 10, &data);
+    let (r, b) = run(Op::read(file, 256 << 10, mem.try_alloc(3 * K4).unwrap()));
+    assert_eq!(r.unwrap(), 3 * K4, "{engine}: read");
+    assert_eq!(&b.into_one().unwrap()[..], &data[..], "{engine}: read");
+
+    // readv: into scattered blocks (every other of a run), one with a window.
+    let all = mem.try_alloc_vec(4, K4).unwrap();
+    let mut bufs: Vec<IoBuf> = all.into_iter().step_by(2).collect();
+    let mut big = mem.try_alloc(2 * K4).unwrap();
+    big.set_window(K4, K4).unwrap();
+    bufs.push(big);
+    let (r, b) = run(Op::readv(file, 256 << 10, bufs));
+    assert_eq!(r.unwrap(), 3 * K4, "{engine}: readv (3 blocks)");
+    let got = concat(b.as_slice());
+    assert_eq!(got, data, "{engine}: readv");
+    drop(b);
+
+    // fsync, fdatasync
+    for op in [Op::sync(file, false), Op::sync(file, true)] {
+        let kind = op.kind();
+        let (r, b) = run(op);
+        assert_eq!(r.unwrap(), 0, "{engine}: {kind}");
+        assert!(matches!(b, Buffers::None));
+    }
+    assert_eq!(mem.stats().leases, 0, "{engine}: every lease came back");
 }

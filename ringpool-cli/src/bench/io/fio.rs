@@ -1,0 +1,187 @@
+//! fio's side of `bench io --vs-fio`: the equivalent job, run and read.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use ringpool::PageKind;
+
+use super::{Figures, Lat, Rw};
+
+/// The fio job equivalent to a ringpool run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FioJob {
+    pub file: PathBuf,
+    pub size: u64,
+    pub rw: Rw,
+    pub bs: u64,
+    pub iodepth: u32,
+    pub numjobs: u32,
+    pub runtime: f64,
+    pub fixedbufs: bool,
+    pub registerfiles: bool,
+    pub hugepages: Option<PageKind>,
+}
+
+impl FioJob {
+    /// fio's command-line arguments (JSON output on stdout).
+    pub fn args(&self) -> Vec<String> {
+        let mut v = vec![
+            "--name=ringpool-vs-fio".to_string(),
+            format!("--filename={}", self.file.display()),
+            format!("--size={}", self.size),
+            format!("--rw={}", self.rw.name()),
+            format!("--bs={}", self.bs),
+            format!("--iodepth={}", self.iodepth),
+            format!("--numjobs={}", self.numjobs),
+            format!("--runtime={}", (self.runtime.ceil() as u64).max(1)),
+            "--time_based=1".into(),
+            "--ioengine=io_uring".into(),
+            "--direct=1".into(),
+            "--thread=1".into(),
+            "--group_reporting=1".into(),
+            "--lat_percentiles=1".into(),
+            "--randrepeat=0".into(),
+            "--norandommap=1".into(),
+            "--output-format=json".into(),
+        ];
+        if self.fixedbufs {
+            v.push("--fixedbufs=1".into());
+        }
+        if self.registerfiles {
+            v.push("--registerfiles=1".into());
+        }
+        if self.rw == Rw::Randrw {
+            v.push("--rwmixread=50".into());
+        }
+        match self.hugepages {
+            Some(PageKind::Huge2M) => v.extend(["--iomem=mmaphuge".into(), "--hugepage-size=2m".into()]),
+            Some(PageKind::Huge1G) => v.extend(["--iomem=mmaphuge".into(), "--hugepage-size=1g".into()]),
+            _ => {}
+        }
+        v
+    }
+
+    /// Huge pages fio needs for its buffers (per job: its buffers rounded up,
+    /// plus two for fio's alignment, as measured with fio 3.33).
+    pub fn hugepages_needed(&self) -> u64 {
+        match self.hugepages {
+            Some(k) => self.numjobs as u64 * ((self.iodepth as u64 * self.bs).div_ceil(k.bytes()) + 2),
+            None => 0,
+        }
+    }
+}
+
+pub(super) fn fio_available() -> bool {
+    std::process::Command::new("fio").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+fn pct(v: &serde_json::Value, key: &str) -> f64 {
+    v.get("percentile").and_then(|p| p.get(key)).and_then(|x| x.as_f64()).unwrap_or(0.0) / 1e3
+}
+
+/// Runs fio once and reads its JSON.
+pub(super) fn run_fio(job: &FioJob) -> anyhow::Result<Figures> {
+    let (u0, s0) = ringpool::process::rusage_children_us();
+    let out = std::process::Command::new("fio").args(job.args()).output().context("running fio")?;
+    let (u1, s1) = ringpool::process::rusage_children_us();
+    let process_cpu_us = ((u1 - u0) + (s1 - s0)) as f64;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json_at = text
+        .find('{')
+        .ok_or_else(|| anyhow::anyhow!("fio printed no JSON: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let v: serde_json::Value = serde_json::from_str(&text[json_at..]).context("parsing fio's JSON")?;
+    let j = &v["jobs"][0];
+    let err = j["error"].as_i64().unwrap_or(0);
+    if !out.status.success() || err != 0 {
+        bail!("fio failed (error {err}): {}{}", &text[..json_at], String::from_utf8_lossy(&out.stderr));
+    }
+    let (r, w) = (&j["read"], &j["write"]);
+    let ios = r["total_ios"].as_u64().unwrap_or(0) + w["total_ios"].as_u64().unwrap_or(0);
+    let bytes = r["io_bytes"].as_u64().unwrap_or(0) + w["io_bytes"].as_u64().unwrap_or(0);
+    let runtime_ms = r["runtime"].as_u64().unwrap_or(0).max(w["runtime"].as_u64().unwrap_or(0)).max(1);
+    let secs = runtime_ms as f64 / 1e3;
+    // usr_cpu / sys_cpu: percent of one CPU over the job's run, summed over
+    // the group's jobs.
+    let cpu_pct = j["usr_cpu"].as_f64().unwrap_or(0.0) + j["sys_cpu"].as_f64().unwrap_or(0.0);
+    let cpu_us = cpu_pct / 100.0 * secs * 1e6;
+    // The dominant direction's total latency percentiles (randrw: reads).
+    let lat = if r["total_ios"].as_u64().unwrap_or(0) > 0 { &r["lat_ns"] } else { &w["lat_ns"] };
+    Ok(Figures {
+        iops: ios as f64 / secs,
+        mib_s: bytes as f64 / secs / (1 << 20) as f64,
+        lat_us: Lat { p50: pct(lat, "50.000000"), p99: pct(lat, "99.000000"), p999: pct(lat, "99.900000") },
+        cpu_us_per_io: process_cpu_us / ios.max(1) as f64,
+        fio_reported_cpu_us_per_io: Some(cpu_us / ios.max(1) as f64),
+        ios,
+        seconds: secs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> FioJob {
+        FioJob {
+            file: "/dev/zram0".into(),
+            size: 4 << 30,
+            rw: Rw::Randread,
+            bs: 4096,
+            iodepth: 32,
+            numjobs: 1,
+            runtime: 10.0,
+            fixedbufs: true,
+            registerfiles: true,
+            hugepages: None,
+        }
+    }
+
+    #[test]
+    fn fio_args_for_the_default_job() {
+        assert_eq!(
+            job().args(),
+            [
+                "--name=ringpool-vs-fio",
+                "--filename=/dev/zram0",
+                "--size=4294967296",
+                "--rw=randread",
+                "--bs=4096",
+                "--iodepth=32",
+                "--numjobs=1",
+                "--runtime=10",
+                "--time_based=1",
+                "--ioengine=io_uring",
+                "--direct=1",
+                "--thread=1",
+                "--group_reporting=1",
+                "--lat_percentiles=1",
+                "--randrepeat=0",
+                "--norandommap=1",
+                "--output-format=json",
+                "--fixedbufs=1",
+                "--registerfiles=1",
+            ]
+        );
+    }
+
+    #[test]
+    fn fio_args_follow_each_option() {
+        let unreg = FioJob { fixedbufs: false, ..job() };
+        assert!(!unreg.args().iter().any(|a| a.starts_with("--fixedbufs")));
+        let nofiles = FioJob { registerfiles: false, ..job() };
+        assert!(!nofiles.args().iter().any(|a| a.starts_with("--registerfiles")));
+        let mixed = FioJob { rw: Rw::Randrw, numjobs: 2, runtime: 2.5, ..job() };
+        let args = mixed.args();
+        assert!(args.contains(&"--rw=randrw".to_string()) && args.contains(&"--rwmixread=50".to_string()));
+        assert!(args.contains(&"--numjobs=2".to_string()) && args.contains(&"--runtime=3".to_string()));
+        let huge = FioJob { hugepages: Some(PageKind::Huge2M), bs: 128 << 10, ..job() };
+        let args = huge.args();
+        assert!(args.contains(&"--iomem=mmaphuge".to_string()) && args.contains(&"--hugepage-size=2m".to_string()));
+        assert_eq!(huge.hugepages_needed(), 4);
+        let thp = FioJob { hugepages: Some(PageKind::Transparent), ..job() };
+        assert!(!thp.args().iter().any(|a| a.starts_with("--iomem")));
+        for rw in [Rw::Read, Rw::Write, Rw::Randwrite] {
+            assert!(FioJob { rw, ..job() }.args().contains(&format!("--rw={}", rw.name())));
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! `ringpool bench io`: an fio-style benchmark of O_DIRECT I/O through the
+//! pool, with fio run beside it on the same file in the same run.
+//!
+//! Each worker is a thread that takes its own ring from the pool's
+//! [`BufferTable`] (the table by clone) and keeps `iodepth` fixed-buffer
+//! operations in flight, like one fio job (`numjobs` = workers).
+
+mod chart;
+mod fio;
+mod job;
+mod target;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use ringpool::units::{parse_size, Bytes};
+use ringpool::{BufferTable, IoMemory, MemoryOptions, PageKind, PagePolicy, Sharing, TableOptions};
+use serde::Serialize;
+
+pub use chart::{chart, ChartArgs};
+use fio::{fio_available, run_fio, FioJob};
+use job::{final_verify, run_ringpool, Plan};
+use target::{prepare_target, Target};
+
+use crate::util::median;
+use crate::verify::{Ledger, SUB};
+
+/// The access pattern, as fio names it.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rw {
+    Randread,
+    Randwrite,
+    Read,
+    Write,
+    Randrw,
+}
+
+impl Rw {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rw::Randread => "randread",
+            Rw::Randwrite => "randwrite",
+            Rw::Read => "read",
+            Rw::Write => "write",
+            Rw::Randrw => "randrw",
+        }
+    }
+    fn random(self) -> bool {
+        matches!(self, Rw::Randread | Rw::Randwrite | Rw::Randrw)
+    }
+    fn writes(self) -> bool {
+        matches!(self, Rw::Randwrite | Rw::Write | Rw::Randrw)
+    }
+    fn reads(self) -> bool {
+        matches!(self, Rw::Randread | Rw::Read | Rw::Randrw)
+    }
+}
+
+/// How worker rings get the table.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharingArg {
+    Clone,
+    RegisterEach,
+    Unregistered,
+}
+
+impl SharingArg {
+    fn sharing(self) -> Sharing {
+        match self {
+            SharingArg::Clone => Sharing::Clone,
+            SharingArg::RegisterEach => Sharing::RegisterEach,
+            SharingArg::Unregistered => Sharing::Unregistered,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IoArgs {
+    /// A regular file (created or extended as needed) or a block device.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Bytes of the file to use (a regular file is laid out to this size; a block device uses its own size when omitted).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<u64>,
+    /// Access pattern.
+    #[arg(long, value_enum, default_value = "randread")]
+    pub rw: Rw,
+    /// Block size.
+    #[arg(long, default_value = "4k", value_parser = parse_size)]
+    pub bs: u64,
+    /// Blocks per operation: each operation is one vectored READV_FIXED / WRITEV_FIXED of this many
+    /// blocks of --bs, at consecutive file offsets, from buffers scattered in the pool (1: plain
+    /// READ_FIXED / WRITE_FIXED).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub vec: u32,
+    /// Operations in flight per worker.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub iodepth: u32,
+    /// Workers (threads with a ring each), like fio's numjobs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: u32,
+    /// Seconds per run.
+    #[arg(long, default_value = "10")]
+    pub runtime: f64,
+    /// How worker rings get the table.
+    #[arg(long, value_enum, default_value = "clone")]
+    pub sharing: SharingArg,
+    /// Page size of the pool: auto, 1g, 2m, thp or 4k.
+    #[arg(long, default_value = "auto")]
+    pub page: PagePolicy,
+    /// Reserve the huge pages needed (pool, and fio's buffers with --vs-fio) and give them back at exit.
+    #[arg(long)]
+    pub reserve: bool,
+    /// Every written 4 KiB carries a header (offset, sequence, crc32c); every read checks it, and a
+    /// final pass re-reads what was written. A mismatch fails the run and names the offset.
+    #[arg(long)]
+    pub verify: bool,
+    /// Run fio with the equivalent job, alternating with ringpool three times each.
+    #[arg(long)]
+    pub vs_fio: bool,
+    /// Runs of each side with --vs-fio.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
+    /// Submit queued operations once this many wait (1: each at once, fio's default
+    /// iodepth_batch_submit); 0: all replacements of a completion batch in one io_uring_enter.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub submit_batch: u32,
+    /// Set worker rings up with DEFER_TASKRUN (completions posted when the worker waits).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub defer_taskrun: bool,
+    /// Register the file too (IOSQE_FIXED_FILE), as fio's registerfiles.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub fixed_files: bool,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Figures of one run (ringpool's or fio's).
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Figures {
+    pub iops: f64,
+    pub mib_s: f64,
+    pub lat_us: Lat,
+    /// Whole-process CPU (user + system, every thread including io_uring's
+    /// io-wq workers) per I/O: getrusage of ringpool's run, wait4 of fio's.
+    pub cpu_us_per_io: f64,
+    /// fio only: the CPU fio itself reports (its job threads' RUSAGE_THREAD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fio_reported_cpu_us_per_io: Option<f64>,
+    pub ios: u64,
+    pub seconds: f64,
+}
+
+#[derive(Serialize, Debug, Clone, Copy, Default)]
+pub struct Lat {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+#[derive(Serialize, Debug)]
+struct Report {
+    file: PathBuf,
+    device: String,
+    size: u64,
+    rw: Rw,
+    bs: u64,
+    /// Blocks per operation (--vec).
+    vec: u32,
+    /// The opcode ringpool's operations used (READ_FIXED, READV_FIXED, ...).
+    opcode: &'static str,
+    iodepth: u32,
+    workers: u32,
+    page_size: &'static str,
+    sharing: String,
+    backend: &'static str,
+    fixed_files: bool,
+    verify: bool,
+    verified_blocks: u64,
+    iops: f64,
+    mib_s: f64,
+    /// Blocks of --bs per second (iops x vec).
+    blocks_per_s: f64,
+    lat_us: Lat,
+    cpu_us_per_io: f64,
+    /// CPU per block of --bs (cpu_us_per_io / vec).
+    cpu_us_per_block: f64,
+    runs: Vec<Figures>,
+    fio: Option<Figures>,
+    fio_runs: Vec<Figures>,
+    ratio_iops: Option<f64>,
+    ratio_cpu_per_io: Option<f64>,
+    ratio_lat_p50: Option<f64>,
+    fio_command: Option<String>,
+}
+
+fn check_args(a: &IoArgs) -> anyhow::Result<()> {
+    if a.bs == 0 || a.bs > 1 << 30 {
+        bail!("--bs must be from 512 bytes to 1 GiB");
+    }
+    if a.verify && !a.bs.is_multiple_of(SUB as u64) {
+        bail!("--verify needs --bs a multiple of 4 KiB (every 4 KiB carries a header)");
+    }
+    if !(a.runtime > 0.0 && a.runtime <= 86400.0) {
+        bail!("--runtime must be from a fraction of a second to a day");
+    }
+    if a.vec > 1 && a.vs_fio {
+        bail!("--vs-fio compares single-block operations: fio has no vectored fixed-buffer engine (drop --vec)");
+    }
+    Ok(())
+}
+
+/// The equivalent fio job (no target size yet).
+fn fio_job(a: &IoArgs, size: u64, hugepages: Option<PageKind>) -> FioJob {
+    FioJob {
+        file: a.file.clone(),
+        size,
+        rw: a.rw,
+        bs: a.bs,
+        iodepth: a.iodepth,
+        numjobs: a.workers,
+        runtime: a.runtime,
+        fixedbufs: a.sharing != SharingArg::Unregistered,
+        registerfiles: a.fixed_files,
+        hugepages,
+    }
+}
+
+/// Bytes of the pool: every slot's buffers (twice --vec blocks, every
+/// other kept), plus room for layout and verify.
+fn pool_bytes(a: &IoArgs) -> anyhow::Result<u64> {
+    let per_slot = if a.vec == 1 { a.bs } else { 2 * u64::from(a.vec) * a.bs };
+    u64::from(a.workers)
+        .checked_mul(u64::from(a.iodepth))
+        .and_then(|n| n.checked_mul(per_slot))
+        .and_then(|b| b.checked_add(64 << 20))
+        .map(|b| b.next_multiple_of(2 << 20))
+        .context("--workers x --iodepth x --vec x --bs does not fit in 64 bits")
+}
+
+/// Alternates ringpool and fio runs; (ringpool's, fio's, verified, opcode).
+fn alternate(
+    a: &IoArgs,
+    plan: &Plan<'_>,
+    fio: Option<&FioJob>,
+) -> anyhow::Result<(Vec<Figures>, Vec<Figures>, u64, &'static str)> {
+    let rounds = if fio.is_some() { a.rounds } else { 1 };
+    let (mut runs, mut fio_runs) = (Vec::new(), Vec::new());
+    let (mut verified, mut opcode) = (0, "none");
+    for round in 0..rounds {
+        let out = run_ringpool(plan)?;
+        verified += out.verified;
+        opcode = out.opcode;
+        say(a, "ringpool", round, &out.figures);
+        runs.push(out.figures);
+        if let Some(job) = fio {
+            let f = run_fio(job)?;
+            say(a, "fio     ", round, &f);
+            fio_runs.push(f);
+        }
+    }
+    Ok((runs, fio_runs, verified, opcode))
+}
+
+fn say(a: &IoArgs, who: &str, round: u32, f: &Figures) {
+    if !a.json {
+        eprintln!(
+            "{who} run {}: {:.0} IOPS, {:.1} MiB/s, p50 {:.1} us, {:.2} us CPU/IO",
+            round + 1,
+            f.iops,
+            f.mib_s,
+            f.lat_us.p50,
+            f.cpu_us_per_io
+        );
+    }
+}
+
+pub fn run(a: &IoArgs) -> anyhow::Result<()> {
+    check_args(a)?;
+    let pool_bytes = pool_bytes(a)?;
+    let fio_pages = if a.vs_fio && a.reserve && a.page != PagePolicy::Auto {
+        let k = if a.page == PagePolicy::Huge1G { PageKind::Huge1G } else { PageKind::Huge2M };
+        fio_job(a, 0, Some(k)).hugepages_needed() * k.bytes()
+    } else {
+        0
+    };
+    let (policy, _reservation) = crate::util::reserve_for(a.page, pool_bytes + fio_pages, a.reserve)?;
+    let mem = IoMemory::map_with(pool_bytes, &MemoryOptions::new().page(policy)).context("mapping the pool")?;
+    if !a.json {
+        crate::util::describe_pool(&mem, a.page);
+    }
+    mem.prefault(|_| {})?;
+    let table = BufferTable::register_with(&mem, &TableOptions { sharing: a.sharing.sharing(), ..Default::default() })?;
+    let target = prepare_target(a, &mem, &table)?;
+    let ledger = a.verify.then(|| Ledger::new(target.size));
+    // Sequences grow across runs too (they start at the wall clock in µs),
+    // so a block left by an earlier run never looks newer than this run's.
+    let seq = AtomicU64::new(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64),
+    );
+    let plan = Plan { a, target: &target, mem: &mem, table: &table, ledger: ledger.as_ref(), seq: &seq };
+    let hugepages = matches!(mem.page_kind(), PageKind::Huge1G | PageKind::Huge2M).then_some(mem.page_kind());
+    let fio = fio_job(a, target.size, hugepages);
+    let fio_ok = a.vs_fio && fio_available();
+    if a.vs_fio && !fio_ok {
+        eprintln!(
+            "note: fio is not on PATH: install it (Debian: apt-get install fio) to compare; running ringpool alone"
+        );
+    }
+    let (runs, fio_runs, mut verified, opcode) = alternate(a, &plan, fio_ok.then_some(&fio))?;
+    if let Some(l) = &ledger {
+        if a.rw.writes() {
+            verified += final_verify(&plan, l)?;
+        }
+    }
+    let mine = median_figures(&runs);
+    let ratio = |f: fn(&Figures) -> f64| {
+        (!fio_runs.is_empty())
+            .then(|| median(&runs.iter().zip(&fio_runs).map(|(r, x)| f(r) / f(x).max(1e-9)).collect::<Vec<_>>()))
+    };
+    let report = Report {
+        file: a.file.clone(),
+        device: target.device.clone(),
+        size: target.size,
+        rw: a.rw,
+        bs: a.bs,
+        vec: a.vec,
+        opcode,
+        iodepth: a.iodepth,
+        workers: a.workers,
+        page_size: mem.page_kind().short_name(),
+        sharing: table.path().to_string(),
+        backend: "io_uring",
+        fixed_files: a.fixed_files,
+        verify: a.verify,
+        verified_blocks: verified,
+        iops: mine.iops,
+        mib_s: mine.mib_s,
+        blocks_per_s: mine.iops * f64::from(a.vec),
+        lat_us: mine.lat_us,
+        cpu_us_per_io: mine.cpu_us_per_io,
+        cpu_us_per_block: mine.cpu_us_per_io / f64::from(a.vec),
+        ratio_iops: ratio(|f| f.iops),
+        ratio_cpu_per_io: ratio(|f| f.cpu_us_per_io),
+        ratio_lat_p50: ratio(|f| f.lat_us.p50),
+        fio: (!fio_runs.is_empty()).then(|| median_figures(&fio_runs)),
+        runs,
+        fio_runs,
+        fio_command: fio_ok.then(|| format!("fio {}", fio.args().join(" "))),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print_report(a, &report, &target, &mem, &mine);
+    Ok(())
+}
+
+fn print_report(a: &IoArgs, report: &Report, target: &Target, mem: &IoMemory, mine: &Figures) {
+    println!(
+        "{} {} bs={} vec={} ({}) iodepth={} workers={} on {} ({}, {}), pool {} pages, table by {}, fixed files {}",
+        report.rw.name(),
+        Bytes(report.size),
+        Bytes(a.bs),
+        a.vec,
+        report.opcode,
+        a.iodepth,
+        a.workers,
+        a.file.display(),
+        report.device,
+        if target.file.is_direct() { "O_DIRECT" } else { "buffered" },
+        mem.page_kind(),
+        report.sharing,
+        a.fixed_files
+    );
+    println!(
+        "{:>9} {:>12} {:>10} {:>9} {:>9} {:>9} {:>10}",
+        "", "IOPS", "MiB/s", "p50_us", "p99_us", "p999_us", "CPU_us/IO"
+    );
+    let line = |name: &str, f: &Figures| {
+        println!(
+            "{:>9} {:>12.0} {:>10.1} {:>9.1} {:>9.1} {:>9.1} {:>10.2}",
+            name, f.iops, f.mib_s, f.lat_us.p50, f.lat_us.p99, f.lat_us.p999, f.cpu_us_per_io
+        )
+    };
+    line("ringpool", mine);
+    if a.vec > 1 {
+        println!("{:.0} blocks/s, {:.2} us CPU per block", report.blocks_per_s, report.cpu_us_per_block);
+    }
+    if let Some(f) = &report.fio {
+        line("fio", f);
+        if let Some(c) = f.fio_reported_cpu_us_per_io {
+            println!("(CPU is whole-process for both; fio's own report, its job threads only: {c:.2} us/IO)");
+        }
+        println!(
+            "median of {} alternations, ringpool / fio: IOPS {:.2}x, CPU per I/O {:.2}x, p50 latency {:.2}x",
+            report.runs.len(),
+            report.ratio_iops.unwrap_or(0.0),
+            report.ratio_cpu_per_io.unwrap_or(0.0),
+            report.ratio_lat_p50.unwrap_or(0.0)
+        );
+    }
+    if a.verify {
+        println!("verified {} blocks of 4 KiB: no mismatch", report.verified_blocks);
+    }
+}
+
+fn median_figures(runs: &[Figures]) -> Figures {
+    let m = |f: fn(&Figures) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    Figures {
+        iops: m(|f| f.iops),
+        mib_s: m(|f| f.mib_s),
+        lat_us: Lat { p50: m(|f| f.lat_us.p50), p99: m(|f| f.lat_us.p99), p999: m(|f| f.lat_us.p999) },
+        cpu_us_per_io: m(|f| f.cpu_us_per_io),
+        fio_reported_cpu_us_per_io: runs
+            .iter()
+            .map(|f| f.fio_reported_cpu_us_per_io)
+            .collect::<Option<Vec<_>>>()
+            .map(|v| median(&v)),
+        ios: runs.iter().map(|f| f.ios).sum(),
+        seconds: runs.iter().map(|f| f.seconds).sum(),
+    }
+}

@@ -1,0 +1,232 @@
+//! Every operation kind through every engine, checked against std::fs, and
+//! the vectored operation's rules: one segment, splits across segments,
+//! windows, misaligned buffers, zero and too many buffers, and a ring whose
+//! table holds segments at other slots (a shifted ranged clone).
+
+mod common;
+
+use common::{concat, every_kind, std_read, std_write};
+use ringpool::{
+    AlignmentOf, Backend, BufferTable, CloneRange, DirectFile, Error, Features, IoBuf, IoMemory, IoPool, MemoryOptions,
+    Op, OpKind, PagePolicy, Ring, RingOptions, Sharing, TableOptions,
+};
+
+const MIB: u64 = 1 << 20;
+const K4: usize = common::K4;
+
+/// 4 segments of 1 MiB, prefaulted.
+fn four_segments() -> IoMemory {
+    let mem = IoMemory::map_with(4 * MIB, &MemoryOptions::new().page(PagePolicy::Base).segment_size(MIB)).unwrap();
+    mem.prefault(|_| {}).unwrap();
+    mem
+}
+
+fn scratch(name: &str) -> (tempfile::TempDir, DirectFile, std::path::PathBuf) {
+    let dir = common::disk_dir();
+    let file = common::direct_file(dir.path(), name);
+    file.set_len(MIB).unwrap();
+    let path = dir.path().join(name);
+    (dir, file, path)
+}
+
+#[test]
+fn every_op_kind_through_ring_engines_matches_std_fs() {
+    if !common::require_io_uring("every_op_kind_through_ring_engines_matches_std_fs") {
+        return;
+    }
+    let mem = four_segments();
+    let (_d, file, path) = scratch("rings");
+    let mut sharings = vec![Sharing::RegisterEach, Sharing::Unregistered];
+    if common::require_clone("every_op_kind_through_ring_engines_matches_std_fs") {
+        sharings.insert(0, Sharing::Clone);
+    }
+    for sharing in sharings {
+        let table = BufferTable::register_with(&mem, &TableOptions { sharing, ..Default::default() }).unwrap();
+        let mut ring = table.ring().unwrap();
+        every_kind(&format!("ring {sharing:?}"), &mem, &file, &path, |op| ring.run(op));
+    }
+}
+
+#[test]
+fn every_op_kind_through_pool_engines_matches_std_fs() {
+    let mut backends = vec![Backend::Blocking];
+    if common::require_io_uring("every_op_kind_through_pool_engines_matches_std_fs") {
+        backends.insert(0, Backend::IoUring);
+    }
+    for backend in backends {
+        let mem = four_segments();
+        let (_d, file, path) = scratch("pool");
+        let pool = IoPool::builder().memory(mem.clone()).backend(backend).workers(1, 2).build().unwrap();
+        every_kind(&format!("pool {backend:?}"), &mem, &file, &path, |op| pool.submit(op).wait());
+    }
+}
+
+#[test]
+fn every_op_kind_run_blocking_matches_std_fs() {
+    let mem = four_segments();
+    let (_d, file, path) = scratch("blocking");
+    every_kind("Op::run_blocking", &mem, &file, &path, Op::run_blocking);
+}
+
+#[test]
+fn vectored_buffers_of_one_segment_take_one_sqe() {
+    if !common::require_clone("vectored_buffers_of_one_segment_take_one_sqe") {
+        return;
+    }
+    let mem = four_segments();
+    let (_d, file, path) = scratch("one");
+    let table = BufferTable::register(&mem).unwrap();
+    let mut ring = table.ring().unwrap();
+    let bufs = mem.try_alloc_vec(8, K4).unwrap();
+    let seg = bufs[0].buf_index();
+    assert!(bufs.iter().all(|b| b.buf_index() == seg), "try_alloc_vec leases from one segment");
+    let scattered: Vec<IoBuf> = bufs.into_iter().step_by(2).collect();
+    assert!(scattered.windows(2).all(|w| w[1].as_ptr() as usize - w[0].as_ptr() as usize == 2 * K4), "gaps");
+    let data = common::pattern(4 * K4, 3);
+    std_write(&path, 0, &data);
+    let before = ring.stats();
+    let (r, got) = ring.readv_at(&file, 0, scattered);
+    assert_eq!(r.unwrap(), 4 * K4);
+    assert_eq!(concat(&got), data);
+    let after = ring.stats();
+    let expected = if Features::get().readv_fixed { ("READV_FIXED", 1, 0) } else { ("READ_FIXED", 4, 1) };
+    assert_eq!(ring.opcode_for(OpKind::Readv), expected.0);
+    assert_eq!((after.sqes - before.sqes, after.split_ops - before.split_ops), (expected.1, expected.2));
+}
+
+#[test]
+fn vectored_buffers_across_segments_are_split_and_counted() {
+    if !common::require_clone("vectored_buffers_across_segments_are_split_and_counted") {
+        return;
+    }
+    let mem = four_segments();
+    let (_d, file, path) = scratch("split");
+    let table = BufferTable::register(&mem).unwrap();
+    let mut ring = table.ring().unwrap();
+    // Segments 0, 1, 1, 3: runs [0], [1, 1], [3].
+    let mut bufs: Vec<IoBuf> = [0u16, 1, 1, 3].iter().map(|&s| mem.try_alloc_in(s, K4).unwrap()).collect();
+    for (i, b) in bufs.iter_mut().enumerate() {
+        common::fill(b, 40 + i as u64);
+    }
+    let want = concat(&bufs);
+    let before = ring.stats();
+    let (r, back) = ring.writev_at(&file, 8 * K4 as u64, bufs);
+    assert_eq!(r.unwrap(), 4 * K4);
+    assert_eq!(back.iter().map(|b| b.buf_index()).collect::<Vec<_>>(), [0, 1, 1, 3], "buffers back in order");
+    assert_eq!(std_read(&path, 8 * K4 as u64, 4 * K4), want);
+    let after = ring.stats();
+    let sqes = if Features::get().readv_fixed { 3 } else { 4 };
+    assert_eq!((after.sqes - before.sqes, after.split_ops - before.split_ops, after.ops - before.ops), (sqes, 1, 1));
+
+    // The same through a pool: its stats count the split.
+    let pool = IoPool::builder().memory(mem.clone()).backend(Backend::IoUring).workers(1, 1).build().unwrap();
+    let bufs: Vec<IoBuf> = [2u16, 0].iter().map(|&s| mem.try_alloc_in(s, K4).unwrap()).collect();
+    let (r, back) = pool.readv_at(&file, 8 * K4 as u64, bufs).wait();
+    assert_eq!(r.unwrap(), 2 * K4);
+    assert_eq!(concat(&back), want[..2 * K4]);
+    assert_eq!(pool.stats().split_ops, 1);
+}
+
+#[test]
+fn a_split_read_at_the_end_of_the_file_counts_what_was_there() {
+    if !common::require_clone("a_split_read_at_the_end_of_the_file_counts_what_was_there") {
+        return;
+    }
+    let mem = four_segments();
+    let (_d, file, _path) = scratch("eof");
+    let table = BufferTable::register(&mem).unwrap();
+    let mut ring = table.ring().unwrap();
+    // The file is 1 MiB: a read of 3 blocks (segments 0, 1, 2) starting one
+    // block before the end gets that block only.
+    let bufs: Vec<IoBuf> = [0u16, 1, 2].iter().map(|&s| mem.try_alloc_in(s, K4).unwrap()).collect();
+    let (r, _) = ring.readv_at(&file, MIB - K4 as u64, bufs);
+    assert_eq!(r.unwrap(), K4);
+    // Starting at the end: the typed end-of-file error.
+    let bufs: Vec<IoBuf> = [0u16, 1].iter().map(|&s| mem.try_alloc_in(s, K4).unwrap()).collect();
+    let (r, _) = ring.readv_at(&file, MIB, bufs);
+    assert!(matches!(r, Err(Error::PastEndOfFile { offset: MIB, .. })), "{r:?}");
+}
+
+#[test]
+fn bad_vectors_give_typed_errors_naming_the_buffer() {
+    if !common::require_clone("bad_vectors_give_typed_errors_naming_the_buffer") {
+        return;
+    }
+    let mem = IoMemory::map_with(8 * MIB, &MemoryOptions::new().page(PagePolicy::Base)).unwrap();
+    let (_d, file, _path) = scratch("bad");
+    let table = BufferTable::register(&mem).unwrap();
+    let mut ring = table.ring().unwrap();
+    let pool = IoPool::builder().memory(mem.clone()).workers(1, 1).build().unwrap();
+    let oa = file.offset_align() as usize;
+
+    // A length that is not a multiple of the alignment, in buffer 1.
+    let mut bufs = mem.try_alloc_vec(3, K4).unwrap();
+    bufs[1].set_len(oa / 2).unwrap();
+    let (r, back) = ring.readv_at(&file, 0, bufs);
+    assert!(matches!(r, Err(Error::Misaligned { what: AlignmentOf::Length, buffer: Some(1), .. })), "{r:?}");
+    assert!(r.unwrap_err().to_string().contains("buffer 1"));
+    assert_eq!(back.len(), 3, "refused: every buffer comes back");
+    drop(back);
+
+    // A misaligned address in buffer 2 (where the file wants alignment).
+    let ma = file.mem_align() as usize;
+    if ma > 1 {
+        let mut bufs = mem.try_alloc_vec(3, 2 * K4).unwrap();
+        bufs[2].set_window(ma / 2, K4).unwrap();
+        let (r, _) = pool.writev_at(&file, 0, bufs).wait();
+        assert!(matches!(r, Err(Error::Misaligned { what: AlignmentOf::Memory, buffer: Some(2), .. })), "{r:?}");
+    }
+
+    // A misaligned file offset.
+    let (r, _) = ring.readv_at(&file, (oa / 2) as u64, mem.try_alloc_vec(2, K4).unwrap());
+    assert!(matches!(r, Err(Error::Misaligned { what: AlignmentOf::Offset, buffer: None, .. })), "{r:?}");
+
+    // No buffers.
+    let (r, back) = ring.readv_at(&file, 0, Vec::new());
+    assert!(matches!(r, Err(Error::ZeroLength { op: "readv", .. })), "{r:?}");
+    assert!(back.is_empty());
+
+    // More than IOV_MAX: the allocator refuses, and so does the operation.
+    assert!(matches!(mem.try_alloc_vec(1025, 512), Err(Error::TooManyBuffers { count: 1025, max: 1024, .. })));
+    let bufs: Vec<IoBuf> = (0..1025).map(|_| mem.try_alloc(K4).unwrap()).collect();
+    let (r, back) = pool.readv_at(&file, 0, bufs).wait();
+    assert!(matches!(r, Err(Error::TooManyBuffers { op: "readv", count: 1025, max: 1024 })), "{r:?}");
+    assert_eq!(back.len(), 1025);
+    drop(back);
+    assert_eq!(mem.stats().leases, 0);
+}
+
+#[test]
+fn a_shifted_ranged_clone_refuses_leases_it_lacks_and_serves_those_it_holds() {
+    if !common::require_clone("a_shifted_ranged_clone_refuses_leases_it_lacks_and_serves_those_it_holds")
+        || !common::require(Features::get().clone_ranges, "a_shifted_ranged_clone_refuses_leases_it_lacks", "6.13")
+    {
+        return;
+    }
+    let mem = four_segments();
+    let (_d, file, path) = scratch("shift");
+    let table = BufferTable::register(&mem).unwrap();
+    // Template entries 2..4 into slots 0..2.
+    let mut ring = Ring::new(&RingOptions::default()).unwrap();
+    ring.clone_buffers_from(&table, CloneRange::range(2, 0, 2)).unwrap();
+    assert_eq!(ring.table_len(), 2);
+    assert_eq!((ring.slot_of(2), ring.slot_of(3), ring.slot_of(0), ring.slot_of(1)), (Some(0), Some(1), None, None));
+    for seg in [0u16, 1] {
+        let (r, _) = ring.write_at(&file, 0, mem.try_alloc_in(seg, K4).unwrap());
+        assert!(matches!(r, Err(Error::NotInTable { segment, .. }) if segment == seg), "segment {seg}: {r:?}");
+    }
+    let (r, _) = ring.readv_at(&file, 0, vec![mem.try_alloc_in(2, K4).unwrap(), mem.try_alloc_in(0, K4).unwrap()]);
+    assert!(matches!(r, Err(Error::NotInTable { segment: 0, buffer: Some(1), .. })), "{r:?}");
+    for seg in [2u16, 3] {
+        let mut w = mem.try_alloc_in(seg, 2 * K4).unwrap();
+        common::fill(&mut w, u64::from(seg));
+        let want = w.to_vec();
+        let off = u64::from(seg) * 2 * K4 as u64;
+        let (r, _) = ring.write_at(&file, off, w);
+        assert_eq!(r.unwrap(), 2 * K4, "segment {seg}");
+        assert_eq!(std_read(&path, off, 2 * K4), want, "segment {seg} wrote its own bytes");
+        let (r, back) = ring.read_at(&file, off, mem.try_alloc_in(seg, 2 * K4).unwrap());
+        assert_eq!(r.unwrap(), 2 * K4);
+        assert_eq!(&back[..], &want[..], "segment {seg} read into its own bytes");
+    }
+}
