@@ -188,6 +188,26 @@ impl Buddy {
         self.free[order as usize].insert(offset);
     }
 
+    /// Whether `[start, start + len)` lies entirely in free blocks (no lease
+    /// covers any of it). Bytes not yet added to the allocator count as free.
+    pub(crate) fn is_free(&self, start: u64, len: u64) -> bool {
+        let end = start.saturating_add(len);
+        if start >= self.high_water {
+            return true;
+        }
+        // Free blocks overlapping the range, by order; the range is free when
+        // they cover it whole.
+        let mut covered = 0u64;
+        for (o, set) in self.free.iter().enumerate() {
+            let size = 1u64 << (self.min_shift + o as u32);
+            for &off in set.range(start.saturating_sub(size - 1)..end) {
+                let (a, b) = (off.max(start), (off + size).min(end));
+                covered += b.saturating_sub(a);
+            }
+        }
+        covered >= end.min(self.high_water) - start
+    }
+
     fn largest_free(&self) -> u64 {
         (0..=self.max_order())
             .rev()
@@ -262,7 +282,8 @@ impl Allocator {
 
     /// Waits up to `timeout` (forever with `None`) for a block.
     pub(crate) fn alloc_wait(&self, len: usize, timeout: Option<Duration>) -> Option<Grant> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout past the end of time is no timeout.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = self.lock();
         loop {
             if let Some(g) = st.buddy.alloc(len, None) {
@@ -374,6 +395,20 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 23);
+    }
+
+    #[test]
+    fn a_range_is_free_only_without_leases() {
+        let mut b = Buddy::new(256 << 10, 16, K4);
+        assert!(b.is_free(0, 256 << 10));
+        let g = b.alloc(4096, Some(1)).unwrap();
+        assert!(!b.is_free(64 << 10, 64 << 10));
+        assert!(!b.is_free(g.offset(), 4096));
+        assert!(b.is_free(0, 64 << 10) && b.is_free(128 << 10, 128 << 10));
+        assert!(b.is_free(g.offset() + 4096, 4096));
+        b.free(g);
+        assert!(b.is_free(0, 256 << 10));
+        assert!(b.is_free(1 << 30, 4096), "past the end: not leasable, free");
     }
 
     #[test]

@@ -278,6 +278,21 @@ pub enum Error {
         buffer: Option<usize>,
     },
 
+    /// An operation that needs more SQEs at once than the ring holds.
+    #[error(
+        "{op}: its buffers need {sqes} SQEs (one per segment they span, or one per buffer without READV_FIXED), \
+         more than this ring's {entries} entries: lease them in one segment (IoMemory::try_alloc_vec) or use a \
+         deeper ring"
+    )]
+    TooManyParts {
+        /// The operation.
+        op: &'static str,
+        /// SQEs it needs.
+        sqes: usize,
+        /// Entries of the ring's submission queue.
+        entries: u32,
+    },
+
     /// The ring has no room for the operation now.
     #[error(
         "{op}: the ring's submission or completion queue is full ({in_flight} operations in flight): reap \
@@ -330,8 +345,8 @@ pub enum Error {
 
     /// The operation was cancelled before it completed (ECANCELED).
     #[error(
-        "{op} on {path} at offset {offset}: cancelled before it completed (ECANCELED, the ring was being torn \
-         down): nothing or part of it may have reached the file; retry it"
+        "{op} on {path} at offset {offset}: cancelled before it completed (ECANCELED): nothing or part of it may \
+         have reached the file; retry it"
     )]
     Canceled {
         /// The operation.

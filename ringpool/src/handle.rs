@@ -99,15 +99,24 @@ impl OpState {
 
     /// Stores the outcome and wakes the waiter. If the handle is gone, the
     /// outcome (and the buffers in it) is dropped when the last Arc goes.
-    pub(crate) fn complete(&self, v: Outcome) {
+    /// A waker that panics is caught (the outcome is already stored);
+    /// returns `false` then.
+    pub(crate) fn complete(&self, v: Outcome) -> bool {
         let waker = {
             let mut s = self.lock();
             s.value = Some(v);
             s.waker.take()
         };
         self.done.notify_all();
-        if let Some(w) = waker {
-            w.wake();
+        match waker {
+            Some(w) => {
+                let woke = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_ok();
+                if !woke {
+                    tracing::error!("a task's waker panicked when its operation completed; the result is stored");
+                }
+                woke
+            }
+            None => true,
         }
     }
 
@@ -180,7 +189,7 @@ impl<T: HandleOutput> OpHandle<T> {
     /// # Errors
     /// The handle itself, when the time ran out.
     pub fn wait_timeout(self, timeout: Duration) -> std::result::Result<T, Self> {
-        let deadline = Instant::now() + timeout;
+        let Some(deadline) = Instant::now().checked_add(timeout) else { return Ok(self.wait()) };
         {
             let mut s = self.state.lock();
             loop {

@@ -215,7 +215,7 @@ impl Op {
             libc::EDQUOT => Error::NoSpace { op, path, offset, quota: true },
             // A non-blocking attempt (RWF_NOWAIT, O_NONBLOCK) would have waited.
             libc::EAGAIN => Error::WouldBlock { op, path, offset },
-            // Cancelled in flight: the ring was drained while it ran.
+            // Cancelled in flight (an IORING_OP_ASYNC_CANCEL naming it).
             libc::ECANCELED => Error::Canceled { op, path, offset },
             // The file or device lacks the operation (a flag, fsync on some FUSE).
             libc::EOPNOTSUPP => Error::Unsupported { op, path },
@@ -302,28 +302,37 @@ impl Op {
     }
 
     /// Puts split parts (in order) back together as one `kind` operation,
-    /// and works out its result from theirs: the first failure in file
-    /// order, else the bytes up to and including the first short part.
+    /// and works out its result from theirs, as `preadv2` / `pwritev2`
+    /// would: the bytes of the contiguous prefix that completed, up to and
+    /// including the first short part; an error only when the first part
+    /// failed (or read nothing at the end of the file). A later part that
+    /// failed shortens the count: the caller retries the rest and meets the
+    /// error then.
     pub(crate) fn join(kind: OpKind, parts: Vec<(i32, Op)>) -> (Result<usize>, Op) {
-        let mut result = Ok(0usize);
-        let mut stopped = false;
+        let mut total = 0usize;
+        let mut result = None;
         for (i, (res, part)) in parts.iter().enumerate() {
-            if stopped {
+            if i == 0 && *res <= 0 {
+                // The first part failed, or found the end of the file.
+                result = Some(part.complete(*res));
                 break;
             }
             if *res < 0 {
-                result = Err(part.complete(*res).expect_err("a negative result is an error"));
+                tracing::debug!(
+                    part = i,
+                    offset = part.offset,
+                    errno = -res,
+                    "a later part of a split operation failed"
+                );
                 break;
             }
             let n = *res as usize;
-            if i == 0 && n == 0 {
-                // Nothing at all: end of file is an error of its own.
-                result = part.complete(0);
+            total += n;
+            if n < part.len() {
                 break;
             }
-            result = result.map(|t| t + n);
-            stopped = n < part.len();
         }
+        let result = result.unwrap_or(Ok(total));
         let mut parts = parts.into_iter().map(|(_, p)| p);
         let first = parts.next().expect("a split has at least one part");
         let mut bufs = first.bufs.into_vec();

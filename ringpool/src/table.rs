@@ -193,14 +193,17 @@ impl BufferTable {
     /// [`IoMemory::map_with`]; registration errors.
     pub fn grow(&self, bytes: u64) -> Result<GrowReport> {
         let t = &self.template;
-        if t.entries() != t.memory.segment_count() {
-            return Err(Error::invalid(
-                "growth",
-                Bytes(bytes),
-                "the table registers a prefix of the pool; grow only a table of the whole pool",
-            ));
-        }
-        t.memory.grow_with(bytes, u64::from(t.capacity), |range| t.publish(range))
+        let whole = |segments: u16| {
+            if t.entries() != segments {
+                return Err(Error::invalid(
+                    "growth",
+                    Bytes(bytes),
+                    "the table registers a prefix of the pool; grow only a table of the whole pool",
+                ));
+            }
+            Ok(())
+        };
+        t.memory.grow_with(bytes, u64::from(t.capacity), whole, |range| t.publish(range))
     }
 
     /// A ring for the calling thread with the whole table, 128 entries deep.

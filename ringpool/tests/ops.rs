@@ -230,3 +230,69 @@ fn a_shifted_ranged_clone_refuses_leases_it_lacks_and_serves_those_it_holds() {
         assert_eq!(&back[..], &want[..], "segment {seg} read into its own bytes");
     }
 }
+
+#[test]
+fn a_vector_needing_more_sqes_than_the_ring_holds_is_refused() {
+    if !common::require_clone("a_vector_needing_more_sqes_than_the_ring_holds_is_refused") {
+        return;
+    }
+    let mem = four_segments();
+    let (_d, file, _path) = scratch("parts");
+    let table = BufferTable::register(&mem).unwrap();
+    let mut ring = table.ring_with(&RingOptions::new().entries(4)).unwrap();
+    // Segments 0,1,0,1,0,1: six runs, six SQEs, in a ring of four.
+    let bufs: Vec<IoBuf> = (0..6u16).map(|i| mem.try_alloc_in(i % 2, K4).unwrap()).collect();
+    let (r, back) = ring.readv_at(&file, 0, bufs);
+    assert!(matches!(r, Err(Error::TooManyParts { sqes: 6, entries: 4, .. })), "{r:?}");
+    assert_eq!(back.len(), 6);
+}
+
+#[test]
+fn a_pool_holds_split_operations_back_while_its_ring_is_full() {
+    if !common::require_clone("a_pool_holds_split_operations_back_while_its_ring_is_full") {
+        return;
+    }
+    let mem = four_segments();
+    let (_d, file, path) = scratch("full");
+    let data = common::pattern(64 * K4, 9);
+    std_write(&path, 0, &data);
+    // A worker ring of 4 (+1) entries; each operation takes 3 SQEs.
+    let pool = IoPool::builder().memory(mem.clone()).ring_depth(4).workers(1, 1).build().unwrap();
+    let handles: Vec<_> = (0..16u64)
+        .map(|i| {
+            let bufs: Vec<IoBuf> = [0u16, 1, 2].iter().map(|&s| mem.try_alloc_in(s, K4).unwrap()).collect();
+            (i, pool.readv_at(&file, i * 3 * K4 as u64 % (60 * K4 as u64), bufs))
+        })
+        .collect();
+    for (i, h) in handles {
+        let (r, back) = h.wait();
+        assert_eq!(r.unwrap(), 3 * K4, "op {i}");
+        let off = (i * 3 * K4 as u64 % (60 * K4 as u64)) as usize;
+        assert_eq!(concat(&back), data[off..off + 3 * K4], "op {i}");
+    }
+    let st = pool.stats();
+    assert_eq!((st.failed, st.split_ops), (0, 16), "{st:?}");
+}
+
+#[test]
+fn growth_after_a_ranged_clone_into_a_table_ring_keeps_every_slot() {
+    if !common::require_clone("growth_after_a_ranged_clone_into_a_table_ring_keeps_every_slot")
+        || !common::require(Features::get().clone_ranges, "growth_after_a_ranged_clone", "6.13")
+    {
+        return;
+    }
+    let mem = four_segments();
+    let (_d, file, _path) = scratch("grow");
+    let table = BufferTable::register_with(&mem, &TableOptions { capacity: Some(200), ..Default::default() }).unwrap();
+    let mut ring = table.ring().unwrap();
+    // Segment 0 also in slot 100, then the table grows by two segments.
+    ring.clone_buffers_from(&table, CloneRange::range(0, 100, 1).replace()).unwrap();
+    assert_eq!(ring.table_len(), 5);
+    let report = table.grow(2 * MIB).unwrap();
+    assert_eq!(report.segments, 4..6);
+    assert!(ring.refresh_table().unwrap());
+    for seg in 0..6u16 {
+        let (r, _) = ring.write_at(&file, u64::from(seg) * K4 as u64, mem.try_alloc_in(seg, K4).unwrap());
+        assert_eq!(r.unwrap(), K4, "segment {seg}");
+    }
+}

@@ -103,6 +103,8 @@ pub(crate) struct Counters {
     pub failed: AtomicU64,
     /// Vectored operations split into one SQE per segment.
     pub split_ops: AtomicU64,
+    /// Wakers that panicked when their operation completed (caught).
+    pub waker_panics: AtomicU64,
 }
 
 impl Counters {
@@ -117,7 +119,9 @@ impl Counters {
     /// Completes `done` with `outcome` and counts it.
     pub(crate) fn finish(&self, done: &OpState, outcome: crate::handle::Outcome) {
         self.count(outcome.0.is_ok());
-        done.complete(outcome);
+        if !done.complete(outcome) {
+            self.waker_panics.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! read of its eventfd always in flight, so that a submitter's signal wakes
 //! it whether it was idle or waiting for completions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::{Counters, Engine, EngineFactory, EngineKind, Setup, Wake};
+use crate::buf::Buffers;
 use crate::error::{Error, Result};
 use crate::handle::OpState;
 use crate::op::Op;
@@ -47,17 +48,23 @@ impl Generations {
     /// Waits until every ring has generation `gen` or later; the moment the
     /// last one got there.
     pub(crate) fn wait_all_at(&self, gen: u64, timeout: Duration) -> Result<Instant> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut g = self.at.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if g.values().all(|&(have, _)| have >= gen) {
                 return Ok(g.values().map(|&(_, at)| at).max().unwrap_or_else(Instant::now));
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout { what: format!("every ring at table generation {gen}"), waited: timeout });
-            }
-            g = self.changed.wait_timeout(g, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            g = match deadline {
+                None => self.changed.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        let what = format!("every ring at table generation {gen}");
+                        return Err(Error::Timeout { what, waited: timeout });
+                    }
+                    self.changed.wait_timeout(g, d - now).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
         }
     }
 }
@@ -89,6 +96,7 @@ impl EngineFactory for UringFactory {
             efd: efd.clone(),
             armed: true,
             pending: Slab::with_capacity(self.depth as usize),
+            deferred: VecDeque::new(),
             table: self.table.clone(),
             gens: self.gens.clone(),
             id,
@@ -106,6 +114,9 @@ struct UringEngine {
     armed: bool,
     /// The handles of the operations in flight, by tag.
     pending: Slab<Arc<OpState>>,
+    /// Operations taken while the ring was full (a split operation takes
+    /// several SQEs): pushed before any new one.
+    deferred: VecDeque<(Op, Arc<OpState>)>,
     table: Arc<BufferTable>,
     gens: Arc<Generations>,
     id: usize,
@@ -114,6 +125,34 @@ struct UringEngine {
 }
 
 impl UringEngine {
+    /// Pushes `op`; `Err` gives it back when the ring is full for now.
+    fn push(&mut self, op: Op, done: Arc<OpState>) -> std::result::Result<(), (Op, Arc<OpState>)> {
+        let entry = self.pending.vacant_entry();
+        let tag = entry.key() as u64;
+        let splits = self.ring.stats().split_ops;
+        match self.ring.push(op, tag) {
+            Ok(()) => {
+                entry.insert(done);
+            }
+            Err((Error::RingFull { .. }, op)) => return Err((op, done)),
+            Err((e, op)) => self.counters.finish(&done, (Err(e), op.into_buffers())),
+        }
+        if self.ring.stats().split_ops > splits {
+            self.counters.split_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Pushes what waited for room, in order.
+    fn push_deferred(&mut self) {
+        while let Some((op, done)) = self.deferred.pop_front() {
+            if let Err(back) = self.push(op, done) {
+                self.deferred.push_front(back);
+                return;
+            }
+        }
+    }
+
     fn rearm(&mut self) {
         if !self.armed {
             match self.ring.push_wake(self.efd.clone(), WAKE_TAG) {
@@ -127,21 +166,20 @@ impl UringEngine {
 
 impl Engine for UringEngine {
     fn room(&mut self) -> usize {
+        self.push_deferred();
+        if !self.deferred.is_empty() {
+            return 0;
+        }
         self.depth.saturating_sub(self.pending.len())
     }
 
     fn start(&mut self, op: Op, done: Arc<OpState>) {
-        let entry = self.pending.vacant_entry();
-        let tag = entry.key() as u64;
-        let splits = self.ring.stats().split_ops;
-        match self.ring.push(op, tag) {
-            Ok(()) => {
-                entry.insert(done);
-            }
-            Err((e, op)) => self.counters.finish(&done, (Err(e), op.into_buffers())),
+        if !self.deferred.is_empty() {
+            self.deferred.push_back((op, done));
+            return;
         }
-        if self.ring.stats().split_ops > splits {
-            self.counters.split_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(back) = self.push(op, done) {
+            self.deferred.push_back(back);
         }
     }
 
@@ -165,7 +203,7 @@ impl Engine for UringEngine {
     }
 
     fn in_flight(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.deferred.len()
     }
 
     fn sleep(&mut self, timeout: Option<Duration>) {
@@ -196,6 +234,10 @@ impl Engine for UringEngine {
             in_flight = self.pending.len(),
             "completing the operations of a worker that panicked"
         );
+        for (op, done) in std::mem::take(&mut self.deferred) {
+            let lost = Error::Lost("the worker panicked before it could submit the operation".into());
+            self.counters.finish(&done, (Err(lost), op.into_buffers()));
+        }
         self.reap();
         // Operations still in the kernel (the wake-up read aside).
         while self.ring.in_flight() > usize::from(self.armed) {
@@ -204,12 +246,12 @@ impl Engine for UringEngine {
             }
             self.reap();
         }
-        if !self.pending.is_empty() {
-            tracing::error!(
-                worker = self.id,
-                left = self.pending.len(),
-                "operations without a completion after a panic"
-            );
+        // Operations whose completion was lost with the ring (it failed):
+        // their buffers went with the ring's slots.
+        for done in self.pending.drain() {
+            tracing::error!(worker = self.id, "an operation lost its completion after a panic");
+            let lost = Error::Lost("the worker's ring failed while recovering from a panic".into());
+            self.counters.finish(&done, (Err(lost), Buffers::None));
         }
     }
 }

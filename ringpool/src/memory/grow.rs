@@ -49,16 +49,19 @@ impl IoMemory {
     /// As [`IoMemory::map_with`] for the new memory;
     /// [`Error::TooManySegments`] past 16384 segments.
     pub fn grow(&self, bytes: u64) -> Result<Range<u16>> {
-        self.grow_with(bytes, MAX_SEGMENTS, |_| Ok(0)).map(|r| r.segments)
+        self.grow_with(bytes, MAX_SEGMENTS, |_| Ok(()), |_| Ok(0)).map(|r| r.segments)
     }
 
     /// The growth path. `slots` is the most segments the pool may have
-    /// afterwards (a table's capacity); `publish` makes the new segments
-    /// usable by rings and returns the table generation that has them.
+    /// afterwards (a table's capacity); `check` runs first under the growth
+    /// lock with the segment count (a table checks it registers them all);
+    /// `publish` makes the new segments usable by rings and returns the
+    /// table generation that has them.
     pub(crate) fn grow_with(
         &self,
         bytes: u64,
         slots: u64,
+        check: impl FnOnce(u16) -> Result<()>,
         publish: impl FnOnce(Range<u16>) -> Result<u64>,
     ) -> Result<GrowReport> {
         if bytes == 0 {
@@ -66,6 +69,7 @@ impl IoMemory {
         }
         let sh = &self.shared;
         let _growing = self.growth_lock();
+        check(sh.segment_count())?;
         let len = pages::round_to_pages("growth", bytes, sh.kind)?;
         let nseg = len.div_ceil(sh.segment_size);
         let first = u64::from(sh.segment_count());

@@ -86,6 +86,9 @@ pub(crate) struct PoolShared {
     prefault: Mutex<Option<Duration>>,
     /// Serialises growth (held from the capacity check to publication).
     growing: Mutex<()>,
+    /// The process that mapped the memory: private mappings are
+    /// MADV_DONTFORK, absent in a forked child.
+    pid: u32,
 }
 
 impl PoolShared {
@@ -126,7 +129,7 @@ impl LeaseOwner for PoolShared {
     }
 
     fn is_mapped_here(&self) -> bool {
-        true
+        self.pid == crate::sys::pid::current_pid()
     }
 }
 
@@ -250,6 +253,7 @@ impl IoMemory {
                 alloc: Allocator::new(buddy),
                 prefault: Mutex::new(None),
                 growing: Mutex::new(()),
+                pid: crate::sys::pid::current_pid(),
             }),
         })
     }

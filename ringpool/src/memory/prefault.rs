@@ -83,14 +83,22 @@ impl IoMemory {
             ));
         };
         let work = self.chunks(begin, end, page);
-        let no_leases = self.stats().leases == 0;
-        run_parallel(&work, threads, no_leases, progress).map_err(|e| Error::os("prefault", e))?;
+        // Without MADV_POPULATE_WRITE (before 5.14), a chunk is touched by
+        // hand, only while it is free of leases, under the allocator's lock.
+        let touch = |c: &Chunk| {
+            let free = self
+                .shared
+                .alloc
+                .with_buddy(|b| b.is_free(c.pool_off, c.len as u64).then(|| c.map.touch(c.map_off, c.len, 4096)));
+            free.unwrap_or(Ok(()))
+        };
+        run_parallel(&work, threads, &touch, progress).map_err(|e| Error::os("prefault", e))?;
         Ok(start.elapsed())
     }
 
     /// `[begin, end)` as chunks of at most 64 MiB (or one page), each inside
-    /// one segment: (mapping, offset in it, length).
-    fn chunks(&self, begin: u64, end: u64, page: u64) -> Vec<(Arc<Mapping>, usize, usize)> {
+    /// one segment.
+    fn chunks(&self, begin: u64, end: u64, page: u64) -> Vec<Chunk> {
         let chunk = (64u64 << 20).max(page);
         let mut out = Vec::new();
         for s in self.shared.segs().iter() {
@@ -98,7 +106,8 @@ impl IoMemory {
             let mut at = a;
             while at < b {
                 let n = chunk.min(b - at);
-                out.push((s.map.clone(), s.map_off + (at - s.seg.offset) as usize, n as usize));
+                let map_off = s.map_off + (at - s.seg.offset) as usize;
+                out.push(Chunk { map: s.map.clone(), map_off, pool_off: at, len: n as usize });
                 at += n;
             }
         }
@@ -106,14 +115,23 @@ impl IoMemory {
     }
 }
 
-/// Populates every chunk on up to `threads` threads (this one included).
+/// A range to fault in: its mapping, its place there and in the pool.
+struct Chunk {
+    map: Arc<Mapping>,
+    map_off: usize,
+    pool_off: u64,
+    len: usize,
+}
+
+/// Populates every chunk on up to `threads` threads (this one included);
+/// `touch` faults a chunk in where the kernel cannot populate it.
 fn run_parallel(
-    work: &[(Arc<Mapping>, usize, usize)],
+    work: &[Chunk],
     threads: usize,
-    may_touch: bool,
+    touch: &(dyn Fn(&Chunk) -> std::io::Result<()> + Sync),
     progress: impl Fn(Progress) + Sync,
 ) -> std::io::Result<()> {
-    let total: u64 = work.iter().map(|w| w.2 as u64).sum();
+    let total: u64 = work.iter().map(|w| w.len as u64).sum();
     let next = AtomicUsize::new(0);
     let done = AtomicU64::new(0);
     let failed: Mutex<Option<std::io::Error>> = Mutex::new(None);
@@ -122,14 +140,19 @@ fn run_parallel(
         if i >= work.len() || failed.lock().map(|f| f.is_some()).unwrap_or(true) {
             return;
         }
-        let (map, off, len) = &work[i];
-        if let Err(e) = map.populate(*off, *len, 4096, may_touch) {
+        let c = &work[i];
+        let r = match c.map.populate(c.map_off, c.len) {
+            Ok(true) => Ok(()),
+            Ok(false) => touch(c),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
             if let Ok(mut f) = failed.lock() {
                 f.get_or_insert(e);
             }
             return;
         }
-        let d = done.fetch_add(*len as u64, Ordering::Relaxed) + *len as u64;
+        let d = done.fetch_add(c.len as u64, Ordering::Relaxed) + c.len as u64;
         progress(Progress { done: d, total });
     };
     let threads = threads.clamp(1, work.len().max(1));

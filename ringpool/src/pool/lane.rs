@@ -62,6 +62,8 @@ struct Books {
     threads: Vec<(usize, JoinHandle<()>)>,
     /// Workers stopped on request whose threads have finished.
     retired_on_request: u64,
+    /// Retire requests made (each caller waits for its own ticket).
+    retire_tickets: u64,
 }
 
 pub(crate) struct Lane {
@@ -80,7 +82,13 @@ impl Lane {
             cfg,
             factory,
             counters,
-            books: Mutex::new(Books { d: Dispatch::new(), next_id: 0, threads: Vec::new(), retired_on_request: 0 }),
+            books: Mutex::new(Books {
+                d: Dispatch::new(),
+                next_id: 0,
+                threads: Vec::new(),
+                retired_on_request: 0,
+                retire_tickets: 0,
+            }),
             exited: Condvar::new(),
             stats: Mutex::new(LaneStats::default()),
         }
@@ -252,7 +260,10 @@ impl Lane {
                 return false;
             }
             b.d.retire += 1;
-            (b.retired_on_request + b.d.retire as u64, std::mem::take(&mut b.d.sleepers))
+            // Every request ends in exactly one exit counted as Requested:
+            // the n-th request is served once n such exits happened.
+            b.retire_tickets += 1;
+            (b.retire_tickets, std::mem::take(&mut b.d.sleepers))
         };
         for w in sleepers {
             w.wake.wake();

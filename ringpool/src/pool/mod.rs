@@ -261,7 +261,7 @@ impl IoPool {
             Some(t) => t.grow(bytes)?,
             None => {
                 let slots = self.inner.capacity_slots.map_or(MAX_SEGMENTS, u64::from);
-                self.inner.memory.grow_with(bytes, slots, |_| Ok(0))?
+                self.inner.memory.grow_with(bytes, slots, |_| Ok(()), |_| Ok(0))?
             }
         };
         self.inner.main.wake_all();
@@ -302,6 +302,7 @@ impl IoPool {
             spawn_failures: st.spawn_failures,
             last_spawn_error: st.last_spawn_error.clone(),
             worker_panics: st.panics,
+            waker_panics: c.waker_panics.load(Ordering::Relaxed),
             spinups: st.parts.iter().map(|p| p.total).collect(),
             spinup_parts: st.parts.clone(),
             submitted: c.submitted.load(Ordering::Relaxed),

@@ -57,6 +57,9 @@ pub struct PoolStats {
     pub last_spawn_error: Option<String>,
     /// Workers that unwound from a panic (and were replaced).
     pub worker_panics: u64,
+    /// Task wakers that panicked when their operation completed (caught on
+    /// the worker; the result was delivered).
+    pub waker_panics: u64,
     /// Spin-up time (thread + ring + table) of every worker started.
     pub spinups: Vec<Duration>,
     /// The same, broken down.

@@ -1,6 +1,7 @@
 //! A worker thread: builds its engine on itself, then takes jobs from its
 //! lane, runs them with the engine, and sleeps when there is nothing to do.
 
+use std::cell::Cell;
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,13 +51,32 @@ pub(super) fn grow_if(lane: &Arc<Lane>, grow: bool) {
     }
 }
 
-/// Entry point of a worker thread.
+/// Entry point of a worker thread. Whatever happens (even a panic while
+/// recovering from a panic), the worker leaves the books before the thread
+/// ends, so that shutdown never waits for it.
 fn run(lane: Arc<Lane>, id: usize, started: Instant, ready: Sender<Result<Duration>>) {
-    let why = serve_or_fail(&lane, id, started, ready);
+    let left = Cell::new(false);
+    let served =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_or_fail(&lane, id, started, ready, &left)));
+    let why = match served {
+        Ok(why) => why,
+        Err(_) if left.get() => Exit::Failed,
+        Err(_) => {
+            let (why, respawn) = lane.worker_panicked(id);
+            grow_if(&lane, respawn);
+            why
+        }
+    };
     lane.worker_exited(why);
 }
 
-fn serve_or_fail(lane: &Arc<Lane>, id: usize, started: Instant, ready: Sender<Result<Duration>>) -> Exit {
+fn serve_or_fail(
+    lane: &Arc<Lane>,
+    id: usize,
+    started: Instant,
+    ready: Sender<Result<Duration>>,
+    left: &Cell<bool>,
+) -> Exit {
     let thread = started.elapsed();
     let (mut engine, wake, setup) = match lane.factory.build(id, lane.counters.clone()) {
         Ok(x) => x,
@@ -71,19 +91,19 @@ fn serve_or_fail(lane: &Arc<Lane>, id: usize, started: Instant, ready: Sender<Re
     lane.record_spinup(SpinupParts { thread, ring: setup.ring, table: setup.table, total: spin });
     let _ = ready.send(Ok(spin));
     let me = Sleepy { id, wake: Arc::new(wake) };
-    let mut left = false;
     // The loop runs under catch_unwind with the engine outside it: if
     // anything in it panics (a user waker, a bug), the worker still
     // completes every operation in flight with its buffers and leaves the
     // books before the thread ends.
-    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(lane, &mut *engine, &me, &mut left)));
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(lane, &mut *engine, &me, left)));
     match served {
         Ok(why) => why,
         Err(_) => {
             engine.recover();
-            if left {
+            if left.get() {
                 return Exit::Failed;
             }
+            left.set(true);
             let (why, respawn) = lane.worker_panicked(id);
             grow_if(lane, respawn);
             why
@@ -95,7 +115,7 @@ fn serve_or_fail(lane: &Arc<Lane>, id: usize, started: Instant, ready: Sender<Re
 
 /// The worker loop: upkeep, reap, take jobs, start them, sleep; until told
 /// to exit.
-fn serve(lane: &Arc<Lane>, engine: &mut dyn Engine, me: &Sleepy, left: &mut bool) -> Exit {
+fn serve(lane: &Arc<Lane>, engine: &mut dyn Engine, me: &Sleepy, left: &Cell<bool>) -> Exit {
     let mut jobs = Vec::new();
     let mut last_busy = Instant::now();
     loop {
@@ -118,7 +138,7 @@ fn serve(lane: &Arc<Lane>, engine: &mut dyn Engine, me: &Sleepy, left: &mut bool
         let idle = engine.in_flight() == 0;
         if idle {
             if let Some(why) = lane.should_exit(me.id, last_busy.elapsed()) {
-                *left = true;
+                left.set(true);
                 return why;
             }
         }

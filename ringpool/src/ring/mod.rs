@@ -110,6 +110,9 @@ pub struct Ring {
     table: Option<Weak<Template>>,
     /// The template generation this ring's table matches.
     generation: u64,
+    /// The template's filled slots when this ring last caught up with it
+    /// (its table holds template slots `[0, synced)`).
+    synced: u16,
     /// Files registered with this ring (IOSQE_FIXED_FILE) and their slots;
     /// holding the handle keeps its identity from being reused.
     files: Vec<(DirectFile, u32)>,
@@ -164,6 +167,7 @@ impl Ring {
             files: Vec::new(),
             table: None,
             generation: 0,
+            synced: 0,
             _one_thread: PhantomData,
         })
     }
@@ -183,6 +187,7 @@ impl Ring {
         if matches!(path, TablePath::Cloned | TablePath::Registered) {
             self.map = SlotMap::identity(entries);
             self.table_size = t.capacity;
+            self.synced = entries;
         }
         self.table = Some(Arc::downgrade(t));
         self.generation = generation;
@@ -208,7 +213,7 @@ impl Ring {
             return Ok(false);
         }
         let (generation, entries) = (t.generation(), t.entries());
-        let old = self.map.filled();
+        let old = self.synced;
         if generation == self.generation && entries <= old {
             return Ok(false);
         }
@@ -220,8 +225,12 @@ impl Ring {
                 }
                 TablePath::Cloned => {
                     // The whole table again: every in-flight operation keeps
-                    // its own reference to the old entries.
-                    self.raw.io_uring().submitter().unregister_buffers().map_err(|e| Error::os("unregister", e))?;
+                    // its own reference to the old entries. ENXIO: no table
+                    // (a whole refresh that failed after unregistering).
+                    match self.raw.io_uring().submitter().unregister_buffers() {
+                        Err(e) if e.raw_os_error() != Some(libc::ENXIO) => return Err(Error::os("unregister", e)),
+                        _ => {}
+                    }
                     self.map.clear();
                     self.clone_raw(t.fd(), t.source_len(), CloneRange::all())?;
                 }
@@ -231,8 +240,14 @@ impl Ring {
                     registered("register", &iovs, r)?;
                 }
             }
-            self.map = SlotMap::identity(entries);
+            for slot in old..entries {
+                self.map.set(slot, Some(slot));
+            }
+            if self.setup.path == TablePath::Cloned && !t.ranged_refresh() {
+                self.map = SlotMap::identity(entries);
+            }
             self.table_size = t.capacity;
+            self.synced = entries;
         }
         self.generation = generation;
         tracing::debug!(from = old, to = entries, generation, "ring picked up table growth");
@@ -292,18 +307,18 @@ impl Ring {
             }
         }
         let source_len = src.source_len();
-        self.clone_raw(src.source_fd(), source_len, range)?;
+        // What the source's slots hold, read before the kernel copies them
+        // (a concurrent growth may fill more slots after the copy).
         let seg = |slot: u32| u16::try_from(slot).ok().and_then(|s| private::Sealed::source_segment(src, s));
+        let (first, n) = if range.nr == 0 { (0, u32::from(source_len)) } else { (range.src_off, range.nr) };
+        let held: Vec<Option<u16>> = (0..n.min(16384)).map(|k| seg(first.saturating_add(k))).collect();
+        self.clone_raw(src.source_fd(), source_len, range)?;
         if range.nr == 0 {
             self.map.clear();
-            for slot in 0..source_len {
-                self.map.set(slot, seg(u32::from(slot)));
-            }
-        } else {
-            // The kernel checked dst_off + nr <= 16384.
-            for k in 0..range.nr {
-                self.map.set((range.dst_off + k) as u16, seg(range.src_off + k));
-            }
+        }
+        // The kernel checked dst_off + nr <= 16384.
+        for (k, segment) in held.into_iter().enumerate() {
+            self.map.set((range.dst_off as usize + k) as u16, segment);
         }
         let end = if range.nr == 0 { u32::from(source_len) } else { range.dst_off + range.nr };
         self.table_size = self.table_size.max(end as u16);

@@ -41,10 +41,13 @@ impl SlotMap {
     /// Makes `slot` hold `segment` (or nothing).
     pub(crate) fn set(&mut self, slot: u16, segment: Option<u16>) {
         if let Some(old) = self.segment_at(slot) {
-            if self.slot(old) == Some(slot) {
-                self.slot_of[old as usize] = None;
-            }
             self.filled -= 1;
+            self.segment_at[slot as usize] = None;
+            if self.slot(old) == Some(slot) {
+                // Another slot may hold the same segment still.
+                let other = self.segment_at.iter().position(|&s| s == Some(old)).map(|i| i as u16);
+                self.slot_of[old as usize] = other;
+            }
         }
         if self.segment_at.len() <= slot as usize {
             self.segment_at.resize(slot as usize + 1, None);
@@ -84,5 +87,10 @@ mod tests {
         // Replacing slot 0 with a hole drops segment 2.
         m.set(0, None);
         assert_eq!((m.slot(2), m.filled()), (None, 1));
+        // A segment in two slots stays reachable when one is replaced.
+        m.set(5, Some(3));
+        assert_eq!((m.slot(3), m.filled()), (Some(5), 2));
+        m.set(5, None);
+        assert_eq!((m.slot(3), m.filled()), (Some(1), 1));
     }
 }

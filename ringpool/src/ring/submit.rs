@@ -185,13 +185,13 @@ impl Ring {
             return Ok(Plan::One(None));
         }
         let name = op.kind().name();
+        if self.opaque {
+            return Err(Error::ForeignBuffer {
+                op: name,
+                reason: "this ring's table was cloned from a bare fd; it cannot check buffers".into(),
+            });
+        }
         let Some(mem) = &self.memory else {
-            if self.opaque {
-                return Err(Error::ForeignBuffer {
-                    op: name,
-                    reason: "this ring's table was cloned from a bare fd; it cannot check buffers".into(),
-                });
-            }
             return Ok(Plan::One(None));
         };
         let bufs = op.buffers().as_slice();
@@ -217,13 +217,18 @@ impl Ring {
         if !vectored {
             return Ok(Plan::One(runs[0].1));
         }
-        if !Features::get().readv_fixed {
+        let runs: Vec<_> = if Features::get().readv_fixed {
+            if runs.len() == 1 {
+                return Ok(Plan::One(runs[0].1));
+            }
+            runs
+        } else {
             // No READV_FIXED (before 6.15): one fixed operation per buffer.
-            let per_buffer = runs.iter().flat_map(|&(n, f)| std::iter::repeat_n((1, f), n)).collect();
-            return Ok(Plan::Split(per_buffer));
-        }
-        if runs.len() == 1 {
-            return Ok(Plan::One(runs[0].1));
+            runs.iter().flat_map(|&(n, f)| std::iter::repeat_n((1, f), n)).collect()
+        };
+        let entries = self.raw.io_uring().params().sq_entries();
+        if runs.len() > entries as usize {
+            return Err(Error::TooManyParts { op: name, sqes: runs.len(), entries });
         }
         Ok(Plan::Split(runs))
     }

@@ -110,44 +110,51 @@ impl Mapping {
         self.len
     }
 
-    /// Faults `[offset, offset + len)` in for writing, so that registration
-    /// and I/O never wait for first touch.
-    ///
-    /// Uses `MADV_POPULATE_WRITE` (Linux 5.14+). Where the kernel lacks it,
-    /// and only with `may_touch` (no lease of the range is live: the touch
-    /// rewrites one byte per `page` with its own value, which would race with
-    /// a concurrent writer), touches the pages instead; else does nothing.
-    pub(crate) fn populate(&self, offset: usize, len: usize, page: usize, may_touch: bool) -> io::Result<()> {
+    /// Faults `[offset, offset + len)` in for writing with
+    /// `MADV_POPULATE_WRITE` (Linux 5.14+), so that registration and I/O
+    /// never wait for first touch. `Ok(false)`: the kernel lacks it (see
+    /// [`Mapping::touch`]).
+    pub(crate) fn populate(&self, offset: usize, len: usize) -> io::Result<bool> {
         self.check(offset, len)?;
         if len == 0 {
-            return Ok(());
+            return Ok(true);
         }
         // SAFETY: the range is inside the mapping (checked above).
         let start = unsafe { self.ptr.as_ptr().add(offset) };
         // SAFETY: populate only faults pages in; it does not change contents.
         let rc = unsafe { libc::madvise(start.cast(), len, libc::MADV_POPULATE_WRITE) };
         if rc == 0 {
-            return Ok(());
+            return Ok(true);
         }
         let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINVAL) {
+        match err.raw_os_error() {
+            // An advice this kernel does not know.
+            Some(libc::EINVAL) => Ok(false),
             // ENOMEM / EFAULT: the memory is not there (hugetlb pages taken by
             // someone else after mmap, or the OOM situation).
-            return Err(err);
+            _ => Err(err),
         }
-        if !may_touch {
-            return Ok(());
-        }
+    }
+
+    /// Faults `[offset, offset + len)` in by rewriting one byte per `page`
+    /// with its own value: for kernels without `MADV_POPULATE_WRITE`.
+    ///
+    /// The caller must hold the range free of leases (the allocator's lock
+    /// over a free range): a concurrent writer could lose a byte.
+    pub(crate) fn touch(&self, offset: usize, len: usize, page: usize) -> io::Result<()> {
+        self.check(offset, len)?;
         let mut at = 0;
         while at < len {
-            // SAFETY: at < len, so the byte is inside the checked range; a
-            // volatile read-then-write of the same value faults the page in for
+            // SAFETY: offset + at < offset + len, inside the mapping (checked
+            // above); no lease covers the range (the caller's contract), so
+            // no Rust reference to the byte exists, and a volatile
+            // read-then-write of the same value faults the page in for
             // writing without changing what it holds.
             unsafe {
-                let p = start.add(at);
+                let p = self.ptr.as_ptr().add(offset + at);
                 std::ptr::write_volatile(p, std::ptr::read_volatile(p));
             }
-            at += page;
+            at += page.max(1);
         }
         Ok(())
     }

@@ -17,6 +17,8 @@
 //!   that stays in the ring until its CQE is reaped, and a ring is drained
 //!   before its in-flight slots are dropped.
 //! - [`os`]: thin wrappers over libc calls with out-parameters or slices.
+//! - [`pid`]: the process id, refreshed in a forked child by an atfork
+//!   handler that only stores an atomic.
 //!
 //! Nothing here imports the crate's upper layers: the modules above build
 //! on these, never the reverse.
@@ -25,4 +27,5 @@
 pub(crate) mod buf;
 pub(crate) mod mmap;
 pub(crate) mod os;
+pub(crate) mod pid;
 pub(crate) mod uring;

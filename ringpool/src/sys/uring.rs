@@ -65,11 +65,64 @@ pub(crate) fn register_sparse(ring: &IoUring, n: u32) -> io::Result<()> {
     ring.submitter().register_buffers_sparse(n)
 }
 
-/// Fills slots `[first, first + iovs.len())` of a (sparse) table.
+/// `struct io_uring_rsrc_update2` (32 bytes).
+#[repr(C)]
+struct RsrcUpdate2 {
+    offset: u32,
+    resv: u32,
+    data: u64,
+    tags: u64,
+    nr: u32,
+    resv2: u32,
+}
+
+/// `IORING_REGISTER_BUFFERS_UPDATE`
+const REGISTER_BUFFERS_UPDATE: libc::c_uint = 16;
+
+/// One buffers update of `v` from slot `first`: how many slots it filled.
+/// (The io-uring crate's wrapper drops that count, and the kernel reports a
+/// failure after some slots as success with the count done.)
+fn buffers_update(ring: &IoUring, first: u32, v: &[libc::iovec]) -> io::Result<usize> {
+    let nr = u32::try_from(v.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let up = RsrcUpdate2 { offset: first, resv: 0, data: v.as_ptr() as u64, tags: 0, nr, resv2: 0 };
+    // SAFETY: `up` is a valid io_uring_rsrc_update2 whose `data` points to
+    // `nr` iovecs alive for the call (the caller's mappings); the kernel
+    // reads them and pins the pages they name.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring.as_raw_fd(),
+            REGISTER_BUFFERS_UPDATE,
+            &up as *const RsrcUpdate2,
+            std::mem::size_of::<RsrcUpdate2>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// Fills slots `[first, first + iovs.len())` of a (sparse) table, all or
+/// nothing: after a failure part-way, the slots filled are emptied again.
 pub(crate) fn update_iovs(ring: &IoUring, first: u32, iovs: &[Iov]) -> io::Result<()> {
     let v = iovecs(iovs);
-    // SAFETY: as in register_iovs.
-    unsafe { ring.submitter().register_buffers_update(first, &v, None) }
+    let mut done = 0;
+    while done < v.len() {
+        // done < v.len() <= 16384.
+        match buffers_update(ring, first + done as u32, &v[done..]) {
+            Ok(n) if n > 0 => done += n,
+            r => {
+                let e = r.err().unwrap_or_else(|| io::Error::from_raw_os_error(libc::EIO));
+                if done > 0 {
+                    let empty = vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; done];
+                    let _ = buffers_update(ring, first, &empty);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The bare io-uring crate's registration of the same ranges, for the
@@ -305,16 +358,10 @@ impl<T> RawRing<T> {
         }
         // Cancel what can be cancelled, then wait for every CQE, so that no
         // buffer is freed while the kernel may still write it.
-        let cancel = opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(CANCEL_TAG);
-        let mut cancelled = false;
+        let mut cancel = Cancel::Any;
         let mut stuck = 0;
         while !self.slots.is_empty() {
-            if !cancelled {
-                // Make room first: the SQ may be full of queued operations.
-                let _ = self.ring.submit();
-                // SAFETY: a cancel SQE references no memory of ours.
-                cancelled = unsafe { self.ring.submission().push(&cancel) }.is_ok();
-            }
+            self.push_cancels(&mut cancel);
             match self.ring.submit_and_wait(1) {
                 Ok(_) => stuck = 0,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
@@ -322,9 +369,15 @@ impl<T> RawRing<T> {
             }
             let slots = &mut self.slots;
             for cqe in self.ring.completion() {
-                if cqe.user_data() != CANCEL_TAG {
-                    slots.try_remove(cqe.user_data() as usize);
+                if cqe.user_data() == CANCEL_TAG {
+                    // Cancel-any (IORING_ASYNC_CANCEL_ANY) needs Linux 5.19:
+                    // before it, cancel each operation by its user_data.
+                    if cqe.result() == -libc::EINVAL && cancel == Cancel::AnySent {
+                        cancel = Cancel::Each;
+                    }
+                    continue;
                 }
+                slots.try_remove(cqe.user_data() as usize);
             }
             if stuck > 100 {
                 // The ring is broken: leak the slots rather than free memory
@@ -335,10 +388,57 @@ impl<T> RawRing<T> {
             }
         }
     }
+
+    /// Queues the cancellations `cancel` says are still to be sent.
+    fn push_cancels(&mut self, cancel: &mut Cancel) {
+        // Make room first: the SQ may be full of queued operations.
+        let _ = self.ring.submit();
+        match *cancel {
+            Cancel::Any => {
+                let e = opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(CANCEL_TAG);
+                // SAFETY: a cancel SQE references no memory of ours.
+                if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                    *cancel = Cancel::AnySent;
+                }
+            }
+            Cancel::Each => {
+                let keys: Vec<u64> = self.slots.iter().map(|(k, _)| k as u64).collect();
+                for key in keys {
+                    let e = opcode::AsyncCancel::new(key).build().user_data(CANCEL_TAG);
+                    // SAFETY: a cancel SQE references no memory of ours.
+                    if unsafe { self.ring.submission().push(&e) }.is_err() {
+                        let _ = self.ring.submit();
+                    }
+                }
+                *cancel = Cancel::EachSent;
+            }
+            Cancel::AnySent | Cancel::EachSent => {}
+        }
+    }
+}
+
+/// Where a drain is with its cancellations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancel {
+    Any,
+    AnySent,
+    Each,
+    EachSent,
 }
 
 impl<T> Drop for RawRing<T> {
     fn drop(&mut self) {
         self.drain();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rsrc_update2_has_the_kernels_layout() {
+        assert_eq!(std::mem::size_of::<super::RsrcUpdate2>(), 32);
+        assert_eq!(std::mem::offset_of!(super::RsrcUpdate2, data), 8);
+        assert_eq!(std::mem::offset_of!(super::RsrcUpdate2, tags), 16);
+        assert_eq!(std::mem::offset_of!(super::RsrcUpdate2, nr), 24);
     }
 }
