@@ -236,6 +236,9 @@ impl Buddy {
 struct State {
     buddy: Buddy,
     wakers: Vec<Waker>,
+    /// Threads blocked in `alloc_wait` (a notify is a system call: only
+    /// then).
+    blocked: usize,
 }
 
 /// The thread-safe allocator: the buddy plus the waiting machinery.
@@ -252,7 +255,7 @@ impl std::fmt::Debug for Allocator {
 
 impl Allocator {
     pub(crate) fn new(buddy: Buddy) -> Allocator {
-        Allocator { state: Mutex::new(State { buddy, wakers: Vec::new() }), freed: Condvar::new() }
+        Allocator { state: Mutex::new(State { buddy, wakers: Vec::new(), blocked: 0 }), freed: Condvar::new() }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -289,16 +292,22 @@ impl Allocator {
             if let Some(g) = st.buddy.alloc(len, None) {
                 return Some(g);
             }
-            st = match deadline {
-                None => self.freed.wait(st).unwrap_or_else(|p| p.into_inner()),
+            let wait = match deadline {
+                None => None,
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return None;
                     }
-                    self.freed.wait_timeout(st, d - now).unwrap_or_else(|p| p.into_inner()).0
+                    Some(d - now)
                 }
             };
+            st.blocked += 1;
+            st = match wait {
+                None => self.freed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(t) => self.freed.wait_timeout(st, t).unwrap_or_else(|p| p.into_inner()).0,
+            };
+            st.blocked -= 1;
         }
     }
 
@@ -315,12 +324,14 @@ impl Allocator {
     }
 
     pub(crate) fn release(&self, grant: Grant) {
-        let wakers = {
+        let (wakers, blocked) = {
             let mut st = self.lock();
             st.buddy.free(grant);
-            std::mem::take(&mut st.wakers)
+            (std::mem::take(&mut st.wakers), st.blocked > 0)
         };
-        self.freed.notify_all();
+        if blocked {
+            self.freed.notify_all();
+        }
         for w in wakers {
             w.wake();
         }
@@ -332,8 +343,13 @@ impl Allocator {
 
     /// Wakes every waiter after memory was added.
     pub(crate) fn notify_grown(&self) {
-        let wakers = std::mem::take(&mut self.lock().wakers);
-        self.freed.notify_all();
+        let (wakers, blocked) = {
+            let mut st = self.lock();
+            (std::mem::take(&mut st.wakers), st.blocked > 0)
+        };
+        if blocked {
+            self.freed.notify_all();
+        }
         for w in wakers {
             w.wake();
         }

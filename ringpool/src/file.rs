@@ -4,14 +4,14 @@ use std::fs;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::buf::IoBuf;
 use crate::device;
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::types::{AlignmentOf, AlignmentSource, DirectIo, OpKind};
+use crate::types::{AlignmentOf, AlignmentSource, DirectIo, Nowait, OpKind};
 
 /// How to open a [`DirectFile`] (like `std::fs::OpenOptions`).
 #[derive(Debug, Clone)]
@@ -84,8 +84,11 @@ pub(crate) struct FileShared {
     /// On FUSE: never through io_uring (see `DirectFile::is_fuse`).
     fuse: bool,
     closed: AtomicBool,
-    /// Set once the file was first submitted to a pool (to log its engine once).
-    used: AtomicBool,
+    /// The last pool (by address) this file was submitted to: a pool logs
+    /// and records its engine choice for a file it has not seen.
+    seen_by: AtomicUsize,
+    /// Whether its device serves RWF_NOWAIT (a trial at first need).
+    nowait: OnceLock<Nowait>,
 }
 
 impl AsFd for FileShared {
@@ -183,7 +186,8 @@ impl DirectFile {
                 block_device,
                 fuse,
                 closed: AtomicBool::new(false),
-                used: AtomicBool::new(false),
+                seen_by: AtomicUsize::new(0),
+                nowait: OnceLock::new(),
             }),
         })
     }
@@ -207,6 +211,22 @@ impl DirectFile {
     /// on side threads; [`Ring`](crate::Ring) refuses them.
     pub fn is_fuse(&self) -> bool {
         self.shared.fuse
+    }
+
+    /// Whether its device serves non-blocking direct I/O (`RWF_NOWAIT`),
+    /// found by a one-block read trial at the first call (cached per
+    /// device). Without it, io_uring hands every request to an io-wq thread,
+    /// so shallow queues run inline instead ([`EnginePolicy`](crate::EnginePolicy)).
+    pub fn nowait(&self) -> Nowait {
+        *self.shared.nowait.get_or_init(|| {
+            let n = if self.shared.direct {
+                crate::device::nowait(self.shared.file.as_fd(), self.shared.offset_align)
+            } else {
+                Nowait::Unknown
+            };
+            tracing::debug!(path = %self.shared.path.display(), nowait = ?n, "non-blocking I/O trial");
+            n
+        })
     }
 
     /// Whether it is a block device.
@@ -274,9 +294,15 @@ impl DirectFile {
         self.shared.closed.store(true, Ordering::Release);
     }
 
-    /// Whether this is the first time the file is submitted (true once).
-    pub(crate) fn first_use(&self) -> bool {
-        !self.shared.used.swap(true, Ordering::Relaxed)
+    /// Whether the pool `pool` (an address) is not the last pool the file
+    /// was submitted to (then it records it as the last).
+    pub(crate) fn new_to(&self, pool: usize) -> bool {
+        self.shared.seen_by.swap(pool, Ordering::Relaxed) != pool
+    }
+
+    /// An identity of the open file (for deduplicating records).
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
     }
 
     /// Whether [`DirectFile::close`] was called.

@@ -70,6 +70,22 @@ struct Slot {
     value: Option<Outcome>,
     taken: bool,
     waker: Option<Waker>,
+    /// A worker was asked to take the operation (help-while-waiting).
+    kicked: bool,
+    /// Threads blocked on `done` (a notify is a system call: only then).
+    blocked: u32,
+}
+
+/// What a handle may do for an operation its submitter did not hand to a
+/// worker at once (help-while-waiting): run it on the waiting thread, or
+/// ask a worker to take it.
+pub(crate) trait Helper: Send + Sync {
+    /// Wakes a worker to take queued operations.
+    fn kick(&self);
+    /// Takes the job of `state` out of the queue, if it is still there.
+    fn withdraw(&self, state: &OpState);
+    /// Counts an operation the waiting caller ran, and how it ended.
+    fn helped(&self, ok: bool);
 }
 
 /// The state a handle shares with the queue and the worker that runs the
@@ -77,15 +93,48 @@ struct Slot {
 pub(crate) struct OpState {
     slot: Mutex<Slot>,
     done: Condvar,
+    /// Set for operations the caller that waits may run itself.
+    helper: Option<Arc<dyn Helper>>,
 }
 
 impl OpState {
     /// State holding `op`, not yet started.
-    pub(crate) fn new(op: Op) -> Arc<Self> {
+    pub(crate) fn new(op: Op, helper: Option<Arc<dyn Helper>>) -> Arc<Self> {
         Arc::new(OpState {
-            slot: Mutex::new(Slot { op: Some(op), value: None, taken: false, waker: None }),
+            slot: Mutex::new(Slot { op: Some(op), value: None, taken: false, waker: None, kicked: false, blocked: 0 }),
             done: Condvar::new(),
+            helper,
         })
+    }
+
+    /// Runs the operation on this thread if nobody has started it and it
+    /// may be helped; returns whether it did (the outcome is then stored).
+    fn help(&self) -> bool {
+        let Some(helper) = &self.helper else { return false };
+        if self.lock().op.is_none() {
+            return false;
+        }
+        // The queue must not keep a job nobody needs.
+        helper.withdraw(self);
+        let Some(op) = self.lock().op.take() else { return false };
+        let outcome = op.run_blocking();
+        helper.helped(outcome.0.is_ok());
+        self.complete(outcome);
+        true
+    }
+
+    /// Asks a worker to take the operation if nobody has started it (once).
+    fn kick(&self) {
+        let Some(helper) = &self.helper else { return };
+        let kick = {
+            let mut s = self.lock();
+            let k = s.op.is_some() && !s.kicked;
+            s.kicked = true;
+            k
+        };
+        if kick {
+            helper.kick();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot> {
@@ -102,12 +151,14 @@ impl OpState {
     /// A waker that panics is caught (the outcome is already stored);
     /// returns `false` then.
     pub(crate) fn complete(&self, v: Outcome) -> bool {
-        let waker = {
+        let (waker, blocked) = {
             let mut s = self.lock();
             s.value = Some(v);
-            s.waker.take()
+            (s.waker.take(), s.blocked > 0)
         };
-        self.done.notify_all();
+        if blocked {
+            self.done.notify_all();
+        }
         match waker {
             Some(w) => {
                 let woke = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_ok();
@@ -160,8 +211,9 @@ impl<T: HandleOutput> OpHandle<T> {
     /// A handle that is already complete (an op refused before submission).
     pub(crate) fn ready(v: Outcome) -> Self {
         let state = Arc::new(OpState {
-            slot: Mutex::new(Slot { op: None, value: Some(v), taken: false, waker: None }),
+            slot: Mutex::new(Slot { op: None, value: Some(v), taken: false, waker: None, kicked: false, blocked: 0 }),
             done: Condvar::new(),
+            helper: None,
         });
         OpHandle::new(state)
     }
@@ -172,15 +224,20 @@ impl<T: HandleOutput> OpHandle<T> {
         s.value.is_some() || s.taken
     }
 
-    /// Blocks until the operation completes.
+    /// Blocks until the operation completes. On a device without NOWAIT
+    /// support, an operation no worker has started yet runs on this thread
+    /// ([`EngineKind::Inline`](crate::EngineKind::Inline)): no hand-off.
     pub fn wait(self) -> T {
+        self.state.help();
         let mut s = self.state.lock();
         loop {
             if let Some(v) = s.value.take() {
                 s.taken = true;
                 return T::from_outcome(v);
             }
+            s.blocked += 1;
             s = self.state.done.wait(s).unwrap_or_else(|p| p.into_inner());
+            s.blocked -= 1;
         }
     }
 
@@ -190,6 +247,7 @@ impl<T: HandleOutput> OpHandle<T> {
     /// The handle itself, when the time ran out.
     pub fn wait_timeout(self, timeout: Duration) -> std::result::Result<T, Self> {
         let Some(deadline) = Instant::now().checked_add(timeout) else { return Ok(self.wait()) };
+        self.state.help();
         {
             let mut s = self.state.lock();
             loop {
@@ -201,16 +259,27 @@ impl<T: HandleOutput> OpHandle<T> {
                 if now >= deadline {
                     break;
                 }
+                s.blocked += 1;
                 s = self.state.done.wait_timeout(s, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+                s.blocked -= 1;
             }
         }
         Err(self)
     }
 }
 
+impl<T> Drop for OpHandle<T> {
+    fn drop(&mut self) {
+        // An operation nobody waits for any more still runs: a worker takes it.
+        self.state.kick();
+    }
+}
+
 impl<T: HandleOutput> Future for OpHandle<T> {
     type Output = T;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        // A task is not blocked on the I/O: a worker runs it.
+        self.state.kick();
         let mut s = self.state.lock();
         if let Some(v) = s.value.take() {
             s.taken = true;

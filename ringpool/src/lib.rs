@@ -73,7 +73,6 @@ pub mod units;
 
 pub use alloc::AllocStats;
 pub use buf::{Buffers, IoBuf};
-pub use engine::EngineKind;
 pub use error::{Error, Result};
 pub use file::{DirectFile, OpenOptions};
 pub use handle::{HandleOutput, IoResult, IoVecResult, OpHandle, Outcome};
@@ -86,8 +85,8 @@ pub use probe::{
 pub use ring::{CloneRange, Completion, Ring, RingOptions, RingSetup, RingStats, TableSource, MAX_RING_ENTRIES};
 pub use table::{BufferTable, TableOptions};
 pub use types::{
-    AlignmentOf, AlignmentSource, DirectIo, HugePages, OpKind, PageKind, PagePolicy, Progress, Refresh, Segment,
-    Sharing, TablePath, ThpMode, MAX_IOVECS, MAX_SEGMENTS, MAX_SEGMENT_SIZE,
+    AlignmentOf, AlignmentSource, DirectIo, EngineKind, EnginePolicy, HugePages, Nowait, OpKind, PageKind, PagePolicy,
+    Progress, Refresh, Segment, Sharing, TablePath, ThpMode, INLINE_DEPTH, MAX_IOVECS, MAX_SEGMENTS, MAX_SEGMENT_SIZE,
 };
 
 /// Process-level knobs tests and tools need (memlock limit, CPU time).

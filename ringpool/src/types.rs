@@ -376,5 +376,88 @@ impl fmt::Display for OpKind {
     }
 }
 
+/// Which engine runs an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EngineKind {
+    /// A worker's io_uring, with the pool's registered table.
+    IoUring,
+    /// Blocking preadv2 / pwritev2 on a worker thread.
+    Blocking,
+    /// Blocking preadv2 / pwritev2 on side threads of their own (FUSE
+    /// files: io_uring blocks the ring on the server and duplicates data on
+    /// short transfers on Linux 6.18).
+    SideThreads,
+    /// preadv2 / pwritev2 on the thread that submits (or, in a pool, that
+    /// waits), for devices without NOWAIT support at shallow depth: no
+    /// hand-off to an io-wq thread.
+    Inline,
+}
+
+impl EngineKind {
+    /// Short name for reports: `io_uring`, `blocking`, `side-threads`, `inline`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::IoUring => "io_uring",
+            EngineKind::Blocking => "blocking",
+            EngineKind::SideThreads => "side-threads",
+            EngineKind::Inline => "inline",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Kernel limit on the buffers of one vectored operation (`UIO_MAXIOV`).
 pub const MAX_IOVECS: usize = 1024;
+
+/// Whether a file's device serves non-blocking direct I/O (`RWF_NOWAIT`),
+/// found by a one-block read trial, cached per device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nowait {
+    /// It does: io_uring issues its requests from the submitting thread.
+    Supported,
+    /// It does not (zram, some dm/md stacks, network block devices): every
+    /// io_uring request goes through an io-wq thread, a hand-off that costs
+    /// tens of µs on a small VM.
+    Unsupported,
+    /// The trial could not run (the file is not readable); treated as
+    /// supported.
+    Unknown,
+}
+
+/// Which engine serves a ring's (or a pool's) operations, as asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnginePolicy {
+    /// io_uring; but on a device without NOWAIT support ([`Nowait`]), an
+    /// operation runs inline (preadv2 / pwritev2 on the submitting thread)
+    /// while the ring has fewer than its inline depth of operations
+    /// outstanding, because there io_uring would hand each request to an
+    /// io-wq thread.
+    #[default]
+    Auto,
+    /// Always io_uring.
+    IoUring,
+    /// Always inline: every operation completes before `push` returns.
+    Inline,
+}
+
+impl std::str::FromStr for EnginePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(EnginePolicy::Auto),
+            "io_uring" | "io-uring" | "uring" => Ok(EnginePolicy::IoUring),
+            "inline" | "sync" => Ok(EnginePolicy::Inline),
+            _ => Err(format!("unknown engine {s:?}: expected auto, io_uring or inline")),
+        }
+    }
+}
+
+/// Outstanding operations below which [`EnginePolicy::Auto`] runs
+/// operations on a device without NOWAIT inline (measured: BENCHMARKS.md).
+pub const INLINE_DEPTH: u32 = 12;

@@ -5,6 +5,7 @@ use clap::Subcommand;
 pub mod churn;
 pub mod grow;
 pub mod io;
+pub mod pool_latency;
 pub mod register;
 
 #[derive(Subcommand, Debug)]
@@ -19,6 +20,8 @@ pub enum BenchCmd {
     IoChart(io::ChartArgs),
     /// Grow a live pool under I/O: time until every ring can use the new memory, vs re-registering.
     Grow(grow::GrowArgs),
+    /// One caller reading through an IoPool and waiting each time, against pread on its own thread.
+    PoolLatency(pool_latency::PoolLatencyArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -28,5 +31,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Io(a) => io::run(&a),
         BenchCmd::IoChart(a) => io::chart(&a),
         BenchCmd::Grow(a) => grow::run(&a),
+        BenchCmd::PoolLatency(a) => pool_latency::run(&a),
     }
 }

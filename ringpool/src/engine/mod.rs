@@ -21,37 +21,8 @@ use crate::error::Result;
 use crate::file::DirectFile;
 use crate::handle::OpState;
 use crate::op::Op;
-
-/// Which engine runs an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum EngineKind {
-    /// A worker's io_uring, with the pool's registered table.
-    IoUring,
-    /// Blocking preadv2 / pwritev2 on a worker thread.
-    Blocking,
-    /// Blocking preadv2 / pwritev2 on side threads of their own (FUSE
-    /// files: io_uring blocks the ring on the server and duplicates data on
-    /// short transfers on Linux 6.18).
-    SideThreads,
-}
-
-impl EngineKind {
-    /// Short name for reports: `io_uring`, `blocking`, `side-threads`.
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineKind::IoUring => "io_uring",
-            EngineKind::Blocking => "blocking",
-            EngineKind::SideThreads => "side-threads",
-        }
-    }
-}
-
-impl std::fmt::Display for EngineKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::types::EngineKind;
+use crate::types::{EnginePolicy, Nowait};
 
 /// Which set of workers (lane) of the pool an operation goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,30 +39,66 @@ pub(crate) struct Choice {
     pub lane: LaneId,
     pub engine: EngineKind,
     pub reason: &'static str,
+    /// The caller that waits may run the operation itself, and the
+    /// submission does not wake a worker while the queue is empty.
+    pub help: bool,
 }
 
-/// Decides which engine serves `file` in a pool whose main lane runs
-/// `main`. The one place the choice is made.
-pub(crate) fn choose(main: EngineKind, file: &DirectFile) -> Choice {
-    if file.is_fuse() && main == EngineKind::IoUring {
+/// What [`choose`] weighs besides the file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    /// The engine the pool's main workers run.
+    pub main: EngineKind,
+    /// The engine policy asked for.
+    pub engine: EnginePolicy,
+    /// Whether waiting callers may run operations themselves.
+    pub help_while_waiting: bool,
+}
+
+/// Decides which engine serves `file`: the one place the choice is made.
+pub(crate) fn choose(p: Policy, file: &DirectFile) -> Choice {
+    if file.is_fuse() && p.main == EngineKind::IoUring {
         return Choice {
             lane: LaneId::Side,
             engine: EngineKind::SideThreads,
             reason: "the file is on FUSE: io_uring would block its ring on the server and, on Linux 6.18, retry \
                      short transfers at the same offset (duplicated data)",
+            help: false,
         };
     }
-    match main {
-        EngineKind::IoUring => Choice {
-            lane: LaneId::Main,
-            engine: EngineKind::IoUring,
-            reason: "io_uring with the pool's registered table",
-        },
-        _ => Choice {
+    if p.main != EngineKind::IoUring {
+        return Choice {
             lane: LaneId::Main,
             engine: EngineKind::Blocking,
             reason: "the pool runs the blocking backend (io_uring unavailable or not wanted)",
+            help: false,
+        };
+    }
+    let inline = match p.engine {
+        EnginePolicy::IoUring => false,
+        EnginePolicy::Inline => true,
+        EnginePolicy::Auto => file.nowait() == Nowait::Unsupported,
+    };
+    if !inline {
+        return Choice {
+            lane: LaneId::Main,
+            engine: EngineKind::IoUring,
+            reason: "io_uring with the pool's registered table (the device serves non-blocking I/O)",
+            help: false,
+        };
+    }
+    Choice {
+        lane: LaneId::Main,
+        engine: EngineKind::Inline,
+        reason: if p.help_while_waiting {
+            "the device has no NOWAIT support, so io_uring would hand every request to an io-wq thread: the caller \
+             that waits runs the operation itself (preadv2 / pwritev2), a worker runs shallow queues inline and \
+             deeper ones through io_uring"
+        } else {
+            "the device has no NOWAIT support: workers run shallow queues inline (preadv2 / pwritev2) and deeper \
+             ones through io_uring"
         },
+        help: p.help_while_waiting,
     }
 }
 
@@ -105,6 +112,10 @@ pub(crate) struct Counters {
     pub split_ops: AtomicU64,
     /// Wakers that panicked when their operation completed (caught).
     pub waker_panics: AtomicU64,
+    /// Operations workers ran inline (no NOWAIT on the device, shallow queue).
+    pub inline_ops: AtomicU64,
+    /// Operations the caller that waited ran itself.
+    pub helped_ops: AtomicU64,
 }
 
 impl Counters {

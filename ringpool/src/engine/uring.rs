@@ -18,6 +18,7 @@ use crate::handle::OpState;
 use crate::op::Op;
 use crate::ring::{Completion, Ring, RingOptions};
 use crate::table::BufferTable;
+use crate::types::EnginePolicy;
 
 const WAKE_TAG: u64 = u64::MAX;
 
@@ -74,6 +75,8 @@ pub(crate) struct UringFactory {
     pub table: Arc<BufferTable>,
     pub depth: u32,
     pub gens: Arc<Generations>,
+    /// The engine policy of the workers' rings.
+    pub engine: EnginePolicy,
 }
 
 impl EngineFactory for UringFactory {
@@ -83,7 +86,7 @@ impl EngineFactory for UringFactory {
 
     fn build(&self, id: usize, counters: Arc<Counters>) -> Result<(Box<dyn Engine>, Wake, Setup)> {
         // One extra entry for the eventfd read that is always in flight.
-        let opts = RingOptions { entries: self.depth + 1, ..RingOptions::default() };
+        let opts = RingOptions { entries: self.depth + 1, engine: self.engine, ..RingOptions::default() };
         let mut ring = self.table.ring_with(&opts)?;
         let efd = Arc::new(crate::sys::os::eventfd().map_err(|e| Error::os("eventfd", e))?);
         ring.push_wake(efd.clone(), WAKE_TAG)?;
@@ -129,7 +132,7 @@ impl UringEngine {
     fn push(&mut self, op: Op, done: Arc<OpState>) -> std::result::Result<(), (Op, Arc<OpState>)> {
         let entry = self.pending.vacant_entry();
         let tag = entry.key() as u64;
-        let splits = self.ring.stats().split_ops;
+        let before = self.ring.stats();
         match self.ring.push(op, tag) {
             Ok(()) => {
                 entry.insert(done);
@@ -137,8 +140,12 @@ impl UringEngine {
             Err((Error::RingFull { .. }, op)) => return Err((op, done)),
             Err((e, op)) => self.counters.finish(&done, (Err(e), op.into_buffers())),
         }
-        if self.ring.stats().split_ops > splits {
+        let after = self.ring.stats();
+        if after.split_ops > before.split_ops {
             self.counters.split_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if after.inline_ops > before.inline_ops {
+            self.counters.inline_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }

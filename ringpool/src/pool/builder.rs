@@ -4,16 +4,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::lane::{Lane, LaneConfig};
+use super::worker::LaneHelper;
 use super::{Backend, Inner, IoPool};
 use crate::engine::blocking::BlockingFactory;
 use crate::engine::uring::{Generations, UringFactory};
-use crate::engine::{Counters, EngineFactory, EngineKind};
+use crate::engine::{Counters, EngineFactory, EngineKind, Policy};
 use crate::error::{Error, Result};
 use crate::memory::{IoMemory, MemoryOptions};
 use crate::probe::{Features, IoUringStatus};
 use crate::ring::MAX_RING_ENTRIES;
 use crate::table::{BufferTable, TableOptions};
-use crate::types::{PagePolicy, Refresh, Sharing, MAX_SEGMENTS};
+use crate::types::{EnginePolicy, PagePolicy, Refresh, Sharing, MAX_SEGMENTS};
 use crate::units::Bytes;
 
 /// Side threads that serve FUSE files, at most.
@@ -36,6 +37,8 @@ pub struct IoPoolBuilder {
     grow_wait: Duration,
     capacity: Option<u64>,
     refresh: Refresh,
+    engine: EnginePolicy,
+    help_while_waiting: bool,
 }
 
 impl Default for IoPoolBuilder {
@@ -55,6 +58,8 @@ impl Default for IoPoolBuilder {
             grow_wait: Duration::from_micros(500),
             capacity: None,
             refresh: Refresh::Auto,
+            engine: EnginePolicy::Auto,
+            help_while_waiting: true,
         }
     }
 }
@@ -133,6 +138,23 @@ impl IoPoolBuilder {
     /// How worker rings pick up growth (default: ranged clone where it works).
     pub fn refresh(mut self, r: Refresh) -> Self {
         self.refresh = r;
+        self
+    }
+    /// Which engine serves operations (default [`EnginePolicy::Auto`]:
+    /// io_uring, with shallow queues on devices without NOWAIT inline).
+    pub fn engine(mut self, e: EnginePolicy) -> Self {
+        self.engine = e;
+        self
+    }
+    /// Whether a caller that waits ([`OpHandle::wait`](crate::OpHandle::wait))
+    /// on an operation no worker has started runs it itself, for files the
+    /// inline engine serves (default `true`). Such an operation, submitted
+    /// into an empty queue, wakes no worker: it runs when its submitter
+    /// waits, when another submission or a `poll` wakes a worker, or when
+    /// its handle is dropped. With `false`, every submission goes to a
+    /// worker at once.
+    pub fn help_while_waiting(mut self, yes: bool) -> Self {
+        self.help_while_waiting = yes;
         self
     }
 
@@ -235,7 +257,9 @@ impl IoPoolBuilder {
         let counters = Arc::new(Counters::default());
         let gens = Arc::new(Generations::default());
         let factory: Box<dyn EngineFactory> = match &table {
-            Some(t) => Box::new(UringFactory { table: t.clone(), depth: self.depth, gens: gens.clone() }),
+            Some(t) => {
+                Box::new(UringFactory { table: t.clone(), depth: self.depth, gens: gens.clone(), engine: self.engine })
+            }
             None => Box::new(BlockingFactory { kind: EngineKind::Blocking }),
         };
         let main = LaneConfig {
@@ -256,8 +280,13 @@ impl IoPoolBuilder {
             grow_wait: Duration::ZERO,
         };
         let side_factory = Box::new(BlockingFactory { kind: EngineKind::SideThreads });
+        let main_kind = factory.kind();
+        let main = Arc::new(Lane::new(main, factory, counters.clone()));
         let inner = Arc::new(Inner {
-            main: Arc::new(Lane::new(main, factory, counters.clone())),
+            helper: Arc::new(LaneHelper(main.clone())),
+            policy: Policy { main: main_kind, engine: self.engine, help_while_waiting: self.help_while_waiting },
+            files: std::sync::Mutex::new(Vec::new()),
+            main,
             side: Arc::new(Lane::new(side, side_factory, counters.clone())),
             memory,
             table,

@@ -51,6 +51,20 @@ impl<J, W: Sleeper> Dispatch<J, W> {
         self.sleepers.pop()
     }
 
+    /// Queues a job its submitter will run itself if no worker has taken it
+    /// when it waits: into an empty queue, no worker is signalled; behind
+    /// other jobs, as [`Dispatch::push`]. Returns the sleeper to signal and
+    /// whether the job went in quietly.
+    pub(crate) fn push_quiet(&mut self, job: J) -> (Option<W>, bool) {
+        let quiet = self.queue.is_empty();
+        self.queue.push_back(job);
+        if quiet {
+            (None, true)
+        } else {
+            (self.sleepers.pop(), false)
+        }
+    }
+
     /// Takes up to `room` jobs for `me`. With room but nothing queued,
     /// registers `me` as a sleeper (the caller then blocks); busy (full, or
     /// handed work), `me` is no sleeper, since a signal would be wasted on it.
@@ -64,6 +78,13 @@ impl<J, W: Sleeper> Dispatch<J, W> {
         } else {
             self.unsleep(me.id());
         }
+    }
+
+    /// Removes the first queued job `is` picks, looking from the back (a
+    /// job withdrawn by its waiting submitter is almost always the last).
+    pub(crate) fn withdraw(&mut self, is: impl Fn(&J) -> bool) -> Option<J> {
+        let at = self.queue.iter().rposition(is)?;
+        self.queue.remove(at)
     }
 
     pub(crate) fn unsleep(&mut self, id: usize) {

@@ -31,10 +31,15 @@ pub(crate) struct LaneConfig {
 pub(crate) struct Job {
     pub state: Arc<OpState>,
     pub enqueued: Instant,
+    /// Taken out of the queue by its waiting submitter, who runs it.
+    pub withdrawn: bool,
 }
 
 impl Drop for Job {
     fn drop(&mut self) {
+        if self.withdrawn {
+            return;
+        }
         // A job dropped before a worker took its operation (a panic between
         // taking and starting it) completes its handle with the buffers.
         self.state
@@ -112,9 +117,11 @@ impl Lane {
         (b.d.live, b.d.queue.len())
     }
 
-    /// Queues a job and wakes a sleeping worker. Returns whether the lane
-    /// should grow (the caller starts a worker: see `worker::spawn`).
-    pub(crate) fn submit(&self, job: Job) -> bool {
+    /// Queues a job and wakes a sleeping worker (with `quiet`, not when the
+    /// queue was empty: its waiting submitter runs it, see
+    /// `OpHandle::wait`). Returns whether the lane should grow (the caller
+    /// starts a worker: see `worker::spawn`).
+    pub(crate) fn submit(&self, job: Job, quiet: bool) -> bool {
         let (sleeper, grow) = {
             let mut b = self.lock();
             if !b.d.running {
@@ -123,8 +130,8 @@ impl Lane {
                 return false;
             }
             self.counters.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let sleeper = b.d.push(job);
-            let grow = sleeper.is_none() && self.should_grow(&b);
+            let (sleeper, quietly) = if quiet { b.d.push_quiet(job) } else { (b.d.push(job), false) };
+            let grow = !quietly && sleeper.is_none() && self.should_grow(&b);
             (sleeper, grow)
         };
         if let Some(w) = sleeper {
@@ -215,6 +222,30 @@ impl Lane {
             self.lock().retired_on_request += 1;
         }
         self.exited.notify_all();
+    }
+
+    /// Takes the job of `state` out of the queue, if it is still there.
+    pub(crate) fn withdraw(&self, state: &OpState) {
+        let job = self.lock().d.withdraw(|j| std::ptr::eq(Arc::as_ptr(&j.state), state));
+        if let Some(mut j) = job {
+            // Its op is taken by the caller, not failed: defuse the drop.
+            j.withdrawn = true;
+        }
+    }
+
+    /// Wakes one sleeping worker to take what is queued; `true` when none
+    /// sleeps and the lane should grow.
+    pub(crate) fn nudge(&self) -> bool {
+        let (sleeper, grow) = {
+            let mut b = self.lock();
+            let s = b.d.sleepers.pop();
+            let grow = s.is_none() && !b.d.queue.is_empty() && b.d.running && b.d.live < self.cfg.max;
+            (s, grow && (b.d.live == 0 || self.should_grow(&b)))
+        };
+        if let Some(w) = sleeper {
+            w.wake.wake();
+        }
+        grow
     }
 
     /// Wakes every sleeping worker (to pick up table growth).

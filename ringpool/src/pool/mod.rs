@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 pub use builder::IoPoolBuilder;
 use lane::{Job, Lane};
-pub use stats::{PoolStats, SpinupParts};
+pub use stats::{FileEngine, PoolStats, SpinupParts};
 
 use crate::buf::IoBuf;
 use crate::engine::uring::Generations;
@@ -72,6 +72,12 @@ impl std::fmt::Display for BackendKind {
 pub(crate) struct Inner {
     main: Arc<Lane>,
     side: Arc<Lane>,
+    /// What the engine choice weighs besides the file.
+    policy: engine::Policy,
+    /// The main lane as the helper of operations waiting callers may run.
+    helper: Arc<dyn crate::handle::Helper>,
+    /// The engine chosen for each file this pool served, and why.
+    files: std::sync::Mutex<Vec<(usize, FileEngine)>>,
     memory: IoMemory,
     table: Option<Arc<BufferTable>>,
     /// Table slots reserved for growth (None: no room beyond the start).
@@ -84,6 +90,20 @@ pub(crate) struct Inner {
 impl Inner {
     fn main_engine(&self) -> EngineKind {
         self.main.factory.kind()
+    }
+
+    /// Logs and records the engine choice for a file new to this pool.
+    fn note_file(&self, file: &DirectFile, choice: &engine::Choice) {
+        if !file.new_to(self as *const Inner as usize) {
+            return;
+        }
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if files.iter().any(|(id, _)| *id == file.id()) {
+            return;
+        }
+        tracing::debug!(path = %file.path().display(), engine = %choice.engine, "engine for this file: {}", choice.reason);
+        let fe = FileEngine { path: file.path().to_path_buf(), engine: choice.engine, reason: choice.reason };
+        files.push((file.id(), fe));
     }
 
     fn lane(&self, id: LaneId) -> &Arc<Lane> {
@@ -165,18 +185,15 @@ impl IoPool {
         if let Err(e) = self.admit(&op) {
             return OpHandle::ready((Err(e), op.into_buffers()));
         }
-        let choice = engine::choose(self.inner.main_engine(), op.file());
-        if op.file().first_use() {
-            tracing::debug!(
-                path = %op.file().path().display(),
-                engine = %choice.engine,
-                "engine for this file: {}",
-                choice.reason
-            );
-        }
-        let state = OpState::new(op);
+        let choice = engine::choose(self.inner.policy, op.file());
+        self.inner.note_file(op.file(), &choice);
+        let helper = choice.help.then(|| self.inner.helper.clone());
+        let state = OpState::new(op, helper);
         let lane = self.inner.lane(choice.lane);
-        worker::grow_if(lane, lane.submit(Job { state: state.clone(), enqueued: Instant::now() }));
+        worker::grow_if(
+            lane,
+            lane.submit(Job { state: state.clone(), enqueued: Instant::now(), withdrawn: false }, choice.help),
+        );
         OpHandle::new(state)
     }
 
@@ -195,7 +212,7 @@ impl IoPool {
 
     /// Which engine serves `file` in this pool, and why.
     pub fn engine_for(&self, file: &DirectFile) -> (EngineKind, &'static str) {
-        let c = engine::choose(self.inner.main_engine(), file);
+        let c = engine::choose(self.inner.policy, file);
         (c.engine, c.reason)
     }
 
@@ -309,6 +326,9 @@ impl IoPool {
             completed: c.completed.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             split_ops: c.split_ops.load(Ordering::Relaxed),
+            inline_ops: c.inline_ops.load(Ordering::Relaxed),
+            helped_ops: c.helped_ops.load(Ordering::Relaxed),
+            files: self.inner.files.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, f)| f.clone()).collect(),
             queued,
             alloc: self.inner.memory.stats(),
             register_time: self.inner.table.as_ref().map(|t| t.register_time()),

@@ -21,6 +21,17 @@ pub struct SpinupParts {
     pub total: Duration,
 }
 
+/// The engine a pool chose for a file, and why.
+#[derive(Debug, Clone)]
+pub struct FileEngine {
+    /// The file's path.
+    pub path: std::path::PathBuf,
+    /// The engine.
+    pub engine: EngineKind,
+    /// Why.
+    pub reason: &'static str,
+}
+
 /// A lane's own books.
 #[derive(Debug, Default)]
 pub(crate) struct LaneStats {
@@ -73,6 +84,13 @@ pub struct PoolStats {
     /// Vectored operations whose buffers spanned segments, split into one
     /// SQE per segment (or per buffer, without READV_FIXED).
     pub split_ops: u64,
+    /// Operations the workers ran inline (devices without NOWAIT, shallow
+    /// queues).
+    pub inline_ops: u64,
+    /// Operations the caller that waited ran itself (help-while-waiting).
+    pub helped_ops: u64,
+    /// The engine chosen for each file the pool served, and why.
+    pub files: Vec<FileEngine>,
     /// Operations waiting in the queue now.
     pub queued: usize,
     /// The allocator.

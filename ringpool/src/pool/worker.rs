@@ -44,6 +44,24 @@ pub(super) fn spawn(lane: &Arc<Lane>, wait: bool) -> Result<Option<Duration>> {
     }
 }
 
+/// A lane as the helper of the operations its waiting submitters may run.
+pub(super) struct LaneHelper(pub Arc<Lane>);
+
+impl crate::handle::Helper for LaneHelper {
+    fn kick(&self) {
+        grow_if(&self.0, self.0.nudge());
+    }
+
+    fn withdraw(&self, state: &crate::handle::OpState) {
+        self.0.withdraw(state);
+    }
+
+    fn helped(&self, ok: bool) {
+        self.0.counters.helped_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.counters.count(ok);
+    }
+}
+
 /// Starts a worker if `grow` says the lane should have one more.
 pub(super) fn grow_if(lane: &Arc<Lane>, grow: bool) {
     if grow {

@@ -90,6 +90,12 @@ pub struct Ring {
     // Drop order: in-flight ops are drained (in Drop) before the memory
     // handle is released.
     raw: RawRing<Pending>,
+    /// Which engine serves operations.
+    engine: crate::types::EnginePolicy,
+    /// Outstanding operations below which Auto runs inline (no NOWAIT).
+    inline_depth: usize,
+    /// Batch completions in `wait` (RingOptions::min_wait).
+    min_wait: Option<std::time::Duration>,
     memory: Option<IoMemory>,
     /// Which segment each slot of the table holds.
     map: SlotMap,
@@ -144,10 +150,13 @@ impl Ring {
     pub(crate) fn build(opts: &RingOptions) -> Result<Ring> {
         check_depth(opts.entries)?;
         let start = Instant::now();
-        let (io, defer) = options::build_io_uring(opts.entries, opts.defer_taskrun)?;
+        let (io, flags) = options::build_io_uring(opts)?;
         let ring_time = start.elapsed();
         Ok(Ring {
-            raw: RawRing::new(io, defer),
+            raw: RawRing::new(io, flags.defer, flags.coop),
+            engine: opts.engine,
+            inline_depth: opts.inline_depth as usize,
+            min_wait: opts.min_wait,
             memory: None,
             map: SlotMap::default(),
             table_size: 0,
@@ -156,7 +165,8 @@ impl Ring {
                 path: TablePath::Empty,
                 ring_time,
                 table_time: Duration::ZERO,
-                defer_taskrun: defer,
+                defer_taskrun: flags.defer,
+                coop_taskrun: flags.coop,
                 fallback: None,
             },
             unregister_on_drop: opts.unregister_on_drop,

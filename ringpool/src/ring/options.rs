@@ -6,7 +6,7 @@ use io_uring::IoUring;
 
 use crate::errno::setup_error;
 use crate::error::{Error, Result};
-use crate::types::{Sharing, TablePath};
+use crate::types::{EnginePolicy, Sharing, TablePath, INLINE_DEPTH};
 
 /// Kernel limit on SQ entries.
 pub const MAX_RING_ENTRIES: u32 = 32768;
@@ -30,11 +30,43 @@ pub struct RingOptions {
     /// which can lower latency for operations completed by io-wq workers
     /// (devices without NOWAIT support, such as zram).
     pub defer_taskrun: bool,
+    /// Without DEFER_TASKRUN: set the ring up with COOP_TASKRUN |
+    /// TASKRUN_FLAG (Linux 5.19+; default `false`): completions are posted
+    /// when the thread next enters the kernel, without interrupting it.
+    pub coop_taskrun: bool,
+    /// Set the ring up with NO_SQARRAY (Linux 6.6+; default `false`).
+    pub no_sqarray: bool,
+    /// Limits of the ring thread's io-wq workers, bounded and unbounded
+    /// (IORING_REGISTER_IOWQ_MAX_WORKERS, Linux 5.15+); `None` keeps the
+    /// kernel's (default).
+    pub iowq_max_workers: Option<(u32, u32)>,
+    /// [`Ring::wait`](crate::Ring::wait) for more than the completions
+    /// asked for, until this much time passed with at least one ready
+    /// (min_wait_usec, Linux 6.12+; default `None`: wake at the first).
+    pub min_wait: Option<std::time::Duration>,
+    /// Which engine serves operations (default [`EnginePolicy::Auto`]).
+    pub engine: EnginePolicy,
+    /// Under [`EnginePolicy::Auto`], operations on a device without NOWAIT
+    /// run inline while fewer than this many are outstanding (queued,
+    /// running, or completed and not yet taken). Default
+    /// [`INLINE_DEPTH`](crate::INLINE_DEPTH).
+    pub inline_depth: u32,
 }
 
 impl Default for RingOptions {
     fn default() -> Self {
-        RingOptions { entries: 128, sharing: None, unregister_on_drop: true, defer_taskrun: true }
+        RingOptions {
+            entries: 128,
+            sharing: None,
+            unregister_on_drop: true,
+            defer_taskrun: true,
+            coop_taskrun: false,
+            no_sqarray: false,
+            iowq_max_workers: None,
+            min_wait: None,
+            engine: EnginePolicy::Auto,
+            inline_depth: INLINE_DEPTH,
+        }
     }
 }
 
@@ -58,6 +90,31 @@ impl RingOptions {
         self.defer_taskrun = yes;
         self
     }
+    /// Sets COOP_TASKRUN | TASKRUN_FLAG (see the field).
+    pub fn coop_taskrun(mut self, yes: bool) -> Self {
+        self.coop_taskrun = yes;
+        self
+    }
+    /// Sets NO_SQARRAY.
+    pub fn no_sqarray(mut self, yes: bool) -> Self {
+        self.no_sqarray = yes;
+        self
+    }
+    /// Limits the ring thread's io-wq workers.
+    pub fn iowq_max_workers(mut self, bounded: u32, unbounded: u32) -> Self {
+        self.iowq_max_workers = Some((bounded, unbounded));
+        self
+    }
+    /// Sets the engine policy.
+    pub fn engine(mut self, engine: EnginePolicy) -> Self {
+        self.engine = engine;
+        self
+    }
+    /// Sets the inline depth (see the field).
+    pub fn inline_depth(mut self, depth: u32) -> Self {
+        self.inline_depth = depth;
+        self
+    }
 }
 
 /// What happened when a ring was set up.
@@ -71,6 +128,8 @@ pub struct RingSetup {
     pub table_time: Duration,
     /// Whether DEFER_TASKRUN was available.
     pub defer_taskrun: bool,
+    /// Whether COOP_TASKRUN | TASKRUN_FLAG was set.
+    pub coop_taskrun: bool,
     /// Why the preferred path did not run, if it did not.
     pub fallback: Option<String>,
 }
@@ -119,26 +178,47 @@ pub(crate) fn check_depth(entries: u32) -> Result<()> {
     Ok(())
 }
 
-/// Creates a SINGLE_ISSUER (| DEFER_TASKRUN) ring, falling back to plainer
-/// setups on kernels that lack those flags (EINVAL).
-pub(crate) fn build_io_uring(entries: u32, defer: bool) -> Result<(IoUring, bool)> {
+/// How a ring was set up, as far as completions go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flags {
+    pub defer: bool,
+    pub coop: bool,
+}
+
+/// Creates a SINGLE_ISSUER ring with the options' task-run mode, falling
+/// back to plainer setups on kernels that lack those flags (EINVAL).
+pub(crate) fn build_io_uring(opts: &RingOptions) -> Result<(IoUring, Flags)> {
     // entries <= 32768 (check_depth): twice that fits.
-    let cq = entries * 2;
-    if !defer {
-        return IoUring::builder()
-            .setup_single_issuer()
-            .setup_cqsize(cq)
-            .build(entries)
-            .or_else(|_| IoUring::builder().setup_cqsize(cq).build(entries))
-            .map(|r| (r, false))
-            .map_err(setup_error);
+    let cq = opts.entries * 2;
+    let mut b = IoUring::builder();
+    b.setup_single_issuer().setup_cqsize(cq);
+    if opts.no_sqarray {
+        b.setup_no_sqarray();
     }
-    match IoUring::builder().setup_single_issuer().setup_defer_taskrun().setup_cqsize(cq).build(entries) {
-        Ok(r) => Ok((r, true)),
-        // DEFER_TASKRUN (6.1) or SINGLE_ISSUER (6.0) unknown.
+    let flags = if opts.defer_taskrun {
+        b.setup_defer_taskrun();
+        Flags { defer: true, coop: false }
+    } else if opts.coop_taskrun {
+        b.setup_coop_taskrun().setup_taskrun_flag();
+        Flags { defer: false, coop: true }
+    } else {
+        Flags { defer: false, coop: false }
+    };
+    let ring = match b.build(opts.entries) {
+        Ok(r) => (r, flags),
+        // SINGLE_ISSUER (6.0), DEFER_TASKRUN (6.1), COOP_TASKRUN (5.19) or
+        // NO_SQARRAY (6.6) unknown: the plain ring.
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            IoUring::builder().setup_cqsize(cq).build(entries).map(|r| (r, false)).map_err(setup_error)
+            let r = IoUring::builder().setup_cqsize(cq).build(opts.entries).map_err(setup_error)?;
+            (r, Flags { defer: false, coop: false })
         }
-        Err(e) => Err(setup_error(e)),
+        Err(e) => return Err(setup_error(e)),
+    };
+    if let Some((bounded, unbounded)) = opts.iowq_max_workers {
+        let mut v = [bounded, unbounded];
+        if let Err(e) = ring.0.submitter().register_iowq_max_workers(&mut v) {
+            tracing::warn!("IORING_REGISTER_IOWQ_MAX_WORKERS failed: {e}");
+        }
     }
+    Ok(ring)
 }

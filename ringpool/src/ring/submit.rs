@@ -11,7 +11,7 @@ use crate::file::DirectFile;
 use crate::op::{opcode_name, FixedBuf, Op, Route};
 use crate::probe::Features;
 use crate::sys::uring::{FdHold, Reaped, Sqe};
-use crate::types::{OpKind, TablePath};
+use crate::types::{EngineKind, EnginePolicy, Nowait, OpKind, TablePath};
 
 /// Whose completion a CQE is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +86,8 @@ pub struct RingStats {
     /// Vectored operations split into one SQE per segment (or per buffer,
     /// without READV_FIXED).
     pub split_ops: u64,
+    /// Operations run inline (preadv2 / pwritev2 in `push`), not by io_uring.
+    pub inline_ops: u64,
 }
 
 /// How an operation goes to the kernel.
@@ -121,7 +123,14 @@ impl Ring {
     }
 
     fn push_tagged(&mut self, op: Op, tag: Tag) -> Result<(), (Error, Op)> {
-        let plan = match self.check(&op).and_then(|()| self.plan(&op)) {
+        if let Err(e) = self.check(&op) {
+            return Err((e, op));
+        }
+        if self.runs_inline(&op) {
+            self.run_inline(op, tag);
+            return Ok(());
+        }
+        let plan = match self.plan(&op) {
             Ok(p) => p,
             Err(e) => return Err((e, op)),
         };
@@ -169,13 +178,61 @@ impl Ring {
         Error::RingFull { op: kind.name(), in_flight: self.raw.in_flight() }
     }
 
-    /// The checks before routing: the operation's own, and FUSE.
+    /// The checks before routing: the operation's own, FUSE, and that its
+    /// buffers are this ring's pool's.
     fn check(&self, op: &Op) -> Result<()> {
         op.check()?;
+        let name = op.kind().name();
         if op.file().is_fuse() {
-            return Err(Error::BlockingFileSystem { op: op.kind().name(), path: op.file().path().to_path_buf() });
+            return Err(Error::BlockingFileSystem { op: name, path: op.file().path().to_path_buf() });
+        }
+        if let Some(mem) = &self.memory {
+            if op.buffers().as_slice().iter().any(|b| !mem.owns(b)) {
+                return Err(Error::ForeignBuffer {
+                    op: name,
+                    reason: "the buffer belongs to another IoMemory than this ring's".into(),
+                });
+            }
         }
         Ok(())
+    }
+
+    /// Operations queued, running, or completed and not yet taken.
+    fn outstanding(&self) -> usize {
+        self.raw.in_flight() + self.ready.len()
+    }
+
+    /// Whether `op` runs inline: the engine choice for one operation.
+    fn runs_inline(&self, op: &Op) -> bool {
+        match self.engine {
+            EnginePolicy::IoUring => false,
+            EnginePolicy::Inline => true,
+            EnginePolicy::Auto => self.outstanding() < self.inline_depth && op.file().nowait() == Nowait::Unsupported,
+        }
+    }
+
+    /// Runs `op` with preadv2 / pwritev2 / fsync now; its completion is
+    /// ready at once.
+    fn run_inline(&mut self, mut op: Op, tag: Tag) {
+        let res = op.blocking_res(0);
+        let result = op.complete(res);
+        self.stats.ops += 1;
+        self.stats.inline_ops += 1;
+        self.deliver(tag, result, op.into_buffers());
+    }
+
+    /// Which engine this ring uses for operations on `file`, and why.
+    pub fn engine_for(&self, file: &DirectFile) -> (EngineKind, &'static str) {
+        match self.engine {
+            EnginePolicy::IoUring => (EngineKind::IoUring, "io_uring, as asked"),
+            EnginePolicy::Inline => (EngineKind::Inline, "inline, as asked"),
+            EnginePolicy::Auto if file.nowait() == Nowait::Unsupported => (
+                EngineKind::Inline,
+                "the device has no NOWAIT support (io_uring would hand every request to an io-wq thread): \
+                 inline while the queue is shallow, io_uring beyond the inline depth",
+            ),
+            EnginePolicy::Auto => (EngineKind::IoUring, "the device serves non-blocking I/O: io_uring"),
+        }
     }
 
     /// Which table slot each buffer goes through, and whether the
@@ -191,16 +248,10 @@ impl Ring {
                 reason: "this ring's table was cloned from a bare fd; it cannot check buffers".into(),
             });
         }
-        let Some(mem) = &self.memory else {
+        if self.memory.is_none() {
             return Ok(Plan::One(None));
-        };
-        let bufs = op.buffers().as_slice();
-        if bufs.iter().any(|b| !mem.owns(b)) {
-            return Err(Error::ForeignBuffer {
-                op: name,
-                reason: "the buffer belongs to another IoMemory than this ring's".into(),
-            });
         }
+        let bufs = op.buffers().as_slice();
         let fixed = self.map.filled() > 0 || matches!(self.setup.path, TablePath::Cloned | TablePath::Registered);
         if !fixed {
             return Ok(Plan::One(None));
@@ -321,7 +372,11 @@ impl Ring {
                 return Ok(self.ready.len());
             }
             let want = (min - self.ready.len()).min(self.raw.in_flight());
-            self.raw.submit_and_wait(want).map_err(|e| Error::os("wait", e))?;
+            let r = match self.min_wait {
+                Some(t) => self.raw.submit_and_wait_batch(self.raw.in_flight(), t),
+                None => self.raw.submit_and_wait(want),
+            };
+            r.map_err(|e| Error::os("wait", e))?;
             self.reap(false);
         }
     }
@@ -356,6 +411,16 @@ impl Ring {
 
     /// The oldest ready completion, without reaping.
     pub(crate) fn pop_completion(&mut self) -> Option<Completion> {
+        self.ready.pop_front()
+    }
+
+    /// The next ready completion (reaping first when none is ready), or
+    /// `None`; unlike [`Ring::completions`] it leaves the ring free between
+    /// completions (to push the next operation).
+    pub fn next_completion(&mut self) -> Option<Completion> {
+        if self.ready.is_empty() {
+            self.reap(true);
+        }
         self.ready.pop_front()
     }
 

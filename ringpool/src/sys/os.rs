@@ -22,14 +22,18 @@ pub(crate) fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result
 }
 
 /// `preadv2(2)` into `bufs` at `offset` with `flags` (`RWF_*`), retried on
-/// EINTR; the bytes read.
+/// EINTR; the bytes read. The raw system call: libc's wrapper is a thread
+/// cancellation point, which costs two more calls per read.
 pub(crate) fn preadv2(fd: BorrowedFd<'_>, bufs: &mut [IoSliceMut<'_>], offset: u64, flags: i32) -> io::Result<usize> {
     let off = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let cnt = libc::c_int::try_from(bufs.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     retry_eintr(|| {
         // SAFETY: IoSliceMut is ABI-compatible with iovec (std's guarantee on
-        // Unix), and every slice is valid, writable memory for the call.
-        let n = unsafe { libc::preadv2(fd.as_raw_fd(), bufs.as_mut_ptr().cast(), cnt, off, flags) };
+        // Unix), and every slice is valid, writable memory for the call. On
+        // 64-bit Linux the offset goes whole in pos_l, and pos_h is 0.
+        let n = unsafe {
+            libc::syscall(libc::SYS_preadv2, fd.as_raw_fd(), bufs.as_mut_ptr(), cnt, off, 0 as libc::c_long, flags)
+        };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -39,20 +43,36 @@ pub(crate) fn preadv2(fd: BorrowedFd<'_>, bufs: &mut [IoSliceMut<'_>], offset: u
 }
 
 /// `pwritev2(2)` of `bufs` at `offset` with `flags`, retried on EINTR; the
-/// bytes written.
+/// bytes written (the raw system call, as `preadv2`).
 pub(crate) fn pwritev2(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], offset: u64, flags: i32) -> io::Result<usize> {
     let off = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let cnt = libc::c_int::try_from(bufs.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     retry_eintr(|| {
         // SAFETY: IoSlice is ABI-compatible with iovec, and every slice is
-        // valid memory for the call.
-        let n = unsafe { libc::pwritev2(fd.as_raw_fd(), bufs.as_ptr().cast(), cnt, off, flags) };
+        // valid memory for the call; the offset as in preadv2.
+        let n = unsafe {
+            libc::syscall(libc::SYS_pwritev2, fd.as_raw_fd(), bufs.as_ptr(), cnt, off, 0 as libc::c_long, flags)
+        };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
             Ok(n as usize)
         }
     })
+}
+
+/// Reads `len` bytes at offset 0 of `fd` with `preadv2(RWF_NOWAIT)` into a
+/// scratch page-aligned buffer: whether the file serves non-blocking I/O.
+/// `Ok(n)` or `EAGAIN`: it does (EAGAIN: this read would have blocked);
+/// `EOPNOTSUPP`: it does not (io_uring sends its requests to io-wq).
+pub(crate) fn read_nowait_trial(fd: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    let page = 4096;
+    let len = len.clamp(page, 1 << 20).next_multiple_of(page);
+    let map = super::mmap::Mapping::map(len, super::mmap::Backing::Base, page)?;
+    // SAFETY: the mapping is ours, `len` bytes long, alive until the end of
+    // this function, and nothing else refers to it.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(map.ptr_at(0), len) };
+    preadv2(fd, &mut [IoSliceMut::new(bytes)], 0, libc::RWF_NOWAIT)
 }
 
 /// `RLIMIT_MEMLOCK` soft limit in bytes; `None` means unlimited.

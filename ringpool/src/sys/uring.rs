@@ -208,11 +208,14 @@ pub(crate) struct RawRing<T> {
     /// Whether an enter with GETEVENTS ran since the last reap (then the
     /// deferred completions are already posted and reaping needs no syscall).
     flushed: bool,
+    /// Whether the ring was set up with COOP_TASKRUN | TASKRUN_FLAG (the SQ
+    /// flags say when completions wait for an enter).
+    coop: bool,
 }
 
 impl<T: Sqe> RawRing<T> {
-    pub(crate) fn new(ring: IoUring, defer: bool) -> Self {
-        RawRing { ring, slots: Slab::new(), defer, flushed: false }
+    pub(crate) fn new(ring: IoUring, defer: bool, coop: bool) -> Self {
+        RawRing { ring, slots: Slab::new(), defer, flushed: false, coop }
     }
 
     pub(crate) fn io_uring(&self) -> &IoUring {
@@ -296,6 +299,25 @@ impl<T: Sqe> RawRing<T> {
         r
     }
 
+    /// Submits and waits until `want` completions are ready, or `min_wait`
+    /// has passed and at least one is (IORING_ENTER_EXT_ARG with
+    /// min_wait_usec, Linux 6.12+): batches completions into fewer wake-ups.
+    /// An interrupted wait returns 0.
+    pub(crate) fn submit_and_wait_batch(&mut self, want: usize, min_wait: Duration) -> io::Result<usize> {
+        let us = u32::try_from(min_wait.as_micros()).unwrap_or(u32::MAX);
+        let args = SubmitArgs::new().min_wait_usec(us);
+        let r = match self.ring.submitter().submit_with_args(want, &args) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(0),
+            // The minimum wait ran out with fewer than `want` completions.
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
+            r => r,
+        };
+        if want > 0 && r.is_ok() {
+            self.flushed = true;
+        }
+        r
+    }
+
     /// Submits and waits for one completion or until `timeout`; returns
     /// `false` on timeout.
     pub(crate) fn submit_and_wait_timeout(&mut self, timeout: Duration) -> io::Result<bool> {
@@ -314,7 +336,14 @@ impl<T: Sqe> RawRing<T> {
     /// Reaps every posted CQE. With DEFER_TASKRUN, first runs the deferred
     /// completions (an enter with GETEVENTS and no wait).
     pub(crate) fn reap(&mut self, f: impl FnMut(Reaped<T>)) -> usize {
-        if self.defer && !self.flushed && !self.slots.is_empty() {
+        let pending_work = if self.defer {
+            !self.flushed && !self.slots.is_empty()
+        } else {
+            // COOP_TASKRUN | TASKRUN_FLAG: the kernel flags completions that
+            // wait for the task to enter.
+            self.coop && self.ring.submission().taskrun()
+        };
+        if pending_work {
             let _ = self.enter_getevents();
         }
         self.reap_posted(f)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use ringpool::{BufferTable, IoBuf, IoMemory, Op, OpKind, Ring, RingOptions};
+use ringpool::{BufferTable, Buffers, IoBuf, IoMemory, Op, OpKind, Ring, RingOptions};
 
 use super::target::Target;
 use super::{Figures, IoArgs, Lat, Rw};
@@ -22,6 +22,7 @@ struct WorkerOut {
     hist: Histogram<u64>,
     verified: u64,
     opcode: &'static str,
+    stats: ringpool::RingStats,
 }
 
 /// What a run's workers share.
@@ -45,8 +46,11 @@ impl Plan<'_> {
 pub(super) struct RunOut {
     pub figures: Figures,
     pub verified: u64,
-    /// The opcode the operations used (READ_FIXED, READV_FIXED, ...).
+    /// The opcode the io_uring operations used (READ_FIXED, READV_FIXED, ...).
     pub opcode: &'static str,
+    /// Operations the rings took, and those they ran inline.
+    pub ops: u64,
+    pub inline_ops: u64,
 }
 
 /// An operation in flight in one slot.
@@ -105,14 +109,14 @@ impl Picker<'_> {
 /// The buffers of one slot: `vec` blocks of `bs` in one segment (one
 /// READV_FIXED can take them), every other block of twice as many, so
 /// that they are scattered, not one run of memory.
-fn lease_unit(mem: &IoMemory, vec: u32, bs: u64, rng: &mut fastrand::Rng) -> anyhow::Result<Vec<IoBuf>> {
+fn lease_unit(mem: &IoMemory, vec: u32, bs: u64, rng: &mut fastrand::Rng) -> anyhow::Result<Buffers> {
     let mut bufs = if vec == 1 {
-        vec![mem.try_alloc(bs as usize)?]
+        Buffers::One(mem.try_alloc(bs as usize)?)
     } else {
         let all = mem.try_alloc_vec(2 * vec as usize, bs as usize).context("leasing a vectored unit")?;
-        all.into_iter().step_by(2).collect()
+        Buffers::Many(all.into_iter().step_by(2).collect())
     };
-    for b in &mut bufs {
+    for b in bufs.as_mut_slice() {
         // Incompressible content, as fio's buffers: a compressing device
         // (zram) must not get an easy ride from zero pages.
         rng.fill(b);
@@ -167,20 +171,21 @@ struct Worker<'p, 'a> {
 }
 
 impl Worker<'_, '_> {
-    fn push(&mut self, slot: usize, mut bufs: Vec<IoBuf>, offset: u64, write: bool) -> anyhow::Result<()> {
-        let (p, a) = (self.p, self.p.a);
+    fn push(&mut self, slot: usize, mut bufs: Buffers, offset: u64, write: bool) -> anyhow::Result<()> {
+        let p = self.p;
         let seq = if write { p.seq.fetch_add(1, Ordering::Relaxed) + 1 } else { 0 };
         if write {
-            fill_write(&mut bufs, offset, seq, p.ledger.is_some());
+            fill_write(bufs.as_mut_slice(), offset, seq, p.ledger.is_some());
         }
         self.slots[slot] = Some(Slot { offset, write, seq, at: Instant::now() });
         let file = &p.target.file;
-        let op = match (a.vec, write) {
-            (1, false) => Op::read(file, offset, bufs.pop().expect("one buffer")),
-            (1, true) => Op::write(file, offset, bufs.pop().expect("one buffer")),
-            (_, false) => Op::readv(file, offset, bufs),
-            (_, true) => Op::writev(file, offset, bufs),
+        let op = match (bufs, write) {
+            (Buffers::One(b), false) => Op::read(file, offset, b),
+            (Buffers::One(b), true) => Op::write(file, offset, b),
+            (b, false) => Op::readv(file, offset, b.into_vec()),
+            (b, true) => Op::writev(file, offset, b.into_vec()),
         };
+        let a = p.a;
         self.ring.push(op, slot as u64).map_err(|(e, _)| anyhow::anyhow!(e))?;
         // --submit-batch N: hand the queued operations to the kernel once N
         // wait (1 = each at once, as fio's default iodepth_batch_submit);
@@ -192,7 +197,7 @@ impl Worker<'_, '_> {
     }
 
     /// Accounts one completion; gives the buffers back for the next push.
-    fn complete(&mut self, c: ringpool::Completion, now: Instant) -> anyhow::Result<(usize, Vec<IoBuf>)> {
+    fn complete(&mut self, c: ringpool::Completion, now: Instant) -> anyhow::Result<(usize, Buffers)> {
         let slot = c.tag as usize;
         let s = self.slots[slot].take().expect("a completion for a slot in flight");
         let what = if s.write { "write" } else { "read" };
@@ -201,12 +206,12 @@ impl Worker<'_, '_> {
         if n as u64 != unit {
             bail!("short {what} at offset {}: {n} of {unit} bytes", s.offset);
         }
-        let bufs = c.bufs.into_vec();
+        let bufs = c.bufs;
         if let Some(ledger) = self.p.ledger {
             if s.write {
                 ledger.record(s.offset, unit, s.seq);
             } else {
-                self.out.verified += check_read(&bufs, s.offset, self.p.seq)?;
+                self.out.verified += check_read(bufs.as_slice(), s.offset, self.p.seq)?;
             }
         }
         self.out.hist.saturating_record((now - s.at).as_nanos() as u64);
@@ -218,7 +223,16 @@ impl Worker<'_, '_> {
 
 fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instant) -> anyhow::Result<WorkerOut> {
     let a = p.a;
-    let mut ring = p.table.ring_with(&RingOptions::new().entries(a.iodepth).defer_taskrun(a.defer_taskrun))?;
+    let mut opts = RingOptions::new()
+        .entries(a.iodepth)
+        .defer_taskrun(a.defer_taskrun)
+        .coop_taskrun(a.coop_taskrun)
+        .no_sqarray(a.no_sqarray)
+        .engine(a.engine)
+        .inline_depth(a.inline_depth);
+    opts.iowq_max_workers = a.iowq_max;
+    opts.min_wait = a.min_wait_us.map(|us| Duration::from_micros(u64::from(us)));
+    let mut ring = p.table.ring_with(&opts)?;
     if a.fixed_files {
         ring.register_file(&p.target.file)?;
     }
@@ -235,7 +249,7 @@ fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instan
         stripes: p.ledger.is_some() && a.rw.writes(),
     };
     let mut rng = fastrand::Rng::with_seed(0x5eed ^ w64 ^ t0.elapsed().as_nanos() as u64);
-    let leased: Vec<Vec<IoBuf>> =
+    let leased: Vec<Buffers> =
         (0..a.iodepth).map(|_| lease_unit(p.mem, a.vec, a.bs, &mut rng)).collect::<anyhow::Result<_>>()?;
     let kind = match (a.vec, a.rw.writes() && !a.rw.reads()) {
         (1, false) => OpKind::Read,
@@ -245,7 +259,7 @@ fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instan
     };
     let opcode = ring.opcode_for(kind);
     let hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
-    let out = WorkerOut { ios: 0, bytes: 0, hist, verified: 0, opcode };
+    let out = WorkerOut { ios: 0, bytes: 0, hist, verified: 0, opcode, stats: Default::default() };
     let mut wk = Worker { p, ring, slots: (0..a.iodepth).map(|_| None).collect(), out };
     start.wait();
     for (slot, bufs) in leased.into_iter().enumerate() {
@@ -254,21 +268,28 @@ fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instan
     }
     loop {
         wk.ring.wait(1)?;
-        let now = Instant::now();
-        // The main thread moves the deadline from "never" to "now" when the run ends.
-        let running = (now - t0).as_nanos() < u128::from(stop_at.load(Ordering::Relaxed));
-        let done: Vec<_> = wk.ring.completions().collect();
-        for c in done {
+        // At most a queue's worth per pass: inline completions are ready as
+        // soon as they are pushed.
+        let mut drained = true;
+        let mut running = true;
+        for _ in 0..a.iodepth {
+            let Some(c) = wk.ring.next_completion() else { break };
+            let now = Instant::now();
+            // The main thread moves the deadline from "never" to "now" when the run ends.
+            running = (now - t0).as_nanos() < u128::from(stop_at.load(Ordering::Relaxed));
             let (slot, bufs) = wk.complete(c, now)?;
             if running {
                 let (off, write) = pick.next(&mut rng, &wk.slots);
                 wk.push(slot, bufs, off, write)?;
             }
+            drained = false;
         }
-        if !running && wk.ring.in_flight() == 0 {
+        running = running && (t0.elapsed().as_nanos() < u128::from(stop_at.load(Ordering::Relaxed)));
+        if !running && drained && wk.ring.in_flight() == 0 {
             break;
         }
     }
+    wk.out.stats = wk.ring.stats();
     Ok(wk.out)
 }
 
@@ -330,7 +351,13 @@ pub(super) fn run_ringpool(p: &Plan<'_>) -> anyhow::Result<RunOut> {
         ios,
         seconds: secs,
     };
-    Ok(RunOut { figures, verified, opcode: outs.first().map_or("none", |o| o.opcode) })
+    Ok(RunOut {
+        figures,
+        verified,
+        opcode: outs.first().map_or("none", |o| o.opcode),
+        ops: outs.iter().map(|o| o.stats.ops).sum(),
+        inline_ops: outs.iter().map(|o| o.stats.inline_ops).sum(),
+    })
 }
 
 /// After the timed run: re-reads every 4 KiB written and checks it holds

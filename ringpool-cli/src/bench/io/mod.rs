@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU64;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use ringpool::units::{parse_size, Bytes};
-use ringpool::{BufferTable, IoMemory, MemoryOptions, PageKind, PagePolicy, Sharing, TableOptions};
+use ringpool::{BufferTable, EnginePolicy, IoMemory, MemoryOptions, PageKind, PagePolicy, Sharing, TableOptions};
 use serde::Serialize;
 
 pub use chart::{chart, ChartArgs};
@@ -131,6 +131,25 @@ pub struct IoArgs {
     /// Set worker rings up with DEFER_TASKRUN (completions posted when the worker waits).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub defer_taskrun: bool,
+    /// Without DEFER_TASKRUN: COOP_TASKRUN | TASKRUN_FLAG.
+    #[arg(long)]
+    pub coop_taskrun: bool,
+    /// Set worker rings up with NO_SQARRAY.
+    #[arg(long)]
+    pub no_sqarray: bool,
+    /// Limit each worker's io-wq threads (bounded,unbounded), e.g. 2,2.
+    #[arg(long, value_parser = parse_pair)]
+    pub iowq_max: Option<(u32, u32)>,
+    /// Wait for completions in batches: until all in flight, or this many µs with at least one (6.12+).
+    #[arg(long)]
+    pub min_wait_us: Option<u32>,
+    /// Which engine serves ringpool's side: auto (inline for shallow queues on devices without
+    /// NOWAIT, io_uring otherwise), io_uring, or inline.
+    #[arg(long, default_value = "auto")]
+    pub engine: EnginePolicy,
+    /// With --engine auto: run inline while fewer than this many operations are outstanding.
+    #[arg(long, default_value_t = ringpool::INLINE_DEPTH)]
+    pub inline_depth: u32,
     /// Register the file too (IOSQE_FIXED_FILE), as fio's registerfiles.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub fixed_files: bool,
@@ -171,8 +190,12 @@ struct Report {
     bs: u64,
     /// Blocks per operation (--vec).
     vec: u32,
-    /// The opcode ringpool's operations used (READ_FIXED, READV_FIXED, ...).
+    /// The opcode ringpool's io_uring operations used (READ_FIXED, READV_FIXED, ...).
     opcode: &'static str,
+    /// What served ringpool's side: io_uring, inline, or inline+io_uring.
+    engine: String,
+    /// Share of ringpool's operations run inline.
+    inline_share: f64,
     iodepth: u32,
     workers: u32,
     page_size: &'static str,
@@ -196,6 +219,13 @@ struct Report {
     ratio_cpu_per_io: Option<f64>,
     ratio_lat_p50: Option<f64>,
     fio_command: Option<String>,
+}
+
+/// Parses `a,b`.
+fn parse_pair(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s.split_once(',').ok_or_else(|| format!("{s:?}: expected two numbers, as 2,4"))?;
+    let n = |x: &str| x.trim().parse::<u32>().map_err(|e| format!("{x:?}: {e}"));
+    Ok((n(a)?, n(b)?))
 }
 
 fn check_args(a: &IoArgs) -> anyhow::Result<()> {
@@ -242,19 +272,39 @@ fn pool_bytes(a: &IoArgs) -> anyhow::Result<u64> {
         .context("--workers x --iodepth x --vec x --bs does not fit in 64 bits")
 }
 
-/// Alternates ringpool and fio runs; (ringpool's, fio's, verified, opcode).
+/// What ringpool's runs did besides their figures.
+struct Served {
+    verified: u64,
+    opcode: &'static str,
+    ops: u64,
+    inline_ops: u64,
+}
+
+impl Served {
+    fn engine(&self) -> String {
+        match self.inline_ops {
+            0 => "io_uring".into(),
+            n if n == self.ops => "inline".into(),
+            _ => "inline+io_uring".into(),
+        }
+    }
+}
+
+/// Alternates ringpool and fio runs; (ringpool's, fio's, what served).
 fn alternate(
     a: &IoArgs,
     plan: &Plan<'_>,
     fio: Option<&FioJob>,
-) -> anyhow::Result<(Vec<Figures>, Vec<Figures>, u64, &'static str)> {
+) -> anyhow::Result<(Vec<Figures>, Vec<Figures>, Served)> {
     let rounds = if fio.is_some() { a.rounds } else { 1 };
     let (mut runs, mut fio_runs) = (Vec::new(), Vec::new());
-    let (mut verified, mut opcode) = (0, "none");
+    let mut served = Served { verified: 0, opcode: "none", ops: 0, inline_ops: 0 };
     for round in 0..rounds {
         let out = run_ringpool(plan)?;
-        verified += out.verified;
-        opcode = out.opcode;
+        served.verified += out.verified;
+        served.opcode = out.opcode;
+        served.ops += out.ops;
+        served.inline_ops += out.inline_ops;
         say(a, "ringpool", round, &out.figures);
         runs.push(out.figures);
         if let Some(job) = fio {
@@ -263,7 +313,7 @@ fn alternate(
             fio_runs.push(f);
         }
     }
-    Ok((runs, fio_runs, verified, opcode))
+    Ok((runs, fio_runs, served))
 }
 
 fn say(a: &IoArgs, who: &str, round: u32, f: &Figures) {
@@ -311,7 +361,8 @@ pub fn run(a: &IoArgs) -> anyhow::Result<()> {
             "note: fio is not on PATH: install it (Debian: apt-get install fio) to compare; running ringpool alone"
         );
     }
-    let (runs, fio_runs, mut verified, opcode) = alternate(a, &plan, fio_ok.then_some(&fio))?;
+    let (runs, fio_runs, served) = alternate(a, &plan, fio_ok.then_some(&fio))?;
+    let mut verified = served.verified;
     if let Some(l) = &ledger {
         if a.rw.writes() {
             verified += final_verify(&plan, l)?;
@@ -329,7 +380,9 @@ pub fn run(a: &IoArgs) -> anyhow::Result<()> {
         rw: a.rw,
         bs: a.bs,
         vec: a.vec,
-        opcode,
+        opcode: served.opcode,
+        engine: served.engine(),
+        inline_share: served.inline_ops as f64 / served.ops.max(1) as f64,
         iodepth: a.iodepth,
         workers: a.workers,
         page_size: mem.page_kind().short_name(),
