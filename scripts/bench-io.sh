@@ -1,43 +1,68 @@
 #!/usr/bin/env bash
-# The I/O comparison of BENCHMARKS.md: `ringpool bench io --vs-fio` on the
-# virtio disk (a file on ext4) and on a zram block device that this script
-# sets up through /sys/block/zram0 and resets afterwards (also on failure).
+# The I/O comparison of BENCHMARKS.md: `ringpool bench io --vs-fio` (fio's
+# io_uring, libaio and pvsync2 engines, alternating with ringpool) on three
+# devices:
+#   disk  an ext4 file on the virtio disk
+#   zram  /dev/zram0, set up through sysfs, filled with incompressible data
+#   loop  a loop device with direct I/O over an ext4 file
+# The zram and loop devices are set up under the machine-state lock and torn
+# down afterwards, also on failure or Ctrl-C.
 #
-#   sudo scripts/bench-io.sh            # RUNTIME=5 ROUNDS=3 OUT=bench-results/io
+#   sudo scripts/bench-io.sh      # RUNTIME=3 ROUNDS=5 OUT=bench-results/io DEVICES="disk zram loop"
 #
-# Needs root (zram), fio (apt-get install fio) and a release build.
+# Needs root, fio (apt-get install fio) and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-bench-results/io}
-RUNTIME=${RUNTIME:-5}
-ROUNDS=${ROUNDS:-3}
+RUNTIME=${RUNTIME:-3}
+ROUNDS=${ROUNDS:-5}
 FILE=${FILE:-/var/tmp/ringpool-bench.dat}
+LOOPFILE=${LOOPFILE:-/var/tmp/ringpool-loop.img}
 SIZE=${SIZE:-4G}
+DEVICES=${DEVICES:-"disk zram loop"}
 # 2 MiB hugetlb pages for ringpool's pool and fio's buffers alike (fio's
 # --iomem=mmaphuge), reserved per run and given back.
 PAGE=${PAGE:-2m}
 ZRAM=/sys/block/zram0
 LOCK=/tmp/ringpool-machine-state.lock
 
-[ "$(id -u)" = 0 ] || { echo "run as root: zram is set up through sysfs" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root: zram and loop devices are set up by this script" >&2; exit 1; }
 command -v fio >/dev/null || { echo "fio is missing: apt-get install fio" >&2; exit 1; }
 cargo build --release --quiet
 BIN=target/release/ringpool
 mkdir -p "$OUT"
 
-# zram0: take it only if nobody uses it, under the machine-state lock.
-if [ ! -e $ZRAM ] && [ -e /sys/class/zram-control/hot_add ]; then cat /sys/class/zram-control/hot_add >/dev/null; fi
-[ -e $ZRAM ] || { echo "no zram device (modprobe zram)" >&2; exit 1; }
+LOOPDEV=""
+ZRAM_UP=0
+cleanup() {
+  set +e
+  [ -n "$LOOPDEV" ] && losetup -d "$LOOPDEV" && echo "$LOOPDEV detached" >&2
+  [ "$ZRAM_UP" = 1 ] && echo 1 > $ZRAM/reset && echo "zram0 reset" >&2
+  rm -f "$LOOPFILE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The disk file, laid out with real (incompressible) data.
+"$BIN" bench io --file "$FILE" --size "$SIZE" --rw read --iodepth 32 --runtime 0.2 >/dev/null
+
 exec 9>"$LOCK"
 flock 9
-if [ "$(cat $ZRAM/disksize)" != 0 ]; then
-  echo "zram0 is in use (disksize $(cat $ZRAM/disksize)); reset it first" >&2
-  exit 1
+if [[ " $DEVICES " == *" zram "* ]]; then
+  if [ ! -e $ZRAM ] && [ -e /sys/class/zram-control/hot_add ]; then cat /sys/class/zram-control/hot_add >/dev/null; fi
+  [ -e $ZRAM ] || { echo "no zram device (modprobe zram)" >&2; exit 1; }
+  [ "$(cat $ZRAM/disksize)" = 0 ] || { echo "zram0 is in use (disksize $(cat $ZRAM/disksize)); reset it first" >&2; exit 1; }
+  echo "$SIZE" > $ZRAM/disksize
+  ZRAM_UP=1
+  # Real data, so that reads decompress pages instead of finding empty slots.
+  dd if="$FILE" of=/dev/zram0 bs=1M oflag=direct status=none
 fi
-cleanup() { echo 1 > $ZRAM/reset || true; flock -u 9 || true; echo "zram0 reset" >&2; }
-trap cleanup EXIT INT TERM
-echo "$SIZE" > $ZRAM/disksize
+if [[ " $DEVICES " == *" loop "* ]]; then
+  cp --sparse=never "$FILE" "$LOOPFILE"
+  LOOPDEV=$(losetup --direct-io=on --show -f "$LOOPFILE")
+  echo "loop device $LOOPDEV over $LOOPFILE (direct I/O)" >&2
+fi
 flock -u 9
 
 run() { # device-label file rw bs iodepth workers
@@ -48,17 +73,19 @@ run() { # device-label file rw bs iodepth workers
     --runtime "$RUNTIME" --vs-fio --rounds "$ROUNDS" --page "$PAGE" --reserve --json > "$out"
 }
 
-for dev in disk zram; do
-  if [ $dev = disk ]; then f=$FILE; else f=/dev/zram0; fi
-  for qd in 1 8 32 128; do run $dev "$f" randread 4k $qd 1; done
-  run $dev "$f" randread 4k 32 2
-  run $dev "$f" randwrite 4k 32 1
-  run $dev "$f" randwrite 4k 32 2
-  run $dev "$f" read 128k 32 1
-  run $dev "$f" read 128k 32 2
+for dev in $DEVICES; do
+  case $dev in
+    disk) f=$FILE ;;
+    zram) f=/dev/zram0 ;;
+    loop) f=$LOOPDEV ;;
+  esac
+  for w in 1 2; do
+    for qd in 1 8 32 128; do run $dev "$f" randread 4k $qd $w; done
+    for qd in 1 32; do run $dev "$f" randwrite 4k $qd $w; done
+    run $dev "$f" read 128k 32 $w
+  done
+  "$BIN" bench io-chart --out "$OUT/$dev-randread-iops-vs-iodepth.svg" \
+    --title "$dev: randread 4 KiB, 1 worker, IOPS against iodepth" "$OUT"/$dev-randread-4k-qd*-w1.json
 done
-
-"$BIN" bench io-chart --out "$OUT/randread-iops-vs-iodepth.svg" --title "randread 4 KiB, 1 worker: IOPS against iodepth" \
-  "$OUT"/disk-randread-4k-qd*-w1.json "$OUT"/zram-randread-4k-qd*-w1.json
-python3 scripts/io-table.py "$OUT"/*.json > "$OUT/table.md"
+python3 scripts/io-table.py "$OUT"/*-w[12].json > "$OUT/table.md"
 cat "$OUT/table.md"

@@ -164,6 +164,115 @@ fn bench_io_vectored_operations_verify_and_report_their_opcode() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--vec"));
 }
 
+/// zram0 for a test, under the machine-state lock, reset when dropped (as
+/// ringpool's own tests do; a skip fails under RINGPOOL_STRICT=1).
+struct Zram {
+    _lock: ringpool::hugepages::MachineLock,
+}
+
+impl Zram {
+    fn setup(test: &str, size: &str) -> Option<Zram> {
+        let skip = |why: &str| {
+            assert!(!strict(), "{test}: {why} (RINGPOOL_STRICT=1)");
+            eprintln!("skipping {test}: {why}");
+            None
+        };
+        let lock = ringpool::hugepages::MachineLock::acquire().expect("machine-state lock");
+        let sys = Path::new("/sys/block/zram0");
+        if !sys.exists() && Path::new("/sys/class/zram-control/hot_add").exists() {
+            let _ = std::fs::read_to_string("/sys/class/zram-control/hot_add");
+        }
+        if !sys.exists() {
+            return skip("no zram device");
+        }
+        if std::fs::read_to_string(sys.join("disksize")).unwrap_or_default().trim() != "0" {
+            return skip("zram0 is in use");
+        }
+        if std::fs::write(sys.join("disksize"), size).is_err() {
+            return skip("cannot size zram0 (not root?)");
+        }
+        Some(Zram { _lock: lock })
+    }
+}
+
+impl Drop for Zram {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/sys/block/zram0/reset", "1");
+    }
+}
+
+#[test]
+fn bench_io_verify_passes_with_every_engine() {
+    let dir = scratch();
+    let file = dir.path().join("engines.dat");
+    for engine in ["io_uring", "inline"] {
+        for rw in ["write", "randwrite", "read", "randread", "randrw"] {
+            let v = io(&file, rw, &["--verify", "--iodepth", "8", "--engine", engine]);
+            assert!(v["verified_blocks"].as_u64().unwrap() > 0, "{engine} {rw}: nothing verified: {v}");
+            assert_eq!(v["engine"], engine, "{v}");
+        }
+    }
+    // zram has no NOWAIT: auto serves it inline at depth 1, io_uring deep.
+    let Some(_z) = Zram::setup("bench_io_verify_passes_with_every_engine", "64M") else { return };
+    for (rw, depth) in [("write", "1"), ("randread", "1"), ("randwrite", "1"), ("randrw", "64")] {
+        let v = io(Path::new("/dev/zram0"), rw, &["--verify", "--iodepth", depth]);
+        assert!(v["verified_blocks"].as_u64().unwrap() > 0, "{rw}: nothing verified: {v}");
+        if depth == "1" {
+            assert_eq!(v["engine"], "inline", "{v}");
+        } else {
+            assert_ne!(v["engine"], "io_uring", "the shallow start runs inline: {v}");
+        }
+    }
+}
+
+#[test]
+fn bench_io_compares_with_every_fio_engine() {
+    if !ringpool(&["--version"]).status.success() || Command::new("fio").arg("--version").output().is_err() {
+        assert!(!strict(), "fio is missing (RINGPOOL_STRICT=1)");
+        eprintln!("skipping bench_io_compares_with_every_fio_engine: no fio");
+        return;
+    }
+    let dir = scratch();
+    let file = dir.path().join("fio.dat");
+    let v = io(&file, "randread", &["--vs-fio", "--rounds", "1", "--iodepth", "4"]);
+    let engines = v["fio_engines"].as_object().expect("fio_engines");
+    for e in ["io_uring", "libaio", "pvsync2"] {
+        let f = &engines[e];
+        assert!(f["iops"].as_f64().unwrap() > 0.0, "{e}: {v}");
+        assert!(f["lat_us"]["p50"].as_f64().unwrap() > 0.0 && f["cpu_us_per_io"].as_f64().unwrap() > 0.0);
+        assert!(v["fio_commands"][e].as_str().unwrap().contains(&format!("--ioengine={e}")));
+    }
+    let best = v["fio_best"]["engine"].as_str().unwrap();
+    let top = engines.iter().map(|(_, f)| f["iops"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert_eq!(engines[best]["iops"].as_f64().unwrap(), top, "the best is the one with most IOPS");
+    for k in ["ratio_best_iops", "ratio_best_lat_p50", "ratio_best_cpu_per_io", "ratio_iops"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {v}");
+    }
+    assert_eq!(v["fio_runs"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bench_pool_latency_reports_both_sides() {
+    let dir = scratch();
+    let file = dir.path().join("lat.dat");
+    io(&file, "write", &["--iodepth", "4"]);
+    let v = ok_json(&[
+        "bench",
+        "pool-latency",
+        "--file",
+        file.to_str().unwrap(),
+        "--ops",
+        "2000",
+        "--rounds",
+        "2",
+        "--json",
+    ]);
+    for k in ["pool_p50_us", "pool_p99_us", "pread_p50_us", "pread_p99_us", "ratio_p50"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {v}");
+    }
+    assert_eq!(v["engine"], "io_uring", "an ext4 file serves NOWAIT: {v}");
+}
+
 #[test]
 fn bench_io_verify_names_the_corrupted_offset() {
     use std::os::unix::fs::FileExt;

@@ -3,6 +3,7 @@
 mod options;
 mod slots;
 mod submit;
+mod sync_rings;
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -96,6 +97,8 @@ pub struct Ring {
     inline_depth: usize,
     /// Batch completions in `wait` (RingOptions::min_wait).
     min_wait: Option<std::time::Duration>,
+    /// Counted among the rings serving devices without NOWAIT.
+    sync_rings: sync_rings::Member,
     memory: Option<IoMemory>,
     /// Which segment each slot of the table holds.
     map: SlotMap,
@@ -157,6 +160,7 @@ impl Ring {
             engine: opts.engine,
             inline_depth: opts.inline_depth as usize,
             min_wait: opts.min_wait,
+            sync_rings: sync_rings::Member::default(),
             memory: None,
             map: SlotMap::default(),
             table_size: 0,

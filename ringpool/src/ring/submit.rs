@@ -203,11 +203,21 @@ impl Ring {
     }
 
     /// Whether `op` runs inline: the engine choice for one operation.
-    fn runs_inline(&self, op: &Op) -> bool {
+    /// Under Auto, on a device without NOWAIT: while the queue is shallow,
+    /// and at any depth when as many rings serve such devices as there are
+    /// CPUs (io-wq's threads would only take CPU time from the rings'
+    /// threads, which already keep every CPU busy with system calls).
+    fn runs_inline(&mut self, op: &Op) -> bool {
         match self.engine {
             EnginePolicy::IoUring => false,
             EnginePolicy::Inline => true,
-            EnginePolicy::Auto => self.outstanding() < self.inline_depth && op.file().nowait() == Nowait::Unsupported,
+            EnginePolicy::Auto => {
+                if op.file().nowait() != Nowait::Unsupported {
+                    return false;
+                }
+                self.sync_rings.join();
+                self.outstanding() < self.inline_depth || self.sync_rings.cpus_busy()
+            }
         }
     }
 
@@ -366,6 +376,11 @@ impl Ring {
     /// [`Error::Io`] from io_uring_enter.
     pub fn wait(&mut self, min: usize) -> Result<usize> {
         self.reap(false);
+        if self.ready.len() >= min && self.raw.in_flight() > 0 {
+            // Completions of inline operations are ready at once; reap the
+            // kernel's too, so that they never wait behind a stream of them.
+            self.reap(true);
+        }
         loop {
             if self.ready.len() >= min || self.raw.in_flight() == 0 {
                 self.submit()?;

@@ -200,3 +200,40 @@ pub fn every_kind(engine: &str, mem: &IoMemory, file: &DirectFile, path: &Path, 
     }
     assert_eq!(mem.stats().leases, 0, "{engine}: every lease came back");
 }
+
+/// zram0, set up for a test under the machine-state lock (the lock is held
+/// while it lives) and reset when dropped, also on failure.
+pub struct Zram {
+    pub path: std::path::PathBuf,
+    _lock: ringpool::hugepages::MachineLock,
+}
+
+impl Zram {
+    /// `size` bytes of zram0, or `None` (skipped; a failure under
+    /// RINGPOOL_STRICT=1) without root or zram.
+    pub fn setup(test: &str, size: u64) -> Option<Zram> {
+        if !require(is_root(), test, "setting up zram needs root") {
+            return None;
+        }
+        let lock = ringpool::hugepages::MachineLock::acquire().expect("machine-state lock");
+        let sys = Path::new("/sys/block/zram0");
+        if !sys.exists() && Path::new("/sys/class/zram-control/hot_add").exists() {
+            let _ = std::fs::read_to_string("/sys/class/zram-control/hot_add");
+        }
+        if !require(sys.exists(), test, "no zram device (modprobe zram)") {
+            return None;
+        }
+        let used = std::fs::read_to_string(sys.join("disksize")).unwrap_or_default();
+        if !require(used.trim() == "0", test, "zram0 is in use") {
+            return None;
+        }
+        std::fs::write(sys.join("disksize"), size.to_string()).expect("set zram0's size");
+        Some(Zram { path: "/dev/zram0".into(), _lock: lock })
+    }
+}
+
+impl Drop for Zram {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/sys/block/zram0/reset", "1");
+    }
+}

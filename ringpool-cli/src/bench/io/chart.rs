@@ -17,8 +17,8 @@ pub struct ChartArgs {
     pub reports: Vec<PathBuf>,
 }
 
-/// Plots every report's ringpool and fio IOPS at its iodepth, one line per
-/// (device, workers, side).
+/// Plots every report's ringpool IOPS and each fio engine's at its iodepth,
+/// one line per (device, workers, side).
 pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
     if a.reports.is_empty() {
         bail!("no reports given");
@@ -38,8 +38,20 @@ pub fn chart(a: &ChartArgs) -> anyhow::Result<()> {
         let label = format!("{dev} {}w", v["workers"]);
         let depth = v["iodepth"].as_f64().context("report without iodepth")?;
         points.push((format!("ringpool {label}"), depth, v["iops"].as_f64().unwrap_or(0.0)));
-        if let Some(f) = v["fio"]["iops"].as_f64() {
-            points.push((format!("fio {label}"), depth, f));
+        match v["fio_engines"].as_object() {
+            Some(engines) => {
+                for (engine, f) in engines {
+                    if let Some(iops) = f["iops"].as_f64() {
+                        points.push((format!("fio {engine} {label}"), depth, iops));
+                    }
+                }
+            }
+            // Reports from before --fio-engines: fio's io_uring only.
+            None => {
+                if let Some(f) = v["fio"]["iops"].as_f64() {
+                    points.push((format!("fio {label}"), depth, f));
+                }
+            }
         }
     }
     let mut series: Vec<crate::plot::Series> = Vec::new();

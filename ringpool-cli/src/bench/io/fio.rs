@@ -3,13 +3,37 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use clap::ValueEnum;
 use ringpool::PageKind;
 
 use super::{Figures, Lat, Rw};
 
+/// An fio I/O engine ringpool compares with.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FioEngine {
+    /// io_uring, with fixed buffers and registered files when ringpool's side has them.
+    #[value(name = "io_uring")]
+    IoUring,
+    /// Linux native AIO.
+    Libaio,
+    /// preadv2 / pwritev2, synchronous (fio caps the depth at 1).
+    Pvsync2,
+}
+
+impl FioEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            FioEngine::IoUring => "io_uring",
+            FioEngine::Libaio => "libaio",
+            FioEngine::Pvsync2 => "pvsync2",
+        }
+    }
+}
+
 /// The fio job equivalent to a ringpool run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FioJob {
+    pub engine: FioEngine,
     pub file: PathBuf,
     pub size: u64,
     pub rw: Rw,
@@ -35,7 +59,7 @@ impl FioJob {
             format!("--numjobs={}", self.numjobs),
             format!("--runtime={}", (self.runtime.ceil() as u64).max(1)),
             "--time_based=1".into(),
-            "--ioengine=io_uring".into(),
+            format!("--ioengine={}", self.engine.name()),
             "--direct=1".into(),
             "--thread=1".into(),
             "--group_reporting=1".into(),
@@ -44,10 +68,11 @@ impl FioJob {
             "--norandommap=1".into(),
             "--output-format=json".into(),
         ];
-        if self.fixedbufs {
+        // io_uring's own options; the other engines do not take them.
+        if self.engine == FioEngine::IoUring && self.fixedbufs {
             v.push("--fixedbufs=1".into());
         }
-        if self.registerfiles {
+        if self.engine == FioEngine::IoUring && self.registerfiles {
             v.push("--registerfiles=1".into());
         }
         if self.rw == Rw::Randrw {
@@ -123,6 +148,7 @@ mod tests {
 
     fn job() -> FioJob {
         FioJob {
+            engine: FioEngine::IoUring,
             file: "/dev/zram0".into(),
             size: 4 << 30,
             rw: Rw::Randread,
@@ -178,6 +204,13 @@ mod tests {
         let args = huge.args();
         assert!(args.contains(&"--iomem=mmaphuge".to_string()) && args.contains(&"--hugepage-size=2m".to_string()));
         assert_eq!(huge.hugepages_needed(), 4);
+        let libaio = FioJob { engine: FioEngine::Libaio, hugepages: Some(PageKind::Huge2M), ..job() };
+        let args = libaio.args();
+        assert!(args.contains(&"--ioengine=libaio".to_string()));
+        assert!(!args.iter().any(|a| a.starts_with("--fixedbufs") || a.starts_with("--registerfiles")), "{args:?}");
+        assert!(args.contains(&"--iomem=mmaphuge".to_string()), "every engine gets the pool's huge pages");
+        let sync = FioJob { engine: FioEngine::Pvsync2, ..job() };
+        assert!(sync.args().contains(&"--ioengine=pvsync2".to_string()));
         let thp = FioJob { hugepages: Some(PageKind::Transparent), ..job() };
         assert!(!thp.args().iter().any(|a| a.starts_with("--iomem")));
         for rw in [Rw::Read, Rw::Write, Rw::Randwrite] {

@@ -162,10 +162,12 @@ fn check_read(bufs: &[IoBuf], offset: u64, seq: &AtomicU64) -> anyhow::Result<u6
     Ok(n)
 }
 
-/// One worker: its ring, `iodepth` slots, until `stop_at`.
+/// One worker: its ring, its own open of the file, `iodepth` slots,
+/// until `stop_at`.
 struct Worker<'p, 'a> {
     p: &'p Plan<'a>,
     ring: Ring,
+    file: ringpool::DirectFile,
     slots: Vec<Option<Slot>>,
     out: WorkerOut,
 }
@@ -178,7 +180,7 @@ impl Worker<'_, '_> {
             fill_write(bufs.as_mut_slice(), offset, seq, p.ledger.is_some());
         }
         self.slots[slot] = Some(Slot { offset, write, seq, at: Instant::now() });
-        let file = &p.target.file;
+        let file = &self.file;
         let op = match (bufs, write) {
             (Buffers::One(b), false) => Op::read(file, offset, b),
             (Buffers::One(b), true) => Op::write(file, offset, b),
@@ -233,8 +235,9 @@ fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instan
     opts.iowq_max_workers = a.iowq_max;
     opts.min_wait = a.min_wait_us.map(|us| Duration::from_micros(u64::from(us)));
     let mut ring = p.table.ring_with(&opts)?;
+    let file = p.target.reopen()?;
     if a.fixed_files {
-        ring.register_file(&p.target.file)?;
+        ring.register_file(&file)?;
     }
     let units = p.target.size / p.unit();
     let span = units / u64::from(a.workers);
@@ -260,7 +263,7 @@ fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instan
     let opcode = ring.opcode_for(kind);
     let hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
     let out = WorkerOut { ios: 0, bytes: 0, hist, verified: 0, opcode, stats: Default::default() };
-    let mut wk = Worker { p, ring, slots: (0..a.iodepth).map(|_| None).collect(), out };
+    let mut wk = Worker { p, ring, file, slots: (0..a.iodepth).map(|_| None).collect(), out };
     start.wait();
     for (slot, bufs) in leased.into_iter().enumerate() {
         let (off, write) = pick.next(&mut rng, &wk.slots);
@@ -284,7 +287,9 @@ fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instan
             }
             drained = false;
         }
-        running = running && (t0.elapsed().as_nanos() < u128::from(stop_at.load(Ordering::Relaxed)));
+        if drained {
+            running = t0.elapsed().as_nanos() < u128::from(stop_at.load(Ordering::Relaxed));
+        }
         if !running && drained && wk.ring.in_flight() == 0 {
             break;
         }

@@ -10,6 +10,7 @@ mod fio;
 mod job;
 mod target;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 
@@ -20,6 +21,7 @@ use ringpool::{BufferTable, EnginePolicy, IoMemory, MemoryOptions, PageKind, Pag
 use serde::Serialize;
 
 pub use chart::{chart, ChartArgs};
+pub use fio::FioEngine;
 use fio::{fio_available, run_fio, FioJob};
 use job::{final_verify, run_ringpool, Plan};
 use target::{prepare_target, Target};
@@ -118,11 +120,14 @@ pub struct IoArgs {
     /// final pass re-reads what was written. A mismatch fails the run and names the offset.
     #[arg(long)]
     pub verify: bool,
-    /// Run fio with the equivalent job, alternating with ringpool three times each.
+    /// Run fio with the equivalent job, alternating with ringpool (--rounds times each).
     #[arg(long)]
     pub vs_fio: bool,
+    /// fio engines to compare with (--vs-fio); ringpool's ratios are taken against the best.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "io_uring,libaio,pvsync2")]
+    pub fio_engines: Vec<FioEngine>,
     /// Runs of each side with --vs-fio.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub rounds: u32,
     /// Submit queued operations once this many wait (1: each at once, fio's default
     /// iodepth_batch_submit); 0: all replacements of a completion batch in one io_uring_enter.
@@ -213,12 +218,40 @@ struct Report {
     /// CPU per block of --bs (cpu_us_per_io / vec).
     cpu_us_per_block: f64,
     runs: Vec<Figures>,
+    /// fio's io_uring engine (or the best engine, when io_uring did not run):
+    /// its median, its runs, ringpool's ratios to it, its command.
     fio: Option<Figures>,
     fio_runs: Vec<Figures>,
     ratio_iops: Option<f64>,
     ratio_cpu_per_io: Option<f64>,
     ratio_lat_p50: Option<f64>,
     fio_command: Option<String>,
+    /// Each fio engine's medians.
+    fio_engines: BTreeMap<&'static str, EngineFigures>,
+    /// The engine with the most IOPS (median), and its medians.
+    fio_best: Option<BestFigures>,
+    /// ringpool / the best engine, median of the per-round ratios.
+    ratio_best_iops: Option<f64>,
+    ratio_best_lat_p50: Option<f64>,
+    ratio_best_cpu_per_io: Option<f64>,
+    /// Every fio command run.
+    fio_commands: BTreeMap<&'static str, String>,
+}
+
+/// One fio engine's medians.
+#[derive(Serialize, Debug, Clone, Copy)]
+struct EngineFigures {
+    iops: f64,
+    lat_us: Lat,
+    cpu_us_per_io: f64,
+}
+
+#[derive(Serialize, Debug, Clone, Copy)]
+struct BestFigures {
+    engine: &'static str,
+    iops: f64,
+    lat_us: Lat,
+    cpu_us_per_io: f64,
 }
 
 /// Parses `a,b`.
@@ -244,9 +277,10 @@ fn check_args(a: &IoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The equivalent fio job (no target size yet).
-fn fio_job(a: &IoArgs, size: u64, hugepages: Option<PageKind>) -> FioJob {
+/// The equivalent fio job with `engine` (size 0: no target yet).
+fn fio_job(a: &IoArgs, engine: FioEngine, size: u64, hugepages: Option<PageKind>) -> FioJob {
     FioJob {
+        engine,
         file: a.file.clone(),
         size,
         rw: a.rw,
@@ -290,14 +324,13 @@ impl Served {
     }
 }
 
-/// Alternates ringpool and fio runs; (ringpool's, fio's, what served).
-fn alternate(
-    a: &IoArgs,
-    plan: &Plan<'_>,
-    fio: Option<&FioJob>,
-) -> anyhow::Result<(Vec<Figures>, Vec<Figures>, Served)> {
-    let rounds = if fio.is_some() { a.rounds } else { 1 };
-    let (mut runs, mut fio_runs) = (Vec::new(), Vec::new());
+/// fio's runs, per engine.
+type FioRuns = BTreeMap<FioEngine, Vec<Figures>>;
+
+/// Alternates ringpool and each fio engine; (ringpool's, fio's, what served).
+fn alternate(a: &IoArgs, plan: &Plan<'_>, fio: &[FioJob]) -> anyhow::Result<(Vec<Figures>, FioRuns, Served)> {
+    let rounds = if fio.is_empty() { 1 } else { a.rounds };
+    let (mut runs, mut fio_runs) = (Vec::new(), FioRuns::new());
     let mut served = Served { verified: 0, opcode: "none", ops: 0, inline_ops: 0 };
     for round in 0..rounds {
         let out = run_ringpool(plan)?;
@@ -307,13 +340,23 @@ fn alternate(
         served.inline_ops += out.inline_ops;
         say(a, "ringpool", round, &out.figures);
         runs.push(out.figures);
-        if let Some(job) = fio {
-            let f = run_fio(job)?;
-            say(a, "fio     ", round, &f);
-            fio_runs.push(f);
+        for job in fio {
+            let f = run_fio(job).with_context(|| format!("fio with {}", job.engine.name()))?;
+            say(a, &format!("fio {:<8}", job.engine.name()), round, &f);
+            fio_runs.entry(job.engine).or_default().push(f);
         }
     }
     Ok((runs, fio_runs, served))
+}
+
+/// Median over rounds of `f(ringpool) / f(fio)`, the two from the same round.
+fn ratio(runs: &[Figures], fio: &[Figures], f: fn(&Figures) -> f64) -> Option<f64> {
+    (!fio.is_empty()).then(|| median(&runs.iter().zip(fio).map(|(r, x)| f(r) / f(x).max(1e-9)).collect::<Vec<_>>()))
+}
+
+/// The engine with the most IOPS (median of its runs).
+fn best_engine(fio_runs: &FioRuns) -> Option<FioEngine> {
+    fio_runs.iter().map(|(e, runs)| (*e, median_figures(runs).iops)).max_by(|a, b| a.1.total_cmp(&b.1)).map(|(e, _)| e)
 }
 
 fn say(a: &IoArgs, who: &str, round: u32, f: &Figures) {
@@ -334,7 +377,8 @@ pub fn run(a: &IoArgs) -> anyhow::Result<()> {
     let pool_bytes = pool_bytes(a)?;
     let fio_pages = if a.vs_fio && a.reserve && a.page != PagePolicy::Auto {
         let k = if a.page == PagePolicy::Huge1G { PageKind::Huge1G } else { PageKind::Huge2M };
-        fio_job(a, 0, Some(k)).hugepages_needed() * k.bytes()
+        // The engines run one at a time: the largest need.
+        fio_job(a, FioEngine::IoUring, 0, Some(k)).hugepages_needed() * k.bytes()
     } else {
         0
     };
@@ -354,26 +398,58 @@ pub fn run(a: &IoArgs) -> anyhow::Result<()> {
     );
     let plan = Plan { a, target: &target, mem: &mem, table: &table, ledger: ledger.as_ref(), seq: &seq };
     let hugepages = matches!(mem.page_kind(), PageKind::Huge1G | PageKind::Huge2M).then_some(mem.page_kind());
-    let fio = fio_job(a, target.size, hugepages);
     let fio_ok = a.vs_fio && fio_available();
     if a.vs_fio && !fio_ok {
         eprintln!(
             "note: fio is not on PATH: install it (Debian: apt-get install fio) to compare; running ringpool alone"
         );
     }
-    let (runs, fio_runs, served) = alternate(a, &plan, fio_ok.then_some(&fio))?;
+    let mut engines = a.fio_engines.clone();
+    engines.sort();
+    engines.dedup();
+    let jobs: Vec<FioJob> =
+        if fio_ok { engines.iter().map(|&e| fio_job(a, e, target.size, hugepages)).collect() } else { Vec::new() };
+    let (runs, fio_runs, served) = alternate(a, &plan, &jobs)?;
     let mut verified = served.verified;
     if let Some(l) = &ledger {
         if a.rw.writes() {
             verified += final_verify(&plan, l)?;
         }
     }
-    let mine = median_figures(&runs);
-    let ratio = |f: fn(&Figures) -> f64| {
-        (!fio_runs.is_empty())
-            .then(|| median(&runs.iter().zip(&fio_runs).map(|(r, x)| f(r) / f(x).max(1e-9)).collect::<Vec<_>>()))
+    let report = report(a, &target, &mem, &table, &runs, &fio_runs, &jobs, &served, verified);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print_report(a, &report, &target, &mem, &median_figures(&runs));
+    Ok(())
+}
+
+/// The report of a run: ringpool's medians, each fio engine's, the ratios.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    a: &IoArgs,
+    target: &Target,
+    mem: &IoMemory,
+    table: &BufferTable,
+    runs: &[Figures],
+    fio_runs: &FioRuns,
+    jobs: &[FioJob],
+    served: &Served,
+    verified: u64,
+) -> Report {
+    let mine = median_figures(runs);
+    let best = best_engine(fio_runs);
+    // The legacy keys follow fio's io_uring engine where it ran.
+    let legacy = if fio_runs.contains_key(&FioEngine::IoUring) { Some(FioEngine::IoUring) } else { best };
+    let legacy_runs = legacy.and_then(|e| fio_runs.get(&e)).cloned().unwrap_or_default();
+    let best_runs = best.and_then(|e| fio_runs.get(&e)).cloned().unwrap_or_default();
+    let engine_figures = |runs: &[Figures]| {
+        let m = median_figures(runs);
+        EngineFigures { iops: m.iops, lat_us: m.lat_us, cpu_us_per_io: m.cpu_us_per_io }
     };
-    let report = Report {
+    let command = |e: FioEngine| jobs.iter().find(|j| j.engine == e).map(|j| format!("fio {}", j.args().join(" ")));
+    Report {
         file: a.file.clone(),
         device: target.device.clone(),
         size: target.size,
@@ -397,20 +473,23 @@ pub fn run(a: &IoArgs) -> anyhow::Result<()> {
         lat_us: mine.lat_us,
         cpu_us_per_io: mine.cpu_us_per_io,
         cpu_us_per_block: mine.cpu_us_per_io / f64::from(a.vec),
-        ratio_iops: ratio(|f| f.iops),
-        ratio_cpu_per_io: ratio(|f| f.cpu_us_per_io),
-        ratio_lat_p50: ratio(|f| f.lat_us.p50),
-        fio: (!fio_runs.is_empty()).then(|| median_figures(&fio_runs)),
-        runs,
-        fio_runs,
-        fio_command: fio_ok.then(|| format!("fio {}", fio.args().join(" "))),
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        ratio_iops: ratio(runs, &legacy_runs, |f| f.iops),
+        ratio_cpu_per_io: ratio(runs, &legacy_runs, |f| f.cpu_us_per_io),
+        ratio_lat_p50: ratio(runs, &legacy_runs, |f| f.lat_us.p50),
+        fio: (!legacy_runs.is_empty()).then(|| median_figures(&legacy_runs)),
+        fio_runs: legacy_runs,
+        fio_command: legacy.and_then(command),
+        fio_engines: fio_runs.iter().map(|(e, r)| (e.name(), engine_figures(r))).collect(),
+        fio_best: best.map(|e| {
+            let f = engine_figures(&best_runs);
+            BestFigures { engine: e.name(), iops: f.iops, lat_us: f.lat_us, cpu_us_per_io: f.cpu_us_per_io }
+        }),
+        ratio_best_iops: ratio(runs, &best_runs, |f| f.iops),
+        ratio_best_lat_p50: ratio(runs, &best_runs, |f| f.lat_us.p50),
+        ratio_best_cpu_per_io: ratio(runs, &best_runs, |f| f.cpu_us_per_io),
+        fio_commands: jobs.iter().map(|j| (j.engine.name(), format!("fio {}", j.args().join(" ")))).collect(),
+        runs: runs.to_vec(),
     }
-    print_report(a, &report, &target, &mem, &mine);
-    Ok(())
 }
 
 fn print_report(a: &IoArgs, report: &Report, target: &Target, mem: &IoMemory, mine: &Figures) {
@@ -444,17 +523,28 @@ fn print_report(a: &IoArgs, report: &Report, target: &Target, mem: &IoMemory, mi
     if a.vec > 1 {
         println!("{:.0} blocks/s, {:.2} us CPU per block", report.blocks_per_s, report.cpu_us_per_block);
     }
-    if let Some(f) = &report.fio {
-        line("fio", f);
-        if let Some(c) = f.fio_reported_cpu_us_per_io {
-            println!("(CPU is whole-process for both; fio's own report, its job threads only: {c:.2} us/IO)");
-        }
+    for (name, f) in &report.fio_engines {
         println!(
-            "median of {} alternations, ringpool / fio: IOPS {:.2}x, CPU per I/O {:.2}x, p50 latency {:.2}x",
+            "{:>9} {:>12.0} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>10.2}",
+            format!("fio {name}").chars().take(9).collect::<String>(),
+            f.iops,
+            "",
+            f.lat_us.p50,
+            f.lat_us.p99,
+            f.lat_us.p999,
+            f.cpu_us_per_io
+        );
+    }
+    if let Some(best) = &report.fio_best {
+        println!(
+            "median of {} alternations, ringpool ({}) / best fio engine ({}): IOPS {:.2}x, CPU per I/O {:.2}x, p50 \
+             latency {:.2}x (CPU is whole-process for both sides)",
             report.runs.len(),
-            report.ratio_iops.unwrap_or(0.0),
-            report.ratio_cpu_per_io.unwrap_or(0.0),
-            report.ratio_lat_p50.unwrap_or(0.0)
+            report.engine,
+            best.engine,
+            report.ratio_best_iops.unwrap_or(0.0),
+            report.ratio_best_cpu_per_io.unwrap_or(0.0),
+            report.ratio_best_lat_p50.unwrap_or(0.0)
         );
     }
     if a.verify {

@@ -15,6 +15,16 @@ pub(super) struct Target {
     pub file: DirectFile,
     pub size: u64,
     pub device: String,
+    /// How to open it again (each worker opens its own, as fio's jobs do).
+    pub options: ringpool::OpenOptions,
+}
+
+impl Target {
+    /// The file opened again, for one worker.
+    pub fn reopen(&self) -> anyhow::Result<DirectFile> {
+        let path = self.file.path();
+        self.options.open(path).with_context(|| format!("opening {}", path.display()))
+    }
 }
 
 fn is_mounted(path: &Path) -> anyhow::Result<bool> {
@@ -33,13 +43,9 @@ pub(super) fn prepare_target(a: &IoArgs, mem: &IoMemory, table: &BufferTable) ->
     if is_block && a.rw.writes() && is_mounted(&a.file)? {
         bail!("{} is mounted: refusing to write to it", a.file.display());
     }
-    let file = DirectFile::options()
-        .read(true)
-        .write(a.rw.writes() || !is_block)
-        .create(!is_block)
-        .direct(DirectIo::Required)
-        .open(&a.file)
-        .with_context(|| format!("opening {}", a.file.display()))?;
+    let options =
+        DirectFile::options().read(true).write(a.rw.writes() || !is_block).create(!is_block).direct(DirectIo::Required);
+    let file = options.open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
     let device =
         if is_block { format!("block device, logical block {}", file.offset_align()) } else { "regular file".into() };
     let have = file.size()?;
@@ -77,7 +83,7 @@ pub(super) fn prepare_target(a: &IoArgs, mem: &IoMemory, table: &BufferTable) ->
         }
         layout(&file, size, a.verify || !is_block, mem, table)?;
     }
-    Ok(Target { file, size, device })
+    Ok(Target { file, size, device, options: options.create(false) })
 }
 
 fn has_header(file: &DirectFile, mem: &IoMemory, table: &BufferTable, offset: u64) -> anyhow::Result<bool> {
