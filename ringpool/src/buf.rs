@@ -29,6 +29,14 @@ impl IoBuf {
         IoBuf { lease, start: 0, len, segment }
     }
 
+    /// A buffer of no memory, from no pool (capacity 0): handed back with
+    /// the error of an operation whose own buffers cannot be (its ring
+    /// failed, or it was in flight in the parent of a forked child).
+    pub fn detached() -> IoBuf {
+        let owner: std::sync::Arc<dyn crate::sys::buf::LeaseOwner> = std::sync::Arc::new(crate::sys::buf::Nowhere);
+        IoBuf::new(Lease::new(owner, crate::sys::buf::Grant::new(0, 0, 0)), 0)
+    }
+
     /// Bytes leased (the request rounded up to the alignment).
     pub fn capacity(&self) -> usize {
         self.lease.capacity()

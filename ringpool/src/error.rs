@@ -483,6 +483,22 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// An object made in another process (inherited across `fork`): its
+    /// memory, rings and threads are the parent's.
+    #[error(
+        "{what} was made in process {created_in}; this is process {now} (a forked child): its memory, rings and \
+         threads belong to the parent. Build a new one in this process (a ring handed over on purpose works: see \
+         the process-shared pools)"
+    )]
+    Forked {
+        /// The type: `"IoPool"`, `"IoMemory"`, `"Ring"`, ...
+        what: &'static str,
+        /// The process that made it.
+        created_in: u32,
+        /// This process.
+        now: u32,
+    },
+
     /// The pool is shutting down or shut down.
     #[error("the IoPool is shut down; no new operations are accepted")]
     ShutDown,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::buf::{Buffers, IoBuf};
 use crate::error::{Error, Result};
+use crate::home::Home;
 use crate::op::Op;
 
 /// What an operation completes with: the count or the error, and its
@@ -46,7 +47,9 @@ impl HandleOutput for Outcome {
 impl private::Sealed for IoResult {}
 impl HandleOutput for IoResult {
     fn from_outcome((r, b): Outcome) -> Self {
-        (r, b.into_one().expect("a read or write gives its buffer back"))
+        // No buffer only when it was lost with its operation (the error says
+        // why): an empty detached one stands in.
+        (r, b.into_one().unwrap_or_else(IoBuf::detached))
     }
 }
 
@@ -95,16 +98,36 @@ pub(crate) struct OpState {
     done: Condvar,
     /// Set for operations the caller that waits may run itself.
     helper: Option<Arc<dyn Helper>>,
+    /// The process of the pool that runs the operation.
+    home: Home,
 }
 
 impl OpState {
     /// State holding `op`, not yet started.
-    pub(crate) fn new(op: Op, helper: Option<Arc<dyn Helper>>) -> Arc<Self> {
+    pub(crate) fn new(op: Op, helper: Option<Arc<dyn Helper>>, home: Home) -> Arc<Self> {
         Arc::new(OpState {
             slot: Mutex::new(Slot { op: Some(op), value: None, taken: false, waker: None, kicked: false, blocked: 0 }),
             done: Condvar::new(),
             helper,
+            home,
         })
+    }
+
+    /// In a forked child: the outcome of an operation of the parent's pool
+    /// is [`crate::Error::Forked`], with the buffers where they can be had
+    /// (the operation was still queued, or had completed), else a detached
+    /// one. The lock is only tried: a thread of the parent may have held it
+    /// at the fork, and then it stays held here.
+    fn forked(&self) -> Outcome {
+        let bufs = match self.slot.try_lock() {
+            Ok(mut s) => match (s.op.take(), s.value.take()) {
+                (Some(op), _) => op.into_buffers(),
+                (None, Some((_, bufs))) => bufs,
+                (None, None) => Buffers::None,
+            },
+            Err(_) => Buffers::None,
+        };
+        (Err(self.home.forked()), bufs)
     }
 
     /// Runs the operation on this thread if nobody has started it and it
@@ -198,8 +221,8 @@ pub struct OpHandle<T> {
 
 impl<T> std::fmt::Debug for OpHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.state.lock();
-        f.debug_struct("OpHandle").field("done", &(s.value.is_some() || s.taken)).finish()
+        let done = self.state.slot.try_lock().map(|s| s.value.is_some() || s.taken).ok();
+        f.debug_struct("OpHandle").field("done", &done).finish()
     }
 }
 
@@ -214,12 +237,17 @@ impl<T: HandleOutput> OpHandle<T> {
             slot: Mutex::new(Slot { op: None, value: Some(v), taken: false, waker: None, kicked: false, blocked: 0 }),
             done: Condvar::new(),
             helper: None,
+            home: Home::here("OpHandle"),
         });
         OpHandle::new(state)
     }
 
-    /// Whether the result is in.
+    /// Whether the result is in (in a forked child: always, it is
+    /// [`crate::Error::Forked`]).
     pub fn is_done(&self) -> bool {
+        if !self.state.home.is_here() {
+            return true;
+        }
         let s = self.state.lock();
         s.value.is_some() || s.taken
     }
@@ -228,6 +256,9 @@ impl<T: HandleOutput> OpHandle<T> {
     /// support, an operation no worker has started yet runs on this thread
     /// ([`EngineKind::Inline`](crate::EngineKind::Inline)): no hand-off.
     pub fn wait(self) -> T {
+        if !self.state.home.is_here() {
+            return T::from_outcome(self.state.forked());
+        }
         self.state.help();
         let mut s = self.state.lock();
         loop {
@@ -246,6 +277,9 @@ impl<T: HandleOutput> OpHandle<T> {
     /// # Errors
     /// The handle itself, when the time ran out.
     pub fn wait_timeout(self, timeout: Duration) -> std::result::Result<T, Self> {
+        if !self.state.home.is_here() {
+            return Ok(T::from_outcome(self.state.forked()));
+        }
         let Some(deadline) = Instant::now().checked_add(timeout) else { return Ok(self.wait()) };
         self.state.help();
         {
@@ -270,14 +304,20 @@ impl<T: HandleOutput> OpHandle<T> {
 
 impl<T> Drop for OpHandle<T> {
     fn drop(&mut self) {
-        // An operation nobody waits for any more still runs: a worker takes it.
-        self.state.kick();
+        // An operation nobody waits for any more still runs: a worker takes
+        // it (not in a forked child: the workers are the parent's).
+        if self.state.home.is_here() {
+            self.state.kick();
+        }
     }
 }
 
 impl<T: HandleOutput> Future for OpHandle<T> {
     type Output = T;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        if !self.state.home.is_here() {
+            return Poll::Ready(T::from_outcome(self.state.forked()));
+        }
         // A task is not blocked on the I/O: a worker runs it.
         self.state.kick();
         let mut s = self.state.lock();

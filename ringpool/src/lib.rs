@@ -58,6 +58,7 @@ mod errno;
 mod error;
 mod file;
 mod handle;
+mod home;
 pub mod hugepages;
 mod memory;
 mod op;

@@ -193,6 +193,7 @@ impl BufferTable {
     /// [`IoMemory::map_with`]; registration errors.
     pub fn grow(&self, bytes: u64) -> Result<GrowReport> {
         let t = &self.template;
+        t.home.check()?;
         let whole = |segments: u16| {
             if t.entries() != segments {
                 return Err(Error::invalid(
@@ -225,6 +226,9 @@ impl BufferTable {
     /// depth.
     pub fn ring_with(&self, opts: &RingOptions) -> Result<Ring> {
         let t = &self.template;
+        // A forked child cannot clone its parent's table (the kernel says
+        // EINVAL): say what happened.
+        t.home.check()?;
         let path = match opts.sharing {
             None | Some(Sharing::Auto) => t.path,
             Some(Sharing::Clone) if t.path == TablePath::Cloned => TablePath::Cloned,

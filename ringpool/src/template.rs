@@ -11,6 +11,7 @@ use io_uring::IoUring;
 
 use crate::errno::{clone_error, register_error, setup_error, CloneRequest};
 use crate::error::Result;
+use crate::home::Home;
 use crate::memory::IoMemory;
 use crate::probe::{DstReplace, Features};
 use crate::sys;
@@ -28,6 +29,9 @@ pub(crate) struct Template {
     generation: AtomicU64,
     pub(crate) path: TablePath,
     pub(crate) refresh: Refresh,
+    /// The process that registered it (a forked child shares the ring fd:
+    /// it must not unregister the parent's table).
+    pub(crate) home: Home,
 }
 
 impl Template {
@@ -55,6 +59,7 @@ impl Template {
             generation: AtomicU64::new(0),
             path,
             refresh,
+            home: Home::here("BufferTable"),
         };
         Ok((t, took))
     }
@@ -142,7 +147,7 @@ impl Drop for Template {
         // Unregister before the template ring closes, so that pages only it
         // held are unpinned now, on this thread, not by a background worker
         // that would run into other rings' work.
-        if self.path != TablePath::Unregistered {
+        if self.path != TablePath::Unregistered && self.home.is_here() {
             let _ = self.ring.submitter().unregister_buffers();
         }
     }

@@ -64,6 +64,7 @@ impl IoMemory {
         check: impl FnOnce(u16) -> Result<()>,
         publish: impl FnOnce(Range<u16>) -> Result<u64>,
     ) -> Result<GrowReport> {
+        self.check_home()?;
         if bytes == 0 {
             return Err(Error::invalid("growth", 0, "it must be at least one page"));
         }

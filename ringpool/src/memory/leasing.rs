@@ -18,7 +18,8 @@ impl IoMemory {
     /// Leases `len` bytes (rounded up to the alignment) or fails at once.
     ///
     /// # Errors
-    /// [`Error::PoolExhausted`] when no block is free;
+    /// [`Error::Forked`] in a forked child; [`Error::PoolExhausted`] when no
+    /// block is free;
     /// [`Error::LeaseTooLarge`] beyond one segment; [`Error::InvalidArgument`]
     /// for zero.
     pub fn try_alloc(&self, len: usize) -> Result<IoBuf> {
@@ -107,6 +108,9 @@ impl IoMemory {
     }
 
     fn check_len(&self, len: usize) -> Result<()> {
+        // In a forked child the memory is not mapped, and the allocator is a
+        // copy of the parent's (its lock may be held for ever).
+        self.check_home()?;
         if len == 0 {
             return Err(Error::invalid("lease length", 0, "it must be at least 1 byte"));
         }

@@ -16,6 +16,7 @@ pub use leasing::AllocFuture;
 
 use crate::alloc::{Allocator, Buddy, Grant};
 use crate::error::{Error, Result};
+use crate::home::Home;
 use crate::sys::buf::LeaseOwner;
 use crate::sys::mmap::Mapping;
 use crate::types::{PageKind, PagePolicy, Segment, MAX_SEGMENTS, MAX_SEGMENT_SIZE};
@@ -87,8 +88,9 @@ pub(crate) struct PoolShared {
     /// Serialises growth (held from the capacity check to publication).
     growing: Mutex<()>,
     /// The process that mapped the memory: private mappings are
-    /// MADV_DONTFORK, absent in a forked child.
-    pid: u32,
+    /// MADV_DONTFORK, absent in a forked child, whose copy of the allocator
+    /// is the parent's.
+    home: Home,
 }
 
 impl PoolShared {
@@ -129,7 +131,11 @@ impl LeaseOwner for PoolShared {
     }
 
     fn is_mapped_here(&self) -> bool {
-        self.pid == crate::sys::pid::current_pid()
+        self.home.is_here()
+    }
+
+    fn is_home(&self) -> bool {
+        self.home.is_here()
     }
 }
 
@@ -253,7 +259,7 @@ impl IoMemory {
                 alloc: Allocator::new(buddy),
                 prefault: Mutex::new(None),
                 growing: Mutex::new(()),
-                pid: crate::sys::pid::current_pid(),
+                home: Home::here("IoMemory"),
             }),
         })
     }
@@ -318,6 +324,11 @@ impl IoMemory {
     /// Whether both handles are the same pool.
     pub(crate) fn same_pool(&self, other: &IoMemory) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// [`Error::Forked`] in a process forked from the one that mapped it.
+    pub(crate) fn check_home(&self) -> Result<()> {
+        self.shared.home.check()
     }
 
     fn growth_lock(&self) -> MutexGuard<'_, ()> {

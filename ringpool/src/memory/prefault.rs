@@ -32,6 +32,7 @@ impl IoMemory {
     /// # Errors
     /// As [`IoMemory::prefault`].
     pub fn prefault_with(&self, threads: usize, progress: impl Fn(Progress) + Sync) -> Result<Duration> {
+        self.check_home()?;
         let took = self.prefault_range(0, self.len(), threads, progress)?;
         if let Ok(mut p) = self.shared.prefault.lock() {
             *p = Some(took);
@@ -70,6 +71,7 @@ impl IoMemory {
         threads: usize,
         progress: impl Fn(Progress) + Sync,
     ) -> Result<Duration> {
+        self.check_home()?;
         let start = Instant::now();
         let page = self.shared.kind.bytes();
         let begin = offset / page * page;

@@ -286,6 +286,7 @@ impl IoPoolBuilder {
             helper: Arc::new(LaneHelper(main.clone())),
             policy: Policy { main: main_kind, engine: self.engine, help_while_waiting: self.help_while_waiting },
             files: std::sync::Mutex::new(Vec::new()),
+            home: crate::home::Home::here("IoPool"),
             main,
             side: Arc::new(Lane::new(side, side_factory, counters.clone())),
             memory,

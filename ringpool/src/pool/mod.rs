@@ -21,6 +21,7 @@ use crate::engine::{self, Counters, EngineKind, LaneId};
 use crate::error::{Error, Result};
 use crate::file::DirectFile;
 use crate::handle::{IoResult, IoVecResult, OpHandle, OpState, Outcome};
+use crate::home::Home;
 use crate::memory::{GrowReport, IoMemory};
 use crate::op::Op;
 use crate::table::BufferTable;
@@ -85,6 +86,9 @@ pub(crate) struct Inner {
     notes: Vec<String>,
     counters: Arc<Counters>,
     gens: Arc<Generations>,
+    /// The process that built the pool: its threads, eventfds and rings
+    /// exist only there.
+    home: Home,
 }
 
 impl Inner {
@@ -182,13 +186,14 @@ impl IoPool {
     }
 
     fn submit_as<T: crate::handle::HandleOutput>(&self, op: Op) -> OpHandle<T> {
-        if let Err(e) = self.admit(&op) {
+        // In a forked child, before anything the parent's threads may hold.
+        if let Err(e) = self.inner.home.check().and_then(|()| self.admit(&op)) {
             return OpHandle::ready((Err(e), op.into_buffers()));
         }
         let choice = engine::choose(self.inner.policy, op.file());
         self.inner.note_file(op.file(), &choice);
         let helper = choice.help.then(|| self.inner.helper.clone());
-        let state = OpState::new(op, helper);
+        let state = OpState::new(op, helper, self.inner.home);
         let lane = self.inner.lane(choice.lane);
         worker::grow_if(
             lane,
@@ -256,6 +261,7 @@ impl IoPool {
     /// # Errors
     /// The worker's ring setup error; [`Error::ShutDown`].
     pub fn add_worker(&self) -> Result<Option<Duration>> {
+        self.inner.home.check()?;
         if !self.inner.main.is_running() {
             return Err(Error::ShutDown);
         }
@@ -274,6 +280,7 @@ impl IoPool {
     /// [`Error::CapacityExhausted`] past [`IoPoolBuilder::capacity`];
     /// [`Error::TooManySegments`]; memory and registration errors.
     pub fn grow(&self, bytes: u64) -> Result<GrowReport> {
+        self.inner.home.check()?;
         let report = match &self.inner.table {
             Some(t) => t.grow(bytes)?,
             None => {
@@ -291,20 +298,25 @@ impl IoPool {
     /// # Errors
     /// [`Error::Timeout`].
     pub fn wait_rings_at(&self, gen: u64, timeout: Duration) -> Result<Instant> {
+        self.inner.home.check()?;
         self.inner.gens.wait_all_at(gen, timeout)
     }
 
     /// Stops one idle worker (even below the minimum) and waits until its
     /// thread has dropped its engine. Returns `false` when no worker runs.
     pub fn retire_worker(&self) -> bool {
-        self.inner.main.retire_one()
+        self.inner.home.is_here() && self.inner.main.retire_one()
     }
 
-    /// Statistics now.
+    /// Statistics now (in a forked child: the counters the parent had at
+    /// the fork, with no workers).
     pub fn stats(&self) -> PoolStats {
-        let (workers, queued) = self.inner.main.load();
-        let (side_threads, _) = self.inner.side.load();
-        let st = self.inner.main.stats_lock();
+        let here = self.inner.home.is_here();
+        let (workers, queued) = if here { self.inner.main.load() } else { (0, 0) };
+        let (side_threads, _) = if here { self.inner.side.load() } else { (0, 0) };
+        let default = stats::LaneStats::default();
+        let guard = if here { Some(self.inner.main.stats_lock()) } else { None };
+        let st = guard.as_deref().unwrap_or(&default);
         let c = &self.inner.counters;
         let engine = self.inner.main_engine();
         PoolStats {
@@ -328,7 +340,11 @@ impl IoPool {
             split_ops: c.split_ops.load(Ordering::Relaxed),
             inline_ops: c.inline_ops.load(Ordering::Relaxed),
             helped_ops: c.helped_ops.load(Ordering::Relaxed),
-            files: self.inner.files.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, f)| f.clone()).collect(),
+            files: if here {
+                self.inner.files.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, f)| f.clone()).collect()
+            } else {
+                Vec::new()
+            },
             queued,
             alloc: self.inner.memory.stats(),
             register_time: self.inner.table.as_ref().map(|t| t.register_time()),
@@ -338,6 +354,10 @@ impl IoPool {
     /// Stops accepting operations, lets the workers finish everything
     /// queued and in flight, and joins them. Idempotent; `Drop` calls it.
     pub fn shutdown(&self) {
+        if !self.inner.home.is_here() {
+            // A forked child has none of the pool's threads to stop.
+            return;
+        }
         self.inner.side.shutdown();
         self.inner.main.shutdown();
     }
@@ -345,6 +365,14 @@ impl IoPool {
 
 impl Drop for IoPool {
     fn drop(&mut self) {
+        if !self.inner.home.is_here() {
+            // A forked child: the pool's threads, queues and locks are the
+            // parent's; a lock held by one of its threads at the fork is
+            // held for ever here. Nothing of it is touched: the child's copy
+            // is left as it is.
+            std::mem::forget(self.inner.clone());
+            return;
+        }
         self.shutdown();
     }
 }

@@ -23,6 +23,7 @@ use submit::{Group, Pending};
 use crate::errno::{clone_error, CloneRequest};
 use crate::error::{Error, Result};
 use crate::file::DirectFile;
+use crate::home::Home;
 use crate::memory::IoMemory;
 use crate::sys::uring::RawRing;
 use crate::template::{register_table, registered, Template};
@@ -99,6 +100,9 @@ pub struct Ring {
     min_wait: Option<std::time::Duration>,
     /// Counted among the rings serving devices without NOWAIT.
     sync_rings: sync_rings::Member,
+    /// The process that made the ring (a forked child shares its SQ and CQ
+    /// memory and its fd: it must not drive, cancel or unregister it).
+    home: Home,
     memory: Option<IoMemory>,
     /// Which segment each slot of the table holds.
     map: SlotMap,
@@ -161,6 +165,7 @@ impl Ring {
             inline_depth: opts.inline_depth as usize,
             min_wait: opts.min_wait,
             sync_rings: sync_rings::Member::default(),
+            home: Home::here("Ring"),
             memory: None,
             map: SlotMap::default(),
             table_size: 0,
@@ -221,6 +226,7 @@ impl Ring {
     /// # Errors
     /// Clone and register errors.
     pub fn refresh_table(&mut self) -> Result<bool> {
+        self.home.check()?;
         let Some(t) = self.table.as_ref().and_then(Weak::upgrade) else { return Ok(false) };
         if !matches!(self.setup.path, TablePath::Cloned | TablePath::Registered) {
             // Hand-made tables (Ring::new + clone_buffers_from) are the caller's.
@@ -312,6 +318,7 @@ impl Ring {
     /// [`Error::SingleIssuer`] (EEXIST), [`Error::KernelTooOld`],
     /// [`Error::ForeignBuffer`] if this ring already serves another pool.
     pub fn clone_buffers_from(&mut self, src: &impl TableSource, range: CloneRange) -> Result<()> {
+        self.home.check()?;
         if let (Some(mine), Some(theirs)) = (&self.memory, src.source_memory()) {
             if !mine.same_pool(theirs) {
                 return Err(Error::ForeignBuffer {
@@ -352,6 +359,7 @@ impl Ring {
     /// # Errors
     /// As [`Ring::clone_buffers_from`].
     pub fn clone_buffers_from_fd(&mut self, src: BorrowedFd<'_>, source_len: u16, range: CloneRange) -> Result<()> {
+        self.home.check()?;
         self.clone_raw(src.as_raw_fd(), source_len, range)?;
         self.opaque = true;
         Ok(())
@@ -379,6 +387,7 @@ impl Ring {
     /// # Errors
     /// [`Error::Io`] (ENXIO when there is no table).
     pub fn unregister_buffers(&mut self) -> Result<()> {
+        self.home.check()?;
         self.raw.io_uring().submitter().unregister_buffers().map_err(|e| Error::os("unregister", e))?;
         self.map.clear();
         self.table_size = 0;
@@ -395,6 +404,7 @@ impl Ring {
     /// [`Error::Io`] from the register calls; [`Error::FileClosed`].
     pub fn register_file(&mut self, file: &DirectFile) -> Result<()> {
         const SLOTS: u32 = 64;
+        self.home.check()?;
         if file.is_closed() {
             return Err(Error::FileClosed { op: "register_file", path: file.path().to_path_buf() });
         }
@@ -438,6 +448,11 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
+        if !self.home.is_here() {
+            // A forked child: the ring's operations and table are the
+            // parent's (RawRing's drop leaves its slots alone too).
+            return;
+        }
         self.raw.drain();
         if self.unregister_on_drop && (self.table_size > 0 || self.opaque) {
             let _ = self.raw.io_uring().submitter().unregister_buffers();

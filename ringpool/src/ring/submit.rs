@@ -123,7 +123,7 @@ impl Ring {
     }
 
     fn push_tagged(&mut self, op: Op, tag: Tag) -> Result<(), (Error, Op)> {
-        if let Err(e) = self.check(&op) {
+        if let Err(e) = self.home.check().and_then(|()| self.check(&op)) {
             return Err((e, op));
         }
         if self.runs_inline(&op) {
@@ -364,6 +364,7 @@ impl Ring {
     /// # Errors
     /// [`Error::Io`] from io_uring_enter.
     pub fn submit(&mut self) -> Result<usize> {
+        self.home.check()?;
         self.raw.submit().map_err(|e| Error::os("submit", e))
     }
 
@@ -375,6 +376,7 @@ impl Ring {
     /// # Errors
     /// [`Error::Io`] from io_uring_enter.
     pub fn wait(&mut self, min: usize) -> Result<usize> {
+        self.home.check()?;
         self.reap(false);
         if self.ready.len() >= min && self.raw.in_flight() > 0 {
             // Completions of inline operations are ready at once; reap the
@@ -402,6 +404,7 @@ impl Ring {
     /// # Errors
     /// [`Error::Io`] from io_uring_enter.
     pub fn wait_timeout(&mut self, timeout: Option<std::time::Duration>) -> Result<bool> {
+        self.home.check()?;
         self.reap(true);
         if !self.ready.is_empty() {
             self.submit()?;
@@ -446,8 +449,11 @@ impl Ring {
     }
 
     /// Reaps CQEs into `ready` (with `flush`, first running deferred
-    /// completions).
+    /// completions); nothing in a forked child (the CQ is the parent's).
     fn reap(&mut self, flush: bool) {
+        if !self.home.is_here() {
+            return;
+        }
         let (raw, groups) = (&mut self.raw, &mut self.groups);
         let mut done = Vec::new();
         let f = |r: Reaped<Pending>| {

@@ -63,6 +63,10 @@ pub(crate) trait LeaseOwner: Send + Sync + 'static {
     fn release(&self, grant: Grant);
     /// Whether the memory is mapped in the calling process.
     fn is_mapped_here(&self) -> bool;
+    /// Whether this is the process whose allocator granted the block (a
+    /// forked child holds a copy of the allocator that it must not touch:
+    /// a lock in it may have been held by another thread at the fork).
+    fn is_home(&self) -> bool;
 }
 
 /// An exclusively owned block of pool memory; returned to its owner on drop.
@@ -140,7 +144,28 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(g) = self.grant.take() {
-            self.owner.release(g);
+            if self.owner.is_home() {
+                self.owner.release(g);
+            }
         }
+    }
+}
+
+/// The owner of a lease of no memory: an [`crate::IoBuf`] handed back where
+/// an operation's own buffers cannot be (its completion was lost with a
+/// ring, or it was in flight in the parent of a forked child).
+pub(crate) struct Nowhere;
+
+impl LeaseOwner for Nowhere {
+    fn addr(&self, _grant: &Grant) -> NonNull<u8> {
+        NonNull::dangling()
+    }
+    fn release(&self, _grant: Grant) {}
+    fn is_mapped_here(&self) -> bool {
+        // Zero bytes: nothing to read, nothing mapped.
+        false
+    }
+    fn is_home(&self) -> bool {
+        true
     }
 }

@@ -31,6 +31,10 @@ pub(crate) struct Mapping {
     /// First usable byte.
     ptr: NonNull<u8>,
     len: usize,
+    /// The process that mapped it: a private mapping is MADV_DONTFORK, so
+    /// absent in a forked child (which must neither touch nor unmap the
+    /// range: another mapping of the child's may lie there).
+    pid: u32,
 }
 
 // SAFETY: a Mapping is plain memory; it has no thread affinity. Access to the
@@ -73,7 +77,7 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-        let mut m = Mapping { base, map_len, ptr: base, len };
+        let mut m = Mapping { base, map_len, ptr: base, len, pid: super::pid::current_pid() };
         if extra > 0 {
             let start = base.as_ptr() as usize;
             let aligned = (start + align - 1) & !(align - 1);
@@ -98,6 +102,12 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Whether the range is mapped in the calling process (not in a forked
+    /// child: MADV_DONTFORK).
+    pub(crate) fn is_mapped_here(&self) -> bool {
+        self.pid == super::pid::current_pid()
     }
 
     /// First usable byte.
@@ -160,6 +170,10 @@ impl Mapping {
     }
 
     fn check(&self, offset: usize, len: usize) -> io::Result<()> {
+        if !self.is_mapped_here() {
+            // A forked child: the range is not mapped here.
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
             _ => Err(io::Error::from_raw_os_error(libc::EFAULT)),
@@ -175,6 +189,11 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if !self.is_mapped_here() {
+            // A forked child never had the range: unmapping it could take
+            // away a mapping of the child's own at the same address.
+            return;
+        }
         // SAFETY: base/map_len are exactly what mmap returned; every user of
         // the range held an Arc<Mapping>, so none is left.
         unsafe {

@@ -211,11 +211,15 @@ pub(crate) struct RawRing<T> {
     /// Whether the ring was set up with COOP_TASKRUN | TASKRUN_FLAG (the SQ
     /// flags say when completions wait for an enter).
     coop: bool,
+    /// The process that created the ring. Its SQ and CQ are shared memory a
+    /// forked child inherits: the child must not push, reap or cancel (it
+    /// would act on the parent's ring).
+    pid: u32,
 }
 
 impl<T: Sqe> RawRing<T> {
     pub(crate) fn new(ring: IoUring, defer: bool, coop: bool) -> Self {
-        RawRing { ring, slots: Slab::new(), defer, flushed: false, coop }
+        RawRing { ring, slots: Slab::new(), defer, flushed: false, coop, pid: crate::sys::pid::current_pid() }
     }
 
     pub(crate) fn io_uring(&self) -> &IoUring {
@@ -245,8 +249,13 @@ impl<T: Sqe> RawRing<T> {
         cq_room.min(sq.capacity() - sq.len())
     }
 
+    /// Whether this is the process that created the ring.
+    pub(crate) fn is_home(&self) -> bool {
+        self.pid == crate::sys::pid::current_pid()
+    }
+
     fn insert(&mut self, slot: Slot<T>, build: impl FnOnce(&mut Slot<T>) -> squeue::Entry) -> Result<(), T> {
-        if self.room() == 0 {
+        if !self.is_home() || self.room() == 0 {
             return Err(slot.payload);
         }
         let key = self.slots.insert(slot);
@@ -457,6 +466,13 @@ enum Cancel {
 
 impl<T> Drop for RawRing<T> {
     fn drop(&mut self) {
+        if self.pid != crate::sys::pid::current_pid() {
+            // A forked child: the operations are the parent's (its thread
+            // reaps them); cancelling from here would cancel them in the
+            // parent. The child's copies of the payloads are left alone.
+            std::mem::forget(std::mem::take(&mut self.slots));
+            return;
+        }
         self.drain();
     }
 }
