@@ -256,6 +256,9 @@ impl private::Sealed for BufferTable {
     fn source_segment(&self, slot: u16) -> Option<u16> {
         self.template.segment_at(slot)
     }
+    fn source_prefix(&self) -> Option<u16> {
+        Some(if self.template.path == TablePath::Unregistered { 0 } else { self.template.entries() })
+    }
 }
 
 impl TableSource for BufferTable {

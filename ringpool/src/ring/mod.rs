@@ -44,6 +44,11 @@ pub(crate) mod private {
         }
         /// The pool segment slot `slot` of the source's table holds.
         fn source_segment(&self, slot: u16) -> Option<u16>;
+        /// `Some(n)` when slots `[0, n)` hold segments `[0, n)` and the rest
+        /// are holes.
+        fn source_prefix(&self) -> Option<u16> {
+            None
+        }
     }
 }
 
@@ -328,14 +333,21 @@ impl Ring {
             }
         }
         let source_len = src.source_len();
-        // What the source's slots hold, read before the kernel copies them
-        // (a concurrent growth may fill more slots after the copy).
         let seg = |slot: u32| u16::try_from(slot).ok().and_then(|s| private::Sealed::source_segment(src, s));
-        let (first, n) = if range.nr == 0 { (0, u32::from(source_len)) } else { (range.src_off, range.nr) };
-        let held: Vec<Option<u16>> = (0..n.min(16384)).map(|k| seg(first.saturating_add(k))).collect();
+        // What the source's slots hold, read before the kernel copies them
+        // (a concurrent growth may fill more slots after the copy). A whole
+        // table whose filled slots are an identity prefix needs no list.
+        let prefix = if range.nr == 0 { private::Sealed::source_prefix(src) } else { None };
+        let held: Vec<Option<u16>> = match prefix {
+            Some(_) => Vec::new(),
+            None => {
+                let (first, n) = if range.nr == 0 { (0, u32::from(source_len)) } else { (range.src_off, range.nr) };
+                (0..n.min(16384)).map(|k| seg(first.saturating_add(k))).collect()
+            }
+        };
         self.clone_raw(src.source_fd(), source_len, range)?;
         if range.nr == 0 {
-            self.map.clear();
+            self.map = SlotMap::identity(prefix.unwrap_or(0));
         }
         // The kernel checked dst_off + nr <= 16384.
         for (k, segment) in held.into_iter().enumerate() {

@@ -5,61 +5,91 @@
 //! into slots 0..2), so a ring looks up the slot of a lease's segment
 //! instead of assuming it, and refuses a lease whose segment it lacks.
 
-/// The two directions of the map; empty means no table.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SlotMap {
-    /// Segment held by each slot of the kernel table.
-    segment_at: Vec<Option<u16>>,
-    /// Slot holding each segment.
-    slot_of: Vec<Option<u16>>,
-    /// Slots holding a segment.
-    filled: u16,
+/// The map: slot `i` holds segment `i` below `n` (every ring made by
+/// `BufferTable::ring`, with no allocation), or any map after ranged clones.
+#[derive(Debug, Clone)]
+pub(crate) enum SlotMap {
+    /// Slots `[0, n)` hold segments `[0, n)`.
+    Identity(u16),
+    /// Both directions of any map.
+    Mapped {
+        /// Segment held by each slot of the kernel table.
+        segment_at: Vec<Option<u16>>,
+        /// Slot holding each segment.
+        slot_of: Vec<Option<u16>>,
+        /// Slots holding a segment.
+        filled: u16,
+    },
+}
+
+impl Default for SlotMap {
+    fn default() -> Self {
+        SlotMap::Identity(0)
+    }
 }
 
 impl SlotMap {
     /// Slot `i` holds segment `i`, for `i < n`.
     pub(crate) fn identity(n: u16) -> SlotMap {
-        let v: Vec<Option<u16>> = (0..n).map(Some).collect();
-        SlotMap { segment_at: v.clone(), slot_of: v, filled: n }
+        SlotMap::Identity(n)
     }
 
     /// The slot holding `segment`.
     pub(crate) fn slot(&self, segment: u16) -> Option<u16> {
-        self.slot_of.get(segment as usize).copied().flatten()
+        match self {
+            SlotMap::Identity(n) => (segment < *n).then_some(segment),
+            SlotMap::Mapped { slot_of, .. } => slot_of.get(segment as usize).copied().flatten(),
+        }
     }
 
     /// The segment slot `slot` holds.
     pub(crate) fn segment_at(&self, slot: u16) -> Option<u16> {
-        self.segment_at.get(slot as usize).copied().flatten()
+        match self {
+            SlotMap::Identity(n) => (slot < *n).then_some(slot),
+            SlotMap::Mapped { segment_at, .. } => segment_at.get(slot as usize).copied().flatten(),
+        }
     }
 
     /// Slots that hold a segment.
     pub(crate) fn filled(&self) -> u16 {
-        self.filled
+        match self {
+            SlotMap::Identity(n) => *n,
+            SlotMap::Mapped { filled, .. } => *filled,
+        }
     }
 
     /// Makes `slot` hold `segment` (or nothing).
     pub(crate) fn set(&mut self, slot: u16, segment: Option<u16>) {
-        if let Some(old) = self.segment_at(slot) {
-            self.filled -= 1;
-            self.segment_at[slot as usize] = None;
-            if self.slot(old) == Some(slot) {
+        if let SlotMap::Identity(n) = *self {
+            if segment == Some(slot) && slot <= n {
+                // Extends (or keeps) the identity prefix.
+                *self = SlotMap::Identity(n.max(slot + 1));
+                return;
+            }
+            let v: Vec<Option<u16>> = (0..n).map(Some).collect();
+            *self = SlotMap::Mapped { segment_at: v.clone(), slot_of: v, filled: n };
+        }
+        let SlotMap::Mapped { segment_at, slot_of, filled } = self else { unreachable!("made Mapped above") };
+        if let Some(old) = segment_at.get(slot as usize).copied().flatten() {
+            *filled -= 1;
+            segment_at[slot as usize] = None;
+            if slot_of.get(old as usize).copied().flatten() == Some(slot) {
                 // Another slot may hold the same segment still.
-                let other = self.segment_at.iter().position(|&s| s == Some(old)).map(|i| i as u16);
-                self.slot_of[old as usize] = other;
+                let other = segment_at.iter().position(|&s| s == Some(old)).map(|i| i as u16);
+                slot_of[old as usize] = other;
             }
         }
-        if self.segment_at.len() <= slot as usize {
-            self.segment_at.resize(slot as usize + 1, None);
+        if segment_at.len() <= slot as usize {
+            segment_at.resize(slot as usize + 1, None);
         }
-        self.segment_at[slot as usize] = segment;
+        segment_at[slot as usize] = segment;
         if let Some(seg) = segment {
-            if self.slot_of.len() <= seg as usize {
-                self.slot_of.resize(seg as usize + 1, None);
+            if slot_of.len() <= seg as usize {
+                slot_of.resize(seg as usize + 1, None);
             }
             // A segment held twice is looked up in its newest slot.
-            self.slot_of[seg as usize] = Some(slot);
-            self.filled += 1;
+            slot_of[seg as usize] = Some(slot);
+            *filled += 1;
         }
     }
 
@@ -78,6 +108,11 @@ mod tests {
         // Entries 2..4 of an identity source into slots 0..2.
         let src = SlotMap::identity(4);
         let mut m = SlotMap::default();
+        let mut id = SlotMap::default();
+        for k in 0..3 {
+            id.set(k, Some(k));
+        }
+        assert!(matches!(id, SlotMap::Identity(3)), "{id:?}");
         for k in 0..2 {
             m.set(k, src.segment_at(2 + k));
         }
