@@ -1,8 +1,10 @@
 //! `ringpool`: probe the kernel, benchmark registration against clone.
 
 mod bench;
+mod plan;
 mod plot;
 mod probe;
+mod quirk_fuse;
 mod soak;
 mod util;
 mod verify;
@@ -25,13 +27,15 @@ enum Cmd {
     Bench(bench::BenchCmd),
     /// Verified random I/O while workers come and go; checks nothing was lost or leaked.
     Soak(soak::SoakArgs),
+    /// What a pool configuration pins and is charged against RLIMIT_MEMLOCK, and whether it fits.
+    Plan(plan::PlanArgs),
 }
 
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RINGPOOL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -40,6 +44,7 @@ fn main() {
         Cmd::Probe(args) => probe::run(&args),
         Cmd::Bench(cmd) => bench::run(cmd),
         Cmd::Soak(args) => soak::run(&args),
+        Cmd::Plan(args) => plan::run(&args),
     };
     if let Err(e) = result {
         // ringpool's errors already include their OS cause in their text:

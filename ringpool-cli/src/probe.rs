@@ -15,6 +15,23 @@ pub struct ProbeArgs {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Reserve the 1024 2 MiB huge pages the populated-table trial needs
+    /// (given back at exit).
+    #[arg(long)]
+    reserve: bool,
+    /// Skip the kernel-quirk trials (they mount a tiny FUSE file system,
+    /// fork short-lived children and register 2 GiB when pages are free).
+    #[arg(long)]
+    no_quirks: bool,
+}
+
+fn quirk_json(q: &ringpool::quirks::Quirk) -> serde_json::Value {
+    json!({
+        "name": q.name,
+        "state": format!("{:?}", q.state).to_lowercase(),
+        "what_ringpool_does": q.what_ringpool_does,
+        "detail": q.detail,
+    })
 }
 
 fn hp_json(h: &HugePages) -> serde_json::Value {
@@ -24,6 +41,23 @@ fn hp_json(h: &HugePages) -> serde_json::Value {
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let f = Features::detect();
     let dio = args.dir.as_ref().map(|d| Features::direct_io(d));
+    // The FUSE trial takes the machine-state lock, which a huge page
+    // reservation holds while it lives: first the trial, then the pages.
+    let fuse = (!args.no_quirks).then(|| ringpool::quirks::judge_fuse_short_read(crate::quirk_fuse::trial()));
+    let _pages = if args.reserve {
+        crate::util::restore_on_signal();
+        Some(ringpool::hugepages::HugePageReservation::ensure_available(PageKind::Huge2M, 1024)?)
+    } else {
+        None
+    };
+    let quirks = match fuse {
+        None => Vec::new(),
+        Some(fuse) => {
+            let mut q = ringpool::quirks::quirks();
+            q.insert(1, fuse);
+            q
+        }
+    };
     if args.json {
         let (io_ok, io_why) = match &f.io_uring {
             IoUringStatus::Available => (true, None),
@@ -47,6 +81,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             "memlock_limit": f.memlock_limit,
             "cap_ipc_lock": f.cap_ipc_lock,
         });
+        v["quirks"] = serde_json::Value::Array(quirks.iter().map(quirk_json).collect());
         if let Some(d) = &dio {
             v["direct_io"] = json!({
                 "dir": d.dir,
@@ -119,6 +154,14 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             format!("no: {}", d.error.unwrap_or_default())
         };
         row(&format!("O_DIRECT in {}", d.dir.display()), v);
+    }
+    if !quirks.is_empty() {
+        println!();
+        println!("kernel quirks:");
+        for q in &quirks {
+            println!("  {:<42} {:<9} {}", q.name, format!("{:?}", q.state).to_lowercase(), q.detail);
+            println!("  {:<42} {:<9} ringpool: {}", "", "", q.what_ringpool_does);
+        }
     }
     Ok(())
 }

@@ -57,7 +57,11 @@ pub struct SoakArgs {
     /// Operations in flight per submitting thread.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub depth: u32,
-    /// Print one JSON object on stdout.
+    /// Also grow the live pool by --pool and shrink it back, over and over,
+    /// under the verified I/O.
+    #[arg(long)]
+    pub grow_shrink: bool,
+    /// Print one JSON object on stdout (with the pool's final stats).
     #[arg(long)]
     pub json: bool,
 }
@@ -82,7 +86,14 @@ pub struct SoakReport {
     pub workers_retired: u64,
     pub backend: String,
     pub path: String,
+    /// Growths and shrinks completed (--grow-shrink).
+    pub grow_cycles: u64,
+    pub shrink_cycles: u64,
+    /// Shrinks that gave up waiting for leases (the pool stayed as it was).
+    pub shrink_timeouts: u64,
     pub first_problems: Vec<String>,
+    /// The pool's stats just before it shut down.
+    pub stats: Option<ringpool::PoolStats>,
 }
 
 fn fds() -> usize {
@@ -294,9 +305,12 @@ pub fn run(a: &SoakArgs) -> anyhow::Result<()> {
     let tally = Tally::default();
     let started = Instant::now();
     let deadline = started + a.duration;
-    let pool = IoPool::builder()
-        .memory_size(a.pool)
-        .page(PagePolicy::Auto)
+    let mut builder = IoPool::builder().memory_size(a.pool).page(PagePolicy::Auto);
+    if a.grow_shrink {
+        // One segment for the pool and one for each growth, slots for both.
+        builder = builder.segment_size(a.pool.next_power_of_two()).capacity(a.pool.next_power_of_two() * 2);
+    }
+    let pool = builder
         .workers(1, 4)
         .ring_depth(32)
         .idle_timeout(Duration::from_millis(15))
@@ -322,7 +336,40 @@ pub fn run(a: &SoakArgs) -> anyhow::Result<()> {
         Ctx { pool: &pool, file: &file, ledger: &ledger, seq: &seq, tally: &tally, size, threads: a.threads as u64 };
     let stop = AtomicBool::new(false);
     let vmpin_peak = AtomicU64::new(vmpin_kb());
+    let (grow_cycles, shrink_cycles, shrink_timeouts) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     std::thread::scope(|s| {
+        if a.grow_shrink {
+            s.spawn(|| {
+                let mut rng = fastrand::Rng::with_seed(7);
+                let step = a.pool.next_power_of_two();
+                while !stop.load(Ordering::Relaxed) {
+                    match pool.grow(step) {
+                        Ok(_) => grow_cycles.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            tally.problem(&tally.op_errors, format!("grow: {e}"));
+                            break;
+                        }
+                    };
+                    std::thread::sleep(Duration::from_millis(rng.u64(1..30)));
+                    // Leases in the grown segment come back within the
+                    // operations' time; the shrink waits for them.
+                    match pool.shrink(step, Duration::from_secs(10)) {
+                        Ok(_) => {
+                            shrink_cycles.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(ringpool::Error::ShrinkTimeout { .. }) => {
+                            shrink_timeouts.fetch_add(1, Ordering::Relaxed);
+                            let _ = pool.shrink(step, Duration::from_secs(60));
+                        }
+                        Err(e) => {
+                            tally.problem(&tally.op_errors, format!("shrink: {e}"));
+                            break;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(rng.u64(1..30)));
+                }
+            });
+        }
         // Workers come and go all the time, beside the pool's own scaling.
         s.spawn(|| {
             let mut rng = fastrand::Rng::with_seed(42);
@@ -376,6 +423,7 @@ pub fn run(a: &SoakArgs) -> anyhow::Result<()> {
         stop.store(true, Ordering::Relaxed);
         let _ = progress.join();
     });
+    let snapshot = pool.stats();
     pool.shutdown();
     let st = pool.stats();
     drop(pool);
@@ -428,7 +476,11 @@ pub fn run(a: &SoakArgs) -> anyhow::Result<()> {
         workers_retired: st.workers_retired,
         backend: st.backend.to_string(),
         path: st.path.map(|p| p.to_string()).unwrap_or_else(|| "none".into()),
+        grow_cycles: grow_cycles.load(Ordering::Relaxed),
+        shrink_cycles: shrink_cycles.load(Ordering::Relaxed),
+        shrink_timeouts: shrink_timeouts.load(Ordering::Relaxed),
         first_problems: tally.problems.lock().map(|p| p.clone()).unwrap_or_default(),
+        stats: Some(snapshot),
     };
     let mut violations = Vec::new();
     if report.mismatches > 0 {
@@ -448,6 +500,9 @@ pub fn run(a: &SoakArgs) -> anyhow::Result<()> {
     }
     if report.ops == 0 {
         violations.push("no operation completed".into());
+    }
+    if a.grow_shrink && report.shrink_cycles == 0 {
+        violations.push("--grow-shrink: no shrink completed".into());
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -473,6 +528,12 @@ pub fn run(a: &SoakArgs) -> anyhow::Result<()> {
             report.vmpin_after_kb,
             report.vmpin_peak_kb
         );
+        if a.grow_shrink {
+            println!(
+                "grown {} times, shrunk {} times ({} shrinks waited past 10 s for leases)",
+                report.grow_cycles, report.shrink_cycles, report.shrink_timeouts
+            );
+        }
         for p in &report.first_problems {
             println!("  {p}");
         }

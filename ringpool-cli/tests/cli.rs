@@ -42,6 +42,22 @@ fn probe_json_has_the_documented_keys() {
     }
     assert!(v["memlock_limit"].is_u64() || v["memlock_limit"].is_null());
     assert!(v["direct_io"]["supported"].is_boolean());
+    let quirks = v["quirks"].as_array().expect("quirks is a list");
+    let names: Vec<&str> = quirks.iter().filter_map(|q| q["name"].as_str()).collect();
+    for want in [
+        "dst_replace_keeps_entries_outside_range",
+        "fuse_short_read_no_duplication",
+        "ring_memory_not_charged_to_memlock",
+        "clone_refused_across_accounting_contexts",
+        "registration_into_populated_table_fast",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for q in quirks {
+        let state = q["state"].as_str().unwrap_or("");
+        assert!(["works", "broken", "absent", "untested"].contains(&state), "{q}");
+        assert!(q["what_ringpool_does"].as_str().is_some_and(|s| !s.is_empty()), "{q}");
+    }
     if strict() {
         assert_eq!(v["clone_buffers"], true, "this machine has clone");
     }
@@ -323,4 +339,112 @@ fn bad_arguments_fail_cleanly() {
             assert!(!out.status.success(), "{args:?} should fail");
         }
     }
+}
+
+#[test]
+fn plan_json_has_the_pinned_keys_and_counts_register_each_per_ring() {
+    let clone = ok_json(&["plan", "--pool", "64M", "--rings", "4", "--page", "4k", "--sharing", "clone", "--json"]);
+    for k in [
+        "pool_bytes",
+        "rings",
+        "page_size",
+        "sharing",
+        "pinned_bytes",
+        "ring_bytes_each",
+        "memlock_needed_bytes",
+        "memlock_limit_bytes",
+        "cap_ipc_lock",
+        "hugepages_needed",
+        "hugepages_free",
+        "fits",
+        "advice",
+    ] {
+        assert!(clone.get(k).is_some(), "{k} missing: {clone}");
+    }
+    assert_eq!(clone["pool_bytes"], 64u64 << 20);
+    assert_eq!(clone["pinned_bytes"], 64u64 << 20, "clone pins the pool once");
+    assert_eq!(clone["sharing"], "clone");
+    let each =
+        ok_json(&["plan", "--pool", "64M", "--rings", "4", "--page", "4k", "--sharing", "register-each", "--json"]);
+    assert_eq!(each["pinned_bytes"], 5 * (64u64 << 20), "four rings and the template");
+    assert!(each["advice"].is_array());
+    let out = ringpool(&["plan", "--pool", "0", "--rings", "1"]);
+    assert!(!out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn bench_prefork_json_reports_both_sides_and_the_broker() {
+    let v = ok_json(&[
+        "bench",
+        "prefork",
+        "--procs",
+        "4",
+        "--pool",
+        "64M",
+        "--page",
+        "4k",
+        "--rounds",
+        "1",
+        "--broker-trips",
+        "10",
+        "--json",
+    ]);
+    for k in ["procs", "pool_bytes", "ratio_ready", "ratio_pinned"] {
+        assert!(v.get(k).is_some(), "{k} missing: {v}");
+    }
+    for side in ["clone", "register_each"] {
+        for k in ["ready_ms", "per_proc_p50_us", "pinned_kb"] {
+            assert!(v[side][k].is_number(), "{side}.{k}: {v}");
+        }
+    }
+    let pool_kb = (64u64 << 20) / 1024;
+    let clone_kb = v["clone"]["pinned_kb"].as_u64().unwrap();
+    assert!(clone_kb >= pool_kb && clone_kb as f64 <= pool_kb as f64 * 1.05, "clone pins the pool once: {v}");
+    let each_kb = v["register_each"]["pinned_kb"].as_u64().unwrap();
+    assert!(each_kb >= 4 * pool_kb, "each of 4 processes pins the pool: {v}");
+    assert!(v["broker"]["round_trip_p50_us"].as_f64().is_some_and(|t| t > 0.0), "{v}");
+}
+
+#[test]
+fn bench_grow_shrink_reports_the_shrink() {
+    let v = ok_json(&[
+        "bench",
+        "grow",
+        "--pool",
+        "64M",
+        "--grow",
+        "64M",
+        "--page",
+        "4k",
+        "--workers",
+        "2",
+        "--shrink",
+        "--json",
+    ]);
+    assert_eq!(v["shrink_bytes"], 64u64 << 20, "{v}");
+    assert!(v["shrink_ready_us"].as_f64().is_some_and(|t| t > 0.0), "{v}");
+    let after = v["vmpin_after_shrink_kb"].as_u64().unwrap();
+    let before = v["vmpin_before_shrink_kb"].as_u64().unwrap();
+    assert!(before >= after + (63 << 10), "VmPin falls by the 64 MiB released: {before} -> {after}");
+}
+
+#[test]
+fn soak_grow_shrink_json_has_the_cycles_and_the_stats() {
+    let v = ok_json(&["soak", "--duration", "3s", "--grow-shrink", "--json"]);
+    assert!(v["grow_cycles"].as_u64().is_some_and(|n| n > 0), "{v}");
+    assert!(v["shrink_cycles"].as_u64().is_some_and(|n| n > 0), "{v}");
+    assert_eq!(v["mismatches"], 0);
+    let stats = &v["stats"];
+    for k in ["per_worker", "segments", "pinned_bytes", "pool_bytes", "alloc", "workers"] {
+        assert!(stats.get(k).is_some(), "stats.{k} missing: {stats}");
+    }
+}
+
+/// The long mode: `cargo test -p ringpool-cli -- --ignored` (a minute).
+#[test]
+#[ignore = "long mode: cargo test -p ringpool-cli -- --ignored"]
+fn soak_grow_shrink_for_a_minute() {
+    let v = ok_json(&["soak", "--duration", "60s", "--grow-shrink", "--json"]);
+    assert!(v["shrink_cycles"].as_u64().is_some_and(|n| n > 100), "{v}");
+    assert_eq!((v["mismatches"].as_u64(), v["op_errors"].as_u64()), (Some(0), Some(0)), "{v}");
 }

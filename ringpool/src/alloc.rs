@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 /// Allocator statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AllocStats {
     /// Bytes the pool can lease.
     pub capacity: u64,
@@ -39,6 +40,29 @@ pub struct AllocStats {
     pub largest_free: u64,
 }
 
+/// What is leased from one segment now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SegmentUse {
+    /// Bytes leased (each lease rounded up to the alignment).
+    pub bytes: u64,
+    /// Leases outstanding.
+    pub leases: u64,
+    /// Bytes of the buddy blocks backing them.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub(crate) blocks: u64,
+}
+
+/// A segment closed for a shrink: its free blocks (and the blocks freed
+/// since) parked, to drop with the segment or to free again if the shrink
+/// is called off.
+#[derive(Debug, Default)]
+struct Closed {
+    parked: Vec<(u64, u32)>,
+    /// The segment's bytes the buddy managed when it was closed.
+    total: u64,
+}
+
 /// The pure buddy state: no locking, no memory, just offsets.
 #[derive(Debug)]
 pub(crate) struct Buddy {
@@ -50,6 +74,13 @@ pub(crate) struct Buddy {
     free: Vec<BTreeSet<u64>>,
     /// End of the highest range added (pool offset).
     high_water: u64,
+    /// Segments this buddy leases from (added and not taken): raw regions
+    /// (`IoMemory::region`) lie outside them.
+    leasable: BTreeSet<u32>,
+    /// Per segment: what is leased from it.
+    per_segment: Vec<SegmentUse>,
+    /// Segments closed for a shrink.
+    closed: std::collections::BTreeMap<u32, Closed>,
     stats: AllocStats,
 }
 
@@ -64,29 +95,64 @@ impl Buddy {
             seg_shift,
             free: vec![BTreeSet::new(); max_order as usize + 1],
             high_water: 0,
+            leasable: BTreeSet::new(),
+            per_segment: Vec::new(),
+            closed: std::collections::BTreeMap::new(),
             stats: AllocStats::default(),
         };
         b.add_range(0, len);
         b
     }
 
-    /// Adds `[start, start + len)` (start a multiple of the segment size) as
-    /// free roots: whole segments, then the tail as descending powers of two.
+    /// A buddy with no memory yet (add it with [`Buddy::add_range`]).
+    pub(crate) fn empty(seg_shift: u32, min_shift: u32) -> Buddy {
+        Buddy::new(0, seg_shift, min_shift)
+    }
+
+    /// Adds `[start, start + len)` (rounded in to the alignment) as free
+    /// blocks: each the largest that starts on a multiple of its size and
+    /// fits, so whole segments where the range covers them, and never one
+    /// that crosses a segment boundary.
     pub(crate) fn add_range(&mut self, start: u64, len: u64) {
-        debug_assert_eq!(start & ((1 << self.seg_shift) - 1), 0);
-        let mut at = start;
-        let end = start + (len & !((1u64 << self.min_shift) - 1));
+        let align = 1u64 << self.min_shift;
+        let mut at = start.div_ceil(align) * align;
+        let end = start.saturating_add(len) & !(align - 1);
         self.high_water = self.high_water.max(end.div_ceil(1 << self.seg_shift) << self.seg_shift);
+        if at < end {
+            // Segment numbers: at most 16384 segments (the pool's limit).
+            self.leasable.extend(((at >> self.seg_shift) as u32)..=(((end - 1) >> self.seg_shift) as u32));
+        }
         while at < end {
-            let remaining = end - at;
             let mut order = self.max_order();
-            while (1u64 << (self.min_shift + order)) > remaining {
+            while order > 0
+                && (at & ((1u64 << (self.min_shift + order)) - 1) != 0 || at + (1 << (self.min_shift + order)) > end)
+            {
                 order -= 1;
             }
             self.free[order as usize].insert(at);
             self.stats.capacity += 1 << (self.min_shift + order);
             at += 1 << (self.min_shift + order);
         }
+    }
+
+    /// Takes segment `seg` out of leasing, whole (a short last segment
+    /// too): `false` when part of it is leased, or it is not leased from
+    /// (taken already, closing for a shrink, or never added).
+    pub(crate) fn take_segment(&mut self, seg: u32) -> bool {
+        if self.segment_leases(seg) > 0 {
+            return false;
+        }
+        self.close_segment(seg)
+    }
+
+    /// Whether segment `seg` is leased from (added and not taken).
+    pub(crate) fn leases_from(&self, seg: u32) -> bool {
+        self.leasable.contains(&seg)
+    }
+
+    /// Gives back a segment taken with [`Buddy::take_segment`].
+    pub(crate) fn return_segment(&mut self, seg: u32) {
+        self.reopen_segment(seg);
     }
 
     fn max_order(&self) -> u32 {
@@ -138,6 +204,14 @@ impl Buddy {
         s.leases += 1;
         s.total_leases += 1;
         s.peak_bytes = s.peak_bytes.max(s.bytes_in_use);
+        let seg = self.segment_of(offset);
+        if self.per_segment.len() <= seg {
+            self.per_segment.resize(seg + 1, SegmentUse::default());
+        }
+        let u = &mut self.per_segment[seg];
+        u.bytes += rounded;
+        u.blocks += 1 << (self.min_shift + want);
+        u.leases += 1;
         Some(Grant::new(offset, want, rounded as usize))
     }
 
@@ -168,13 +242,35 @@ impl Buddy {
         0..u32::try_from(self.high_water >> self.seg_shift).unwrap_or(u32::MAX)
     }
 
-    /// Returns a block, merging it with its free buddies.
+    /// The segment a pool offset lies in.
+    fn segment_of(&self, offset: u64) -> usize {
+        // At most 16384 segments.
+        (offset >> self.seg_shift) as usize
+    }
+
+    /// Returns a block, merging it with its free buddies (or parking it, in
+    /// a segment closed for a shrink).
     pub(crate) fn free(&mut self, grant: Grant) {
-        let (mut offset, mut order, len) = (grant.offset(), grant.order(), grant.len());
+        let (offset, order, len) = (grant.offset(), grant.order(), grant.len());
         let s = &mut self.stats;
         s.bytes_in_use -= len as u64;
         s.block_bytes -= 1 << (self.min_shift + order);
         s.leases -= 1;
+        let seg = self.segment_of(offset);
+        if let Some(u) = self.per_segment.get_mut(seg) {
+            u.bytes -= len as u64;
+            u.blocks -= 1 << (self.min_shift + order);
+            u.leases -= 1;
+        }
+        if let Some(c) = self.closed.get_mut(&(seg as u32)) {
+            c.parked.push((offset, order));
+            return;
+        }
+        self.insert_free(offset, order);
+    }
+
+    /// Puts a free block back, merged with its free buddies.
+    fn insert_free(&mut self, mut offset: u64, mut order: u32) {
         while order < self.max_order() {
             // Segment bases are multiples of the segment size, so the buddy
             // is the XOR of the block size on the pool offset.
@@ -186,6 +282,63 @@ impl Buddy {
             order += 1;
         }
         self.free[order as usize].insert(offset);
+    }
+
+    /// What is leased from each segment now.
+    pub(crate) fn per_segment(&self) -> &[SegmentUse] {
+        &self.per_segment
+    }
+
+    /// Leases outstanding in segment `seg`.
+    pub(crate) fn segment_leases(&self, seg: u32) -> u64 {
+        self.per_segment.get(seg as usize).map_or(0, |u| u.leases)
+    }
+
+    /// Closes segment `seg` for a shrink: no lease is granted there any
+    /// more; its free blocks, and those freed from now on, are parked.
+    /// `false` when the buddy does not lease from it (reserved, or never
+    /// added).
+    pub(crate) fn close_segment(&mut self, seg: u32) -> bool {
+        if !self.leasable.remove(&seg) {
+            return false;
+        }
+        let base = u64::from(seg) << self.seg_shift;
+        let end = base + (1 << self.seg_shift);
+        let mut parked = Vec::new();
+        let mut free_bytes = 0;
+        for (o, set) in self.free.iter_mut().enumerate() {
+            let inside: Vec<u64> = set.range(base..end).copied().collect();
+            for off in inside {
+                set.remove(&off);
+                parked.push((off, o as u32));
+                free_bytes += 1u64 << (self.min_shift + o as u32);
+            }
+        }
+        let used = self.per_segment.get(seg as usize).map_or(0, |u| u.blocks);
+        let total = free_bytes + used;
+        self.stats.capacity -= total;
+        self.closed.insert(seg, Closed { parked, total });
+        true
+    }
+
+    /// Calls a shrink off: segment `seg` leases again.
+    pub(crate) fn reopen_segment(&mut self, seg: u32) {
+        let Some(c) = self.closed.remove(&seg) else { return };
+        self.stats.capacity += c.total;
+        self.leasable.insert(seg);
+        for (off, order) in c.parked {
+            self.insert_free(off, order);
+        }
+    }
+
+    /// Drops a closed, drained segment for good; the segments from `seg`
+    /// on are gone (the pool's trailing segments are released).
+    pub(crate) fn retire_segment(&mut self, seg: u32) {
+        self.closed.remove(&seg);
+        if let Some(u) = self.per_segment.get_mut(seg as usize) {
+            *u = SegmentUse::default();
+        }
+        self.high_water = self.high_water.min(u64::from(seg) << self.seg_shift);
     }
 
     /// Whether `[start, start + len)` lies entirely in free blocks (no lease
@@ -358,6 +511,25 @@ impl Allocator {
     pub(crate) fn with_buddy<R>(&self, f: impl FnOnce(&mut Buddy) -> R) -> R {
         f(&mut self.lock().buddy)
     }
+
+    /// Waits until no lease is outstanding in segments `segs`, or until
+    /// `deadline`: whether they drained.
+    pub(crate) fn wait_drained(&self, segs: std::ops::Range<u32>, deadline: std::time::Instant) -> bool {
+        let mut st = self.lock();
+        loop {
+            if segs.clone().all(|s| st.buddy.segment_leases(s) == 0) {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st.blocked += 1;
+            let (g, _) = self.freed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner());
+            st = g;
+            st.blocked -= 1;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -425,6 +597,32 @@ mod tests {
         b.free(g);
         assert!(b.is_free(0, 256 << 10));
         assert!(b.is_free(1 << 30, 4096), "past the end: not leasable, free");
+    }
+
+    #[test]
+    fn an_unaligned_range_gets_aligned_blocks_and_segments_can_be_taken() {
+        // Segments of 64 KiB; a range from 12 KiB to 140 KiB.
+        let mut b = Buddy::empty(16, K4);
+        b.add_range(12 << 10, 128 << 10);
+        assert_eq!(b.stats().capacity, 128 << 10);
+        for (off, size) in b.free_blocks() {
+            assert_eq!(off % size, 0, "block at {off} of {size} is not aligned to its size");
+            assert_eq!(off >> 16, (off + size - 1) >> 16, "block crosses a segment");
+        }
+        // Segment 1 (64..128 KiB) is whole: it can be taken and given back.
+        assert!(b.take_segment(1));
+        assert!(!b.take_segment(1));
+        // Segment 0 holds only part of the range: taken whole all the same.
+        assert!(b.take_segment(0), "a partial segment is taken too");
+        assert!(!b.leases_from(0) && !b.leases_from(1) && b.leases_from(2) && !b.leases_from(3));
+        b.return_segment(0);
+        b.return_segment(1);
+        assert!(b.leases_from(1));
+        assert_eq!(b.stats().capacity, 128 << 10);
+        let g = b.alloc(4096, Some(1)).unwrap();
+        assert!(!b.take_segment(1), "a leased segment cannot be taken");
+        b.free(g);
+        assert!(b.take_segment(1));
     }
 
     #[test]

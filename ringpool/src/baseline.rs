@@ -102,3 +102,77 @@ pub fn thread_ring_clone(src_fd: RawFd, entries: u32) -> Result<Duration> {
     ready.map_err(|e| Error::os("raw thread + ring + clone", e))?;
     Ok(took)
 }
+
+/// A registration of the whole pool made with the bare crate by a process
+/// forked from the pool's owner (each process of a prefork server without
+/// clone): prepared before the fork, made in the child.
+#[derive(Clone)]
+pub struct ForkRegistration {
+    iovs: Vec<crate::sys::uring::Iov>,
+    segment_size: u64,
+}
+
+impl std::fmt::Debug for ForkRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForkRegistration").field("segments", &self.iovs.len()).finish()
+    }
+}
+
+/// A bare ring with the whole pool registered, in a forked child.
+pub struct ChildTable {
+    ring: IoUring,
+    reg: ForkRegistration,
+}
+
+impl std::fmt::Debug for ChildTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildTable").field("fd", &self.ring.as_raw_fd()).finish()
+    }
+}
+
+impl ForkRegistration {
+    /// The pool's segments, read now (before the fork).
+    pub fn prepare(memory: &IoMemory) -> ForkRegistration {
+        ForkRegistration { iovs: memory.shared.iovs(0, memory.segment_count()), segment_size: memory.segment_size() }
+    }
+
+    /// Sets up a ring and registers every segment in it (in the child).
+    ///
+    /// # Errors
+    /// [`Error::Io`] with the raw errno.
+    pub fn register(&self) -> Result<ChildTable> {
+        let ring = crate::sys::uring::raw_register(&self.iovs, 8).map_err(|e| Error::os("register in child", e))?;
+        Ok(ChildTable { ring, reg: self.clone() })
+    }
+}
+
+impl ChildTable {
+    /// Reads `len` bytes of `fd` at `file_offset` into pool bytes
+    /// `[pool_offset, pool_offset + len)` with one READ_FIXED, and returns
+    /// a copy of them.
+    ///
+    /// # Errors
+    /// [`Error::Io`] with the errno; [`Error::InvalidArgument`] for a range
+    /// outside one segment.
+    pub fn read_fixed(
+        &mut self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        file_offset: u64,
+        pool_offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>> {
+        let seg = pool_offset / self.reg.segment_size;
+        let within = (pool_offset % self.reg.segment_size) as usize;
+        let Some(iov) = self.reg.iovs.get(seg as usize) else {
+            return Err(Error::invalid("pool offset", pool_offset, "inside the pool"));
+        };
+        if within.checked_add(len as usize).is_none_or(|e| e > iov.len()) {
+            return Err(Error::invalid("pool range", pool_offset, "inside one segment"));
+        }
+        let part = crate::sys::uring::Iov::sub(iov, within, len as usize);
+        // At most 16384 segments.
+        let n = crate::sys::uring::raw_read_fixed(&mut self.ring, fd, file_offset, seg as u16, &part, len)
+            .map_err(|e| Error::os("read fixed in child", e))?;
+        Ok(part.copy_out(n))
+    }
+}

@@ -18,6 +18,11 @@ pub(crate) fn setup_error(e: io::Error) -> Error {
         Some(libc::ENOSYS) => Error::IoUringUnavailable { reason: unavailable_reason(&e), source: e },
         // io_uring_disabled, or a seccomp / container policy.
         Some(libc::EPERM) => Error::IoUringUnavailable { reason: unavailable_reason(&e), source: e },
+        // Ring memory is charged to RLIMIT_MEMLOCK (Linux 6.14+).
+        Some(libc::ENOMEM) => match crate::sys::os::memlock_limit() {
+            Ok(Some(limit)) if !has_cap_ipc_lock() => Error::RingMemlock { limit: Bytes(limit) },
+            _ => Error::os("io_uring_setup", e),
+        },
         _ => Error::os("io_uring_setup", e),
     }
 }

@@ -97,6 +97,17 @@ pub enum Error {
         available: Bytes,
     },
 
+    /// A ring's own memory would exceed `RLIMIT_MEMLOCK` (ENOMEM from
+    /// io_uring_setup, Linux 6.14+ without CAP_IPC_LOCK).
+    #[error(
+        "io_uring_setup: RLIMIT_MEMLOCK ({limit}) is used up: Linux 6.14+ charges each ring's own memory to it; raise \
+         it (`ringpool plan --pool SIZE --rings N` says by how much) or run with CAP_IPC_LOCK"
+    )]
+    RingMemlock {
+        /// The soft limit.
+        limit: Bytes,
+    },
+
     /// Registration would exceed `RLIMIT_MEMLOCK` (ENOMEM from register).
     #[error(
         "{op}: RLIMIT_MEMLOCK is {limit}, the table needs {needed}: raise it (ulimit -l, LimitMEMLOCK= in a systemd \
@@ -499,6 +510,78 @@ pub enum Error {
         now: u32,
     },
 
+    /// A handover needs a shared pool.
+    #[error(
+        "the pool is private (anonymous, MADV_DONTFORK): a ring for another process needs a shared pool: map it with \
+         MemoryOptions::shared()"
+    )]
+    NotShared,
+
+    /// A handover message or its descriptors do not describe a ring.
+    #[error("a handed-over ring cannot be used: {reason}")]
+    BadHandover {
+        /// What is wrong with the message.
+        reason: String,
+    },
+
+    /// Segments asked for as a lease range hold leases.
+    #[error("segments {range:?} cannot be reserved: segment {segment} holds leases (or is reserved already)")]
+    SegmentsInUse {
+        /// The range asked for.
+        range: std::ops::Range<u16>,
+        /// The first segment that could not be taken.
+        segment: u16,
+    },
+
+    /// A handed-over ring that some process enabled already.
+    #[error(
+        "the handed-over ring is enabled already (EBADFD): each handed-over ring is enabled once, by the process \
+         that drives it"
+    )]
+    RingAlreadyEnabled,
+
+    /// A broker refused a peer.
+    #[error("the ring broker refused the connection: {reason}")]
+    PeerRefused {
+        /// Why.
+        reason: String,
+    },
+
+    /// A raw region that overlaps memory this process leases, or leaves
+    /// its segment.
+    #[error("raw region at pool offset {offset} of {len} bytes: {reason}")]
+    BadRegion {
+        /// Pool offset asked for.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The configuration does not fit this process's memlock limit or the
+    /// free huge pages; the plan says what it needs and what to change.
+    #[error("the pool does not fit: {plan}")]
+    DoesNotFit {
+        /// The plan ([`crate::plan`]).
+        plan: Box<crate::Plan>,
+    },
+
+    /// A shrink's segments still held leases at its deadline: nothing was
+    /// released, the pool is as before.
+    #[error(
+        "shrinking segments {segments:?} timed out after {waited:?}: {leases} leases in them are still out; nothing \
+         was released"
+    )]
+    ShrinkTimeout {
+        /// The segments it would have released.
+        segments: std::ops::Range<u16>,
+        /// Leases still out in them.
+        leases: u64,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+
     /// The pool is shutting down or shut down.
     #[error("the IoPool is shut down; no new operations are accepted")]
     ShutDown,
@@ -544,6 +627,41 @@ impl Error {
             Error::BadBuffer { .. } => Some(libc::EFAULT),
             Error::FileTooLarge { .. } => Some(libc::EFBIG),
             _ => None,
+        }
+    }
+
+    /// An errno for any error, for C callers and logs: the OS's where
+    /// there is one ([`Error::raw_os_error`]), else the closest.
+    pub fn errno(&self) -> i32 {
+        if let Some(e) = self.raw_os_error() {
+            return e;
+        }
+        match self {
+            Error::HugePagesUnavailable { .. }
+            | Error::HugePagesReserveFailed { .. }
+            | Error::InsufficientMemory { .. }
+            | Error::CapacityExhausted { .. }
+            | Error::PoolExhausted { .. } => libc::ENOMEM,
+            Error::MemlockLimit { .. } | Error::RingMemlock { .. } | Error::DoesNotFit { .. } => libc::ENOMEM,
+            Error::PageSizeUnavailable { .. } | Error::KernelTooOld { .. } | Error::DirectIoUnsupported { .. } => {
+                libc::EOPNOTSUPP
+            }
+            Error::SingleIssuer { .. } | Error::CrossProcess | Error::BadAddress { .. } | Error::BadRegion { .. } => {
+                libc::EFAULT
+            }
+            Error::TableAlreadyPresent | Error::SegmentsInUse { .. } => libc::EBUSY,
+            Error::RingFull { .. } => libc::EBUSY,
+            Error::EmptySource | Error::NotInTable { .. } => libc::ENXIO,
+            Error::RangeOutOfBounds { .. } => libc::EOVERFLOW,
+            Error::Timeout { .. } | Error::ShrinkTimeout { .. } => libc::ETIMEDOUT,
+            Error::PastEndOfFile { .. } => libc::ENODATA,
+            Error::NotPermitted { .. } | Error::PeerRefused { .. } => libc::EACCES,
+            Error::FileClosed { .. } | Error::RingAlreadyEnabled | Error::BadHandover { .. } => libc::EBADFD,
+            Error::Forked { .. } => libc::ECHILD,
+            Error::ShutDown => libc::ESHUTDOWN,
+            Error::Lost(_) => libc::EIO,
+            Error::LeaseTooLarge { .. } | Error::TooManyBuffers { .. } | Error::TooManyParts { .. } => libc::E2BIG,
+            _ => libc::EINVAL,
         }
     }
 

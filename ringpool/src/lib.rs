@@ -58,12 +58,15 @@ mod errno;
 mod error;
 mod file;
 mod handle;
+mod handover;
 mod home;
 pub mod hugepages;
 mod memory;
 mod op;
+mod plan;
 mod pool;
 mod probe;
+pub mod quirks;
 mod ring;
 mod sync;
 mod sys;
@@ -72,14 +75,18 @@ mod template;
 mod types;
 pub mod units;
 
-pub use alloc::AllocStats;
+pub use alloc::{AllocStats, SegmentUse};
 pub use buf::{Buffers, IoBuf};
 pub use error::{Error, Result};
 pub use file::{DirectFile, OpenOptions};
 pub use handle::{HandleOutput, IoResult, IoVecResult, OpHandle, Outcome};
-pub use memory::{AllocFuture, GrowReport, IoMemory, MemoryOptions};
+pub use handover::{
+    check_handover_message, check_ring_request, BrokerOptions, BrokerStats, HandedRing, HandoverOptions, RingBroker,
+};
+pub use memory::{AllocFuture, GrowReport, IoMemory, MemoryOptions, SegmentReservation, ShrinkReport};
 pub use op::Op;
-pub use pool::{Backend, BackendKind, IoPool, IoPoolBuilder, PoolStats, SpinupParts};
+pub use plan::{plan, Plan, PlanRequest};
+pub use pool::{Backend, BackendKind, IoPool, IoPoolBuilder, PoolStats, SegmentStats, SpinupParts, WorkerStats};
 pub use probe::{
     has_cap_ipc_lock, kernel_release, parse_kernel_version, DirectIoSupport, DstReplace, Features, IoUringStatus,
 };
@@ -92,5 +99,8 @@ pub use types::{
 
 /// Process-level knobs tests and tools need (memlock limit, CPU time).
 pub mod process {
-    pub use crate::sys::os::{rusage_children_us, rusage_self_us, set_memlock_limit};
+    pub use crate::sys::os::{
+        fork_child, in_scratch_user, kill, monotonic_ns, rusage_children_us, rusage_self_us, set_memlock_limit,
+        vm_pinned_kb, wait_child,
+    };
 }

@@ -52,6 +52,9 @@ pub struct TableOptions {
 /// println!("{:?} in {:?}", ring.setup().path, ring.setup().table_time);
 /// # Ok::<(), ringpool::Error>(())
 /// ```
+///
+/// Cloning the handle shares the table (one registration).
+#[derive(Clone)]
 pub struct BufferTable {
     pub(crate) template: Arc<Template>,
     fallback: Option<String>,
@@ -207,6 +210,40 @@ impl BufferTable {
         t.memory.grow_with(bytes, u64::from(t.capacity), whole, |range| t.publish(range))
     }
 
+    /// Bytes of the pool registered in the table (its filled slots).
+    pub fn registered_bytes(&self) -> u64 {
+        let t = &self.template;
+        if t.path == TablePath::Unregistered {
+            return 0;
+        }
+        t.memory.segments().iter().take(usize::from(t.entries())).map(|s| s.len).sum()
+    }
+
+    /// Releases the pool's trailing segments holding at least `bytes`
+    /// (whole segments), while I/O runs: they stop leasing at once, the
+    /// shrink waits up to `timeout` for their leases to come back (else
+    /// [`Error::ShrinkTimeout`] and the pool is as before), empties their
+    /// slots in the template and publishes a new table generation, then
+    /// unmaps them. Each ring drops its references to their pages before its
+    /// next fixed operation ([`Ring::refresh_table`] at once); VmPin falls
+    /// when the last ring has. The slots are free for a later growth.
+    ///
+    /// # Errors
+    /// As [`IoMemory::shrink`]; [`Error::InvalidArgument`] for a table of
+    /// a prefix of the pool.
+    pub fn shrink(&self, bytes: u64, timeout: std::time::Duration) -> Result<crate::memory::ShrinkReport> {
+        let t = &self.template;
+        t.home.check()?;
+        if t.entries() != t.memory.segment_count() {
+            return Err(Error::invalid(
+                "shrink",
+                Bytes(bytes),
+                "the table registers a prefix of the pool; shrink only a table of the whole pool",
+            ));
+        }
+        t.memory.shrink_with(bytes, timeout, Some(&t.link), |range, _| t.unpublish(range))
+    }
+
     /// A ring for the calling thread with the whole table, 128 entries deep.
     ///
     /// # Errors
@@ -258,6 +295,9 @@ impl private::Sealed for BufferTable {
     }
     fn source_prefix(&self) -> Option<u16> {
         Some(if self.template.path == TablePath::Unregistered { 0 } else { self.template.entries() })
+    }
+    fn source_sync(&self) -> Option<(Arc<crate::template::TableLink>, u64)> {
+        Some((self.template.link.clone(), self.template.link.generation()))
     }
 }
 

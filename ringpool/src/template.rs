@@ -17,6 +17,67 @@ use crate::probe::{DstReplace, Features};
 use crate::sys;
 use crate::types::{Refresh, TablePath};
 
+/// What rings follow of a table: its filled slots and generation, and
+/// their history. Shared by the template and every ring made from it, so
+/// that a ring can tell which of its slots went stale (a shrink, then a
+/// growth that reused the slots) even after the table is gone.
+pub(crate) struct TableLink {
+    /// Slots filled: segments `[0, entries)`.
+    entries: AtomicU16,
+    /// Bumped by every growth and shrink; rings compare theirs with it
+    /// before each fixed operation (one load).
+    generation: AtomicU64,
+    /// (generation, entries after it), oldest first.
+    history: std::sync::Mutex<Vec<(u64, u16)>>,
+}
+
+impl TableLink {
+    fn new(entries: u16) -> TableLink {
+        TableLink {
+            entries: AtomicU16::new(entries),
+            generation: AtomicU64::new(0),
+            history: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Slots filled now (Acquire: the slots are registered before this moves).
+    pub(crate) fn entries(&self) -> u16 {
+        self.entries.load(Ordering::Acquire)
+    }
+
+    /// How many times the table grew or shrank.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// What a ring at generation `since` must do to catch up, read
+    /// together: the generation now, the entries now, the lowest entry
+    /// count the table had since `since` (slots from there on may have
+    /// changed), and whether the history reaches back to `since` (if not,
+    /// every slot may have changed).
+    pub(crate) fn catch_up(&self, since: u64) -> (u64, u16, u16, bool) {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let (generation, entries) = (self.generation(), self.entries());
+        let low = h.iter().filter(|(g, _)| *g > since).map(|&(_, e)| e).min().unwrap_or(entries).min(entries);
+        let oldest = h.first().map_or(0, |&(g, _)| g.saturating_sub(1));
+        (generation, entries, low, since >= oldest)
+    }
+
+    /// Records a new entry count and generation (under the history lock,
+    /// so that `catch_up` reads them together).
+    fn advance(&self, entries: u16) -> u64 {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        self.entries.store(entries, Ordering::Release);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        h.push((generation, entries));
+        // A ring further behind than this catches up with a whole refresh.
+        if h.len() > 1024 {
+            h.drain(..512);
+        }
+        generation
+    }
+}
+
 /// The template ring and what rings need to catch up with it.
 pub(crate) struct Template {
     // Drop order: the template ring closes before the memory handle goes.
@@ -24,9 +85,8 @@ pub(crate) struct Template {
     pub(crate) memory: IoMemory,
     /// Slots of the kernel table (entries + room to grow).
     pub(crate) capacity: u16,
-    /// Slots filled: segments `[0, entries)`.
-    entries: AtomicU16,
-    generation: AtomicU64,
+    /// Filled slots and generation, shared with the rings.
+    pub(crate) link: std::sync::Arc<TableLink>,
     pub(crate) path: TablePath,
     pub(crate) refresh: Refresh,
     /// The process that registered it (a forked child shares the ring fd:
@@ -51,16 +111,10 @@ impl Template {
             register_table(&ring, memory, entries, capacity)?;
         }
         let took = start.elapsed();
-        let t = Template {
-            ring,
-            memory: memory.clone(),
-            capacity,
-            entries: AtomicU16::new(entries),
-            generation: AtomicU64::new(0),
-            path,
-            refresh,
-            home: Home::here("BufferTable"),
-        };
+        let link = std::sync::Arc::new(TableLink::new(entries));
+        memory.add_link(&link);
+        let t =
+            Template { ring, memory: memory.clone(), capacity, link, path, refresh, home: Home::here("BufferTable") };
         Ok((t, took))
     }
 
@@ -68,14 +122,34 @@ impl Template {
         self.ring.as_raw_fd()
     }
 
-    /// Slots filled now (Acquire: the slots are registered before this moves).
+    /// Slots filled now.
     pub(crate) fn entries(&self) -> u16 {
-        self.entries.load(Ordering::Acquire)
+        self.link.entries()
     }
 
-    /// How many times the table grew.
+    /// How many times the table grew or shrank.
     pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.link.generation()
+    }
+
+    /// The shrink's unpublish step: empties slots `range` of the template
+    /// (the kernel drops its references to their pages), then publishes the
+    /// smaller entry count and a new generation (returned). Rings drop the
+    /// entries when they catch up.
+    pub(crate) fn unpublish(&self, range: Range<u16>) -> Result<u64> {
+        if self.path != TablePath::Unregistered {
+            let n = u32::from(range.end - range.start);
+            if let Err(e) = sys::uring::clear_slots(&self.ring, u32::from(range.start), n) {
+                // Part of the range may be holes now: register it all again,
+                // so that the template is as before (the shrink is called off).
+                let iovs = self.memory.shared.iovs(range.start, range.end);
+                if let Err(e2) = sys::uring::update_iovs(&self.ring, u32::from(range.start), &iovs) {
+                    tracing::error!("a failed shrink could not restore template slots {range:?}: {e2}");
+                }
+                return Err(crate::error::Error::os("clear table slots", e));
+            }
+        }
+        Ok(self.link.advance(range.start))
     }
 
     /// Slots a ring can clone: the kernel table's size (0 unregistered).
@@ -116,8 +190,7 @@ impl Template {
                 registered("grow register", &iovs, sys::uring::update_iovs(&self.ring, u32::from(range.start), &iovs))?;
             }
         }
-        self.entries.store(range.end, Ordering::Release);
-        Ok(self.generation.fetch_add(1, Ordering::AcqRel) + 1)
+        Ok(self.link.advance(range.end))
     }
 
     /// Registers `iovs` on a fresh helper ring, then clones them into the
@@ -170,4 +243,51 @@ pub(crate) fn register_table(ring: &IoUring, memory: &IoMemory, entries: u16, ca
 /// message names the bytes the registration pins).
 pub(crate) fn registered(op: &'static str, iovs: &[sys::uring::Iov], r: std::io::Result<()>) -> Result<()> {
     r.map_err(|e| register_error(op, e, iovs.iter().map(|i| i.len() as u64).sum()))
+}
+
+/// Times registering 1 GiB of 2 MiB pages into a table that holds 1 GiB
+/// already, directly (a buffers update) and on a helper ring cloned in
+/// (DST_REPLACE): the best of two alternating tries of each. For the
+/// populated-table quirk guard; needs 1024 free 2 MiB pages.
+pub(crate) fn time_populated_registration() -> std::result::Result<(Duration, Duration), String> {
+    use crate::memory::MemoryOptions;
+    use crate::types::{HugePages, PageKind, PagePolicy};
+    if !Features::get().clone_ranges {
+        return Err("no ranged clone (before Linux 6.13): growth registers directly".into());
+    }
+    let half: u64 = 1 << 30;
+    let need = 2 * half / PageKind::Huge2M.bytes();
+    let free = HugePages::read(PageKind::Huge2M).available();
+    if free < need {
+        return Err(format!("needs {need} free 2 MiB huge pages, {free} are free (ringpool probe --reserve)"));
+    }
+    let opts = MemoryOptions::new().page(PagePolicy::Huge2M).segment_size(half);
+    let mem = IoMemory::map_with(2 * half, &opts).map_err(|e| e.to_string())?;
+    mem.prefault(|_| {}).map_err(|e| e.to_string())?;
+    let (first, second) = (mem.shared.iovs(0, 1), mem.shared.iovs(1, 2));
+    let populated = || -> std::result::Result<IoUring, String> {
+        let ring = IoUring::new(2).map_err(|e| e.to_string())?;
+        sys::uring::register_sparse(&ring, 2).map_err(|e| e.to_string())?;
+        sys::uring::update_iovs(&ring, 0, &first).map_err(|e| e.to_string())?;
+        Ok(ring)
+    };
+    let (mut direct, mut helper) = (Duration::MAX, Duration::MAX);
+    for _ in 0..2 {
+        let ring = populated()?;
+        let t = Instant::now();
+        sys::uring::update_iovs(&ring, 1, &second).map_err(|e| e.to_string())?;
+        direct = direct.min(t.elapsed());
+        let _ = ring.submitter().unregister_buffers();
+        let ring = populated()?;
+        let t = Instant::now();
+        let h = IoUring::new(2).map_err(|e| e.to_string())?;
+        sys::uring::register_iovs(&h, &second).map_err(|e| e.to_string())?;
+        ring.submitter()
+            .register_buffers_clone_offset(h.as_raw_fd(), 0, 1, 1, CloneBuffersFlags::DST_REPLACE)
+            .map_err(|e| e.to_string())?;
+        let _ = h.submitter().unregister_buffers();
+        helper = helper.min(t.elapsed());
+        let _ = ring.submitter().unregister_buffers();
+    }
+    Ok((direct, helper))
 }

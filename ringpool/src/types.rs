@@ -233,6 +233,7 @@ pub enum DirectIo {
 
 /// How a ring got its buffer table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum TablePath {
     /// Cloned from the template ring (`IORING_REGISTER_CLONE_BUFFERS`).
     Cloned,
@@ -378,6 +379,7 @@ impl fmt::Display for OpKind {
 
 /// Which engine runs an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum EngineKind {
     /// A worker's io_uring, with the pool's registered table.

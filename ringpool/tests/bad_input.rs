@@ -440,8 +440,18 @@ fn memlock_bad_input_child() {
     assert!(matches!(e, Error::MemlockLimit { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(msg.contains("256 KiB") && msg.contains("4 MiB") && msg.contains("CAP_IPC_LOCK"), "{msg}");
+    // The pool's builder plans first: the error carries the plan, which
+    // says what is needed and how to change the limit.
     let e = IoPool::builder().memory(mem.clone()).build().unwrap_err();
-    assert!(matches!(e, Error::MemlockLimit { .. }), "{e:?}");
+    match &e {
+        Error::DoesNotFit { plan } => {
+            assert!(!plan.fits && plan.memlock_needed_bytes > 4 * MIB, "{plan:?}");
+            assert_eq!(plan.memlock_limit_bytes, Some(256 << 10));
+            assert!(plan.advice.iter().any(|a| a.contains("ulimit -l")), "{plan:?}");
+        }
+        other => panic!("expected DoesNotFit, got {other:?}"),
+    }
+    assert!(e.to_string().contains("does not fit"), "{e}");
     assert_eq!(mem.stats().leases, 0);
 }
 

@@ -6,66 +6,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringpool::{BufferTable, DirectFile, Error, IoBuf, IoPool, PagePolicy};
 
 const MIB: u64 = 1 << 20;
 
-/// `VmPin` of this process, in kB.
-fn vmpin_kb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmPin:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-/// Waits for `pid` up to `timeout`; its exit code, or a description of how
-/// it died (a signal, or killed after hanging).
-fn wait_child(pid: libc::pid_t, timeout: Duration) -> Result<i32, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid with a valid out-parameter.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            if libc::WIFEXITED(status) {
-                return Ok(libc::WEXITSTATUS(status));
-            }
-            return Err(format!("the child died of signal {}", libc::WTERMSIG(status)));
-        }
-        if Instant::now() > deadline {
-            // SAFETY: kill and reap our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return Err(format!("the child hung for {timeout:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Forks; the child runs `child` and exits with its code (99 on a panic),
-/// without returning. The parent gets the child's pid.
-fn fork_with(child: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: the child only runs `child` and then `_exit`s; at the fork this
-    // process runs no test thread but this one (it is a child test process).
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
-        // SAFETY: leave at once, running no destructor or atexit handler of
-        // the parent's state.
-        unsafe { libc::_exit(code) };
-    }
-    pid
-}
+use common::{fork_with, open_fds, vmpin_kb, wait_child};
 
 /// In a forked child: an owned copy of an inherited object, to drop or
 /// consume there.

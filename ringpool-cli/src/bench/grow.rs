@@ -35,6 +35,10 @@ pub struct GrowArgs {
     /// Force the whole-table re-clone path instead of the ranged DST_REPLACE clone.
     #[arg(long)]
     pub whole: bool,
+    /// Then shrink the same bytes under the same I/O: time until every
+    /// ring dropped them and the memory is unmapped, and VmPin after.
+    #[arg(long)]
+    pub shrink: bool,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -64,6 +68,26 @@ pub struct GrowReport {
     /// Operations completed by the load while the pool grew, and with new-memory leases after.
     pub load_ops: u64,
     pub new_memory_ops: u64,
+    /// --shrink: bytes released (the growth's segments).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shrink_bytes: Option<u64>,
+    /// From the shrink call until every worker's ring dropped the segments
+    /// and the memory was unmapped (leases in them waited for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shrink_ready_us: Option<f64>,
+    /// Of it: waiting for leases, taking the slots out of the template and
+    /// the rings, unmapping.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shrink_drain_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shrink_unpublish_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shrink_unmap_us: Option<f64>,
+    /// VmPin of this process before the shrink (grown) and after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vmpin_before_shrink_kb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vmpin_after_shrink_kb: Option<u64>,
 }
 
 pub fn run(a: &GrowArgs) -> anyhow::Result<()> {
@@ -102,7 +126,7 @@ pub fn run(a: &GrowArgs) -> anyhow::Result<()> {
 
     let stop = AtomicBool::new(false);
     let load_ops = AtomicU64::new(0);
-    let (grown, new_ops, reregister, reregister_parallel) = std::thread::scope(|s| -> anyhow::Result<_> {
+    let (grown, new_ops, reregister, reregister_parallel, shrunk) = std::thread::scope(|s| -> anyhow::Result<_> {
         // The load: every worker busy with 4 KiB reads in old memory.
         for t in 0..a.workers as u64 {
             let (pool, file, stop, load_ops) = (&pool, &file, &stop, &load_ops);
@@ -167,8 +191,18 @@ pub fn run(a: &GrowArgs) -> anyhow::Result<()> {
             Ok(())
         })?;
         let reregister_parallel = t.elapsed();
+        // The growth's bytes back, with the load still running.
+        let shrunk = if a.shrink {
+            std::thread::sleep(Duration::from_millis(100));
+            let before = ringpool::process::vm_pinned_kb(std::process::id())?;
+            let r = pool.shrink(report.bytes, Duration::from_secs(30))?;
+            let after = ringpool::process::vm_pinned_kb(std::process::id())?;
+            Some((r, before, after))
+        } else {
+            None
+        };
         stop.store(true, Ordering::Relaxed);
-        Ok(((report, ready_at), new_ops, reregister, reregister_parallel))
+        Ok(((report, ready_at), new_ops, reregister, reregister_parallel, shrunk))
     })?;
     let (report, ready_at) = grown;
     let ready = ready_at.saturating_duration_since(report.register_started);
@@ -187,6 +221,13 @@ pub fn run(a: &GrowArgs) -> anyhow::Result<()> {
         ratio: us(reregister) / us(ready).max(1e-3),
         load_ops: load_ops.load(Ordering::Relaxed),
         new_memory_ops: new_ops,
+        shrink_bytes: shrunk.as_ref().map(|(r, _, _)| r.bytes),
+        shrink_ready_us: shrunk.as_ref().map(|(r, _, _)| us(r.total)),
+        shrink_drain_us: shrunk.as_ref().map(|(r, _, _)| us(r.drain_time)),
+        shrink_unpublish_us: shrunk.as_ref().map(|(r, _, _)| us(r.unpublish_time)),
+        shrink_unmap_us: shrunk.as_ref().map(|(r, _, _)| us(r.unmap_time)),
+        vmpin_before_shrink_kb: shrunk.as_ref().map(|&(_, b, _)| b),
+        vmpin_after_shrink_kb: shrunk.as_ref().map(|&(_, _, a)| a),
     };
     drop(pool);
     if a.json {
@@ -214,5 +255,20 @@ pub fn run(a: &GrowArgs) -> anyhow::Result<()> {
         "  ratio re-register / ready: {:.1}x; {} load ops meanwhile, {} ops on new memory at once",
         out.ratio, out.load_ops, out.new_memory_ops
     );
+    if let (Some(b), Some(t), Some(before), Some(after)) =
+        (out.shrink_bytes, out.shrink_ready_us, out.vmpin_before_shrink_kb, out.vmpin_after_shrink_kb)
+    {
+        println!(
+            "  shrank {} back under the same load: {:.0} us until every ring dropped it and it was unmapped \
+             (leases {:.0} us, tables {:.0} us, unmap {:.0} us); VmPin {} kB -> {} kB",
+            Bytes(b),
+            t,
+            out.shrink_drain_us.unwrap_or(0.0),
+            out.shrink_unpublish_us.unwrap_or(0.0),
+            out.shrink_unmap_us.unwrap_or(0.0),
+            before,
+            after
+        );
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod churn;
 pub mod grow;
 pub mod io;
 pub mod pool_latency;
+pub mod prefork;
 pub mod register;
 
 #[derive(Subcommand, Debug)]
@@ -22,6 +23,8 @@ pub enum BenchCmd {
     Grow(grow::GrowArgs),
     /// One caller reading through an IoPool and waiting each time, against pread on its own thread.
     PoolLatency(pool_latency::PoolLatencyArgs),
+    /// N forked worker processes with fixed I/O on the whole pool: clone into handed-over rings vs each registering.
+    Prefork(prefork::PreforkArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -32,5 +35,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::IoChart(a) => io::chart(&a),
         BenchCmd::Grow(a) => grow::run(&a),
         BenchCmd::PoolLatency(a) => pool_latency::run(&a),
+        BenchCmd::Prefork(a) => prefork::run(&a),
     }
 }

@@ -46,6 +46,11 @@ impl Generations {
         self.changed.notify_all();
     }
 
+    /// The generation worker `id`'s ring has.
+    pub(crate) fn get(&self, id: usize) -> Option<u64> {
+        self.at.lock().unwrap_or_else(|p| p.into_inner()).get(&id).map(|&(g, _)| g)
+    }
+
     /// Waits until every ring has generation `gen` or later; the moment the
     /// last one got there.
     pub(crate) fn wait_all_at(&self, gen: u64, timeout: Duration) -> Result<Instant> {
@@ -71,8 +76,21 @@ impl Generations {
 }
 
 /// Builds ring workers over a table.
+/// Where worker rings come from.
+pub(crate) enum RingSource {
+    /// Made here from the table (by clone).
+    Table(Arc<BufferTable>),
+    /// Handed over by a ring broker, over this process's view of its pool.
+    Broker {
+        path: std::path::PathBuf,
+        memory: crate::memory::IoMemory,
+        /// The ring that came with the view, for the first worker.
+        first: std::sync::Mutex<Option<Box<crate::handover::HandedRing>>>,
+    },
+}
+
 pub(crate) struct UringFactory {
-    pub table: Arc<BufferTable>,
+    pub source: RingSource,
     pub depth: u32,
     pub gens: Arc<Generations>,
     /// The engine policy of the workers' rings.
@@ -87,24 +105,39 @@ impl EngineFactory for UringFactory {
     fn build(&self, id: usize, counters: Arc<Counters>) -> Result<(Box<dyn Engine>, Wake, Setup)> {
         // One extra entry for the eventfd read that is always in flight.
         let opts = RingOptions { entries: self.depth + 1, engine: self.engine, ..RingOptions::default() };
-        let mut ring = self.table.ring_with(&opts)?;
+        let mut ring = match &self.source {
+            RingSource::Table(t) => t.ring_with(&opts)?,
+            RingSource::Broker { path, memory, first } => {
+                let first = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                let handed = match first {
+                    Some(h) => *h,
+                    None => crate::handover::RingBroker::request(path, opts.entries, 0)?,
+                };
+                handed.enable_in(memory, &opts)?
+            }
+        };
         let efd = Arc::new(crate::sys::os::eventfd().map_err(|e| Error::os("eventfd", e))?);
         ring.push_wake(efd.clone(), WAKE_TAG)?;
         ring.submit()?;
         let setup = Setup { ring: ring.setup().ring_time, table: ring.setup().table_time };
         tracing::debug!(worker = id, path = %ring.setup().path, "ring worker ready");
-        self.gens.set(id, Some(ring.table_generation()));
+        let ring_generation = ring.table_generation();
+        self.gens.set(id, Some(ring_generation));
         let engine = UringEngine {
             ring,
             efd: efd.clone(),
             armed: true,
             pending: Slab::with_capacity(self.depth as usize),
             deferred: VecDeque::new(),
-            table: self.table.clone(),
+            table: match &self.source {
+                RingSource::Table(t) => Some(t.clone()),
+                RingSource::Broker { .. } => None,
+            },
             gens: self.gens.clone(),
             id,
             depth: self.depth as usize,
             counters,
+            reported: ring_generation,
         };
         Ok((Box::new(engine), Wake::EventFd(efd), setup))
     }
@@ -120,11 +153,14 @@ struct UringEngine {
     /// Operations taken while the ring was full (a split operation takes
     /// several SQEs): pushed before any new one.
     deferred: VecDeque<(Op, Arc<OpState>)>,
-    table: Arc<BufferTable>,
+    /// The table to follow growth of (none for brokered rings).
+    table: Option<Arc<BufferTable>>,
     gens: Arc<Generations>,
     id: usize,
     depth: usize,
     counters: Arc<Counters>,
+    /// The table generation last told to `gens`.
+    reported: u64,
 }
 
 impl UringEngine {
@@ -215,6 +251,11 @@ impl Engine for UringEngine {
 
     fn sleep(&mut self, timeout: Option<Duration>) {
         self.rearm();
+        // A growth or shrink published just before this worker became a
+        // sleeper sent it no signal: catch up first.
+        if self.table.as_ref().is_some_and(|t| t.generation() != self.ring.table_generation()) {
+            return;
+        }
         if !self.armed {
             // Without the wake-up read a sleep could miss a signal.
             std::thread::yield_now();
@@ -226,12 +267,18 @@ impl Engine for UringEngine {
     }
 
     fn upkeep(&mut self) {
-        // Pick up table growth (one atomic load when there is none).
-        if self.table.generation() != self.ring.table_generation() {
-            match self.ring.refresh_table() {
-                Ok(_) => self.gens.set(self.id, Some(self.ring.table_generation())),
-                Err(e) => tracing::warn!(worker = self.id, "cannot pick up the grown table: {e}"),
+        // Pick up growth and shrink (one atomic load when there is none).
+        let Some(table) = &self.table else { return };
+        if table.generation() != self.ring.table_generation() {
+            if let Err(e) = self.ring.refresh_table() {
+                tracing::warn!(worker = self.id, "cannot catch up with the table: {e}");
             }
+        }
+        // Also when an operation made the ring catch up in between.
+        let now = self.ring.table_generation();
+        if now != self.reported {
+            self.reported = now;
+            self.gens.set(self.id, Some(now));
         }
     }
 

@@ -92,7 +92,14 @@ impl IoMemory {
             });
         }
         let t = Instant::now();
-        let map = pages::map(sh.kind, len, sh.align)?;
+        if sh.registrar.is_some() {
+            return Err(Error::invalid(
+                "growth",
+                Bytes(bytes),
+                "this memory was handed over by another process; the process that owns the pool grows it",
+            ));
+        }
+        let map = pages::map(sh.kind, len, sh.align, sh.shared)?;
         sh.segs.write().unwrap_or_else(|p| p.into_inner()).extend(segments_of(&map, first, len, sh.segment_size));
         drop(map);
         let map_time = t.elapsed();

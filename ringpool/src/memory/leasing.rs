@@ -26,6 +26,8 @@ impl IoMemory {
         self.check_len(len)?;
         match self.shared.alloc.try_alloc(len, None) {
             Some(g) => Ok(self.lease(g)),
+            // Segments handed to processes that are done may be free again.
+            None if self.reclaim_handed_segments() > 0 => self.try_alloc(len),
             None => Err(self.exhausted(len)),
         }
     }
@@ -44,6 +46,7 @@ impl IoMemory {
         }
         match self.shared.alloc.try_alloc(len, Some(u32::from(segment))) {
             Some(g) => Ok(self.lease(g)),
+            None if self.reclaim_handed_segments() > 0 => self.try_alloc_in(segment, len),
             None => Err(self.exhausted(len)),
         }
     }

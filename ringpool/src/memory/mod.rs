@@ -5,6 +5,8 @@ mod grow;
 mod leasing;
 mod pages;
 mod prefault;
+mod shared;
+mod shrink;
 
 use std::fmt;
 use std::ptr::NonNull;
@@ -13,6 +15,14 @@ use std::time::Duration;
 
 pub use grow::GrowReport;
 pub use leasing::AllocFuture;
+pub use shrink::ShrinkReport;
+
+/// The page kind `policy` gives a pool of `size` bytes now, and why.
+pub(crate) fn choose_pages(size: u64, policy: PagePolicy) -> Result<(PageKind, String)> {
+    pages::choose(size, policy)
+}
+pub use shared::SegmentReservation;
+pub(crate) use shared::{Layout, MapDesc, SegDesc};
 
 use crate::alloc::{Allocator, Buddy, Grant};
 use crate::error::{Error, Result};
@@ -33,11 +43,13 @@ pub struct MemoryOptions {
     /// Lease alignment: a power of two from 512 to the segment size
     /// (default 4096, the usual O_DIRECT memory alignment).
     pub alignment: u64,
+    /// Map the pool shared, from memfds ([`MemoryOptions::shared`]).
+    pub shared: bool,
 }
 
 impl Default for MemoryOptions {
     fn default() -> Self {
-        MemoryOptions { page: PagePolicy::Auto, segment_size: None, alignment: 4096 }
+        MemoryOptions { page: PagePolicy::Auto, segment_size: None, alignment: 4096, shared: false }
     }
 }
 
@@ -59,6 +71,15 @@ impl MemoryOptions {
     /// Sets the lease alignment.
     pub fn alignment(mut self, bytes: u64) -> Self {
         self.alignment = bytes;
+        self
+    }
+    /// Maps the pool shared, from memfds (`MFD_HUGETLB` for 2 MiB / 1 GiB
+    /// pages; shmem, with THP where `shmem_enabled` allows it, otherwise):
+    /// memory a forked child inherits and other processes map from the
+    /// memfd, so that rings handed to them
+    /// ([`BufferTable::handover`](crate::BufferTable::handover)) reach it.
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
         self
     }
 }
@@ -91,6 +112,20 @@ pub(crate) struct PoolShared {
     /// MADV_DONTFORK, absent in a forked child, whose copy of the allocator
     /// is the parent's.
     home: Home,
+    /// Mapped from memfds, shared with other processes.
+    shared: bool,
+    /// For memory handed over by another process: where the registrar has
+    /// each segment, and which memfds hold it.
+    registrar: Option<shared::View>,
+    /// Kept open while the memory lives: the lease tokens (or broker
+    /// connections) that hold this process's lease segments in the owner.
+    keep: Mutex<Vec<std::os::fd::OwnedFd>>,
+    /// In the owner: lease segments of rings handed to other processes,
+    /// held back until their token pipe hangs up.
+    parked: Mutex<Vec<(std::ops::Range<u16>, std::os::fd::OwnedFd)>>,
+    /// The tables registered over it (and followed by their rings): a
+    /// shrink must reach every ring that may hold its segments.
+    links: Mutex<Vec<std::sync::Weak<crate::template::TableLink>>>,
 }
 
 impl PoolShared {
@@ -127,7 +162,9 @@ impl LeaseOwner for PoolShared {
     }
 
     fn release(&self, grant: Grant) {
-        self.alloc.release(grant);
+        if !grant.is_region() {
+            self.alloc.release(grant);
+        }
     }
 
     fn is_mapped_here(&self) -> bool {
@@ -241,7 +278,7 @@ impl IoMemory {
                 format!("hugetlb memory aligns to its page size ({})", Bytes(page)),
             ));
         }
-        let map = pages::map(kind, len, align)?;
+        let map = pages::map(kind, len, align, opts.shared)?;
         let segments = segments_of(&map, 0, len, segment_size);
         let buddy = Buddy::new(len, segment_size.trailing_zeros(), align.trailing_zeros());
         if len != size {
@@ -260,6 +297,11 @@ impl IoMemory {
                 prefault: Mutex::new(None),
                 growing: Mutex::new(()),
                 home: Home::here("IoMemory"),
+                shared: opts.shared,
+                registrar: None,
+                keep: Mutex::new(Vec::new()),
+                links: Mutex::new(Vec::new()),
+                parked: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -314,6 +356,60 @@ impl IoMemory {
     /// Address of the first byte of the first segment (for diagnostics).
     pub fn addr(&self) -> usize {
         self.shared.segs()[0].addr
+    }
+
+    /// Records a table registered over this memory.
+    pub(crate) fn add_link(&self, link: &Arc<crate::template::TableLink>) {
+        let mut l = self.shared.links.lock().unwrap_or_else(|p| p.into_inner());
+        l.retain(|w| w.strong_count() > 0);
+        l.push(Arc::downgrade(link));
+    }
+
+    /// Tables (or rings of tables) over this memory that live now, other
+    /// than `own`.
+    pub(crate) fn other_links(&self, own: Option<&Arc<crate::template::TableLink>>) -> usize {
+        let l = self.shared.links.lock().unwrap_or_else(|p| p.into_inner());
+        l.iter().filter_map(std::sync::Weak::upgrade).filter(|link| own.is_none_or(|o| !Arc::ptr_eq(o, link))).count()
+    }
+
+    /// Each segment now: where it is, and what is leased from it.
+    pub fn segment_stats(&self) -> Vec<crate::pool::SegmentStats> {
+        self.reclaim_handed_segments();
+        // The segments first, then the allocator: never both locks at once.
+        let segs: Vec<Segment> = self.segments();
+        self.shared.alloc.with_buddy(|b| {
+            let used = b.per_segment();
+            segs.iter()
+                .map(|s| {
+                    let u = used.get(usize::from(s.index)).copied().unwrap_or_default();
+                    crate::pool::SegmentStats {
+                        index: s.index,
+                        offset: s.offset,
+                        len: s.len,
+                        bytes_leased: u.bytes,
+                        leases: u.leases,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Whether the pool is mapped shared ([`MemoryOptions::shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared.shared
+    }
+
+    /// What to add to the address of a byte of segment `segment` to get the
+    /// address the kernel's registered buffer knows it by (not 0 in a
+    /// process that maps memory another process registered).
+    pub(crate) fn shift_of(&self, segment: u16) -> usize {
+        match &self.shared.registrar {
+            None => 0,
+            Some(v) => {
+                let local = self.shared.segs().get(segment as usize).map_or(0, |s| s.addr);
+                v.addrs.get(segment as usize).map_or(0, |&a| (a as usize).wrapping_sub(local))
+            }
+        }
     }
 
     /// Whether a lease came from this pool.

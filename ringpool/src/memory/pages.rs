@@ -28,11 +28,16 @@ pub(super) fn round_to_pages(what: &'static str, len: u64, kind: PageKind) -> Re
 /// Maps `len` bytes (whole pages) of `kind` memory aligned to `align`: the
 /// one place pool memory is mapped, so that every caller reports a hugetlb
 /// shortfall the same way.
-pub(super) fn map(kind: PageKind, len: u64, align: u64) -> Result<Arc<Mapping>> {
+pub(super) fn map(kind: PageKind, len: u64, align: u64, shared: bool) -> Result<Arc<Mapping>> {
     check_capacity(kind, len)?;
     let len_usize = usize::try_from(len).map_err(|_| Error::invalid("pool size", Bytes(len), "too large"))?;
     let align = usize::try_from(align).map_err(|_| Error::invalid("alignment", align, "too large"))?;
-    match Mapping::map(len_usize, backing(kind), align) {
+    let mapped = if shared {
+        Mapping::map_shared(len_usize, backing(kind), align)
+    } else {
+        Mapping::map(len_usize, backing(kind), align)
+    };
+    match mapped {
         Ok(m) => Ok(Arc::new(m)),
         // hugetlb: the pages were taken between our check and mmap.
         Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && kind.is_hugetlb() => {

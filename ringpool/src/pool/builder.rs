@@ -7,14 +7,15 @@ use super::lane::{Lane, LaneConfig};
 use super::worker::LaneHelper;
 use super::{Backend, Inner, IoPool};
 use crate::engine::blocking::BlockingFactory;
-use crate::engine::uring::{Generations, UringFactory};
+use crate::engine::uring::{Generations, RingSource, UringFactory};
 use crate::engine::{Counters, EngineFactory, EngineKind, Policy};
 use crate::error::{Error, Result};
 use crate::memory::{IoMemory, MemoryOptions};
+use crate::plan::{plan, Plan, PlanRequest};
 use crate::probe::{Features, IoUringStatus};
 use crate::ring::MAX_RING_ENTRIES;
 use crate::table::{BufferTable, TableOptions};
-use crate::types::{EnginePolicy, PagePolicy, Refresh, Sharing, MAX_SEGMENTS};
+use crate::types::{EnginePolicy, PageKind, PagePolicy, Refresh, Sharing, MAX_SEGMENTS};
 use crate::units::Bytes;
 
 /// Side threads that serve FUSE files, at most.
@@ -39,6 +40,9 @@ pub struct IoPoolBuilder {
     refresh: Refresh,
     engine: EnginePolicy,
     help_while_waiting: bool,
+    /// A ring broker to get worker rings from, and the lease segments to
+    /// ask for.
+    broker: Option<(std::path::PathBuf, u16)>,
 }
 
 impl Default for IoPoolBuilder {
@@ -60,6 +64,7 @@ impl Default for IoPoolBuilder {
             refresh: Refresh::Auto,
             engine: EnginePolicy::Auto,
             help_while_waiting: true,
+            broker: None,
         }
     }
 }
@@ -83,6 +88,24 @@ impl IoPoolBuilder {
     /// Lease alignment (default 4096).
     pub fn alignment(mut self, bytes: u64) -> Self {
         self.mem_opts.alignment = bytes;
+        self
+    }
+    /// Gets every worker's ring from the ring broker at `path`
+    /// ([`RingBroker`](crate::RingBroker)) instead of mapping and
+    /// registering a pool: the pool is the broker's, mapped here, and this
+    /// process leases from `lease_segments` segments the broker sets aside
+    /// for it (0: none; I/O with [`IoMemory::region`] only). The memory
+    /// settings and [`IoPoolBuilder::memory`] do not apply; the pool cannot
+    /// grow from here.
+    pub fn broker(mut self, path: impl Into<std::path::PathBuf>, lease_segments: u16) -> Self {
+        self.broker = Some((path.into(), lease_segments));
+        self
+    }
+    /// Maps the pool shared, from memfds ([`MemoryOptions::shared`]), so
+    /// that rings of its table can be handed to other processes
+    /// ([`BufferTable::handover`], [`RingBroker`](crate::RingBroker)).
+    pub fn shared(mut self, yes: bool) -> Self {
+        self.mem_opts.shared = yes;
         self
     }
     /// Use this pool instead of mapping one.
@@ -211,12 +234,52 @@ impl IoPoolBuilder {
         }
     }
 
+    /// The memlock planner's verdict on this pool's table and rings (the
+    /// memory is mapped already: huge pages are not in question): an error
+    /// carrying the plan when the limit is too low, a note when sharing
+    /// Auto picked clone where register-each would not have fit.
+    fn check_plan(&self, memory: &IoMemory, notes: &mut Vec<String>) -> Result<()> {
+        let page = match memory.page_kind() {
+            PageKind::Huge1G => PagePolicy::Huge1G,
+            PageKind::Huge2M => PagePolicy::Huge2M,
+            PageKind::Transparent => PagePolicy::Transparent,
+            PageKind::Base => PagePolicy::Base,
+        };
+        let rings = u32::try_from(self.max_workers).unwrap_or(u32::MAX);
+        let req = PlanRequest {
+            pool_bytes: memory.len(),
+            rings,
+            page,
+            sharing: self.sharing,
+            entries: self.depth + 1,
+            trial: false,
+        };
+        let fits = |p: &Plan| p.cap_ipc_lock || p.memlock_limit_bytes.is_none_or(|l| p.memlock_needed_bytes <= l);
+        let p = plan(&req)?;
+        if !fits(&p) {
+            return Err(Error::DoesNotFit { plan: Box::new(p) });
+        }
+        if self.sharing == Sharing::Auto && p.sharing == "clone" {
+            let each = plan(&PlanRequest { sharing: Sharing::RegisterEach, ..req })?;
+            if !fits(&each) {
+                notes.push(format!(
+                    "sharing by clone pins {} once; registering in each of {rings} rings would need {} of                      RLIMIT_MEMLOCK, more than the {} limit",
+                    Bytes(p.pinned_bytes),
+                    Bytes(each.memlock_needed_bytes),
+                    each.memlock_limit_bytes.map_or("unlimited".into(), |l| Bytes(l).to_string())
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The table, or `None` for the blocking backend (also when Auto finds
     /// io_uring refused only now).
     fn table(&self, memory: &IoMemory, capacity: Option<u16>, notes: &mut Vec<String>) -> Result<Option<BufferTable>> {
         if !self.wants_io_uring(notes)? {
             return Ok(None);
         }
+        self.check_plan(memory, notes)?;
         let topts = TableOptions { sharing: self.sharing, segments: None, capacity, refresh: self.refresh };
         match BufferTable::register_with(memory, &topts) {
             Ok(t) => {
@@ -241,27 +304,49 @@ impl IoPoolBuilder {
     /// [`Backend::IoUring`].
     pub fn build(self) -> Result<IoPool> {
         self.check()?;
-        let memory = match self.memory.clone() {
-            Some(m) => m,
-            None => IoMemory::map_with(self.size, &self.mem_opts)?,
-        };
-        if self.prefault && memory.prefault_time().is_none() {
-            memory.prefault(|_| {})?;
-        }
-        let capacity = self.capacity_slots(&memory)?;
+        let counters = Arc::new(Counters::default());
+        let gens = Arc::new(Generations::default());
         let mut notes = Vec::new();
-        let table = self.table(&memory, capacity, &mut notes)?.map(Arc::new);
+        let (memory, table, capacity, factory): (_, _, _, Box<dyn EngineFactory>) = match &self.broker {
+            Some((path, leases)) => {
+                // The first ring comes with this process's leases and the
+                // pool's layout; it serves the first worker.
+                let mut first = crate::handover::RingBroker::request(path, self.depth + 1, *leases)?;
+                let memory = first.map_pool()?;
+                let source = RingSource::Broker {
+                    path: path.clone(),
+                    memory: memory.clone(),
+                    first: std::sync::Mutex::new(Some(Box::new(first))),
+                };
+                let factory = UringFactory { source, depth: self.depth, gens: gens.clone(), engine: self.engine };
+                tracing::debug!(path = %path.display(), segments = memory.segment_count(), "worker rings from a broker");
+                (memory, None, None, Box::new(factory) as Box<dyn EngineFactory>)
+            }
+            None => {
+                let memory = match self.memory.clone() {
+                    Some(m) => m,
+                    None => IoMemory::map_with(self.size, &self.mem_opts)?,
+                };
+                if self.prefault && memory.prefault_time().is_none() {
+                    memory.prefault(|_| {})?;
+                }
+                let capacity = self.capacity_slots(&memory)?;
+                let table = self.table(&memory, capacity, &mut notes)?.map(Arc::new);
+                let factory: Box<dyn EngineFactory> = match &table {
+                    Some(t) => Box::new(UringFactory {
+                        source: RingSource::Table(t.clone()),
+                        depth: self.depth,
+                        gens: gens.clone(),
+                        engine: self.engine,
+                    }),
+                    None => Box::new(BlockingFactory { kind: EngineKind::Blocking }),
+                };
+                (memory, table, capacity, factory)
+            }
+        };
         for n in &notes {
             tracing::warn!("{n}");
         }
-        let counters = Arc::new(Counters::default());
-        let gens = Arc::new(Generations::default());
-        let factory: Box<dyn EngineFactory> = match &table {
-            Some(t) => {
-                Box::new(UringFactory { table: t.clone(), depth: self.depth, gens: gens.clone(), engine: self.engine })
-            }
-            None => Box::new(BlockingFactory { kind: EngineKind::Blocking }),
-        };
         let main = LaneConfig {
             name: "w",
             min: self.min_workers,

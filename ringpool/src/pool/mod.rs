@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 pub use builder::IoPoolBuilder;
 use lane::{Job, Lane};
-pub use stats::{FileEngine, PoolStats, SpinupParts};
+pub use stats::{FileEngine, PoolStats, SegmentStats, SpinupParts, WorkerStats};
 
 use crate::buf::IoBuf;
 use crate::engine::uring::Generations;
@@ -54,6 +54,7 @@ impl std::str::FromStr for Backend {
 
 /// The engine that actually runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum BackendKind {
     /// io_uring rings.
     IoUring,
@@ -292,6 +293,39 @@ impl IoPool {
         Ok(report)
     }
 
+    /// Releases the pool's trailing segments holding at least `bytes`
+    /// (whole segments) while I/O runs: they stop leasing at once; the
+    /// shrink waits up to `timeout` for their leases to come back (else
+    /// [`Error::ShrinkTimeout`], and the pool is as before); their slots
+    /// become holes in the template and then in every worker's ring (the
+    /// shrink wakes the workers and waits for them, so that the pages are
+    /// unpinned when it returns); then the memory is unmapped. Register-each
+    /// rings and the blocking backend shrink too.
+    ///
+    /// # Errors
+    /// As [`IoMemory::shrink`]; [`Error::Forked`].
+    pub fn shrink(&self, bytes: u64, timeout: Duration) -> Result<crate::memory::ShrinkReport> {
+        self.inner.home.check()?;
+        match &self.inner.table {
+            Some(t) => {
+                let template = &t.template;
+                template.memory.shrink_with(bytes, timeout, Some(&template.link), |range, deadline| {
+                    let generation = template.unpublish(range)?;
+                    self.inner.main.wake_all();
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if let Err(e) = self.inner.gens.wait_all_at(generation, left.max(Duration::from_millis(100))) {
+                        // Unmapping is safe all the same (no lease reaches the
+                        // segments; the kernel keeps pages it pinned): only
+                        // the pinned memory falls later, when they catch up.
+                        tracing::warn!("shrink: worker rings still hold the released segments: {e}");
+                    }
+                    Ok(generation)
+                })
+            }
+            None => self.inner.memory.shrink(bytes, timeout),
+        }
+    }
+
     /// Waits until every running worker's ring has table generation `gen`
     /// (or later); returns the moment the last one got there.
     ///
@@ -348,6 +382,36 @@ impl IoPool {
             queued,
             alloc: self.inner.memory.stats(),
             register_time: self.inner.table.as_ref().map(|t| t.register_time()),
+            per_worker: st
+                .live
+                .iter()
+                .map(|b| stats::WorkerStats {
+                    id: b.id,
+                    engine: b.engine,
+                    ops: b.ops.load(Ordering::Relaxed),
+                    bytes: b.bytes.load(Ordering::Relaxed),
+                    in_flight: b.in_flight.load(Ordering::Relaxed),
+                    table_generation: self.inner.gens.get(b.id),
+                    spinup: b.spinup,
+                })
+                .collect(),
+            segments: self.inner.memory.segment_stats(),
+            pool_bytes: self.inner.memory.len(),
+            pinned_bytes: self.pinned_bytes(workers),
+            process_pinned_bytes: crate::sys::os::vm_pinned_kb(std::process::id()).ok().map(|kb| kb * 1024),
+            bytes_moved: st.live.iter().map(|b| b.bytes.load(Ordering::Relaxed)).sum::<u64>() + st.retired_bytes,
+        }
+    }
+
+    /// What the pool's tables pin by ringpool's accounting.
+    fn pinned_bytes(&self, workers: usize) -> u64 {
+        let Some(t) = &self.inner.table else { return 0 };
+        let registered = t.registered_bytes();
+        match t.path() {
+            crate::types::TablePath::Cloned => registered,
+            // Every worker's ring and the template.
+            crate::types::TablePath::Registered => registered.saturating_mul(workers as u64 + 1),
+            _ => 0,
         }
     }
 

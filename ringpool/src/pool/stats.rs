@@ -10,6 +10,7 @@ use super::BackendKind;
 
 /// Where one worker's spin-up time went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SpinupParts {
     /// From the spawn call to the first instruction of the worker thread.
     pub thread: Duration,
@@ -23,6 +24,7 @@ pub struct SpinupParts {
 
 /// The engine a pool chose for a file, and why.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct FileEngine {
     /// The file's path.
     pub path: std::path::PathBuf,
@@ -41,10 +43,16 @@ pub(crate) struct LaneStats {
     pub spawn_failures: u64,
     pub last_spawn_error: Option<String>,
     pub panics: u64,
+    /// The running workers' counters.
+    pub live: Vec<std::sync::Arc<WorkerBook>>,
+    /// Bytes moved by workers that have exited.
+    pub retired_bytes: u64,
 }
 
-/// Statistics of an [`IoPool`](crate::IoPool).
+/// Statistics of an [`IoPool`](crate::IoPool): one snapshot, serializable
+/// with the `serde` feature (`ringpool soak --json` prints it).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PoolStats {
     /// The engine the pool's workers run.
     pub backend: BackendKind,
@@ -97,4 +105,65 @@ pub struct PoolStats {
     pub alloc: AllocStats,
     /// Time to register the table once.
     pub register_time: Option<Duration>,
+    /// Each running worker.
+    pub per_worker: Vec<WorkerStats>,
+    /// Each segment of the pool.
+    pub segments: Vec<SegmentStats>,
+    /// The pool's bytes.
+    pub pool_bytes: u64,
+    /// Bytes the pool's tables pin, by ringpool's accounting: the pool once
+    /// with clone, once per ring and once for the template with
+    /// register-each, nothing unregistered or blocking.
+    pub pinned_bytes: u64,
+    /// VmPin of this process now (all of its pinned memory), when readable.
+    pub process_pinned_bytes: Option<u64>,
+    /// Bytes moved by operations the workers started.
+    pub bytes_moved: u64,
+}
+
+/// One worker, now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct WorkerStats {
+    /// Its id in the pool (thread name `ringpool-w<id>`).
+    pub id: usize,
+    /// Its engine.
+    pub engine: EngineKind,
+    /// Operations it started.
+    pub ops: u64,
+    /// Bytes those operations move.
+    pub bytes: u64,
+    /// Operations it has in flight now.
+    pub in_flight: u64,
+    /// The table generation its ring has (`None` without a ring).
+    pub table_generation: Option<u64>,
+    /// Its spin-up.
+    pub spinup: SpinupParts,
+}
+
+/// One segment of the pool, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SegmentStats {
+    /// Its index (table slot).
+    pub index: u16,
+    /// Its first byte's pool offset.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+    /// Bytes leased from it.
+    pub bytes_leased: u64,
+    /// Leases out in it.
+    pub leases: u64,
+}
+
+/// A running worker's counters, kept by the worker, read by `stats`.
+#[derive(Debug)]
+pub(crate) struct WorkerBook {
+    pub id: usize,
+    pub engine: EngineKind,
+    pub spinup: SpinupParts,
+    pub ops: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+    pub in_flight: std::sync::atomic::AtomicU64,
 }

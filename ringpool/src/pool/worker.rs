@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::lane::{Exit, Lane, Sleepy};
-use super::stats::SpinupParts;
+use super::stats::{SpinupParts, WorkerBook};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Starts a worker thread for `lane`; with `wait`, blocks until its engine
 /// is ready and returns its spin-up time (thread + ring + table). `None` at
@@ -106,14 +107,25 @@ fn serve_or_fail(
         }
     };
     let spin = started.elapsed();
-    lane.record_spinup(SpinupParts { thread, ring: setup.ring, table: setup.table, total: spin });
+    let spinup = SpinupParts { thread, ring: setup.ring, table: setup.table, total: spin };
+    lane.record_spinup(spinup);
+    let book = Arc::new(WorkerBook {
+        id,
+        engine: lane.factory.kind(),
+        spinup,
+        ops: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+    });
+    // Leaves the stats with the worker, also when it unwinds.
+    let _listed = Listed::new(lane, book.clone());
     let _ = ready.send(Ok(spin));
     let me = Sleepy { id, wake: Arc::new(wake) };
     // The loop runs under catch_unwind with the engine outside it: if
     // anything in it panics (a user waker, a bug), the worker still
     // completes every operation in flight with its buffers and leaves the
     // books before the thread ends.
-    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(lane, &mut *engine, &me, left)));
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(lane, &mut *engine, &me, &book, left)));
     match served {
         Ok(why) => why,
         Err(_) => {
@@ -133,7 +145,7 @@ fn serve_or_fail(
 
 /// The worker loop: upkeep, reap, take jobs, start them, sleep; until told
 /// to exit.
-fn serve(lane: &Arc<Lane>, engine: &mut dyn Engine, me: &Sleepy, left: &Cell<bool>) -> Exit {
+fn serve(lane: &Arc<Lane>, engine: &mut dyn Engine, me: &Sleepy, book: &WorkerBook, left: &Cell<bool>) -> Exit {
     let mut jobs = Vec::new();
     let mut last_busy = Instant::now();
     loop {
@@ -145,9 +157,12 @@ fn serve(lane: &Arc<Lane>, engine: &mut dyn Engine, me: &Sleepy, left: &Cell<boo
             progressed = true;
             // None: the submitter ran it itself while waiting.
             if let Some(op) = job.state.take_op() {
+                book.ops.fetch_add(1, Ordering::Relaxed);
+                book.bytes.fetch_add(op.len() as u64, Ordering::Relaxed);
                 engine.start(op, job.state.clone());
             }
         }
+        book.in_flight.store(engine.in_flight() as u64, Ordering::Relaxed);
         if progressed {
             last_busy = Instant::now();
             engine.flush();
@@ -165,5 +180,28 @@ fn serve(lane: &Arc<Lane>, engine: &mut dyn Engine, me: &Sleepy, left: &Cell<boo
         let timeout = idle.then(|| lane.cfg.idle.saturating_sub(last_busy.elapsed()).max(Duration::from_millis(1)));
         engine.sleep(timeout);
         lane.unsleep(me.id);
+    }
+}
+
+/// A worker's book in its lane's stats while the worker runs.
+struct Listed<'a> {
+    lane: &'a Lane,
+    id: usize,
+}
+
+impl<'a> Listed<'a> {
+    fn new(lane: &'a Lane, book: Arc<WorkerBook>) -> Listed<'a> {
+        let id = book.id;
+        lane.stats_lock().live.push(book);
+        Listed { lane, id }
+    }
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        let mut st = self.lane.stats_lock();
+        let gone: u64 = st.live.iter().filter(|b| b.id == self.id).map(|b| b.bytes.load(Ordering::Relaxed)).sum();
+        st.retired_bytes += gone;
+        st.live.retain(|b| b.id != self.id);
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::CloneBuffersFlags;
 use slab::Slab;
 
-pub(crate) use options::check_depth;
+pub(crate) use options::{build_io_uring, check_depth};
 pub use options::{CloneRange, RingOptions, RingSetup, MAX_RING_ENTRIES};
 use slots::SlotMap;
 pub use submit::{Completion, RingStats};
@@ -49,6 +49,11 @@ pub(crate) mod private {
         fn source_prefix(&self) -> Option<u16> {
             None
         }
+        /// The table link the source follows, and the generation its slots
+        /// match (read before a clone copies them).
+        fn source_sync(&self) -> Option<(std::sync::Arc<crate::template::TableLink>, u64)> {
+            None
+        }
     }
 }
 
@@ -63,9 +68,13 @@ pub trait TableSource: private::Sealed {
     fn source_len(&self) -> u16;
 }
 
+#[allow(private_interfaces)]
 impl private::Sealed for Ring {
     fn source_segment(&self, slot: u16) -> Option<u16> {
         self.map.segment_at(slot)
+    }
+    fn source_sync(&self) -> Option<(Arc<crate::template::TableLink>, u64)> {
+        self.link.clone().map(|l| (l, self.generation))
     }
 }
 impl TableSource for Ring {
@@ -126,6 +135,10 @@ pub struct Ring {
     /// The template this ring's table came from, to pick up growth; weak,
     /// so that the ring outlives the table.
     table: Option<Weak<Template>>,
+    /// The table's filled slots and generation (kept even when the table
+    /// is gone): one load before each fixed operation tells whether the
+    /// table grew or shrank since.
+    link: Option<Arc<crate::template::TableLink>>,
     /// The template generation this ring's table matches.
     generation: u64,
     /// The template's filled slots when this ring last caught up with it
@@ -163,9 +176,12 @@ impl Ring {
         check_depth(opts.entries)?;
         let start = Instant::now();
         let (io, flags) = options::build_io_uring(opts)?;
-        let ring_time = start.elapsed();
-        Ok(Ring {
-            raw: RawRing::new(io, flags.defer, flags.coop),
+        Ok(Ring::with_io(io, flags.defer, flags.coop, opts, start.elapsed()))
+    }
+
+    fn with_io(io: io_uring::IoUring, defer: bool, coop: bool, opts: &RingOptions, ring_time: Duration) -> Ring {
+        Ring {
+            raw: RawRing::new(io, defer, coop),
             engine: opts.engine,
             inline_depth: opts.inline_depth as usize,
             min_wait: opts.min_wait,
@@ -179,8 +195,8 @@ impl Ring {
                 path: TablePath::Empty,
                 ring_time,
                 table_time: Duration::ZERO,
-                defer_taskrun: flags.defer,
-                coop_taskrun: flags.coop,
+                defer_taskrun: defer,
+                coop_taskrun: coop,
                 fallback: None,
             },
             unregister_on_drop: opts.unregister_on_drop,
@@ -190,10 +206,32 @@ impl Ring {
             stats: RingStats::default(),
             files: Vec::new(),
             table: None,
+            link: None,
             generation: 0,
             synced: 0,
             _one_thread: PhantomData,
-        })
+        }
+    }
+
+    /// A ring another process set up and cloned the table into
+    /// ([`HandedRing::enable`](crate::HandedRing::enable)), enabled here
+    /// (DEFER_TASKRUN), over this process's view of the pool; slots
+    /// `[0, segments)` hold the pool's segments.
+    pub(crate) fn from_handed(io: io_uring::IoUring, memory: IoMemory, segments: u16, opts: &RingOptions) -> Ring {
+        let mut r = Ring::with_io(io, true, false, opts, Duration::ZERO);
+        r.memory = Some(memory);
+        r.map = SlotMap::identity(segments);
+        r.table_size = segments;
+        r.synced = segments;
+        r.setup.path = TablePath::Cloned;
+        r
+    }
+
+    /// The pool this ring's table maps, as this process sees it: for a
+    /// handed-over ring, the view whose leases (of its lease segments) and
+    /// regions ([`IoMemory::region`]) it does fixed I/O with.
+    pub fn memory(&self) -> Option<&IoMemory> {
+        self.memory.as_ref()
     }
 
     /// Gives this ring the template's table by `path` (reading the filled
@@ -201,7 +239,7 @@ impl Ring {
     /// believes in a slot its copy lacks), and records the setup.
     pub(crate) fn attach(&mut self, t: &Arc<Template>, path: TablePath, fallback: Option<String>) -> Result<()> {
         let start = Instant::now();
-        let (generation, entries) = (t.generation(), t.entries());
+        let (generation, entries, _, _) = t.link.catch_up(u64::MAX);
         match path {
             TablePath::Cloned => self.clone_raw(t.fd(), t.source_len(), CloneRange::all())?,
             TablePath::Registered => register_table(self.raw.io_uring(), &t.memory, entries, t.capacity)?,
@@ -214,6 +252,7 @@ impl Ring {
             self.synced = entries;
         }
         self.table = Some(Arc::downgrade(t));
+        self.link = Some(t.link.clone());
         self.generation = generation;
         self.setup.path = path;
         self.setup.table_time = start.elapsed();
@@ -232,51 +271,76 @@ impl Ring {
     /// Clone and register errors.
     pub fn refresh_table(&mut self) -> Result<bool> {
         self.home.check()?;
-        let Some(t) = self.table.as_ref().and_then(Weak::upgrade) else { return Ok(false) };
-        if !matches!(self.setup.path, TablePath::Cloned | TablePath::Registered) {
-            // Hand-made tables (Ring::new + clone_buffers_from) are the caller's.
+        let Some(link) = self.link.clone() else { return Ok(false) };
+        let (generation, entries, low, exact) = link.catch_up(self.generation);
+        if generation == self.generation {
             return Ok(false);
         }
-        let (generation, entries) = (t.generation(), t.entries());
-        let old = self.synced;
-        if generation == self.generation && entries <= old {
-            return Ok(false);
-        }
-        if entries > old {
-            match self.setup.path {
-                TablePath::Cloned if t.ranged_refresh() => {
-                    let range = CloneRange::range(u32::from(old), u32::from(old), u32::from(entries - old)).replace();
-                    self.clone_raw(t.fd(), t.source_len(), range)?;
+        let template = self.table.as_ref().and_then(Weak::upgrade);
+        let path = self.setup.path;
+        match template {
+            Some(t) if matches!(path, TablePath::Cloned | TablePath::Registered) => {
+                let old = self.synced;
+                // Slots [from, to) changed since this ring's generation:
+                // grown into, emptied by a shrink, or both; all of them when
+                // the history does not reach back that far.
+                let (from, to) =
+                    if exact { (low.min(old), entries.max(old)) } else { (0, entries.max(self.table_size)) };
+                if from < to {
+                    self.catch_up_slots(&t, from, to, entries, exact)?;
                 }
-                TablePath::Cloned => {
-                    // The whole table again: every in-flight operation keeps
-                    // its own reference to the old entries. ENXIO: no table
-                    // (a whole refresh that failed after unregistering).
-                    match self.raw.io_uring().submitter().unregister_buffers() {
-                        Err(e) if e.raw_os_error() != Some(libc::ENXIO) => return Err(Error::os("unregister", e)),
-                        _ => {}
-                    }
-                    self.map.clear();
-                    self.clone_raw(t.fd(), t.source_len(), CloneRange::all())?;
-                }
-                _ => {
-                    let iovs = t.memory.shared.iovs(old, entries);
-                    let r = crate::sys::uring::update_iovs(self.raw.io_uring(), u32::from(old), &iovs);
-                    registered("register", &iovs, r)?;
-                }
-            }
-            for slot in old..entries {
-                self.map.set(slot, Some(slot));
-            }
-            if self.setup.path == TablePath::Cloned && !t.ranged_refresh() {
                 self.map = SlotMap::identity(entries);
+                self.table_size = self.table_size.max(t.capacity);
+                self.synced = entries;
+                tracing::debug!(from = old, to = entries, generation, "ring caught up with the table");
             }
-            self.table_size = t.capacity;
-            self.synced = entries;
+            _ => {
+                // A hand-made table, no table, or the table is gone: there
+                // is nothing to copy from. Slots that held segments from
+                // `low` on may be stale: forget them, so that a lease there
+                // is refused (NotInTable) instead of reaching old memory.
+                let low = if exact { low } else { 0 };
+                self.map.forget_segments_from(low);
+                self.synced = self.synced.min(low);
+            }
         }
         self.generation = generation;
-        tracing::debug!(from = old, to = entries, generation, "ring picked up table growth");
         Ok(true)
+    }
+
+    /// Makes slots `[from, to)` hold what the template holds there now.
+    fn catch_up_slots(&mut self, t: &Template, from: u16, to: u16, entries: u16, exact: bool) -> Result<()> {
+        match self.setup.path {
+            TablePath::Cloned if t.ranged_refresh() && exact => {
+                let range = CloneRange::range(u32::from(from), u32::from(from), u32::from(to - from)).replace();
+                self.clone_raw(t.fd(), t.source_len(), range)
+            }
+            TablePath::Cloned => {
+                // The whole table again: every in-flight operation keeps its
+                // own reference to the old entries. ENXIO: no table (a whole
+                // refresh that failed after unregistering).
+                match self.raw.io_uring().submitter().unregister_buffers() {
+                    Err(e) if e.raw_os_error() != Some(libc::ENXIO) => return Err(Error::os("unregister", e)),
+                    _ => {}
+                }
+                self.map.clear();
+                self.clone_raw(t.fd(), t.source_len(), CloneRange::all())
+            }
+            _ => {
+                // This ring registered its own table: empty what the
+                // template dropped, register what it has now.
+                let ring = self.raw.io_uring();
+                if to > entries {
+                    crate::sys::uring::clear_slots(ring, u32::from(entries), u32::from(to - entries))
+                        .map_err(|e| Error::os("clear table slots", e))?;
+                }
+                if entries > from {
+                    let iovs = t.memory.shared.iovs(from, entries);
+                    registered("register", &iovs, crate::sys::uring::update_iovs(ring, u32::from(from), &iovs))?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The table generation this ring has.
@@ -333,6 +397,8 @@ impl Ring {
             }
         }
         let source_len = src.source_len();
+        // The generation first: a shrink after it shows as a change.
+        let sync = private::Sealed::source_sync(src);
         let seg = |slot: u32| u16::try_from(slot).ok().and_then(|s| private::Sealed::source_segment(src, s));
         // What the source's slots hold, read before the kernel copies them
         // (a concurrent growth may fill more slots after the copy). A whole
@@ -348,6 +414,14 @@ impl Ring {
         self.clone_raw(src.source_fd(), source_len, range)?;
         if range.nr == 0 {
             self.map = SlotMap::identity(prefix.unwrap_or(0));
+        }
+        // Follow the source's table: a shrink must make this ring forget
+        // the slots it released (a hand-made table cannot be refreshed).
+        if self.link.is_none() {
+            if let Some((link, generation)) = sync {
+                self.link = Some(link);
+                self.generation = generation;
+            }
         }
         // The kernel checked dst_off + nr <= 16384.
         for (k, segment) in held.into_iter().enumerate() {

@@ -97,11 +97,42 @@ impl SlotMap {
     pub(crate) fn clear(&mut self) {
         *self = SlotMap::default();
     }
+
+    /// Forgets the slots that hold segments `low` and up (a shrink may
+    /// have released them, and a growth reused their numbers).
+    pub(crate) fn forget_segments_from(&mut self, low: u16) {
+        match self {
+            SlotMap::Identity(n) => *n = (*n).min(low),
+            SlotMap::Mapped { segment_at, .. } => {
+                let stale: Vec<u16> = segment_at
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.is_some_and(|s| s >= low))
+                    .map(|(slot, _)| slot as u16)
+                    .collect();
+                for slot in stale {
+                    self.set(slot, None);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forgetting_segments_keeps_the_lower_ones() {
+        let mut id = SlotMap::identity(6);
+        id.forget_segments_from(4);
+        assert_eq!((id.slot(3), id.slot(4), id.filled()), (Some(3), None, 4));
+        let mut m = SlotMap::default();
+        m.set(0, Some(5));
+        m.set(1, Some(2));
+        m.forget_segments_from(3);
+        assert_eq!((m.slot(5), m.slot(2), m.filled()), (None, Some(1), 1));
+    }
 
     #[test]
     fn a_shifted_clone_maps_segments_to_their_slots() {

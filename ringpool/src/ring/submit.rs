@@ -266,13 +266,23 @@ impl Ring {
         if !fixed {
             return Ok(Plan::One(None));
         }
+        // The table grew or shrank since this ring last looked: catch up
+        // before routing (a shrunk slot may hold new memory now).
+        if self.link.as_ref().is_some_and(|l| l.generation() != self.generation) {
+            self.refresh_table()?;
+        }
         let vectored = op.kind().is_vectored();
         let mut runs: Vec<(usize, Option<FixedBuf>)> = Vec::new();
         for (i, b) in bufs.iter().enumerate() {
-            let slot = self.slot_for(name, b.buf_index(), vectored.then_some(i))?;
+            let segment = b.buf_index();
+            let slot = self.slot_for(name, segment, vectored.then_some(i))?;
             match runs.last_mut() {
                 Some((n, Some(f))) if f.slot == slot => *n += 1,
-                _ => runs.push((1, Some(FixedBuf { slot, shift: 0 }))),
+                _ => {
+                    // Not 0 for a pool another process registered.
+                    let shift = self.memory.as_ref().map_or(0, |m| m.shift_of(segment));
+                    runs.push((1, Some(FixedBuf { slot, shift })));
+                }
             }
         }
         if !vectored {

@@ -16,6 +16,9 @@ use std::sync::Arc;
 
 /// A block of the pool handed out by the buddy allocator (alloc.rs), the
 /// only code that calls [`Grant::new`]; it never grants overlapping blocks.
+/// Or a region ([`Grant::region`]): bytes outside every segment the
+/// allocator leases from, which the caller of the unsafe
+/// `IoMemory::region` promises no one else touches while it lives.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Grant {
     offset: u64,
@@ -28,6 +31,19 @@ impl Grant {
     /// order `order`. Called by the allocator only.
     pub(crate) fn new(offset: u64, order: u32, len: usize) -> Grant {
         Grant { offset, order, len }
+    }
+
+    /// A region of `len` bytes at pool offset `offset` that no allocator
+    /// granted: nothing to give back on release.
+    pub(crate) fn region(offset: u64, len: usize) -> Grant {
+        Grant { offset, order: Self::REGION, len }
+    }
+
+    const REGION: u32 = u32::MAX;
+
+    /// Whether this is a region ([`Grant::region`]).
+    pub(crate) fn is_region(&self) -> bool {
+        self.order == Self::REGION
     }
 
     /// Offset of the block in the pool.

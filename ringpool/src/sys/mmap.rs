@@ -8,7 +8,9 @@
 //! (registration, an SQE) holds an `Arc<Mapping>` for as long as the kernel may
 //! use that address.
 
+use std::ffi::CStr;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
 /// How the pages of a mapping are backed.
@@ -35,6 +37,12 @@ pub(crate) struct Mapping {
     /// absent in a forked child (which must neither touch nor unmap the
     /// range: another mapping of the child's may lie there).
     pid: u32,
+    /// The memfd of a shared mapping (which forked children inherit, and
+    /// other processes map from the memfd).
+    memfd: Option<OwnedFd>,
+    /// Bytes of `[ptr, ptr + len)` still mapped: a shrink releases the
+    /// tail (`Mapping::release_tail`).
+    kept: std::sync::atomic::AtomicUsize,
 }
 
 // SAFETY: a Mapping is plain memory; it has no thread affinity. Access to the
@@ -77,7 +85,15 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-        let mut m = Mapping { base, map_len, ptr: base, len, pid: super::pid::current_pid() };
+        let mut m = Mapping {
+            base,
+            map_len,
+            ptr: base,
+            len,
+            pid: super::pid::current_pid(),
+            memfd: None,
+            kept: std::sync::atomic::AtomicUsize::new(len),
+        };
         if extra > 0 {
             let start = base.as_ptr() as usize;
             let aligned = (start + align - 1) & !(align - 1);
@@ -104,10 +120,118 @@ impl Mapping {
         Ok(())
     }
 
-    /// Whether the range is mapped in the calling process (not in a forked
-    /// child: MADV_DONTFORK).
+    /// Maps `len` bytes of a new memfd (`MFD_HUGETLB` for hugetlb backing)
+    /// shared, starting on a multiple of `align`: memory a forked child
+    /// inherits and other processes map from the memfd. Not MADV_DONTFORK.
+    pub(crate) fn map_shared(len: usize, backing: Backing, align: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut flags = libc::MFD_CLOEXEC;
+        if let Backing::Hugetlb { shift } = backing {
+            flags |= libc::MFD_HUGETLB | (shift << libc::MFD_HUGE_SHIFT);
+        }
+        let name: &CStr = c"ringpool";
+        // SAFETY: a NUL-terminated name and plain flags.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let size = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: ftruncate on our own fd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let m = Self::map_memfd(fd, len, backing, align)?;
+        Ok(m)
+    }
+
+    /// Maps `len` bytes of the memfd `fd` (made by [`Mapping::map_shared`],
+    /// in this process or another) shared, on a multiple of `align`.
+    pub(crate) fn map_memfd(fd: OwnedFd, len: usize, backing: Backing, align: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // A hugetlb memfd maps only at addresses aligned to its page size.
+        let align = match backing {
+            Backing::Hugetlb { shift } => (1usize << shift).max(align),
+            Backing::Transparent => align.max(THP_ALIGN),
+            Backing::Base => align.max(4096),
+        };
+        // Reserve a range with room to align, then map the memfd over its
+        // aligned part and give the slack back.
+        let map_len = len.checked_add(align).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        let reserve_flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        // SAFETY: a fresh inaccessible anonymous mapping at an address of the
+        // kernel's choice; no existing memory is affected.
+        let addr = unsafe { libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_NONE, reserve_flags, -1, 0) };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let start = addr as usize;
+        let aligned = (start + align - 1) & !(align - 1);
+        // SAFETY: [aligned, aligned + len) lies inside the reservation just
+        // made (aligned - start < align), which nothing else uses: MAP_FIXED
+        // replaces only it.
+        let got = unsafe {
+            libc::mmap(
+                aligned as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        let failed = (got == libc::MAP_FAILED).then(io::Error::last_os_error);
+        // SAFETY: the slack before and after [aligned, aligned + len) is part
+        // of our reservation and unused.
+        unsafe {
+            if aligned > start {
+                libc::munmap(addr, aligned - start);
+            }
+            let tail = start + map_len - (aligned + len);
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+        }
+        if let Some(e) = failed {
+            // SAFETY: the aligned part is still our reservation.
+            unsafe { libc::munmap(aligned as *mut libc::c_void, len) };
+            return Err(e);
+        }
+        // SAFETY: aligned is inside a live mapping, never 0.
+        let base = unsafe { NonNull::new_unchecked(aligned as *mut u8) };
+        let m = Mapping {
+            base,
+            map_len: len,
+            ptr: base,
+            len,
+            pid: super::pid::current_pid(),
+            memfd: Some(fd),
+            kept: std::sync::atomic::AtomicUsize::new(len),
+        };
+        match backing {
+            Backing::Transparent => m.advise(libc::MADV_HUGEPAGE)?,
+            Backing::Base => m.advise(libc::MADV_NOHUGEPAGE)?,
+            Backing::Hugetlb { .. } => {}
+        }
+        Ok(m)
+    }
+
+    /// The memfd of a shared mapping.
+    pub(crate) fn memfd(&self) -> Option<BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.memfd.as_ref().map(|f| f.as_fd())
+    }
+
+    /// Whether the range is mapped in the calling process: always for a
+    /// shared mapping (a forked child inherits it), only in the process that
+    /// made it for a private one (MADV_DONTFORK).
     pub(crate) fn is_mapped_here(&self) -> bool {
-        self.pid == super::pid::current_pid()
+        self.memfd.is_some() || self.pid == super::pid::current_pid()
     }
 
     /// First usable byte.
@@ -174,8 +298,10 @@ impl Mapping {
             // A forked child: the range is not mapped here.
             return Err(io::Error::from_raw_os_error(libc::EFAULT));
         }
+        // Not past a tail a shrink released.
+        let kept = self.kept.load(std::sync::atomic::Ordering::Acquire);
         match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(()),
+            Some(end) if end <= kept => Ok(()),
             _ => Err(io::Error::from_raw_os_error(libc::EFAULT)),
         }
     }
@@ -187,6 +313,51 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Gives the pages of `[from, len)` back (a shrink released the
+    /// segments there): unmaps them, and for a memfd punches them out of
+    /// the file, so that the memory returns to the system. `from` is a
+    /// multiple of `page`. Later calls only release less.
+    ///
+    /// The caller guarantees that nothing uses those bytes any more: no
+    /// segment, lease or region covers them, and no ring's table routes
+    /// I/O to them (the kernel keeps pages it pinned alive by itself).
+    pub(crate) fn release_tail(&self, from: usize, page: usize) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if !from.is_multiple_of(page) || from >= self.len {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        if !self.is_mapped_here() {
+            return Ok(());
+        }
+        let kept = self.kept.load(Ordering::Acquire);
+        if from >= kept {
+            return Ok(());
+        }
+        // SAFETY: [ptr + from, ptr + kept) lies inside the mapping, is still
+        // mapped (kept), and by the caller's guarantee nothing uses it.
+        let rc = unsafe { libc::munmap(self.ptr.as_ptr().add(from).cast(), kept - from) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.kept.store(from, Ordering::Release);
+        if let Some(fd) = &self.memfd {
+            // The memfd maps offset 0 at ptr: the same range of the file.
+            let (off, len) = (libc::off_t::try_from(from), libc::off_t::try_from(kept - from));
+            if let (Ok(off), Ok(len)) = (off, len) {
+                // SAFETY: fallocate on our own memfd, no pointers.
+                let rc = unsafe {
+                    libc::fallocate(fd.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len)
+                };
+                if rc != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         if !self.is_mapped_here() {
@@ -194,10 +365,17 @@ impl Drop for Mapping {
             // away a mapping of the child's own at the same address.
             return;
         }
+        let kept = *self.kept.get_mut();
+        let end = self.ptr.as_ptr() as usize + kept;
+        let tail = self.base.as_ptr() as usize + self.map_len - (self.ptr.as_ptr() as usize + self.len);
         // SAFETY: base/map_len are exactly what mmap returned; every user of
-        // the range held an Arc<Mapping>, so none is left.
+        // the range held an Arc<Mapping>, so none is left. A released tail
+        // [ptr + kept, ptr + len) is unmapped already: unmap around it.
         unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.map_len);
+            libc::munmap(self.base.as_ptr().cast(), end - self.base.as_ptr() as usize);
+            if tail > 0 {
+                libc::munmap((self.ptr.as_ptr() as usize + self.len) as *mut libc::c_void, tail);
+            }
         }
     }
 }

@@ -19,6 +19,8 @@
 //! - [`os`]: thin wrappers over libc calls with out-parameters or slices.
 //! - [`pid`]: the process id, refreshed in a forked child by an atfork
 //!   handler that only stores an atomic.
+//! - [`socket`]: messages with descriptors (SCM_RIGHTS) in buffers sized
+//!   with `CMSG_SPACE`; received descriptors are owned at once.
 //!
 //! Nothing here imports the crate's upper layers: the modules above build
 //! on these, never the reverse.
@@ -28,4 +30,5 @@ pub(crate) mod buf;
 pub(crate) mod mmap;
 pub(crate) mod os;
 pub(crate) mod pid;
+pub(crate) mod socket;
 pub(crate) mod uring;

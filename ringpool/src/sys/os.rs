@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -163,6 +163,16 @@ pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
     }
 }
 
+/// Resets an eventfd's counter (call it when the fd is readable: a
+/// blocking eventfd's read waits while the counter is 0).
+pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a local u64.
+    unsafe {
+        libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8);
+    }
+}
+
 /// Opens `dir` for an anonymous file with `O_TMPFILE` and extra `flags`;
 /// returns the fd (the file vanishes when it is closed).
 pub(crate) fn open_tmpfile(dir: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
@@ -207,4 +217,135 @@ fn rusage_us(who: libc::c_int) -> (u64, u64) {
     unsafe { libc::getrusage(who, &mut ru) };
     let us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
     (us(ru.ru_utime), us(ru.ru_stime))
+}
+
+/// Forks; the child runs `child` and exits with its code (`_exit`: no
+/// atexit handlers, no destructors of the parent's objects; 101 when it
+/// panics). Returns the child's pid.
+///
+/// # Safety
+/// The child is a copy of the process with only the calling thread: it
+/// must not wait for a lock another thread of the parent may have held at
+/// the fork (glibc's malloc is safe; ringpool's objects say
+/// [`Error::Forked`](crate::Error::Forked) instead of touching their locks).
+pub unsafe fn fork_child(child: impl FnOnce() -> i32) -> io::Result<u32> {
+    // SAFETY: the caller upholds the contract above for what the child runs.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
+            // SAFETY: _exit ends the child at once, as the contract says.
+            unsafe { libc::_exit(code) }
+        }
+        pid => Ok(pid as u32),
+    }
+}
+
+/// Waits for child `pid` to end: its exit code, or 128 + the signal that
+/// killed it.
+pub fn wait_child(pid: u32) -> io::Result<i32> {
+    let mut status: libc::c_int = 0;
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: status is a valid out-parameter.
+    retry_eintr(|| match unsafe { libc::waitpid(pid, &mut status, 0) } {
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(()),
+    })?;
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Ok(128 + libc::WTERMSIG(status))
+    } else {
+        Ok(-1)
+    }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn kill(pid: u32, signal: i32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: kill has no pointer arguments.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `VmPin` of process `pid` (pages pinned, io_uring buffers among them), in
+/// KiB, from /proc/PID/status.
+pub fn vm_pinned_kb(pid: u32) -> io::Result<u64> {
+    // Read from /proc: no unsafe; pid is any process's.
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmPin:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmPin in /proc/PID/status"))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the
+/// machine (an `Instant` cannot cross a fork as a value).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // Non-negative on Linux; u64 nanoseconds last 584 years.
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+/// Runs `f` in a forked child under a scratch user: RLIMIT_MEMLOCK soft
+/// and hard set to `memlock` bytes, then uid and gid switched to `uid`
+/// (which drops every capability, CAP_IPC_LOCK among them, and gives the
+/// child a `locked_vm` count of its own). Returns the child's exit code
+/// (101 when `f` panics; 90 to 93 when setting the limit, the groups, the
+/// gid or the uid failed). Needs root.
+///
+/// # Safety
+/// As [`fork_child`]: the child must not wait for a lock another thread
+/// of this process may have held at the fork.
+pub unsafe fn in_scratch_user(memlock: u64, uid: u32, f: impl FnOnce() -> i32) -> io::Result<i32> {
+    let child = move || {
+        let rl = libc::rlimit { rlim_cur: memlock, rlim_max: memlock };
+        // SAFETY: plain system calls on this (child) process.
+        let failed = unsafe {
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) != 0 {
+                Some(90)
+            } else if libc::setgroups(0, std::ptr::null()) != 0 {
+                Some(91)
+            } else if libc::setgid(uid) != 0 {
+                Some(92)
+            } else if libc::setuid(uid) != 0 {
+                Some(93)
+            } else {
+                None
+            }
+        };
+        match failed {
+            Some(code) => code,
+            None => f(),
+        }
+    };
+    // SAFETY: the caller upholds fork_child's contract for `f`; the rest
+    // of the child is raw system calls.
+    let pid = unsafe { fork_child(child) }?;
+    wait_child(pid)
+}
+
+/// Duplicates descriptor `fd` of process `pid` into this one
+/// (`pidfd_open` + `pidfd_getfd`, Linux 5.6+; needs ptrace access to it:
+/// the same user). The copy is close-on-exec.
+pub(crate) fn pull_fd(pid: u32, fd: i32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pidfd_open returned a new descriptor owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: pidfd_getfd takes descriptors and flags, no pointers.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pidfd_getfd returned a new descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
 }

@@ -237,3 +237,49 @@ impl Drop for Zram {
         let _ = std::fs::write("/sys/block/zram0/reset", "1");
     }
 }
+
+/// `VmPin` of this process, in kB.
+pub fn vmpin_kb() -> u64 {
+    ringpool::process::vm_pinned_kb(std::process::id()).unwrap_or(0)
+}
+
+/// Descriptors open in this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Waits for `pid` up to `timeout`; its exit code, or a description of how
+/// it died (a signal, or killed after hanging).
+pub fn wait_child(pid: libc::pid_t, timeout: std::time::Duration) -> Result<i32, String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid out-parameter.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            if libc::WIFEXITED(status) {
+                return Ok(libc::WEXITSTATUS(status));
+            }
+            return Err(format!("the child died of signal {}", libc::WTERMSIG(status)));
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: kill and reap our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Err(format!("the child hung for {timeout:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Forks; the child runs `child` and exits with its code (101 on a panic),
+/// without returning. The parent gets the child's pid. Call it from a child
+/// test process (`run_child`), where no other test thread runs.
+pub fn fork_with(child: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: the child only runs `child` and then `_exit`s; at the fork this
+    // process runs no test thread but this one (a child test process).
+    let pid = unsafe { ringpool::process::fork_child(child) }.expect("fork");
+    pid as libc::pid_t
+}

@@ -1,0 +1,17 @@
+//! The decoders of what crosses a process boundary: a handed-over ring's
+//! message (HandedRing::receive) and a ring broker's request. Any bytes:
+//! an error or a message that encodes back to the same bytes, never a
+//! panic, never an allocation the input does not pay for.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(fds) = ringpool::check_handover_message(data) {
+        assert!((2..=64).contains(&fds), "a ring and 1 to 63 memfds, not {fds}");
+    }
+    if let Ok((entries, _leases)) = ringpool::check_ring_request(data) {
+        assert_eq!(data.len(), 12);
+        let _ = entries;
+    }
+});

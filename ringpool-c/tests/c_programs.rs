@@ -1,0 +1,79 @@
+//! The C example and the C test of the error paths, compiled with the
+//! system C compiler against the generated header and this build's shared
+//! library, and run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory of this build's libringpool_c.so (target/<profile>).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf();
+    assert!(
+        dir.join("libringpool_c.so").exists(),
+        "{} has no libringpool_c.so (cargo builds the cdylib with the tests)",
+        dir.display()
+    );
+    dir
+}
+
+/// A scratch file path on a file system with O_DIRECT.
+fn scratch(name: &str) -> PathBuf {
+    let base = std::env::var("RINGPOOL_TEST_DIR").unwrap_or_else(|_| "/var/tmp".into());
+    PathBuf::from(base).join(format!("ringpool-c-{name}-{}.dat", std::process::id()))
+}
+
+fn compile_and_run(source: &Path, name: &str) -> String {
+    let lib = lib_dir();
+    let out = std::env::temp_dir().join(format!("ringpool-c-{name}-{}", std::process::id()));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=c11", "-D_GNU_SOURCE", "-O1", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(manifest().join("include"))
+        .arg(source)
+        .arg("-L")
+        .arg(&lib)
+        .arg("-lringpool_c")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(status.success(), "{cc} failed on {}", source.display());
+    let data = scratch(name);
+    let run = Command::new(&out).arg(&data).output().unwrap();
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&data);
+    let text = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "{name} failed:\n{text}");
+    text
+}
+
+#[test]
+fn the_c_example_runs() {
+    let text = compile_and_run(&manifest().join("examples/example.c"), "example");
+    assert!(text.contains("handover: a forked child did fixed I/O") && text.ends_with("ok\n"), "{text}");
+}
+
+#[test]
+fn the_c_error_paths_fail_cleanly() {
+    let text = compile_and_run(&manifest().join("tests/errors.c"), "errors");
+    for what in ["bad path", "misaligned length", "buffer of another pool", "ring enabled twice", "malformed handover"]
+    {
+        assert!(text.contains(what), "{what} was not checked:\n{text}");
+    }
+}
+
+#[test]
+fn the_header_declares_the_api() {
+    // build.rs writes it from the extern "C" functions on every build.
+    let header = std::fs::read_to_string(manifest().join("include/ringpool.h")).unwrap();
+    for f in ["rp_pool_new", "rp_read_at", "rp_error_free", "rp_handed_enable", "rp_queue_reap", "rp_broker_serve"] {
+        assert!(header.contains(&format!("{f}(")), "{f} is missing from ringpool.h");
+    }
+    assert!(header.contains("typedef struct rp_pool rp_pool;"), "opaque handles");
+}

@@ -1,0 +1,430 @@
+//! A ring broker: the owner of a shared pool serves handed-over rings on a
+//! Unix socket, so that any process of the group (forked or exec'd) gets a
+//! ring with the pool's table in microseconds instead of registering the
+//! pool itself.
+//!
+//! One thread accepts connections and answers requests. A peer of another
+//! user is refused (SO_PEERCRED; the socket file is also made mode 0600 by
+//! default), as is a malformed request; each refusal is logged with its
+//! reason and sent to the peer. A connection that asked for lease segments
+//! holds them for as long as it stays open: the client's view of the pool
+//! keeps it open ([`HandedRing::map_pool`]), and the segments come back to
+//! the owner when the client closes it or exits.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{wire, HandedRing};
+use crate::error::{Error, Result};
+use crate::memory::SegmentReservation;
+use crate::sys;
+use crate::table::BufferTable;
+
+/// How a [`RingBroker`] serves.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// Most submission queue entries a client may ask for (default 4096).
+    pub max_entries: u32,
+    /// Most lease segments one connection may hold (default: all).
+    pub max_leases: u16,
+    /// Most connections at once (default 1024); more are refused.
+    pub max_clients: usize,
+    /// Mode of the socket file (default 0o600: the owner's user only).
+    pub mode: u32,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions { max_entries: 4096, max_leases: u16::MAX, max_clients: 1024, mode: 0o600 }
+    }
+}
+
+/// What a broker has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// Rings handed over.
+    pub served: u64,
+    /// Connections or requests refused.
+    pub refused: u64,
+    /// Connections open now.
+    pub clients: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    served: AtomicU64,
+    refused: AtomicU64,
+    clients: AtomicU64,
+    /// The thread closed the socket after a stop.
+    closed: AtomicBool,
+}
+
+/// Serves rings of a [`BufferTable`] over a shared pool on a Unix socket
+/// (see the [module docs](self)). Dropping it stops accepting and removes
+/// the socket file; connections that hold lease segments keep them until
+/// they close (the serving thread stays for them).
+///
+/// ```no_run
+/// use ringpool::{BrokerOptions, BufferTable, IoMemory, MemoryOptions, RingBroker};
+/// let mem = IoMemory::map_with(1 << 30, &MemoryOptions::new().segment_size(64 << 20).shared())?;
+/// mem.prefault(|_| {})?;
+/// let table = BufferTable::register(&mem)?;
+/// let broker = RingBroker::serve(&table, "/run/myengine/rings.sock", &BrokerOptions::default())?;
+/// // In any process of the same user:
+/// let handed = RingBroker::request("/run/myengine/rings.sock", 64, 2)?;
+/// let ring = handed.enable()?;
+/// # drop((ring, broker));
+/// # Ok::<(), ringpool::Error>(())
+/// ```
+pub struct RingBroker {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    wake: Arc<OwnedFd>,
+    counters: Arc<Counters>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RingBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingBroker").field("path", &self.path).field("stats", &self.stats()).finish()
+    }
+}
+
+struct Client {
+    stream: UnixStream,
+    /// The lease segments this connection holds.
+    reservation: Option<SegmentReservation>,
+    /// Rings sent and not yet acknowledged: their fds stay open here until
+    /// the client has duplicated them (pidfd_getfd).
+    sent: Vec<HandedRing>,
+    pid: u32,
+}
+
+impl RingBroker {
+    /// Binds `path` (which must not exist) and serves rings of `table` on
+    /// it from a thread of this process.
+    ///
+    /// # Errors
+    /// [`Error::NotShared`] for a table over private memory; [`Error::Io`]
+    /// binding the socket; [`Error::Forked`].
+    pub fn serve(table: &BufferTable, path: impl AsRef<Path>, opts: &BrokerOptions) -> Result<RingBroker> {
+        table.template.home.check()?;
+        if !table.memory().is_shared() {
+            return Err(Error::NotShared);
+        }
+        crate::ring::check_depth(opts.max_entries)?;
+        let path = path.as_ref().to_path_buf();
+        let at =
+            |op: &'static str, e: std::io::Error| Error::Io { op, path: Some(path.clone()), offset: None, source: e };
+        let listener = UnixListener::bind(&path).map_err(|e| at("bind the broker's socket", e))?;
+        let setup = || -> std::io::Result<Arc<OwnedFd>> {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(opts.mode))?;
+            listener.set_nonblocking(true)?;
+            Ok(Arc::new(sys::os::eventfd()?))
+        };
+        let wake = match setup() {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(at("set up the broker's socket", e));
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let server = Server {
+            table: table.clone(),
+            opts: opts.clone(),
+            listener: Some(listener),
+            path: path.clone(),
+            clients: Vec::new(),
+            stop: stop.clone(),
+            wake: wake.clone(),
+            counters: counters.clone(),
+        };
+        let thread = match std::thread::Builder::new().name("ringpool-broker".into()).spawn(move || server.run()) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(Error::os("spawn broker thread", e));
+            }
+        };
+        tracing::info!(path = %path.display(), "ring broker serving");
+        Ok(RingBroker { path, stop, wake, counters, thread: Some(thread) })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Rings served, refusals, and open connections.
+    pub fn stats(&self) -> BrokerStats {
+        BrokerStats {
+            served: self.counters.served.load(Ordering::Relaxed),
+            refused: self.counters.refused.load(Ordering::Relaxed),
+            clients: self.counters.clients.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Asks the broker at `path` for a ring of `entries` submission queue
+    /// entries (0: 128) and `leases` segments to lease from alone (0: none;
+    /// a process needs them once, for its view of the pool).
+    ///
+    /// # Errors
+    /// [`Error::PeerRefused`] with the broker's reason; [`Error::Io`]
+    /// connecting; [`Error::BadHandover`] for a reply that is not a ring.
+    pub fn request(path: impl AsRef<Path>, entries: u32, leases: u16) -> Result<HandedRing> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path).map_err(|e| Error::Io {
+            op: "connect to the ring broker",
+            path: Some(path.to_path_buf()),
+            offset: None,
+            source: e,
+        })?;
+        let q = wire::Request { entries: if entries == 0 { 128 } else { entries }, leases };
+        if let Err(e) = sys::socket::send_with_fds(stream.as_fd(), &wire::encode_request(&q), &[]) {
+            // A broker that refuses the connection says why, then closes it
+            // (the request may meet the closed end).
+            return Err(match HandedRing::receive(&stream) {
+                Err(refused @ Error::PeerRefused { .. }) => refused,
+                _ => Error::os("send ring request", e),
+            });
+        }
+        let mut handed = HandedRing::receive(&stream)?;
+        handed.conn = Some(stream);
+        Ok(handed)
+    }
+}
+
+impl Drop for RingBroker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        sys::os::eventfd_signal(self.wake.as_fd());
+        // The thread removes the socket file, then stays only for
+        // connections holding lease segments: wait for it briefly.
+        if let Some(t) = self.thread.take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            while !t.is_finished()
+                && !self.counters.closed.load(Ordering::Acquire)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            while !t.is_finished() && self.counters.clients.load(Ordering::Relaxed) == 0 {
+                // Closed with no one holding leases: it is returning.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+struct Server {
+    table: BufferTable,
+    opts: BrokerOptions,
+    listener: Option<UnixListener>,
+    path: PathBuf,
+    clients: Vec<Client>,
+    stop: Arc<AtomicBool>,
+    wake: Arc<OwnedFd>,
+    counters: Arc<Counters>,
+}
+
+impl Server {
+    fn run(mut self) {
+        loop {
+            if self.stop.load(Ordering::Acquire) && self.listener.is_some() {
+                self.listener = None;
+                let _ = std::fs::remove_file(&self.path);
+                // Connections without leases have nothing to keep.
+                self.clients.retain(|c| c.reservation.is_some());
+                self.counters.clients.store(self.clients.len() as u64, Ordering::Relaxed);
+                self.counters.closed.store(true, Ordering::Release);
+                tracing::info!(path = %self.path.display(), holding = self.clients.len(), "ring broker stopped");
+            }
+            if self.listener.is_none() && self.clients.is_empty() {
+                return;
+            }
+            let ready = {
+                let mut fds = vec![self.wake.as_fd()];
+                if let Some(l) = &self.listener {
+                    fds.push(l.as_fd());
+                }
+                fds.extend(self.clients.iter().map(|c| c.stream.as_fd()));
+                match sys::socket::poll_readable(&fds, None) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!("ring broker poll: {e}; stopping");
+                        return;
+                    }
+                }
+            };
+            if ready[0] {
+                sys::os::eventfd_drain(self.wake.as_fd());
+            }
+            let first_client = if self.listener.is_some() { 2 } else { 1 };
+            // Clients first (indices stay valid), from the back.
+            for i in (0..self.clients.len()).rev() {
+                if ready[first_client + i] && !self.serve_client(i) {
+                    let c = self.clients.swap_remove(i);
+                    tracing::debug!(pid = c.pid, leases = ?c.reservation.as_ref().map(|r| r.segments()), "broker client gone");
+                }
+            }
+            if first_client == 2 && ready[1] {
+                self.accept_all();
+            }
+            self.counters.clients.store(self.clients.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn refuse(&self, stream: &UnixStream, pid: u32, reason: &str) {
+        tracing::warn!(peer_pid = pid, "ring broker refused a peer: {reason}");
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        let _ = sys::socket::send_with_fds(stream.as_fd(), &wire::encode_refusal(reason), &[]);
+    }
+
+    fn accept_all(&mut self) {
+        let Some(listener) = &self.listener else { return };
+        loop {
+            let stream = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("ring broker accept: {e}");
+                    return;
+                }
+            };
+            let (pid, uid, _) = match sys::socket::peer_cred(stream.as_fd()) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.refuse(&stream, 0, &format!("cannot read the peer's credentials: {e}"));
+                    continue;
+                }
+            };
+            let me = sys::socket::euid();
+            if uid != me {
+                self.refuse(
+                    &stream,
+                    pid,
+                    &format!("peer process {pid} runs as uid {uid}; this broker serves uid {me} only"),
+                );
+                continue;
+            }
+            if self.clients.len() >= self.opts.max_clients {
+                self.refuse(
+                    &stream,
+                    pid,
+                    &format!("{} connections open, the most this broker takes", self.clients.len()),
+                );
+                continue;
+            }
+            // Blocking, but a client that stops reading cannot stall the
+            // broker for long.
+            let blocking =
+                stream.set_nonblocking(false).and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(2))));
+            if let Err(e) = blocking {
+                tracing::warn!("ring broker: {e}");
+                continue;
+            }
+            self.clients.push(Client { stream, reservation: None, sent: Vec::new(), pid });
+        }
+    }
+
+    /// Answers what client `i` sent; `false`: drop the connection.
+    fn serve_client(&mut self, i: usize) -> bool {
+        let c = &self.clients[i];
+        // A request is 12 bytes; descriptors a client sends are closed.
+        let bytes = match sys::socket::recv_with_fds(c.stream.as_fd(), 256) {
+            Ok((b, _fds)) => b,
+            Err(e) => {
+                self.refuse(&c.stream, c.pid, &format!("unreadable request: {e}"));
+                return false;
+            }
+        };
+        if bytes.is_empty() {
+            return false;
+        }
+        // Acknowledgements first: the client has the ring, its fd here can go.
+        let mut rest = &bytes[..];
+        while let Some(r) = rest.strip_prefix(super::ACK) {
+            if !self.clients[i].sent.is_empty() {
+                self.clients[i].sent.remove(0);
+            }
+            rest = r;
+        }
+        if rest.is_empty() {
+            return true;
+        }
+        let c = &self.clients[i];
+        // A connection that holds lease segments stays open whatever it
+        // sends: closing it would give back segments its process leases.
+        let holds = c.reservation.is_some();
+        let q = match wire::decode_request(rest) {
+            Ok(q) => q,
+            Err(reason) => {
+                self.refuse(&c.stream, c.pid, &format!("malformed request: {reason}"));
+                return holds;
+            }
+        };
+        match self.hand_over(i, q) {
+            Ok(()) => true,
+            Err(e) => {
+                let c = &self.clients[i];
+                self.refuse(&c.stream, c.pid, &e.to_string());
+                // Bad requests close the connection; a pool that is out of
+                // segments does not.
+                holds || matches!(e, Error::SegmentsInUse { .. })
+            }
+        }
+    }
+
+    fn hand_over(&mut self, i: usize, q: wire::Request) -> Result<()> {
+        if q.entries == 0 || q.entries > self.opts.max_entries {
+            return Err(Error::invalid("entries", q.entries, format!("1 to {}", self.opts.max_entries)));
+        }
+        if q.leases > self.opts.max_leases {
+            return Err(Error::invalid("lease segments", q.leases, format!("at most {}", self.opts.max_leases)));
+        }
+        let reservation = if q.leases == 0 {
+            None
+        } else if self.clients[i].reservation.is_some() {
+            return Err(Error::invalid("lease segments", q.leases, "one lease range per connection"));
+        } else {
+            Some(self.reserve(q.leases)?)
+        };
+        let mut handed = self.table.handover_reserved(q.entries, reservation)?;
+        let c = &mut self.clients[i];
+        handed.send(&c.stream)?;
+        tracing::debug!(pid = c.pid, entries = q.entries, leases = ?handed.leases(), "broker handed a ring over");
+        // The connection holds the lease segments; the ring's fd and the
+        // memfds sent are closed here.
+        c.reservation = handed.reservation.take().map(|(r, _token)| r);
+        c.sent.push(handed);
+        self.counters.served.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The first `n` consecutive segments that hold no lease.
+    fn reserve(&self, n: u16) -> Result<SegmentReservation> {
+        let mem = self.table.memory();
+        // The segments the table holds (its rings reach no others).
+        let count = self.table.template.entries();
+        let mut start = 0u16;
+        while u32::from(start) + u32::from(n) <= u32::from(count) {
+            match mem.reserve_segments(start..start + n) {
+                Ok(r) => return Ok(r),
+                Err(Error::SegmentsInUse { segment, .. }) => start = segment + 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::SegmentsInUse { range: 0..n, segment: count.saturating_sub(1) })
+    }
+}

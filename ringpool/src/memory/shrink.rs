@@ -1,0 +1,200 @@
+//! Shrinking the pool: its trailing segments released while I/O runs.
+//!
+//! Under the pool's growth lock: the segments stop leasing at once, the
+//! shrink waits for their leases to come back (until a deadline, after
+//! which it gives up and the pool is as before), lets the caller take them
+//! out of every ring's table (the template's entries become holes, rings
+//! follow), and unmaps the memory.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::IoMemory;
+use crate::error::{Error, Result};
+use crate::template::TableLink;
+use crate::types::PageKind;
+use crate::units::Bytes;
+
+/// What a shrink released and how long each step took.
+#[derive(Debug, Clone)]
+pub struct ShrinkReport {
+    /// The segments released (the pool's last ones; their table slots are
+    /// holes now, free for a later growth).
+    pub segments: Range<u16>,
+    /// Bytes released.
+    pub bytes: u64,
+    /// Table generation that dropped them (0 without a table).
+    pub generation: u64,
+    /// Waiting for the leases in those segments to come back.
+    pub drain_time: Duration,
+    /// Taking them out of the template and the rings.
+    pub unpublish_time: Duration,
+    /// Unmapping them.
+    pub unmap_time: Duration,
+    /// From the call until the memory was unmapped.
+    pub total: Duration,
+}
+
+impl IoMemory {
+    /// Releases the pool's trailing segments that hold at least `bytes`
+    /// (whole segments: see [`ShrinkReport::bytes`]), waiting up to
+    /// `timeout` for leases in them to come back. For memory no table
+    /// registers; with one, shrink through
+    /// [`BufferTable::shrink`](crate::BufferTable::shrink) or
+    /// [`IoPool::shrink`](crate::IoPool::shrink), which take the segments
+    /// out of the rings' tables too.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for 0 bytes, for the whole pool (it keeps
+    /// one segment at least), for more than what is not leased, while a
+    /// table (or a ring made from one) over this memory lives, and for a
+    /// shared pool or memory handed over by another process;
+    /// [`Error::SegmentsInUse`] when a segment is reserved
+    /// ([`IoMemory::reserve_segments`]); [`Error::ShrinkTimeout`] (nothing
+    /// released).
+    pub fn shrink(&self, bytes: u64, timeout: Duration) -> Result<ShrinkReport> {
+        self.shrink_with(bytes, timeout, None, |_, _| Ok(0))
+    }
+
+    /// The shrink path: `unpublish` takes the drained segments out of every
+    /// ring of the table `own` (by the deadline given) and returns the
+    /// table generation. Refused while any other table, or a ring of one,
+    /// may hold the segments.
+    pub(crate) fn shrink_with(
+        &self,
+        bytes: u64,
+        timeout: Duration,
+        own: Option<&Arc<TableLink>>,
+        unpublish: impl FnOnce(Range<u16>, Instant) -> Result<u64>,
+    ) -> Result<ShrinkReport> {
+        let start = Instant::now();
+        // A timeout too long to add means no deadline worth the name.
+        let deadline = start.checked_add(timeout).unwrap_or(start + Duration::from_secs(86_400 * 365));
+        self.check_home()?;
+        let sh = &self.shared;
+        if sh.registrar.is_some() {
+            return Err(Error::invalid(
+                "shrink",
+                Bytes(bytes),
+                "this memory was handed over by the process that owns it",
+            ));
+        }
+        if sh.shared {
+            return Err(Error::invalid(
+                "shrink",
+                Bytes(bytes),
+                "a shared pool does not shrink: forked children and processes given its rings map its memfds",
+            ));
+        }
+        if bytes == 0 {
+            return Err(Error::invalid("shrink", 0, "it must release at least one segment"));
+        }
+        let _growing = self.growth_lock();
+        let others = self.other_links(own);
+        if others > 0 {
+            return Err(Error::invalid(
+                "shrink",
+                Bytes(bytes),
+                format!(
+                    "{others} other table(s) over this memory, or rings made from them, may hold its segments: shrink \
+                     through the one table over it (BufferTable::shrink or IoPool::shrink) once the others are gone"
+                ),
+            ));
+        }
+        let (range, released, len) = {
+            let segs = sh.segs();
+            let len: u64 = segs.iter().map(|s| s.seg.len).sum();
+            let mut first = segs.len();
+            let mut released = 0u64;
+            while first > 0 && released < bytes {
+                first -= 1;
+                released += segs[first].seg.len;
+            }
+            if released < bytes || first == 0 {
+                return Err(Error::invalid(
+                    "shrink",
+                    Bytes(bytes),
+                    format!("the pool has {} in {} segments and keeps one at least", Bytes(len), segs.len()),
+                ));
+            }
+            // At most 16384 segments.
+            (first as u16..segs.len() as u16, released, len)
+        };
+        let leased = sh.alloc.stats().bytes_in_use;
+        if leased > len - released {
+            return Err(Error::invalid(
+                "shrink",
+                Bytes(bytes),
+                format!("{} are leased; the pool would keep {}", Bytes(leased), Bytes(len - released)),
+            ));
+        }
+        let segs32 = u32::from(range.start)..u32::from(range.end);
+        let closed = sh.alloc.with_buddy(|b| {
+            for s in segs32.clone() {
+                if !b.close_segment(s) {
+                    for d in segs32.start..s {
+                        b.reopen_segment(d);
+                    }
+                    return Err(s);
+                }
+            }
+            Ok(())
+        });
+        if let Err(segment) = closed {
+            // At most 16384 segments.
+            return Err(Error::SegmentsInUse { range, segment: segment as u16 });
+        }
+        let reopen = || {
+            sh.alloc.with_buddy(|b| segs32.clone().for_each(|s| b.reopen_segment(s)));
+            sh.alloc.notify_grown();
+        };
+        if !sh.alloc.wait_drained(segs32.clone(), deadline) {
+            let leases = sh.alloc.with_buddy(|b| segs32.clone().map(|s| b.segment_leases(s)).sum());
+            reopen();
+            return Err(Error::ShrinkTimeout { segments: range, leases, waited: start.elapsed() });
+        }
+        let drain_time = start.elapsed();
+        let t = Instant::now();
+        let generation = match unpublish(range.clone(), deadline) {
+            Ok(g) => g,
+            Err(e) => {
+                reopen();
+                return Err(e);
+            }
+        };
+        let unpublish_time = t.elapsed();
+        let t = Instant::now();
+        let removed = sh.segs.write().unwrap_or_else(|p| p.into_inner()).split_off(usize::from(range.start));
+        sh.alloc.with_buddy(|b| segs32.clone().rev().for_each(|s| b.retire_segment(s)));
+        // The first released segment may share its mapping with the last
+        // kept one: give back that mapping's tail. Mappings of released
+        // segments alone are unmapped when their last segment goes (below).
+        let kept_map = sh.segs().last().map(|s| s.map.clone());
+        if let (Some(first), Some(kept)) = (removed.first(), kept_map) {
+            if Arc::ptr_eq(&first.map, &kept) {
+                // Segment offsets are multiples of the segment size, itself
+                // a multiple of the page size.
+                let page = match sh.kind {
+                    PageKind::Huge2M | PageKind::Huge1G => usize::try_from(sh.kind.bytes()).unwrap_or(4096),
+                    _ => 4096,
+                };
+                if let Err(e) = first.map.release_tail(first.map_off, page) {
+                    tracing::warn!("shrink: could not give back {} of a mapping: {e}", Bytes(released));
+                }
+            }
+        }
+        drop(removed);
+        let unmap_time = t.elapsed();
+        tracing::debug!(?range, bytes = released, generation, ?drain_time, ?unpublish_time, ?unmap_time, "pool shrank");
+        Ok(ShrinkReport {
+            segments: range,
+            bytes: released,
+            generation,
+            drain_time,
+            unpublish_time,
+            unmap_time,
+            total: start.elapsed(),
+        })
+    }
+}
