@@ -195,6 +195,9 @@ impl BufferTable {
         let req = CloneRequest { src_off: 0, dst_off: 0, nr: 0, source_len: u32::from(t.source_len()), replace: false };
         ring.submitter().register_buffers_clone(t.fd()).map_err(|e| clone_error(e, req))?;
         let params = sys::uring::params_bytes(&ring);
+        // A forked child then rebuilds the ring without setting one up to
+        // learn the layout.
+        sys::uring::remember_layout(&ring);
         let fd = ring.as_fd().try_clone_to_owned().map_err(|e| Error::os("dup ring fd", e))?;
         // The dup keeps the ring; this process's mapping of its queues goes.
         drop(ring);

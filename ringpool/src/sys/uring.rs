@@ -374,6 +374,32 @@ fn layout_of(params: &[u8]) -> &[u8] {
     &params[..PARAMS_LEN.min(params.len())]
 }
 
+/// Queue layouts this kernel gave rings, by (SQ entries, CQ entries, the
+/// flags that change the layout): what `ring_from_fd` checks parameters
+/// against. Inherited by forked children, so that they set up no ring to
+/// learn it.
+type Known = ((u32, u32, u32), Vec<u8>);
+static LAYOUTS: std::sync::Mutex<Vec<Known>> = std::sync::Mutex::new(Vec::new());
+
+fn layout_key(params: &[u8]) -> (u32, u32, u32) {
+    const SINGLE_ISSUER: u32 = 1 << 12;
+    const DEFER_TASKRUN: u32 = 1 << 13;
+    const NO_SQARRAY: u32 = 1 << 16;
+    let word = |i: usize| u32::from_ne_bytes(params[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+    (word(0), word(1), word(2) & (SINGLE_ISSUER | DEFER_TASKRUN | NO_SQARRAY))
+}
+
+/// Remembers the queue layout the kernel gave `ring` (a ring this process
+/// set up: its parameters are the kernel's own).
+pub(crate) fn remember_layout(ring: &IoUring) {
+    let p = params_bytes(ring);
+    let key = layout_key(&p);
+    let mut l = LAYOUTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if l.len() < 64 && !l.iter().any(|(k, _)| *k == key) {
+        l.push((key, p));
+    }
+}
+
 /// Rebuilds a ring from its fd and the parameters it was set up with (sent
 /// by the process that made it). The parameters are not trusted: they must
 /// name the same queue layout as a ring this kernel sets up with the same
@@ -404,9 +430,7 @@ pub(crate) fn ring_from_fd(fd: OwnedFd, params: &[u8]) -> io::Result<IoUring> {
     }
     // A ring set up here with the same sizes and flags (but enabled) shows
     // the queue layout this kernel uses; remembered per (sizes, flags).
-    type Known = ((u32, u32, u32), Vec<u8>);
-    static LAYOUTS: std::sync::Mutex<Vec<Known>> = std::sync::Mutex::new(Vec::new());
-    let key = (sq, cq, flags & (SINGLE_ISSUER | DEFER_TASKRUN | NO_SQARRAY));
+    let key = layout_key(params);
     let known = LAYOUTS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -428,12 +452,8 @@ pub(crate) fn ring_from_fd(fd: OwnedFd, params: &[u8]) -> io::Result<IoUring> {
                 b.setup_no_sqarray();
             }
             let probe: IoUring = b.build(sq)?;
-            let m = params_bytes(&probe);
-            let mut l = LAYOUTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if l.len() < 64 {
-                l.push((key, m.clone()));
-            }
-            m
+            remember_layout(&probe);
+            params_bytes(&probe)
         }
     };
     // Same sizes, and the same SQ / CQ ring offsets (bytes 40 on).
