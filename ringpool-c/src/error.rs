@@ -21,6 +21,18 @@ impl rp_error {
     }
 }
 
+impl From<sys::Refused> for rp_error {
+    fn from(r: sys::Refused) -> rp_error {
+        match r {
+            sys::Refused::Null(what) => rp_error::null(what),
+            sys::Refused::BadFd(fd) => rp_error::new(libc::EBADF, format!("socket fd {fd}")),
+            sys::Refused::Panic(what) => {
+                rp_error::new(libc::EFAULT, format!("internal error (a Rust panic, caught): {what}"))
+            }
+        }
+    }
+}
+
 impl From<ringpool::Error> for rp_error {
     fn from(e: ringpool::Error) -> rp_error {
         rp_error::new(e.errno(), e.to_string())

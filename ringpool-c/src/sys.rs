@@ -11,14 +11,25 @@
 //! may; under that promise a non-NULL handle pointer is a live, aligned,
 //! exclusively borrowed value for the duration of the call.
 
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, c_int, CStr, CString};
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::error::rp_error;
+/// What the boundary itself refuses, before any ringpool call: a NULL
+/// where a handle was due, a negative descriptor, or a caught panic. The
+/// error type of the API turns it into its own (`From`).
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// A NULL pointer for the named argument.
+    Null(&'static str),
+    /// A descriptor that cannot be one.
+    BadFd(c_int),
+    /// A Rust panic, caught at the boundary, with its message.
+    Panic(String),
+}
 
 /// Runs `f`, turning an error or a panic into `*err` and `fail`.
-pub(crate) fn guard<T>(err: *mut *mut rp_error, fail: T, f: impl FnOnce() -> Result<T, rp_error>) -> T {
+pub(crate) fn guard<T, E: From<Refused>>(err: *mut *mut E, fail: T, f: impl FnOnce() -> Result<T, E>) -> T {
     let e = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => return v,
         Ok(Err(e)) => e,
@@ -28,7 +39,7 @@ pub(crate) fn guard<T>(err: *mut *mut rp_error, fail: T, f: impl FnOnce() -> Res
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            rp_error::new(libc::EFAULT, format!("internal error (a Rust panic, caught): {what}"))
+            E::from(Refused::Panic(what))
         }
     };
     set_error(err, e);
@@ -41,7 +52,7 @@ pub(crate) fn quiet<T>(fail: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fail)
 }
 
-fn set_error(err: *mut *mut rp_error, e: rp_error) {
+fn set_error<E>(err: *mut *mut E, e: E) {
     if err.is_null() {
         return;
     }
@@ -71,28 +82,28 @@ pub(crate) unsafe fn take<T>(p: *mut T) -> Option<T> {
 ///
 /// # Safety
 /// As the module doc says of handle pointers.
-pub(crate) unsafe fn get<'a, T>(p: *const T, what: &str) -> Result<&'a T, rp_error> {
+pub(crate) unsafe fn get<'a, T>(p: *const T, what: &'static str) -> Result<&'a T, Refused> {
     // SAFETY: non-NULL handle pointers are live and aligned (module doc).
-    unsafe { p.as_ref() }.ok_or_else(|| rp_error::null(what))
+    unsafe { p.as_ref() }.ok_or(Refused::Null(what))
 }
 
 /// Borrows a handle mutably.
 ///
 /// # Safety
 /// As the module doc says of handle pointers.
-pub(crate) unsafe fn get_mut<'a, T>(p: *mut T, what: &str) -> Result<&'a mut T, rp_error> {
+pub(crate) unsafe fn get_mut<'a, T>(p: *mut T, what: &'static str) -> Result<&'a mut T, Refused> {
     // SAFETY: non-NULL handle pointers are live, aligned and not used by
     // another thread during the call (module doc).
-    unsafe { p.as_mut() }.ok_or_else(|| rp_error::null(what))
+    unsafe { p.as_mut() }.ok_or(Refused::Null(what))
 }
 
 /// A path from a C string.
 ///
 /// # Safety
 /// `p` is NULL or a NUL-terminated string that outlives the call.
-pub(crate) unsafe fn path<'a>(p: *const c_char) -> Result<&'a std::path::Path, rp_error> {
+pub(crate) unsafe fn path<'a>(p: *const c_char) -> Result<&'a std::path::Path, Refused> {
     if p.is_null() {
-        return Err(rp_error::null("path"));
+        return Err(Refused::Null("path"));
     }
     // SAFETY: by the caller's contract, a NUL-terminated string.
     let s = unsafe { CStr::from_ptr(p) };
@@ -106,9 +117,9 @@ pub(crate) fn c_string(s: &str) -> CString {
 }
 
 /// A connected Unix socket C owns, borrowed for one call.
-pub(crate) fn with_socket<T>(fd: RawFd, f: impl FnOnce(&std::os::unix::net::UnixStream) -> T) -> Result<T, rp_error> {
+pub(crate) fn with_socket<T>(fd: RawFd, f: impl FnOnce(&std::os::unix::net::UnixStream) -> T) -> Result<T, Refused> {
     if fd < 0 {
-        return Err(rp_error::new(libc::EBADF, format!("socket fd {fd}")));
+        return Err(Refused::BadFd(fd));
     }
     // SAFETY: fd is a descriptor C owns and keeps open during the call; the
     // ManuallyDrop never closes it.

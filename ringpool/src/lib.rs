@@ -61,6 +61,7 @@ mod handle;
 mod handover;
 mod home;
 pub mod hugepages;
+mod link;
 mod memory;
 mod op;
 mod plan;

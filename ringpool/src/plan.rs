@@ -255,7 +255,7 @@ fn ring_charge(entries: u32, trial: bool) -> (u64, &'static str) {
         return (bytes, source);
     }
     let opts = crate::ring::RingOptions { entries, ..crate::ring::RingOptions::default() };
-    let layout = crate::ring::build_io_uring(&opts).ok().map(|(r, _)| crate::sys::uring::ring_layout_bytes(&r));
+    let layout = crate::ring::build_io_uring(&opts).ok().map(|(r, _)| crate::sys::trial::ring_layout_bytes(&r));
     let measured = if trial { charge_by_trial(&opts, layout.unwrap_or(64 << 10)) } else { None };
     let (bytes, source) = match (measured, layout) {
         (Some(m), _) => (m, "trial"),
@@ -284,9 +284,9 @@ fn charge_by_trial(opts: &crate::ring::RingOptions, hint: u64) -> Option<u64> {
             return None;
         }
         let uid = 0x7ff0_0000 + (std::process::id() % 0x1000) * 0x100 + n;
-        crate::sys::uring::ring_fits_under(limit, uid, opts.entries)
+        crate::sys::trial::ring_fits_under(limit, uid, opts.entries)
     };
-    let page = crate::sys::uring::page_size();
+    let page = crate::sys::trial::page_size();
     let (mut lo, mut hi) = (0u64, hint.saturating_mul(16).div_ceil(page));
     if !fits(hi * page)? {
         return None;

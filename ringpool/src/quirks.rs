@@ -131,7 +131,7 @@ pub fn judge_fuse_short_read(observed: Result<FuseShortRead, String>) -> Quirk {
 pub fn observe_fuse_short_read(path: &std::path::Path, expected: &[u8]) -> Result<FuseShortRead, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
     let mut buf = vec![0u8; 8192];
-    let n = crate::sys::uring::read_once(std::os::fd::AsFd::as_fd(&file), &mut buf, 0)
+    let n = crate::sys::trial::read_once(std::os::fd::AsFd::as_fd(&file), &mut buf, 0)
         .map_err(|e| format!("io_uring read: {e}"))?;
     if expected.len() < 8192 {
         return Err("the expected data is shorter than 8 KiB".into());
@@ -215,7 +215,7 @@ pub fn observe_clone_across_processes() -> Result<CrossClone, String> {
     let map = std::sync::Arc::new(map);
     let src = io_uring::IoUring::new(2).map_err(|e| e.to_string())?;
     crate::sys::uring::register_iovs(&src, &[crate::sys::uring::Iov::new(&map, 0, 4096)]).map_err(|e| e.to_string())?;
-    let code = crate::sys::uring::clone_from_forked_child(&src).map_err(|e| e.to_string());
+    let code = crate::sys::trial::clone_from_forked_child(&src).map_err(|e| e.to_string());
     let _ = src.submitter().unregister_buffers();
     match code? {
         0 => Ok(CrossClone::Allowed),

@@ -296,7 +296,7 @@ impl private::Sealed for BufferTable {
     fn source_prefix(&self) -> Option<u16> {
         Some(if self.template.path == TablePath::Unregistered { 0 } else { self.template.entries() })
     }
-    fn source_sync(&self) -> Option<(Arc<crate::template::TableLink>, u64)> {
+    fn source_sync(&self) -> Option<(Arc<crate::link::TableLink>, u64)> {
         Some((self.template.link.clone(), self.template.link.generation()))
     }
 }

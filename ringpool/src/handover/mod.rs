@@ -194,10 +194,10 @@ impl BufferTable {
         // A disabled ring accepts the clone (measured on 6.18).
         let req = CloneRequest { src_off: 0, dst_off: 0, nr: 0, source_len: u32::from(t.source_len()), replace: false };
         ring.submitter().register_buffers_clone(t.fd()).map_err(|e| clone_error(e, req))?;
-        let params = sys::uring::params_bytes(&ring);
+        let params = sys::handoff::params_bytes(&ring);
         // A forked child then rebuilds the ring without setting one up to
         // learn the layout.
-        sys::uring::remember_layout(&ring);
+        sys::handoff::remember_layout(&ring);
         let fd = ring.as_fd().try_clone_to_owned().map_err(|e| Error::os("dup ring fd", e))?;
         // The dup keeps the ring; this process's mapping of its queues goes.
         drop(ring);
@@ -337,7 +337,7 @@ impl HandedRing {
             });
         }
         let fd = self.fd.try_clone().map_err(|e| Error::os("dup handed ring", e))?;
-        let io = sys::uring::ring_from_fd(fd, &self.msg.params)
+        let io = sys::handoff::ring_from_fd(fd, &self.msg.params)
             .map_err(|e| Error::BadHandover { reason: format!("the ring's fd and parameters: {e}") })?;
         match io.submitter().register_enable_rings() {
             Ok(()) => {}

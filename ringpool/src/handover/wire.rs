@@ -146,10 +146,10 @@ pub(crate) fn decode(b: &[u8]) -> Result<Message, String> {
         return Err(format!("the message says it has {total} bytes; {} arrived", b.len()));
     }
     let params_len = r.u16("parameter length")? as usize;
-    if params_len != crate::sys::uring::PARAMS_LEN {
+    if params_len != crate::sys::handoff::PARAMS_LEN {
         return Err(format!(
             "ring parameters of {params_len} bytes; io_uring_params has {}",
-            crate::sys::uring::PARAMS_LEN
+            crate::sys::handoff::PARAMS_LEN
         ));
     }
     let params = r.take(params_len, "ring parameters")?.to_vec();
@@ -271,7 +271,7 @@ mod tests {
 
     fn message() -> Message {
         Message {
-            params: vec![7; crate::sys::uring::PARAMS_LEN],
+            params: vec![7; crate::sys::handoff::PARAMS_LEN],
             layout: Layout {
                 page: PageKind::Huge2M,
                 segment_size: 1 << 30,

@@ -84,6 +84,22 @@ impl MemoryOptions {
     }
 }
 
+/// One segment of the pool, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SegmentStats {
+    /// Its index (table slot).
+    pub index: u16,
+    /// Its first byte's pool offset.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+    /// Bytes leased from it.
+    pub bytes_leased: u64,
+    /// Leases out in it.
+    pub leases: u64,
+}
+
 /// A segment and the mapping that holds it.
 #[derive(Clone)]
 pub(crate) struct SegInfo {
@@ -125,7 +141,7 @@ pub(crate) struct PoolShared {
     parked: Mutex<Vec<(std::ops::Range<u16>, std::os::fd::OwnedFd)>>,
     /// The tables registered over it (and followed by their rings): a
     /// shrink must reach every ring that may hold its segments.
-    links: Mutex<Vec<std::sync::Weak<crate::template::TableLink>>>,
+    links: Mutex<Vec<std::sync::Weak<crate::link::TableLink>>>,
 }
 
 impl PoolShared {
@@ -359,7 +375,7 @@ impl IoMemory {
     }
 
     /// Records a table registered over this memory.
-    pub(crate) fn add_link(&self, link: &Arc<crate::template::TableLink>) {
+    pub(crate) fn add_link(&self, link: &Arc<crate::link::TableLink>) {
         let mut l = self.shared.links.lock().unwrap_or_else(|p| p.into_inner());
         l.retain(|w| w.strong_count() > 0);
         l.push(Arc::downgrade(link));
@@ -367,13 +383,13 @@ impl IoMemory {
 
     /// Tables (or rings of tables) over this memory that live now, other
     /// than `own`.
-    pub(crate) fn other_links(&self, own: Option<&Arc<crate::template::TableLink>>) -> usize {
+    pub(crate) fn other_links(&self, own: Option<&Arc<crate::link::TableLink>>) -> usize {
         let l = self.shared.links.lock().unwrap_or_else(|p| p.into_inner());
         l.iter().filter_map(std::sync::Weak::upgrade).filter(|link| own.is_none_or(|o| !Arc::ptr_eq(o, link))).count()
     }
 
     /// Each segment now: where it is, and what is leased from it.
-    pub fn segment_stats(&self) -> Vec<crate::pool::SegmentStats> {
+    pub fn segment_stats(&self) -> Vec<SegmentStats> {
         self.reclaim_handed_segments();
         // The segments first, then the allocator: never both locks at once.
         let segs: Vec<Segment> = self.segments();
@@ -382,7 +398,7 @@ impl IoMemory {
             segs.iter()
                 .map(|s| {
                     let u = used.get(usize::from(s.index)).copied().unwrap_or_default();
-                    crate::pool::SegmentStats {
+                    SegmentStats {
                         index: s.index,
                         offset: s.offset,
                         len: s.len,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::IoMemory;
 use crate::error::{Error, Result};
-use crate::template::TableLink;
+use crate::link::TableLink;
 use crate::types::PageKind;
 use crate::units::Bytes;
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::alloc::AllocStats;
 use crate::engine::EngineKind;
+pub use crate::memory::SegmentStats;
 use crate::types::TablePath;
 
 use super::BackendKind;
@@ -139,22 +140,6 @@ pub struct WorkerStats {
     pub table_generation: Option<u64>,
     /// Its spin-up.
     pub spinup: SpinupParts,
-}
-
-/// One segment of the pool, now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct SegmentStats {
-    /// Its index (table slot).
-    pub index: u16,
-    /// Its first byte's pool offset.
-    pub offset: u64,
-    /// Its length.
-    pub len: u64,
-    /// Bytes leased from it.
-    pub bytes_leased: u64,
-    /// Leases out in it.
-    pub leases: u64,
 }
 
 /// A running worker's counters, kept by the worker, read by `stats`.

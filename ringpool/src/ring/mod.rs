@@ -51,7 +51,7 @@ pub(crate) mod private {
         }
         /// The table link the source follows, and the generation its slots
         /// match (read before a clone copies them).
-        fn source_sync(&self) -> Option<(std::sync::Arc<crate::template::TableLink>, u64)> {
+        fn source_sync(&self) -> Option<(std::sync::Arc<crate::link::TableLink>, u64)> {
             None
         }
     }
@@ -73,7 +73,7 @@ impl private::Sealed for Ring {
     fn source_segment(&self, slot: u16) -> Option<u16> {
         self.map.segment_at(slot)
     }
-    fn source_sync(&self) -> Option<(Arc<crate::template::TableLink>, u64)> {
+    fn source_sync(&self) -> Option<(Arc<crate::link::TableLink>, u64)> {
         self.link.clone().map(|l| (l, self.generation))
     }
 }
@@ -138,7 +138,7 @@ pub struct Ring {
     /// The table's filled slots and generation (kept even when the table
     /// is gone): one load before each fixed operation tells whether the
     /// table grew or shrank since.
-    link: Option<Arc<crate::template::TableLink>>,
+    link: Option<Arc<crate::link::TableLink>>,
     /// The template generation this ring's table matches.
     generation: u64,
     /// The template's filled slots when this ring last caught up with it

@@ -27,8 +27,10 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod buf;
+pub(crate) mod handoff;
 pub(crate) mod mmap;
 pub(crate) mod os;
 pub(crate) mod pid;
 pub(crate) mod socket;
+pub(crate) mod trial;
 pub(crate) mod uring;

@@ -11,7 +11,7 @@
 //! rather than freed under the kernel.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,7 +207,7 @@ pub(crate) fn raw_read_fixed(
     // outside it); the call waits for the completion before returning, so
     // the buffer is not written after.
     unsafe { ring.submission().push(&e).map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))? };
-    let res = match wait_one(ring) {
+    let res = match super::trial::wait_one(ring) {
         Ok(r) => r,
         Err(e) => {
             // The read may still land: keep its memory mapped for ever.
@@ -219,257 +219,6 @@ pub(crate) fn raw_read_fixed(
         return Err(io::Error::from_raw_os_error(-res));
     }
     Ok(res as usize)
-}
-
-/// The memory of a ring as the kernel lays it out (io_uring.c
-/// `rings_size`; each region rounded up to pages): the SQ/CQ rings with
-/// the CQEs and the SQ index array, and the SQE array. What Linux 6.14+
-/// charges to RLIMIT_MEMLOCK for `ring`.
-pub(crate) fn ring_layout_bytes(ring: &IoUring) -> u64 {
-    const SQE128: u32 = 1 << 10;
-    const CQE32: u32 = 1 << 11;
-    const NO_SQARRAY: u32 = 1 << 16;
-    // io_uring_params: sq_entries, cq_entries, flags at bytes 0, 4, 8;
-    // cq_off (io_cqring_offsets) at 80, whose sixth word is cqes.
-    let b = params_bytes(ring);
-    let word = |at: usize| u64::from(u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes")));
-    let (sq_entries, cq_entries, flags, cqes_off) = (word(0), word(4), word(8) as u32, word(100));
-    let page = page_size();
-    // rings_size(): struct_size(rings, cqes, cq_entries), the whole of it
-    // doubled for 32-byte CQEs; then cache-line aligned.
-    let mut rings = cqes_off + cq_entries * 16;
-    if flags & CQE32 != 0 {
-        rings <<= 1;
-    }
-    rings = rings.next_multiple_of(64);
-    if flags & NO_SQARRAY == 0 {
-        rings += sq_entries * 4;
-    }
-    let sqe = if flags & SQE128 != 0 { 128 } else { 64 };
-    let sqes = sq_entries * sqe;
-    rings.next_multiple_of(page) + sqes.next_multiple_of(page)
-}
-
-/// One plain READ of `buf.len()` bytes of `fd` at `offset` on a fresh
-/// ring, waited for: the count (for kernel trials).
-pub(crate) fn read_once(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut ring = IoUring::new(2)?;
-    let len = u32::try_from(buf.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // The kernel reads into a buffer of this call's own, copied out at the
-    // end: should waiting fail, it is left to the kernel, not freed.
-    let mut own = vec![0u8; buf.len()];
-    let e =
-        io_uring::opcode::Read::new(io_uring::types::Fd(fd.as_raw_fd()), own.as_mut_ptr(), len).offset(offset).build();
-    // SAFETY: `own` lives until the completion is reaped below, or is
-    // leaked with the ring when waiting fails.
-    unsafe { ring.submission().push(&e).map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))? };
-    let res = wait_one(&mut ring);
-    let res = match res {
-        Ok(r) => r,
-        Err(e) => {
-            std::mem::forget(own);
-            std::mem::forget(ring);
-            return Err(e);
-        }
-    };
-    if res < 0 {
-        return Err(io::Error::from_raw_os_error(-res));
-    }
-    let n = (res as usize).min(buf.len());
-    buf[..n].copy_from_slice(&own[..n]);
-    Ok(n)
-}
-
-/// Waits for the one operation in flight on `ring`: its result.
-fn wait_one(ring: &mut IoUring) -> io::Result<i32> {
-    loop {
-        if let Some(c) = ring.completion().next() {
-            return Ok(c.result());
-        }
-        match ring.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Whether a ring of `entries` (set up as ringpool's rings are:
-/// SINGLE_ISSUER | DEFER_TASKRUN, twice as many CQEs) sets up in a child
-/// running as scratch user `uid` under RLIMIT_MEMLOCK `limit`: `Some(true)`,
-/// `Some(false)` on ENOMEM, `None` when the trial itself failed. Root only.
-pub(crate) fn ring_fits_under(limit: u64, uid: u32, entries: u32) -> Option<bool> {
-    // SAFETY: the child sets up one ring (system calls and an allocation,
-    // which glibc's malloc allows after fork) and exits.
-    let code = unsafe {
-        super::os::in_scratch_user(limit, uid, move || {
-            let mut b = IoUring::builder();
-            b.setup_single_issuer().setup_defer_taskrun().setup_cqsize(entries.saturating_mul(2));
-            let r: io::Result<IoUring> = match b.build(entries) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    IoUring::builder().setup_cqsize(entries.saturating_mul(2)).build(entries)
-                }
-                r => r,
-            };
-            match r {
-                Ok(_) => 0,
-                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => 1,
-                Err(_) => 2,
-            }
-        })
-    }
-    .ok()?;
-    match code {
-        0 => Some(true),
-        1 => Some(false),
-        _ => None,
-    }
-}
-
-/// A forked child sets up a ring and clones `src`'s table into it: 0 when
-/// the clone worked, 1 on EINVAL (refused across accounting contexts),
-/// another code when the trial failed.
-pub(crate) fn clone_from_forked_child(src: &IoUring) -> io::Result<i32> {
-    let fd = src.as_raw_fd();
-    // SAFETY: the child sets up a ring and makes one register call (system
-    // calls and an allocation, which glibc's malloc allows after fork).
-    let pid = unsafe {
-        super::os::fork_child(move || {
-            let Ok(dst) = IoUring::new(2) else { return 2 };
-            match dst.submitter().register_buffers_clone(fd) {
-                Ok(()) => 0,
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => 1,
-                Err(_) => 3,
-            }
-        })
-    }?;
-    super::os::wait_child(pid)
-}
-
-/// The system's page size.
-pub(crate) fn page_size() -> u64 {
-    // SAFETY: sysconf has no pointer arguments.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(p).ok().filter(|&p| p > 0).unwrap_or(4096)
-}
-
-/// Bytes of `io_uring_params`, the parameters a ring's fd travels with.
-pub(crate) const PARAMS_LEN: usize = std::mem::size_of::<io_uring::Parameters>();
-
-/// The parameters the kernel filled in when `ring` was set up, as bytes.
-pub(crate) fn params_bytes(ring: &IoUring) -> Vec<u8> {
-    let p: *const io_uring::Parameters = ring.params();
-    // SAFETY: Parameters is repr(transparent) over the kernel's
-    // io_uring_params, plain integers all initialized by io_uring_setup.
-    unsafe { std::slice::from_raw_parts(p.cast::<u8>(), PARAMS_LEN) }.to_vec()
-}
-
-/// The offsets and sizes in `params` that the crate maps the rings with:
-/// (sq_entries, cq_entries, flags, features, sq_off, cq_off), comparable
-/// between two rings.
-fn layout_of(params: &[u8]) -> &[u8] {
-    // io_uring_params: sq_entries, cq_entries, flags, sq_thread_cpu,
-    // sq_thread_idle, features, wq_fd, resv[3], then sq_off (40 bytes) and
-    // cq_off (40 bytes). Everything but the sq-thread fields and wq_fd maps.
-    &params[..PARAMS_LEN.min(params.len())]
-}
-
-/// Queue layouts this kernel gave rings, by (SQ entries, CQ entries, the
-/// flags that change the layout): what `ring_from_fd` checks parameters
-/// against. Inherited by forked children, so that they set up no ring to
-/// learn it.
-type Known = ((u32, u32, u32), Vec<u8>);
-static LAYOUTS: std::sync::Mutex<Vec<Known>> = std::sync::Mutex::new(Vec::new());
-
-fn layout_key(params: &[u8]) -> (u32, u32, u32) {
-    const SINGLE_ISSUER: u32 = 1 << 12;
-    const DEFER_TASKRUN: u32 = 1 << 13;
-    const NO_SQARRAY: u32 = 1 << 16;
-    let word = |i: usize| u32::from_ne_bytes(params[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
-    (word(0), word(1), word(2) & (SINGLE_ISSUER | DEFER_TASKRUN | NO_SQARRAY))
-}
-
-/// Remembers the queue layout the kernel gave `ring` (a ring this process
-/// set up: its parameters are the kernel's own).
-pub(crate) fn remember_layout(ring: &IoUring) {
-    let p = params_bytes(ring);
-    let key = layout_key(&p);
-    let mut l = LAYOUTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if l.len() < 64 && !l.iter().any(|(k, _)| *k == key) {
-        l.push((key, p));
-    }
-}
-
-/// Rebuilds a ring from its fd and the parameters it was set up with (sent
-/// by the process that made it). The parameters are not trusted: they must
-/// name the same queue layout as a ring this kernel sets up with the same
-/// sizes and flags, and the fd must be an io_uring.
-pub(crate) fn ring_from_fd(fd: OwnedFd, params: &[u8]) -> io::Result<IoUring> {
-    let bad = || io::Error::from_raw_os_error(libc::EINVAL);
-    if params.len() != PARAMS_LEN {
-        return Err(bad());
-    }
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-    if link.to_string_lossy() != "anon_inode:[io_uring]" {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
-    }
-    let word = |i: usize| u32::from_ne_bytes(params[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
-    let (sq, cq, flags) = (word(0), word(1), word(2));
-    if !sq.is_power_of_two() || sq > 32768 || !cq.is_power_of_two() || cq > 65536 || cq < sq {
-        return Err(bad());
-    }
-    // IORING_SETUP_* (include/uapi/linux/io_uring.h).
-    const IOPOLL: u32 = 1 << 0;
-    const SQPOLL: u32 = 1 << 1;
-    const SINGLE_ISSUER: u32 = 1 << 12;
-    const DEFER_TASKRUN: u32 = 1 << 13;
-    const NO_SQARRAY: u32 = 1 << 16;
-    if flags & (IOPOLL | SQPOLL) != 0 {
-        // ringpool never hands over such rings.
-        return Err(bad());
-    }
-    // A ring set up here with the same sizes and flags (but enabled) shows
-    // the queue layout this kernel uses; remembered per (sizes, flags).
-    let key = layout_key(params);
-    let known = LAYOUTS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.clone());
-    let mine = match known {
-        Some(m) => m,
-        None => {
-            let mut b = IoUring::builder();
-            b.setup_cqsize(cq);
-            if flags & SINGLE_ISSUER != 0 {
-                b.setup_single_issuer();
-            }
-            if flags & DEFER_TASKRUN != 0 {
-                b.setup_defer_taskrun();
-            }
-            if flags & NO_SQARRAY != 0 {
-                b.setup_no_sqarray();
-            }
-            let probe: IoUring = b.build(sq)?;
-            remember_layout(&probe);
-            params_bytes(&probe)
-        }
-    };
-    // Same sizes, and the same SQ / CQ ring offsets (bytes 40 on).
-    if mine[..8] != params[..8] || layout_of(&mine)[40..] != layout_of(params)[40..] {
-        return Err(bad());
-    }
-    let mut raw = [0u8; PARAMS_LEN];
-    raw.copy_from_slice(params);
-    // SAFETY: Parameters is repr(transparent) over io_uring_params, plain
-    // integers; any bit pattern is a value, and these bytes were checked to
-    // name the queue layout this kernel gives a ring of these sizes and flags.
-    let p: io_uring::Parameters = unsafe { std::mem::transmute::<[u8; PARAMS_LEN], io_uring::Parameters>(raw) };
-    let raw_fd = std::os::fd::IntoRawFd::into_raw_fd(fd);
-    // SAFETY: raw_fd is an io_uring fd we own (checked above, ownership given
-    // up by into_raw_fd), and `p` carries the kernel's parameters of it.
-    unsafe { IoUring::from_fd(raw_fd, p) }
 }
 
 /// Reads `len` bytes of `fd` into `iov`'s memory with READ_FIXED through
@@ -813,11 +562,6 @@ impl<T> Drop for RawRing<T> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn ring_parameters_have_the_kernels_size() {
-        assert_eq!(super::PARAMS_LEN, 120);
-    }
-
     #[test]
     fn rsrc_update2_has_the_kernels_layout() {
         assert_eq!(std::mem::size_of::<super::RsrcUpdate2>(), 32);
