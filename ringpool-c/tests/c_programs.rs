@@ -9,16 +9,28 @@ fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory of this build's libringpool_c.so (target/<profile>).
+/// The directory of this build's libringpool_c.so (target/<profile>),
+/// built once for the tests of this file: `cargo test` builds the crate as
+/// an rlib only, so the shared library is built here with the same cargo
+/// and target directory.
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf();
-    assert!(
-        dir.join("libringpool_c.so").exists(),
-        "{} has no libringpool_c.so (cargo builds the cdylib with the tests)",
-        dir.display()
-    );
-    dir
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf();
+            let target = dir.parent().expect("target/").to_path_buf();
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "-p", "ringpool-c", "--lib"]).env("CARGO_TARGET_DIR", &target);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("run cargo build -p ringpool-c");
+            assert!(status.success(), "cargo build -p ringpool-c failed");
+            assert!(dir.join("libringpool_c.so").exists(), "{} has no libringpool_c.so", dir.display());
+            dir
+        })
+        .clone()
 }
 
 /// A scratch file path on a file system with O_DIRECT.

@@ -102,6 +102,47 @@ impl IoMemory {
                 ),
             ));
         }
+        let (range, released) = self.trailing_segments(bytes)?;
+        let segs32 = u32::from(range.start)..u32::from(range.end);
+        self.close_segments(range.clone())?;
+        let reopen = || {
+            sh.alloc.with_buddy(|b| segs32.clone().for_each(|s| b.reopen_segment(s)));
+            sh.alloc.notify_grown();
+        };
+        if !sh.alloc.wait_drained(segs32.clone(), deadline) {
+            let leases = sh.alloc.with_buddy(|b| segs32.clone().map(|s| b.segment_leases(s)).sum());
+            reopen();
+            return Err(Error::ShrinkTimeout { segments: range, leases, waited: start.elapsed() });
+        }
+        let drain_time = start.elapsed();
+        let t = Instant::now();
+        let generation = match unpublish(range.clone(), deadline) {
+            Ok(g) => g,
+            Err(e) => {
+                reopen();
+                return Err(e);
+            }
+        };
+        let unpublish_time = t.elapsed();
+        let t = Instant::now();
+        self.release_segments(range.clone(), released);
+        let unmap_time = t.elapsed();
+        tracing::debug!(?range, bytes = released, generation, ?drain_time, ?unpublish_time, ?unmap_time, "pool shrank");
+        Ok(ShrinkReport {
+            segments: range,
+            bytes: released,
+            generation,
+            drain_time,
+            unpublish_time,
+            unmap_time,
+            total: start.elapsed(),
+        })
+    }
+
+    /// The pool's last segments that hold at least `bytes`, and their
+    /// bytes; refused for the whole pool or more than is not leased.
+    fn trailing_segments(&self, bytes: u64) -> Result<(Range<u16>, u64)> {
+        let sh = &self.shared;
         let (range, released, len) = {
             let segs = sh.segs();
             let len: u64 = segs.iter().map(|s| s.seg.len).sum();
@@ -129,8 +170,13 @@ impl IoMemory {
                 format!("{} are leased; the pool would keep {}", Bytes(leased), Bytes(len - released)),
             ));
         }
+        Ok((range, released))
+    }
+
+    /// Stops leasing from segments `range`, all of them or none.
+    fn close_segments(&self, range: Range<u16>) -> Result<()> {
         let segs32 = u32::from(range.start)..u32::from(range.end);
-        let closed = sh.alloc.with_buddy(|b| {
+        let closed = self.shared.alloc.with_buddy(|b| {
             for s in segs32.clone() {
                 if !b.close_segment(s) {
                     for d in segs32.start..s {
@@ -141,35 +187,19 @@ impl IoMemory {
             }
             Ok(())
         });
-        if let Err(segment) = closed {
-            // At most 16384 segments.
-            return Err(Error::SegmentsInUse { range, segment: segment as u16 });
-        }
-        let reopen = || {
-            sh.alloc.with_buddy(|b| segs32.clone().for_each(|s| b.reopen_segment(s)));
-            sh.alloc.notify_grown();
-        };
-        if !sh.alloc.wait_drained(segs32.clone(), deadline) {
-            let leases = sh.alloc.with_buddy(|b| segs32.clone().map(|s| b.segment_leases(s)).sum());
-            reopen();
-            return Err(Error::ShrinkTimeout { segments: range, leases, waited: start.elapsed() });
-        }
-        let drain_time = start.elapsed();
-        let t = Instant::now();
-        let generation = match unpublish(range.clone(), deadline) {
-            Ok(g) => g,
-            Err(e) => {
-                reopen();
-                return Err(e);
-            }
-        };
-        let unpublish_time = t.elapsed();
-        let t = Instant::now();
+        // At most 16384 segments.
+        closed.map_err(|segment| Error::SegmentsInUse { range, segment: segment as u16 })
+    }
+
+    /// Takes drained segments `range` out of the pool and gives their
+    /// memory back: mappings of theirs alone are unmapped as their last
+    /// segment goes; the tail of a mapping shared with the last kept
+    /// segment is released.
+    fn release_segments(&self, range: Range<u16>, released: u64) {
+        let sh = &self.shared;
+        let segs32 = u32::from(range.start)..u32::from(range.end);
         let removed = sh.segs.write().unwrap_or_else(|p| p.into_inner()).split_off(usize::from(range.start));
         sh.alloc.with_buddy(|b| segs32.clone().rev().for_each(|s| b.retire_segment(s)));
-        // The first released segment may share its mapping with the last
-        // kept one: give back that mapping's tail. Mappings of released
-        // segments alone are unmapped when their last segment goes (below).
         let kept_map = sh.segs().last().map(|s| s.map.clone());
         if let (Some(first), Some(kept)) = (removed.first(), kept_map) {
             if Arc::ptr_eq(&first.map, &kept) {
@@ -185,16 +215,5 @@ impl IoMemory {
             }
         }
         drop(removed);
-        let unmap_time = t.elapsed();
-        tracing::debug!(?range, bytes = released, generation, ?drain_time, ?unpublish_time, ?unmap_time, "pool shrank");
-        Ok(ShrinkReport {
-            segments: range,
-            bytes: released,
-            generation,
-            drain_time,
-            unpublish_time,
-            unmap_time,
-            total: start.elapsed(),
-        })
     }
 }
