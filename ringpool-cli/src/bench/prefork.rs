@@ -131,6 +131,26 @@ fn data_file() -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// The end of a child's part in a round: say how it went, keep what it set
+/// up (its registration stays pinned while the owner reads VmPin) until
+/// the owner's byte comes, and give the exit code.
+fn finish_child<T>(
+    side: &str,
+    i: u32,
+    ok: ringpool::Result<T>,
+    mut tx: std::io::PipeWriter,
+    mut go: std::io::PipeReader,
+) -> i32 {
+    if let Err(e) = &ok {
+        eprintln!("{side} child {i}: {e}");
+    }
+    report(&mut tx, i, ok.is_ok());
+    drop(tx);
+    let mut b = [0u8; 1];
+    let _ = go.read(&mut b);
+    i32::from(ok.is_err())
+}
+
 /// What a child reports on the ready pipe: index, status, ready time.
 const REPORT: usize = 16;
 
@@ -220,7 +240,7 @@ fn clone_round(mem: &IoMemory, file: &DirectFile, procs: u32) -> anyhow::Result<
     for i in 0..procs {
         let began = now_ns();
         let handed = table.handover(&HandoverOptions::new().entries(8)).context("handing a ring over")?;
-        let (mut tx, mut go) = (ready_tx.try_clone()?, go_rx.try_clone()?);
+        let (tx, go) = (ready_tx.try_clone()?, go_rx.try_clone()?);
         let child = move || {
             let ok = guarded(|| -> ringpool::Result<()> {
                 let opts = RingOptions { engine: EnginePolicy::IoUring, ..RingOptions::default() };
@@ -239,14 +259,7 @@ fn clone_round(mem: &IoMemory, file: &DirectFile, procs: u32) -> anyhow::Result<
                 }
                 Ok(())
             });
-            if let Err(e) = &ok {
-                eprintln!("clone child {i}: {e}");
-            }
-            report(&mut tx, i, ok.is_ok());
-            drop(tx);
-            let mut b = [0u8; 1];
-            let _ = go.read(&mut b);
-            i32::from(ok.is_err())
+            finish_child("clone", i, ok, tx, go)
         };
         // SAFETY: this process is single-threaded here but for the Ctrl-C
         // thread (--reserve), which holds no lock the child takes; the child
@@ -270,7 +283,7 @@ fn register_round(mem: &IoMemory, file: &DirectFile, procs: u32) -> anyhow::Resu
     let mut pids = Vec::with_capacity(procs as usize);
     for i in 0..procs {
         let began = now_ns();
-        let (mut tx, mut go) = (ready_tx.try_clone()?, go_rx.try_clone()?);
+        let (tx, go) = (ready_tx.try_clone()?, go_rx.try_clone()?);
         let prepared = prepared.clone();
         let child = move || {
             let ok = guarded(|| -> ringpool::Result<baseline::ChildTable> {
@@ -284,14 +297,7 @@ fn register_round(mem: &IoMemory, file: &DirectFile, procs: u32) -> anyhow::Resu
                 }
                 Ok(t)
             });
-            if let Err(e) = &ok {
-                eprintln!("register child {i}: {e}");
-            }
-            report(&mut tx, i, ok.is_ok());
-            drop(tx);
-            let mut b = [0u8; 1];
-            let _ = go.read(&mut b);
-            i32::from(ok.is_err())
+            finish_child("register", i, ok, tx, go)
         };
         // SAFETY: as in clone_round.
         let pid = unsafe { ringpool::process::fork_child(child) }.context("fork")?;
