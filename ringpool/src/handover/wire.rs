@@ -254,6 +254,33 @@ pub(crate) fn refusal(b: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// What the fuzz target checks, as a property: any bytes, and any
+        /// mutation of a valid message, decode to an error or to a message
+        /// that encodes back to the same bytes; never a panic.
+        #[test]
+        fn no_input_makes_the_decoders_panic(
+            junk in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            flips in proptest::collection::vec((0usize..400, proptest::num::u8::ANY), 0..8),
+        ) {
+            for bytes in [junk.clone(), {
+                let mut b = encode(&message());
+                for &(at, v) in &flips {
+                    let n = b.len();
+                    b[at % n] = v;
+                }
+                b
+            }] {
+                if let Ok(m) = decode(&bytes) {
+                    proptest::prop_assert_eq!(encode(&m), bytes.clone());
+                }
+                if let Ok(q) = decode_request(&bytes) {
+                    proptest::prop_assert_eq!(encode_request(&q), bytes.clone());
+                }
+            }
+        }
+    }
+
     #[test]
     fn requests_and_refusals_round_trip_and_bad_ones_are_errors() {
         let q = Request { entries: 64, leases: 3 };
