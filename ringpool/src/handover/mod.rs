@@ -419,20 +419,22 @@ impl HandedRing {
                 reason: format!("the message says it has {total} bytes; reading the rest after {have}: {e}"),
             })?;
         }
-        let mut handed = Self::from_parts(&bytes, fds)?;
+        let msg = wire::decode(&bytes).map_err(|reason| Error::BadHandover { reason })?;
+        let (memfds, token) = Self::split_fds(&msg, fds)?;
         let (peer, _, _) = sys::socket::peer_cred(sock.as_fd())
             .map_err(|e| Error::BadHandover { reason: format!("the sender's credentials: {e}") })?;
-        handed.fd = sys::os::pull_fd(peer, handed.msg.ring_fd).map_err(|e| Error::BadHandover {
-            reason: format!("duplicating the ring's fd {} from process {peer}: {e}", handed.msg.ring_fd),
+        let fd = sys::os::pull_fd(peer, msg.ring_fd).map_err(|e| Error::BadHandover {
+            reason: format!("duplicating the ring's fd {} from process {peer}: {e}", msg.ring_fd),
         })?;
         // The sender may close its copy now (a failed answer only keeps it
         // open longer).
         let _ = sys::socket::send_with_fds(sock.as_fd(), ACK, &[]);
-        Ok(handed)
+        Ok(HandedRing { fd, msg, memfds, ids: None, token, reservation: None, conn: None })
     }
 
-    fn from_parts(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<HandedRing> {
-        let msg = wire::decode(bytes).map_err(|reason| Error::BadHandover { reason })?;
+    /// The memfds and the lease token among the descriptors that came with
+    /// `msg`, or why they do not fit it (they are closed).
+    fn split_fds(msg: &wire::Message, mut fds: Vec<OwnedFd>) -> Result<(Vec<OwnedFd>, Option<OwnedFd>)> {
         if fds.len() != msg.fds() {
             let reason = format!(
                 "{} descriptors; {} memfds{} were expected",
@@ -443,14 +445,7 @@ impl HandedRing {
             return Err(Error::BadHandover { reason });
         }
         let token = if msg.leases.is_empty() { None } else { fds.pop() };
-        // The ring's fd is pulled from the sender next; until then a copy
-        // of the first memfd stands in (closed when replaced).
-        let fd = fds
-            .first()
-            .ok_or_else(|| Error::BadHandover { reason: "no memfd".into() })?
-            .try_clone()
-            .map_err(|e| Error::os("dup", e))?;
-        Ok(HandedRing { fd, msg, memfds: fds, ids: None, token, reservation: None, conn: None })
+        Ok((fds, token))
     }
 }
 
