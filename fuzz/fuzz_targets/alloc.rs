@@ -6,7 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringpool::{IoBuf, IoMemory, MemoryOptions, PagePolicy};
+use ringpool::types::PagePolicy;
+use ringpool::{IoBuf, IoMemory, MemoryOptions};
 
 const SEG: u64 = 64 << 10;
 

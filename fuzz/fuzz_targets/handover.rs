@@ -7,10 +7,10 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(fds) = ringpool::check_handover_message(data) {
+    if let Ok(fds) = ringpool::handover::check_message(data) {
         assert!((1..=64).contains(&fds), "1 to 63 memfds and maybe a lease token, not {fds}");
     }
-    if let Ok((entries, _leases)) = ringpool::check_ring_request(data) {
+    if let Ok((entries, _leases)) = ringpool::handover::check_request(data) {
         assert_eq!(data.len(), 12);
         let _ = entries;
     }

@@ -58,7 +58,7 @@ impl JobOut {
 /// Whole-process CPU time (user + system, all threads: io-wq workers and
 /// blocking pools included) in µs, from getrusage(RUSAGE_SELF).
 pub fn process_cpu_us() -> f64 {
-    let (u, s) = ringpool::process::rusage_self_us();
+    let (u, s) = ringpool_testkit::process::rusage_self_us();
     (u + s) as f64
 }
 
@@ -167,7 +167,7 @@ impl Drop for AlignedBuf {
 /// The size of a file or block device, in bytes (BLKGETSIZE64 for a block
 /// device, through ringpool's DirectFile::size).
 pub fn target_size(path: &Path) -> anyhow::Result<u64> {
-    let f = ringpool::DirectFile::options().read(true).direct(ringpool::DirectIo::Required).open(path)?;
+    let f = ringpool::DirectFile::options().read(true).direct(ringpool::types::DirectIo::Required).open(path)?;
     Ok(f.size()?)
 }
 

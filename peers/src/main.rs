@@ -26,6 +26,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::{hugepages_2m, median, panic_text, JobOut, JobSpec, SpinOut, SpinSpec};
+use ringpool::types::EnginePolicy;
+use ringpool::RingOptions;
 
 const JOB: &str = "randread4k_qd32";
 const POOL_BYTES: u64 = 4 << 30;

@@ -32,6 +32,8 @@ use ::ringpool::{
 use anyhow::{bail, Context};
 
 use crate::common::{describe_registered, uring_fds, JobOut, JobSpec, Meter, Offsets, SpinOut, SpinSpec, BS, DEPTH};
+use ringpool::types::{EnginePolicy, PagePolicy};
+use ringpool::{MemoryOptions, Op, RingOptions};
 
 /// The random-read job. `engine`: `None` for ringpool's default (Auto).
 pub fn randread(spec: &JobSpec, engine: Option<EnginePolicy>) -> anyhow::Result<JobOut> {
@@ -54,7 +56,7 @@ pub fn randread(spec: &JobSpec, engine: Option<EnginePolicy>) -> anyhow::Result<
     let meter = Meter::start(spec.runtime);
     let deadline = meter.deadline();
     for (slot, buf) in bufs.into_iter().enumerate() {
-        ring.push_read(&file, offs.next_offset(), buf, slot as u64).map_err(|(e, _)| e)?;
+        ring.push(Op::read(&file, offs.next_offset(), buf), slot as u64).map_err(|(e, _)| e)?;
     }
     let mut ios = 0u64;
     let mut running = true;
@@ -75,7 +77,7 @@ pub fn randread(spec: &JobSpec, engine: Option<EnginePolicy>) -> anyhow::Result<
             running = running && Instant::now() < deadline;
             if running {
                 let buf = c.bufs.into_one().context("a read gives its buffer back")?;
-                ring.push_read(&file, offs.next_offset(), buf, tag).map_err(|(e, _)| e)?;
+                ring.push(Op::read(&file, offs.next_offset(), buf), tag).map_err(|(e, _)| e)?;
             }
         }
         if !running && drained && ring.in_flight() == 0 {

@@ -4,7 +4,8 @@
 use std::ffi::{c_char, c_int};
 use std::sync::Arc;
 
-use ringpool::{BrokerOptions, HandedRing, HandoverOptions, IoPool, Ring, RingBroker};
+use ringpool::handover::{BrokerOptions, HandedRing, HandoverOptions, RingBroker};
+use ringpool::{IoPool, Ring};
 
 use crate::error::rp_error;
 use crate::pool::{rp_buf, rp_file, rp_pool};

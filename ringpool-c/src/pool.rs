@@ -3,7 +3,7 @@
 use std::ffi::c_char;
 use std::sync::{Arc, Mutex};
 
-use ringpool::{DirectFile, IoBuf, IoPool, IoResult};
+use ringpool::{DirectFile, Done, IoBuf, IoPool, MemoryOptions};
 
 use crate::error::rp_error;
 use crate::sys;
@@ -60,9 +60,9 @@ impl rp_buf {
     }
 
     /// Runs `op` with the buffer cut to `len` bytes; the bytes moved.
-    pub(crate) fn with(&self, len: usize, op: impl FnOnce(IoBuf) -> IoResult) -> Result<i64, rp_error> {
+    pub(crate) fn with(&self, len: usize, op: impl FnOnce(IoBuf) -> Done) -> Result<i64, rp_error> {
         let b = self.take(len)?;
-        let (res, b) = op(b);
+        let (res, b) = op(b).into_one();
         rp_buf::put(&self.slot, b);
         // At most the buffer's length.
         Ok(res? as i64)
@@ -70,11 +70,14 @@ impl rp_buf {
 }
 
 fn new_pool(bytes: u64, segment_bytes: u64, shared: bool) -> Result<rp_pool, rp_error> {
-    let mut b = IoPool::builder().memory_size(bytes).shared(shared);
-    if segment_bytes != 0 {
-        b = b.segment_size(segment_bytes);
+    let mut memory = MemoryOptions::new();
+    if shared {
+        memory = memory.shared();
     }
-    Ok(rp_pool { pool: Arc::new(b.build()?) })
+    if segment_bytes != 0 {
+        memory = memory.segment_size(segment_bytes);
+    }
+    Ok(rp_pool { pool: Arc::new(IoPool::builder().size(bytes).memory(memory).build()?) })
 }
 
 /// A pool of `bytes` (page policy Auto: huge pages where free, else THP or

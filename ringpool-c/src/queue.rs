@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use ringpool::{IoBuf, IoPool, IoResult, OpHandle};
+use ringpool::{IoBuf, IoPool, OpHandle};
 
 use crate::error::rp_error;
 use crate::pool::{rp_buf, rp_file, rp_pool};
@@ -40,7 +40,7 @@ pub struct rp_queue {
 }
 
 struct Pending {
-    handle: OpHandle<IoResult>,
+    handle: OpHandle,
     user_data: u64,
     /// Where the buffer goes back.
     slot: Arc<Mutex<Option<IoBuf>>>,
@@ -106,7 +106,8 @@ impl rp_queue {
             }
             let Some(p) = self.ops.get_mut(&key) else { continue };
             let mut cx = Context::from_waker(&p.waker);
-            let Poll::Ready((res, io)) = Pin::new(&mut p.handle).poll(&mut cx) else { continue };
+            let Poll::Ready(done) = Pin::new(&mut p.handle).poll(&mut cx) else { continue };
+            let (res, io) = done.into_one();
             let p = self.ops.remove(&key).expect("present");
             rp_buf::put(&p.slot, io);
             let (result, error) = match res {
@@ -129,7 +130,7 @@ impl Drop for rp_queue {
     fn drop(&mut self) {
         // Wait for what is in flight, so that every buffer goes back.
         for (_, p) in self.ops.drain() {
-            let (_, io) = p.handle.wait();
+            let (_, io) = p.handle.wait().into_one();
             rp_buf::put(&p.slot, io);
         }
     }

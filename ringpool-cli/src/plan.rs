@@ -3,8 +3,9 @@
 //! change.
 
 use clap::{Args, ValueEnum};
-use ringpool::units::{parse_size, Bytes};
-use ringpool::{PagePolicy, PlanRequest, Sharing};
+use ringpool::plan::PlanRequest;
+use ringpool::types::{parse_size, Bytes};
+use ringpool::types::{PagePolicy, Sharing};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum SharingArg {
@@ -54,7 +55,7 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
         entries: a.entries,
         trial: !a.no_trial,
     };
-    let p = ringpool::plan(&req)?;
+    let p = req.plan()?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&p)?);
         return Ok(());

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use ringpool::units::Bytes;
-use ringpool::{Features, HugePages, IoUringStatus, PageKind};
+use ringpool::probe::{Features, IoUringStatus};
+use ringpool::types::Bytes;
+use ringpool::types::{HugePages, PageKind};
 use serde_json::json;
 
 #[derive(Args, Debug)]
@@ -43,10 +44,10 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let dio = args.dir.as_ref().map(|d| Features::direct_io(d));
     // The FUSE trial takes the machine-state lock, which a huge page
     // reservation holds while it lives: first the trial, then the pages.
-    let fuse = (!args.no_quirks).then(|| ringpool::quirks::judge_fuse_short_read(crate::quirk_fuse::trial()));
+    let fuse = (!args.no_quirks).then(crate::quirk_fuse::trial);
     let _pages = if args.reserve {
         crate::util::restore_on_signal();
-        Some(ringpool::hugepages::HugePageReservation::ensure_available(PageKind::Huge2M, 1024)?)
+        Some(ringpool_testkit::machine::HugePageReservation::ensure_available(PageKind::Huge2M, 1024)?)
     } else {
         None
     };
@@ -59,6 +60,19 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         }
     };
     if args.json {
+        print_json(&f, dio.as_ref(), &quirks)
+    } else {
+        print_words(&f, dio, &quirks);
+        Ok(())
+    }
+}
+
+fn print_json(
+    f: &Features,
+    dio: Option<&ringpool::probe::DirectIoSupport>,
+    quirks: &[ringpool::quirks::Quirk],
+) -> anyhow::Result<()> {
+    {
         let (io_ok, io_why) = match &f.io_uring {
             IoUringStatus::Available => (true, None),
             IoUringStatus::Unavailable { reason, .. } => (false, Some(reason.clone())),
@@ -70,9 +84,9 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             "clone_buffers": f.clone_buffers,
             "clone_ranges": f.clone_ranges,
             "dst_replace": match &f.dst_replace {
-                ringpool::DstReplace::Works => "works".to_string(),
-                ringpool::DstReplace::Broken(why) => format!("broken: {why}"),
-                ringpool::DstReplace::Unsupported => "unsupported".to_string(),
+                ringpool::probe::DstReplace::Works => "works".to_string(),
+                ringpool::probe::DstReplace::Broken(why) => format!("broken: {why}"),
+                ringpool::probe::DstReplace::Unsupported => "unsupported".to_string(),
             },
             "read_write_fixed": f.read_write_fixed,
             "hugepages_2m": hp_json(&f.hugepages_2m),
@@ -82,7 +96,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             "cap_ipc_lock": f.cap_ipc_lock,
         });
         v["quirks"] = serde_json::Value::Array(quirks.iter().map(quirk_json).collect());
-        if let Some(d) = &dio {
+        if let Some(d) = dio {
             v["direct_io"] = json!({
                 "dir": d.dir,
                 "supported": d.supported,
@@ -93,8 +107,11 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             });
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        Ok(())
     }
+}
+
+fn print_words(f: &Features, dio: Option<ringpool::probe::DirectIoSupport>, quirks: &[ringpool::quirks::Quirk]) {
     let yes = |b: bool| if b { "yes" } else { "no" };
     let row = |k: &str, v: String| println!("{k:<22} {v}");
     row("kernel", f.kernel.clone());
@@ -110,9 +127,11 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     row(
         "dst_replace self-test",
         match &f.dst_replace {
-            ringpool::DstReplace::Works => "works (a partial DST_REPLACE clone replaced exactly its range)".into(),
-            ringpool::DstReplace::Broken(why) => format!("BROKEN: {why}; growth re-clones whole tables"),
-            ringpool::DstReplace::Unsupported => "not run (no ranged clone)".into(),
+            ringpool::probe::DstReplace::Works => {
+                "works (a partial DST_REPLACE clone replaced exactly its range)".into()
+            }
+            ringpool::probe::DstReplace::Broken(why) => format!("BROKEN: {why}; growth re-clones whole tables"),
+            ringpool::probe::DstReplace::Unsupported => "not run (no ranged clone)".into(),
         },
     );
     row("read_write_fixed", format!("{} (READ_FIXED / WRITE_FIXED)", yes(f.read_write_fixed)));
@@ -158,10 +177,9 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     if !quirks.is_empty() {
         println!();
         println!("kernel quirks:");
-        for q in &quirks {
+        for q in quirks {
             println!("  {:<42} {:<9} {}", q.name, format!("{:?}", q.state).to_lowercase(), q.detail);
             println!("  {:<42} {:<9} ringpool: {}", "", "", q.what_ringpool_does);
         }
     }
-    Ok(())
 }

@@ -11,7 +11,6 @@ use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, OpenFlags, ReplyAttr,
     ReplyData, ReplyEntry, ReplyOpen, Request,
 };
-use ringpool::quirks::FuseShortRead;
 
 const FILE: INodeNo = INodeNo(2);
 const LEN: usize = 16 << 10;
@@ -84,8 +83,13 @@ impl Filesystem for ShortFs {
     }
 }
 
-/// Mounts the file system, reads through io_uring, unmounts.
-pub fn trial() -> Result<FuseShortRead, String> {
+/// Mounts the file system, lets the FUSE guard read through io_uring,
+/// unmounts; the guard's verdict (untested, with why, when no mount).
+pub fn trial() -> ringpool::quirks::Quirk {
+    mounted().unwrap_or_else(|why| ringpool::quirks::fuse_quirk(Err(why)))
+}
+
+fn mounted() -> Result<ringpool::quirks::Quirk, String> {
     if !std::path::Path::new("/dev/fuse").exists() {
         return Err("no /dev/fuse".into());
     }
@@ -97,7 +101,7 @@ pub fn trial() -> Result<FuseShortRead, String> {
     {
         return Err("mounting FUSE needs root".into());
     }
-    let _lock = ringpool::hugepages::MachineLock::acquire().map_err(|e| e.to_string())?;
+    let _lock = ringpool_testkit::machine::MachineLock::acquire().map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("ringpool-fuse-trial-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let result = (|| {
@@ -105,9 +109,9 @@ pub fn trial() -> Result<FuseShortRead, String> {
         cfg.mount_options = vec![fuser::MountOption::FSName("ringpool-quirk".into()), fuser::MountOption::RO];
         let session = fuser::spawn_mount(ShortFs, &dir, &cfg).map_err(|e| format!("cannot mount FUSE: {e}"))?;
         let expected: Vec<u8> = (0..8192).map(byte).collect();
-        let r = ringpool::quirks::observe_fuse_short_read(&dir.join("data"), &expected);
+        let q = ringpool::quirks::fuse_quirk(Ok((&dir.join("data"), &expected)));
         drop(session);
-        r
+        Ok(q)
     })();
     let _ = std::fs::remove_dir(&dir);
     result

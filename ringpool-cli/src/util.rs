@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use ringpool::hugepages::HugePageReservation;
-use ringpool::units::Bytes;
-use ringpool::{IoMemory, PageKind, PagePolicy};
+use ringpool::types::Bytes;
+use ringpool::types::{PageKind, PagePolicy};
+use ringpool::IoMemory;
+use ringpool_testkit::machine::HugePageReservation;
 
 /// A byte progress bar on stderr (hidden when stderr is not a terminal).
 pub fn byte_bar(total: u64, msg: &str) -> ProgressBar {
@@ -107,7 +108,7 @@ pub fn prefault_with_bar(mem: &IoMemory) -> anyhow::Result<f64> {
 /// Restores reserved huge pages and exits on Ctrl-C / SIGTERM.
 pub fn restore_on_signal() {
     let _ = ctrlc::set_handler(|| {
-        ringpool::hugepages::restore_all();
+        ringpool_testkit::machine::restore_all();
         eprintln!("\ninterrupted: huge page counts restored");
         std::process::exit(130);
     });

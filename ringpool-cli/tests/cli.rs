@@ -164,7 +164,7 @@ fn bench_io_verify_passes_for_every_rw_mode() {
 fn bench_io_vectored_operations_verify_and_report_their_opcode() {
     let dir = scratch();
     let file = dir.path().join("vec.dat");
-    let readv = ringpool::Features::get().readv_fixed;
+    let readv = ringpool::probe::Features::get().readv_fixed;
     for (rw, op) in [("randwrite", "WRITEV_FIXED"), ("randread", "READV_FIXED"), ("write", "WRITEV_FIXED")] {
         let v = io(&file, rw, &["--verify", "--vec", "8", "--iodepth", "4"]);
         assert_eq!(v["vec"], 8);
@@ -183,7 +183,7 @@ fn bench_io_vectored_operations_verify_and_report_their_opcode() {
 /// zram0 for a test, under the machine-state lock, reset when dropped (as
 /// ringpool's own tests do; a skip fails under RINGPOOL_STRICT=1).
 struct Zram {
-    _lock: ringpool::hugepages::MachineLock,
+    _lock: ringpool_testkit::machine::MachineLock,
 }
 
 impl Zram {
@@ -193,7 +193,7 @@ impl Zram {
             eprintln!("skipping {test}: {why}");
             None
         };
-        let lock = ringpool::hugepages::MachineLock::acquire().expect("machine-state lock");
+        let lock = ringpool_testkit::machine::MachineLock::acquire().expect("machine-state lock");
         let sys = Path::new("/sys/block/zram0");
         if !sys.exists() && Path::new("/sys/class/zram-control/hot_add").exists() {
             let _ = std::fs::read_to_string("/sys/class/zram-control/hot_add");

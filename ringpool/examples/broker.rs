@@ -12,10 +12,9 @@
 
 use std::time::Instant;
 
-use ringpool::{
-    BrokerOptions, BufferTable, DirectFile, EnginePolicy, Error, IoMemory, IoPool, MemoryOptions, PagePolicy,
-    RingBroker, RingOptions,
-};
+use ringpool::handover::{BrokerOptions, RingBroker};
+use ringpool::types::{EnginePolicy, PagePolicy};
+use ringpool::{BufferTable, DirectFile, Error, IoMemory, IoPool, MemoryOptions, RingOptions};
 
 const SEG: u64 = 4 << 20;
 const K4: usize = 4096;
@@ -44,7 +43,7 @@ fn owner() -> Result<i32, Error> {
     let table = BufferTable::register(&mem)?;
     println!(
         "owner: {} of {} pages registered once in {:?}",
-        ringpool::units::Bytes(mem.len()),
+        ringpool::types::Bytes(mem.len()),
         mem.page_kind(),
         table.register_time()
     );
@@ -76,9 +75,9 @@ fn worker(sock: &str, path: &str) -> Result<i32, Error> {
     for i in 0..8u64 {
         let mut w = view.try_alloc(16 * K4)?;
         w.copy_from_slice(&data(i, 16 * K4));
-        let (r, _) = ring.write_at(&file, i * 16 * K4 as u64, w);
+        let (r, _) = ring.write_at(&file, i * 16 * K4 as u64, w).into_one();
         r?;
-        let (r, b) = ring.read_at(&file, i * 16 * K4 as u64, view.try_alloc(16 * K4)?);
+        let (r, b) = ring.read_at(&file, i * 16 * K4 as u64, view.try_alloc(16 * K4)?).into_one();
         r?;
         if b[..] != data(i, 16 * K4)[..] {
             return Err(Error::Lost(format!("block {i} read back wrong")));
@@ -88,9 +87,9 @@ fn worker(sock: &str, path: &str) -> Result<i32, Error> {
     for off in [0u64, SEG / 2, SEG - K4 as u64] {
         // SAFETY: the owner filled segment 0 before serving; everyone reads it.
         let src = unsafe { view.region(off, K4) }?;
-        let (r, _) = ring.write_at(&file, 8 << 20, src);
+        let (r, _) = ring.write_at(&file, 8 << 20, src).into_one();
         r?;
-        let (r, b) = ring.read_at(&file, 8 << 20, view.try_alloc(K4)?);
+        let (r, b) = ring.read_at(&file, 8 << 20, view.try_alloc(K4)?).into_one();
         r?;
         if b.iter().enumerate().any(|(j, &x)| x != ro_byte(off + j as u64)) {
             return Err(Error::Lost(format!("the owner's range at {off} came back wrong")));
@@ -101,8 +100,8 @@ fn worker(sock: &str, path: &str) -> Result<i32, Error> {
     let pool = IoPool::builder().broker(sock, 1).workers(1, 2).build()?;
     let mut w = pool.memory().try_alloc(64 * K4)?;
     w.copy_from_slice(&data(99, 64 * K4));
-    pool.write_at(&file, 0, w).wait().0?;
-    let (r, b) = pool.read_at(&file, 0, pool.memory().try_alloc(64 * K4)?).wait();
+    pool.write_at(&file, 0, w).wait().result?;
+    let (r, b) = pool.read_at(&file, 0, pool.memory().try_alloc(64 * K4)?).wait().into_one();
     r?;
     if b[..] != data(99, 64 * K4)[..] {
         return Err(Error::Lost("the pool's read came back wrong".into()));

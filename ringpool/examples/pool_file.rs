@@ -2,16 +2,18 @@
 //!
 //! `cargo run --release --example pool_file -- /var/tmp/ringpool-example`
 
-use ringpool::{DirectFile, IoPool, PagePolicy};
+use ringpool::types::PagePolicy;
+use ringpool::{DirectFile, IoPool, MemoryOptions};
 
 fn main() -> Result<(), ringpool::Error> {
     let path = std::env::args().nth(1).unwrap_or_else(|| "/var/tmp/ringpool-example".into());
-    let pool = IoPool::builder().memory_size(256 << 20).page(PagePolicy::Auto).workers(1, 4).build()?;
+    let pool =
+        IoPool::builder().size(256 << 20).memory(MemoryOptions::new().page(PagePolicy::Auto)).workers(1, 4).build()?;
     let st = pool.stats();
     println!(
-        "pool: {} pages, backend {}, table {:?}, registered once in {:?}",
+        "pool: {} pages, engine {}, table {:?}, registered once in {:?}",
         pool.memory().page_kind(),
-        st.backend,
+        st.engine,
         st.path,
         st.register_time
     );
@@ -27,13 +29,13 @@ fn main() -> Result<(), ringpool::Error> {
         })
         .collect::<Result<_, ringpool::Error>>()?;
     for h in handles {
-        let (n, _buf) = h.wait(); // the lease returns to the pool when _buf drops
+        let (n, _buf) = h.wait().into_one(); // the lease returns to the pool when _buf drops
         n?;
     }
-    pool.sync_data(&file).wait()?;
+    pool.sync(&file, true).wait().result?;
 
     for i in [0u64, 31, 63] {
-        let (n, buf) = pool.read_at(&file, i << 20, pool.memory().alloc(1 << 20)?).wait();
+        let (n, buf) = pool.read_at(&file, i << 20, pool.memory().alloc(1 << 20)?).wait().into_one();
         let n = n?;
         assert!(buf[..n].iter().all(|&b| b == i as u8));
         println!("MiB {i}: {n} bytes of {i:#04x}");

@@ -8,7 +8,9 @@
 
 use std::io::Write;
 
-use ringpool::{BufferTable, DirectFile, HandoverOptions, IoMemory, MemoryOptions, PagePolicy};
+use ringpool::handover::HandoverOptions;
+use ringpool::types::PagePolicy;
+use ringpool::{BufferTable, DirectFile, IoMemory, MemoryOptions};
 
 const SEG: u64 = 4 << 20;
 const BLOCK: usize = 16 << 10;
@@ -17,7 +19,12 @@ fn byte(i: u64) -> u8 {
     (i.wrapping_mul(2_654_435_761) >> 13) as u8
 }
 
-fn worker(i: u16, handed: ringpool::HandedRing, path: &std::path::Path, blocks: u64) -> Result<(), ringpool::Error> {
+fn worker(
+    i: u16,
+    handed: ringpool::handover::HandedRing,
+    path: &std::path::Path,
+    blocks: u64,
+) -> Result<(), ringpool::Error> {
     let mut ring = handed.enable()?;
     let view = ring.memory().expect("a handed ring has the pool").clone();
     let file = DirectFile::open(path)?;
@@ -27,14 +34,14 @@ fn worker(i: u16, handed: ringpool::HandedRing, path: &std::path::Path, blocks: 
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let block = rng % blocks;
-        let (r, buf) = ring.read_at(&file, block * BLOCK as u64, view.try_alloc(BLOCK)?);
+        let (r, buf) = ring.read_at(&file, block * BLOCK as u64, view.try_alloc(BLOCK)?).into_one();
         r?;
         let base = block * BLOCK as u64;
         if buf.iter().enumerate().any(|(j, &b)| b != byte(base + j as u64)) {
             return Err(ringpool::Error::Lost(format!("worker {i}: block {block} read wrong")));
         }
     }
-    let pin = ringpool::process::vm_pinned_kb(std::process::id()).unwrap_or(0);
+    let pin = ringpool_testkit::process::vm_pinned_kb(std::process::id()).unwrap_or(0);
     println!("worker {i} (pid {}): 64 verified fixed reads into segment {}, VmPin {pin} kB", std::process::id(), i + 1);
     Ok(())
 }
@@ -56,10 +63,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let table = BufferTable::register(&mem)?;
     println!(
         "owner: {} of {} pages registered once in {:?}; VmPin {} kB",
-        ringpool::units::Bytes(mem.len()),
+        ringpool::types::Bytes(mem.len()),
         mem.page_kind(),
         table.register_time(),
-        ringpool::process::vm_pinned_kb(std::process::id())?
+        ringpool_testkit::process::vm_pinned_kb(std::process::id())?
     );
     let mut pids = Vec::new();
     for i in 0..workers {
@@ -69,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // SAFETY: this program runs one thread; the child uses what it
         // inherited and exits.
         let pid = unsafe {
-            ringpool::process::fork_child(move || match worker(i, child, &p, blocks) {
+            ringpool_testkit::process::fork_child(move || match worker(i, child, &p, blocks) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("worker {i}: {e}");
@@ -84,14 +91,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut failed = 0;
     for pid in pids {
-        if ringpool::process::wait_child(pid)? != 0 {
+        if ringpool_testkit::process::wait_child(pid)? != 0 {
             failed += 1;
         }
     }
     println!("owner: {} segments came back from the workers", mem.reclaim_handed_segments());
     println!(
         "owner: {workers} workers done, {failed} failed; VmPin {} kB",
-        ringpool::process::vm_pinned_kb(std::process::id())?
+        ringpool_testkit::process::vm_pinned_kb(std::process::id())?
     );
     std::fs::remove_file(&path)?;
     if failed > 0 {

@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release --example thread_per_core -- /var/tmp/ringpool-example`
 
-use ringpool::{BufferTable, DirectFile, IoMemory, PagePolicy};
+use ringpool::types::PagePolicy;
+use ringpool::{BufferTable, DirectFile, IoMemory, Op};
 
 fn main() -> Result<(), ringpool::Error> {
     let path = std::env::args().nth(1).unwrap_or_else(|| "/var/tmp/ringpool-example".into());
@@ -13,7 +14,7 @@ fn main() -> Result<(), ringpool::Error> {
     let table = BufferTable::register(&mem)?;
     println!(
         "{} of {} pages registered once in {:?}",
-        ringpool::units::Bytes(mem.len()),
+        ringpool::types::Bytes(mem.len()),
         mem.page_kind(),
         table.register_time()
     );
@@ -36,13 +37,13 @@ fn main() -> Result<(), ringpool::Error> {
                 while done < span / (128 << 10) {
                     while ring.in_flight() < 32 && next < span {
                         let buf = mem.alloc(128 << 10)?;
-                        ring.push_read(file, base + next, buf, next).map_err(|(e, _)| e)?;
+                        ring.push(Op::read(file, base + next, buf), next).map_err(|(e, _)| e)?;
                         next += 128 << 10;
                     }
                     ring.wait(1)?;
-                    for c in ring.completions() {
+                    for (_tag, c) in ring.completions() {
                         c.result?;
-                        done += 1; // c.buf returns to the pool here
+                        done += 1; // c.bufs return to the pool here
                     }
                 }
                 println!("core {core}: {done} reads of 128 KiB with READ_FIXED");

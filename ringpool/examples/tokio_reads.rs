@@ -11,7 +11,7 @@ use ringpool::{DirectFile, IoPool};
 async fn main() -> Result<(), ringpool::Error> {
     let path = std::env::args().nth(1).unwrap_or_else(|| "/var/tmp/ringpool-example".into());
     std::fs::write(&path, (0..16u8).flat_map(|i| std::iter::repeat_n(i, 1 << 20)).collect::<Vec<u8>>()).unwrap();
-    let pool = Arc::new(IoPool::builder().memory_size(64 << 20).workers(1, 2).build()?);
+    let pool = Arc::new(IoPool::builder().size(64 << 20).workers(1, 2).build()?);
     let file = DirectFile::options().read(true).open(&path)?;
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -20,7 +20,7 @@ async fn main() -> Result<(), ringpool::Error> {
         tasks.spawn(async move {
             let mib = i % 16;
             let buf = pool.memory().alloc_async(64 << 10).await?; // waits if the pool is exhausted
-            let (n, buf) = pool.read_at(&file, mib << 20, buf).await;
+            let (n, buf) = pool.read_at(&file, mib << 20, buf).await.into_one();
             n?;
             assert!(buf.iter().all(|&b| b as u64 == mib));
             Ok::<_, ringpool::Error>(())

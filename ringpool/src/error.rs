@@ -7,8 +7,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::types::Bytes;
 use crate::types::{AlignmentOf, PageKind};
-use crate::units::Bytes;
 
 /// Result alias with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -564,7 +564,7 @@ pub enum Error {
     #[error("the pool does not fit: {plan}")]
     DoesNotFit {
         /// The plan ([`crate::plan`]).
-        plan: Box<crate::Plan>,
+        plan: Box<crate::stats::Plan>,
     },
 
     /// A shrink's segments still held leases at its deadline: nothing was

@@ -2,75 +2,20 @@
 //! a blocking `wait()` and a runtime-agnostic `Future`.
 
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::buf::{Buffers, IoBuf};
-use crate::error::{Error, Result};
+use crate::buf::Buffers;
+use crate::error::Error;
 use crate::home::Home;
-use crate::op::Op;
-
-/// What an operation completes with: the count or the error, and its
-/// buffers.
-pub type Outcome = (Result<usize>, Buffers);
-
-/// What a read or write completes with: the count or the error, and the
-/// buffer, handed back.
-pub type IoResult = (Result<usize>, IoBuf);
-
-/// What a vectored read or write completes with: the count or the error,
-/// and every buffer, in file order.
-pub type IoVecResult = (Result<usize>, Vec<IoBuf>);
-
-mod private {
-    pub trait Sealed {}
-}
-
-/// What an [`OpHandle`] resolves to: [`Outcome`], [`IoResult`],
-/// [`IoVecResult`], or `Result<()>` for a sync. Sealed.
-pub trait HandleOutput: private::Sealed + Sized {
-    /// Converts the operation's outcome.
-    #[doc(hidden)]
-    fn from_outcome(o: Outcome) -> Self;
-}
-
-impl private::Sealed for Outcome {}
-impl HandleOutput for Outcome {
-    fn from_outcome(o: Outcome) -> Self {
-        o
-    }
-}
-
-impl private::Sealed for IoResult {}
-impl HandleOutput for IoResult {
-    fn from_outcome((r, b): Outcome) -> Self {
-        // No buffer only when it was lost with its operation (the error says
-        // why): an empty detached one stands in.
-        (r, b.into_one().unwrap_or_else(IoBuf::detached))
-    }
-}
-
-impl private::Sealed for IoVecResult {}
-impl HandleOutput for IoVecResult {
-    fn from_outcome((r, b): Outcome) -> Self {
-        (r, b.into_vec())
-    }
-}
-
-impl private::Sealed for Result<()> {}
-impl HandleOutput for Result<()> {
-    fn from_outcome((r, _): Outcome) -> Self {
-        r.map(drop)
-    }
-}
+use crate::op::{Checked, Done};
 
 struct Slot {
     /// The operation, while nobody has started it.
-    op: Option<Op>,
-    value: Option<Outcome>,
+    op: Option<Checked>,
+    value: Option<Done>,
     taken: bool,
     waker: Option<Waker>,
     /// A worker was asked to take the operation (help-while-waiting).
@@ -104,7 +49,7 @@ pub(crate) struct OpState {
 
 impl OpState {
     /// State holding `op`, not yet started.
-    pub(crate) fn new(op: Op, helper: Option<Arc<dyn Helper>>, home: Home) -> Arc<Self> {
+    pub(crate) fn new(op: Checked, helper: Option<Arc<dyn Helper>>, home: Home) -> Arc<Self> {
         Arc::new(OpState {
             slot: Mutex::new(Slot { op: Some(op), value: None, taken: false, waker: None, kicked: false, blocked: 0 }),
             done: Condvar::new(),
@@ -114,20 +59,20 @@ impl OpState {
     }
 
     /// In a forked child: the outcome of an operation of the parent's pool
-    /// is [`crate::Error::Forked`], with the buffers where they can be had
+    /// is [`Error::Forked`](crate::Error::Forked), with the buffers where they can be had
     /// (the operation was still queued, or had completed), else a detached
     /// one. The lock is only tried: a thread of the parent may have held it
     /// at the fork, and then it stays held here.
-    fn forked(&self) -> Outcome {
+    fn forked(&self) -> Done {
         let bufs = match self.slot.try_lock() {
             Ok(mut s) => match (s.op.take(), s.value.take()) {
-                (Some(op), _) => op.into_buffers(),
-                (None, Some((_, bufs))) => bufs,
+                (Some(op), _) => op.into_op().into_buffers(),
+                (None, Some(done)) => done.bufs,
                 (None, None) => Buffers::None,
             },
             Err(_) => Buffers::None,
         };
-        (Err(self.home.forked()), bufs)
+        Done { result: Err(self.home.forked()), bufs }
     }
 
     /// Runs the operation on this thread if nobody has started it and it
@@ -140,9 +85,9 @@ impl OpState {
         // The queue must not keep a job nobody needs.
         helper.withdraw(self);
         let Some(op) = self.lock().op.take() else { return false };
-        let outcome = op.run_blocking();
-        helper.helped(outcome.0.is_ok());
-        self.complete(outcome);
+        let done = op.run_inline();
+        helper.helped(done.is_ok());
+        self.complete(done);
         true
     }
 
@@ -165,7 +110,7 @@ impl OpState {
     }
 
     /// Takes the operation to run it; `None` if someone else took it.
-    pub(crate) fn take_op(&self) -> Option<Op> {
+    pub(crate) fn take_op(&self) -> Option<Checked> {
         self.lock().op.take()
     }
 
@@ -173,7 +118,7 @@ impl OpState {
     /// outcome (and the buffers in it) is dropped when the last Arc goes.
     /// A waker that panics is caught (the outcome is already stored);
     /// returns `false` then.
-    pub(crate) fn complete(&self, v: Outcome) -> bool {
+    pub(crate) fn complete(&self, v: Done) -> bool {
         let (waker, blocked) = {
             let mut s = self.lock();
             s.value = Some(v);
@@ -200,7 +145,7 @@ impl OpState {
         let op = self.lock().op.take();
         match op {
             Some(op) => {
-                self.complete((Err(e()), op.into_buffers()));
+                self.complete(op.into_op().fail(e()));
                 true
             }
             None => false,
@@ -208,31 +153,32 @@ impl OpState {
     }
 }
 
-/// A handle on one operation submitted to an [`IoPool`](crate::IoPool).
+/// A handle on one operation submitted to an [`IoPool`](crate::IoPool):
+/// it resolves to the operation's [`Done`].
 ///
 /// [`OpHandle::wait`] blocks; `.await` works in any async runtime (the
 /// worker wakes the task's waker). Dropping the handle early is safe: the
 /// worker keeps the buffers until the kernel is done with them, then returns
 /// them to the allocator.
-pub struct OpHandle<T> {
+#[must_use = "an operation's buffers come back through its handle"]
+pub struct OpHandle {
     state: Arc<OpState>,
-    _out: PhantomData<fn() -> T>,
 }
 
-impl<T> std::fmt::Debug for OpHandle<T> {
+impl std::fmt::Debug for OpHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let done = self.state.slot.try_lock().map(|s| s.value.is_some() || s.taken).ok();
         f.debug_struct("OpHandle").field("done", &done).finish()
     }
 }
 
-impl<T: HandleOutput> OpHandle<T> {
+impl OpHandle {
     pub(crate) fn new(state: Arc<OpState>) -> Self {
-        OpHandle { state, _out: PhantomData }
+        OpHandle { state }
     }
 
     /// A handle that is already complete (an op refused before submission).
-    pub(crate) fn ready(v: Outcome) -> Self {
+    pub(crate) fn ready(v: Done) -> Self {
         let state = Arc::new(OpState {
             slot: Mutex::new(Slot { op: None, value: Some(v), taken: false, waker: None, kicked: false, blocked: 0 }),
             done: Condvar::new(),
@@ -243,7 +189,7 @@ impl<T: HandleOutput> OpHandle<T> {
     }
 
     /// Whether the result is in (in a forked child: always, it is
-    /// [`crate::Error::Forked`]).
+    /// [`Error::Forked`](crate::Error::Forked)).
     pub fn is_done(&self) -> bool {
         if !self.state.home.is_here() {
             return true;
@@ -254,17 +200,17 @@ impl<T: HandleOutput> OpHandle<T> {
 
     /// Blocks until the operation completes. On a device without NOWAIT
     /// support, an operation no worker has started yet runs on this thread
-    /// ([`EngineKind::Inline`](crate::EngineKind::Inline)): no hand-off.
-    pub fn wait(self) -> T {
+    /// ([`EngineKind::Inline`](crate::types::EngineKind::Inline)): no hand-off.
+    pub fn wait(self) -> Done {
         if !self.state.home.is_here() {
-            return T::from_outcome(self.state.forked());
+            return self.state.forked();
         }
         self.state.help();
         let mut s = self.state.lock();
         loop {
             if let Some(v) = s.value.take() {
                 s.taken = true;
-                return T::from_outcome(v);
+                return v;
             }
             s.blocked += 1;
             s = self.state.done.wait(s).unwrap_or_else(|p| p.into_inner());
@@ -276,9 +222,9 @@ impl<T: HandleOutput> OpHandle<T> {
     ///
     /// # Errors
     /// The handle itself, when the time ran out.
-    pub fn wait_timeout(self, timeout: Duration) -> std::result::Result<T, Self> {
+    pub fn wait_timeout(self, timeout: Duration) -> std::result::Result<Done, Self> {
         if !self.state.home.is_here() {
-            return Ok(T::from_outcome(self.state.forked()));
+            return Ok(self.state.forked());
         }
         let Some(deadline) = Instant::now().checked_add(timeout) else { return Ok(self.wait()) };
         self.state.help();
@@ -287,7 +233,7 @@ impl<T: HandleOutput> OpHandle<T> {
             loop {
                 if let Some(v) = s.value.take() {
                     s.taken = true;
-                    return Ok(T::from_outcome(v));
+                    return Ok(v);
                 }
                 let now = Instant::now();
                 if now >= deadline {
@@ -302,7 +248,7 @@ impl<T: HandleOutput> OpHandle<T> {
     }
 }
 
-impl<T> Drop for OpHandle<T> {
+impl Drop for OpHandle {
     fn drop(&mut self) {
         // An operation nobody waits for any more still runs: a worker takes
         // it (not in a forked child: the workers are the parent's).
@@ -312,18 +258,18 @@ impl<T> Drop for OpHandle<T> {
     }
 }
 
-impl<T: HandleOutput> Future for OpHandle<T> {
-    type Output = T;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+impl Future for OpHandle {
+    type Output = Done;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
         if !self.state.home.is_here() {
-            return Poll::Ready(T::from_outcome(self.state.forked()));
+            return Poll::Ready(self.state.forked());
         }
         // A task is not blocked on the I/O: a worker runs it.
         self.state.kick();
         let mut s = self.state.lock();
         if let Some(v) = s.value.take() {
             s.taken = true;
-            return Poll::Ready(T::from_outcome(v));
+            return Poll::Ready(v);
         }
         match &s.waker {
             Some(w) if w.will_wake(cx.waker()) => {}

@@ -1,12 +1,14 @@
-//! `Op`: one I/O operation as one value.
+//! `Op`: one I/O operation as one value, and `Done`: what every operation
+//! completes with.
 //!
 //! An operation knows its kind, its file, its offset and its buffers. It
-//! checks itself before submission, builds its own SQE (fixed or plain
-//! buffer, fixed or plain file), maps its completion to a typed error (each
-//! errno on its own line), and can run itself blocking (preadv2 /
-//! pwritev2 / fsync). Rings and pool jobs carry an `Op`; the result hands
-//! every buffer back. Adding an operation is a variant of [`OpKind`] and its
-//! arms here.
+//! checks itself once before submission (a [`Checked`] operation is what
+//! rings and pool workers take), builds its own SQE (fixed or plain buffer,
+//! fixed or plain file), maps its completion to a typed error (each errno
+//! on its own line), and can run itself on the calling thread (preadv2 /
+//! pwritev2 / fsync: the inline engine). Rings and pool jobs carry an `Op`;
+//! the result is a [`Done`] that hands every buffer back. Adding an
+//! operation is a variant of [`OpKind`] and its arms here.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd};
@@ -17,8 +19,48 @@ use io_uring::{opcode, squeue};
 use crate::buf::{Buffers, IoBuf};
 use crate::error::{Error, Result};
 use crate::file::DirectFile;
+use crate::memory::IoMemory;
 use crate::sys;
 use crate::types::{OpKind, MAX_IOVECS};
+
+/// What an operation completes with, from a [`Ring`](crate::Ring), an
+/// [`OpHandle`](crate::OpHandle) or [`Op::run_blocking`]: the bytes it
+/// moved (short at the end of a file) or the error, and every buffer it
+/// held, handed back (none for a sync).
+///
+/// ```no_run
+/// # fn f(pool: &ringpool::IoPool, file: &ringpool::DirectFile, buf: ringpool::IoBuf) -> ringpool::Result<()> {
+/// let (n, buf) = pool.read_at(file, 0, buf).wait().into_one();
+/// println!("read {} bytes into a lease of {}", n?, buf.capacity());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a completion hands its buffers back: drop them deliberately"]
+pub struct Done {
+    /// Bytes moved, or the error.
+    pub result: Result<usize>,
+    /// The buffers, handed back, in file order.
+    pub bufs: Buffers,
+}
+
+impl Done {
+    /// The result and the buffer of a read or write (an empty
+    /// [`IoBuf::detached`] where the buffer was lost with its operation:
+    /// the error then says why).
+    pub fn into_one(self) -> (Result<usize>, IoBuf) {
+        (self.result, self.bufs.into_one().unwrap_or_else(IoBuf::detached))
+    }
+
+    /// The result and every buffer, in file order.
+    pub fn into_vec(self) -> (Result<usize>, Vec<IoBuf>) {
+        (self.result, self.bufs.into_vec())
+    }
+
+    /// Whether it succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+}
 
 /// What a ring decided about an operation before building its SQE.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,7 +73,7 @@ pub(crate) struct Route {
 }
 
 /// A registered table entry and how to reach it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FixedBuf {
     /// The slot of the ring's table (`sqe.buf_index`).
     pub slot: u16,
@@ -115,6 +157,11 @@ impl Op {
     /// Gives the buffers back.
     pub fn into_buffers(self) -> Buffers {
         self.bufs
+    }
+
+    /// Completes, unrun, with `e`: the buffers go back with it.
+    pub(crate) fn fail(self, e: Error) -> Done {
+        Done { result: Err(e), bufs: self.bufs }
     }
 
     /// Checks it before submission: the file open and allowing it; for a
@@ -237,12 +284,11 @@ impl Op {
 
     /// Runs it on this thread with preadv2 / pwritev2 / fsync (checked
     /// first), and gives the buffers back with the result.
-    pub fn run_blocking(mut self) -> (Result<usize>, Buffers) {
-        let r = self.check().and_then(|()| {
-            let res = self.blocking_res(0);
-            self.complete(res)
-        });
-        (r, self.bufs)
+    pub fn run_blocking(self) -> Done {
+        match self.check() {
+            Ok(()) => Checked(self).run_inline(),
+            Err(e) => self.fail(e),
+        }
     }
 
     /// The system call's result as a CQE would carry it (count or negated
@@ -343,6 +389,67 @@ impl Op {
     }
 }
 
+/// An operation checked once ([`Checked::new`]): what rings and pool
+/// workers take, and trust.
+#[derive(Debug)]
+pub(crate) struct Checked(Op);
+
+impl Checked {
+    /// Checks `op` ([`Op::check`]) and, for a pool's or ring's memory
+    /// `pool`, that every buffer is a lease of it; gives the operation back
+    /// untouched with the error.
+    pub(crate) fn new(op: Op, pool: Option<&IoMemory>) -> std::result::Result<Checked, (Error, Op)> {
+        if let Err(e) = op.check() {
+            return Err((e, op));
+        }
+        if let Some(mem) = pool {
+            if op.bufs.as_slice().iter().any(|b| !mem.owns(b)) {
+                let reason = "the buffer belongs to another IoMemory than this ring's or pool's".into();
+                return Err((Error::ForeignBuffer { op: op.kind.name(), reason }, op));
+            }
+        }
+        Ok(Checked(op))
+    }
+
+    /// An operation checked before and given back unchanged (by a ring
+    /// that was full).
+    pub(crate) fn trusted(op: Op) -> Checked {
+        Checked(op)
+    }
+
+    /// The operation.
+    pub(crate) fn op(&self) -> &Op {
+        &self.0
+    }
+
+    /// The operation, to submit or give back.
+    pub(crate) fn into_op(self) -> Op {
+        self.0
+    }
+
+    /// [`Error::FileClosed`] when the file was closed since the check
+    /// (while the operation waited in a queue).
+    pub(crate) fn still_open(&self) -> Result<()> {
+        let f = &self.0.file;
+        if f.is_closed() {
+            return Err(Error::FileClosed { op: self.0.kind.name(), path: f.path_buf() });
+        }
+        Ok(())
+    }
+
+    /// The inline engine: runs it on this thread with preadv2 / pwritev2 /
+    /// fsync, and completes it.
+    pub(crate) fn run_inline(self) -> Done {
+        if let Err(e) = self.still_open() {
+            return self.0.fail(e);
+        }
+        let mut op = self.0;
+        let res = op.blocking_res(0);
+        let result = op.complete(res);
+        Done { result, bufs: op.bufs }
+    }
+}
+
 /// The opcode an SQE of `kind` uses, by name (for reports).
 pub(crate) fn opcode_name(kind: OpKind, fixed: bool) -> &'static str {
     match (kind, fixed) {
@@ -355,5 +462,71 @@ pub(crate) fn opcode_name(kind: OpKind, fixed: bool) -> &'static str {
         (OpKind::Writev, true) => "WRITEV_FIXED",
         (OpKind::Writev, false) => "WRITEV",
         (OpKind::Fsync | OpKind::Fdatasync, _) => "FSYNC",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{IoMemory, MemoryOptions};
+    use crate::types::PagePolicy;
+
+    fn setup() -> (IoMemory, DirectFile, tempfile::TempDir) {
+        let opts = MemoryOptions::new().page(PagePolicy::Base).segment_size(64 << 10);
+        let mem = IoMemory::map_with(256 << 10, &opts).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        let file = DirectFile::options().read(true).write(true).direct(crate::types::DirectIo::Disabled).open(&path);
+        (mem, file.unwrap(), dir)
+    }
+
+    fn bufs(mem: &IoMemory, lens: &[usize]) -> Vec<IoBuf> {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                let mut b = mem.try_alloc(l).unwrap();
+                b.fill(i as u8 + 1);
+                b
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_parts_follow_each_other_in_file_order() {
+        let (mem, file, _d) = setup();
+        let op = Op::readv(&file, 8192, bufs(&mem, &[4096, 8192, 4096, 4096]));
+        let parts = op.split(&[2, 1, 1]);
+        let shape: Vec<(OpKind, u64, usize, usize)> =
+            parts.iter().map(|p| (p.kind(), p.offset(), p.buffers().len(), p.len())).collect();
+        assert_eq!(
+            shape,
+            [(OpKind::Readv, 8192, 2, 12288), (OpKind::Read, 20480, 1, 4096), (OpKind::Read, 24576, 1, 4096)]
+        );
+        let w = Op::writev(&file, 0, bufs(&mem, &[4096, 4096])).split(&[1, 1]);
+        assert_eq!((w[0].kind(), w[1].kind(), w[1].offset()), (OpKind::Write, OpKind::Write, 4096));
+    }
+
+    #[test]
+    fn join_counts_the_contiguous_prefix_as_preadv_would() {
+        let (mem, file, _d) = setup();
+        let parts = |res: [i32; 3]| -> Vec<(i32, Op)> {
+            let op = Op::readv(&file, 0, bufs(&mem, &[4096, 4096, 8192]));
+            op.split(&[1, 1, 1]).into_iter().zip(res).map(|(p, r)| (r, p)).collect()
+        };
+        let count = |res: [i32; 3]| {
+            let (r, op) = Op::join(OpKind::Readv, parts(res));
+            assert_eq!(op.buffers().len(), 3, "every buffer comes back, in order");
+            assert_eq!(op.buffers().as_slice()[2][0], 3, "the third buffer is the third");
+            assert_eq!((op.kind(), op.offset()), (OpKind::Readv, 0));
+            r
+        };
+        assert_eq!(count([4096, 4096, 8192]).unwrap(), 16384, "all done");
+        assert_eq!(count([4096, 1000, 8192]).unwrap(), 5096, "up to and including the first short part");
+        assert_eq!(count([4096, -libc::EIO, 8192]).unwrap(), 4096, "a later failure shortens the count");
+        assert!(matches!(count([-libc::EIO, 4096, 8192]), Err(Error::DeviceError { offset: 0, .. })), "first fails");
+        assert!(matches!(count([-libc::ENOSPC, 0, 0]), Err(Error::NoSpace { .. })));
+        // Zero bytes from the first part, inside the file, is a count of 0.
+        assert_eq!(count([0, 4096, 8192]).unwrap(), 0);
     }
 }

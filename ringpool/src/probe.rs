@@ -1,10 +1,11 @@
-//! What this kernel and machine offer, found by trial and cached.
+//! What this kernel and machine offer, found by trial and cached
+//! ([`Features`]), and whether O_DIRECT works in a directory
+//! ([`DirectIoSupport`]). The kernel-quirk guards are in
+//! [`quirks`](crate::quirks).
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-
-use io_uring::{opcode, IoUring, Probe};
 
 use crate::device;
 use crate::sys;
@@ -62,6 +63,9 @@ pub struct Features {
     pub memlock_limit: Option<u64>,
     /// Whether this process holds `CAP_IPC_LOCK` (then pinning is not charged).
     pub cap_ipc_lock: bool,
+    /// Where this kernel's ring memory puts the CQEs (`cq_off.cqes`), for
+    /// computing a ring's memlock charge without setting one up.
+    pub(crate) cqes_offset: u32,
 }
 
 static FEATURES: OnceLock<Features> = OnceLock::new();
@@ -79,17 +83,36 @@ impl Features {
     /// few small rings; has no lasting side effect.
     pub fn detect() -> Features {
         let kernel = kernel_release();
-        let io_uring = io_uring_status();
+        let (io_uring, cqes_offset) = match sys::trial::setup_works() {
+            Ok(off) => (IoUringStatus::Available, off),
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(0);
+                (IoUringStatus::Unavailable { errno, reason: unavailable_reason(&e) }, 64)
+            }
+        };
         let (mut clone_buffers, mut clone_ranges, mut read_write_fixed, mut readv_fixed) = (false, false, false, false);
         let mut dst_replace = DstReplace::Unsupported;
         if io_uring.is_available() {
-            clone_buffers = probe_clone();
-            clone_ranges = clone_buffers && probe_clone_ranges(&kernel);
-            (read_write_fixed, readv_fixed) = probe_opcodes();
+            clone_buffers = sys::trial::clone_exists();
+            // Without CAP_IPC_LOCK and a zero memlock limit the trial cannot
+            // register its page: trust the version then.
+            clone_ranges = clone_buffers
+                && sys::trial::clone_ranges_exist()
+                    .unwrap_or_else(|| parse_kernel_version(&kernel).is_some_and(|v| v >= (6, 13)));
+            (read_write_fixed, readv_fixed) = sys::trial::fixed_opcodes();
             if clone_ranges && read_write_fixed {
-                dst_replace = probe_dst_replace();
+                dst_replace = match sys::trial::dst_replace_keeps_outside() {
+                    Ok(None) => DstReplace::Works,
+                    Ok(Some(why)) => {
+                        tracing::warn!("partial DST_REPLACE self-test failed: {why}; rings will re-clone whole tables");
+                        DstReplace::Broken(why)
+                    }
+                    Err(()) => DstReplace::Unsupported,
+                };
             }
         }
+        // The trials' rings are closed: their memlock charge goes later.
+        sys::uring::note_closed();
         Features {
             kernel,
             io_uring,
@@ -103,6 +126,7 @@ impl Features {
             thp: ThpMode::read(),
             memlock_limit: sys::os::memlock_limit().ok().flatten(),
             cap_ipc_lock: has_cap_ipc_lock(),
+            cqes_offset,
         }
     }
 
@@ -139,16 +163,6 @@ pub fn has_cap_ipc_lock() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
-fn io_uring_status() -> IoUringStatus {
-    match IoUring::new(2) {
-        Ok(_) => IoUringStatus::Available,
-        Err(e) => {
-            let errno = e.raw_os_error().unwrap_or(0);
-            IoUringStatus::Unavailable { errno, reason: unavailable_reason(&e) }
-        }
-    }
-}
-
 /// Explains an `io_uring_setup` failure.
 pub(crate) fn unavailable_reason(e: &std::io::Error) -> String {
     let disabled =
@@ -175,44 +189,6 @@ pub(crate) fn unavailable_reason(e: &std::io::Error) -> String {
     }
 }
 
-fn probe_clone() -> bool {
-    let (Ok(src), Ok(dst)) = (IoUring::new(2), IoUring::new(2)) else { return false };
-    match dst.submitter().register_buffers_clone(src.as_raw_fd()) {
-        // The source table is empty: the opcode exists (6.12+).
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => true,
-        // Unknown opcode: older kernel.
-        Err(_) => false,
-        Ok(()) => true,
-    }
-}
-
-fn probe_clone_ranges(kernel: &str) -> bool {
-    let fallback = || parse_kernel_version(kernel).is_some_and(|v| v >= (6, 13));
-    let Ok(src) = IoUring::new(2) else { return fallback() };
-    let Ok(dst) = IoUring::new(2) else { return fallback() };
-    // One registered page in the source (pins 4 KiB, released when src closes).
-    let Ok(mapping) = sys::mmap::Mapping::map(4096, sys::mmap::Backing::Base, 4096) else { return fallback() };
-    let mapping = std::sync::Arc::new(mapping);
-    if sys::uring::register_iovs(&src, &[sys::uring::Iov::new(&mapping, 0, 4096)]).is_err() {
-        // Without CAP_IPC_LOCK and a zero memlock limit, trust the version.
-        return fallback();
-    }
-    let r = dst.submitter().register_buffers_clone_offset(
-        src.as_raw_fd(),
-        1,
-        0,
-        1,
-        io_uring::types::CloneBuffersFlags::empty(),
-    );
-    // Unpin now, not in the background after close (VmPin accounting).
-    let _ = src.submitter().unregister_buffers();
-    drop(dst);
-    drop(src);
-    drop(mapping);
-    // EOVERFLOW: offsets are checked, ranges supported; EINVAL on 6.12.
-    matches!(r, Err(e) if e.raw_os_error() == Some(libc::EOVERFLOW))
-}
-
 /// The result of the start-up self-test of partial DST_REPLACE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DstReplace {
@@ -222,66 +198,6 @@ pub enum DstReplace {
     Broken(String),
     /// The kernel has no ranged clone (before 6.13), or the test could not run.
     Unsupported,
-}
-
-/// Clones source entries 1..3 over destination entries 1..3 of a 4-entry
-/// table with DST_REPLACE, then checks with a READ_FIXED from /dev/zero into
-/// each entry's expected page that entries 0 and 3 are still the
-/// destination's own and 1..3 are the source's (a wrong entry gives EFAULT).
-fn probe_dst_replace() -> DstReplace {
-    use io_uring::types::CloneBuffersFlags;
-    let page = 4096usize;
-    let Ok(map) = sys::mmap::Mapping::map(8 * page, sys::mmap::Backing::Base, page) else {
-        return DstReplace::Unsupported;
-    };
-    let map = std::sync::Arc::new(map);
-    let iov = |i: usize| sys::uring::Iov::new(&map, i * page, page);
-    let (Ok(src), Ok(mut dst)) = (IoUring::new(4), IoUring::new(4)) else { return DstReplace::Unsupported };
-    let zero = match std::fs::File::open("/dev/zero") {
-        Ok(f) => f,
-        Err(_) => return DstReplace::Unsupported,
-    };
-    let result = (|| {
-        sys::uring::register_iovs(&src, &(0..4).map(iov).collect::<Vec<_>>()).map_err(|_| None)?;
-        sys::uring::register_iovs(&dst, &(4..8).map(iov).collect::<Vec<_>>()).map_err(|_| None)?;
-        dst.submitter()
-            .register_buffers_clone_offset(src.as_raw_fd(), 1, 1, 2, CloneBuffersFlags::DST_REPLACE)
-            .map_err(|_| None)?;
-        for (index, expect_page, whose) in
-            [(0u16, 4, "its own"), (1, 1, "the source's"), (2, 2, "the source's"), (3, 7, "its own")]
-        {
-            let res = sys::uring::read_fixed_sync(&mut dst, std::os::fd::AsFd::as_fd(&zero), &iov(expect_page), index)
-                .map_err(|_| None)?;
-            if res != page as i32 {
-                return Err(Some(format!(
-                    "after replacing entries 1..3, entry {index} is not {whose} buffer (READ_FIXED gave {res})"
-                )));
-            }
-        }
-        Ok(())
-    })();
-    let _ = src.submitter().unregister_buffers();
-    let _ = dst.submitter().unregister_buffers();
-    match result {
-        Ok(()) => DstReplace::Works,
-        Err(Some(why)) => {
-            tracing::warn!("partial DST_REPLACE self-test failed: {why}; rings will re-clone whole tables");
-            DstReplace::Broken(why)
-        }
-        Err(None) => DstReplace::Unsupported,
-    }
-}
-
-/// (READ_FIXED and WRITE_FIXED, READV_FIXED and WRITEV_FIXED) in the
-/// kernel's opcode probe.
-fn probe_opcodes() -> (bool, bool) {
-    let Ok(ring) = IoUring::new(2) else { return (false, false) };
-    let mut probe = Probe::new();
-    if ring.submitter().register_probe(&mut probe).is_err() {
-        return (false, false);
-    }
-    let has = |a: u8, b: u8| probe.is_supported(a) && probe.is_supported(b);
-    (has(opcode::ReadFixed::CODE, opcode::WriteFixed::CODE), has(opcode::ReadvFixed::CODE, opcode::WritevFixed::CODE))
 }
 
 /// Whether O_DIRECT works in a directory, and with which alignment.

@@ -1,11 +1,13 @@
 //! Kernel-quirk guards: what this kernel does where kernels have been
 //! found to differ or to be wrong, and what ringpool does about it. Each
-//! guard is a small trial (`observe_*`) and a pure judgement (`judge_*`),
-//! so that tests can hand a judgement the observation of a broken kernel
-//! this machine cannot produce.
+//! guard is a small trial (`observe_*`), a pure judgement (`judge_*`), so
+//! that tests can hand a judgement the observation of a broken kernel this
+//! machine cannot produce, and the predicate the library calls where it
+//! depends on the quirk: one home for each workaround.
 
 use std::time::Duration;
 
+use crate::file::DirectFile;
 use crate::probe::{parse_kernel_version, DstReplace, Features};
 
 /// How a kernel behaves for one quirk.
@@ -55,7 +57,7 @@ pub fn quirks() -> Vec<Quirk> {
 // the cloned range. probe.rs checks entries on both sides of the range.
 
 /// The DST_REPLACE guard, from the start-up self-test.
-pub fn judge_dst_replace(observed: &DstReplace) -> Quirk {
+pub(crate) fn judge_dst_replace(observed: &DstReplace) -> Quirk {
     let name = "dst_replace_keeps_entries_outside_range";
     match observed {
         DstReplace::Works => Quirk {
@@ -80,10 +82,11 @@ pub fn judge_dst_replace(observed: &DstReplace) -> Quirk {
     }
 }
 
-/// Whether rings refresh with a ranged DST_REPLACE clone under
-/// `Refresh::Auto`, given what the kernel showed.
-pub fn ranged_refresh_allowed(clone_ranges: bool, observed: &DstReplace) -> bool {
-    clone_ranges && *observed == DstReplace::Works
+/// The guard's predicate: whether rings catch up with a ranged
+/// DST_REPLACE clone under `Refresh::Auto` (else the whole table again),
+/// given what the kernel showed. The table's refresh calls it.
+pub(crate) fn ranged_refresh_allowed(f: &Features) -> bool {
+    f.clone_ranges && f.dst_replace == DstReplace::Works
 }
 
 // --- FUSE short reads -----------------------------------------------------
@@ -92,10 +95,24 @@ pub fn ranged_refresh_allowed(clone_ranges: bool, observed: &DstReplace) -> bool
 // a short buffered read), so the bytes past the short part are a second
 // copy of its start.
 
+/// The guard's predicate: whether operations on `file` must stay out of
+/// io_uring (its file system is FUSE). The engine choice calls it.
+pub(crate) fn fuse_bypasses_io_uring(file: &DirectFile) -> bool {
+    file.is_fuse()
+}
+
+/// The FUSE guard, tried on `file`: `Ok((path, expected))`, a FUSE file
+/// whose server answers an 8 KiB read at offset 0 short (with its first
+/// 4 KiB), and its first 8 KiB; or why no such file could be made (the
+/// guard is then untested).
+pub fn fuse_quirk(file: Result<(&std::path::Path, &[u8]), String>) -> Quirk {
+    judge_fuse_short_read(file.and_then(|(path, expected)| observe_fuse_short_read(path, expected)))
+}
+
 /// What a read through io_uring of a FUSE file whose server answered
 /// short showed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FuseShortRead {
+pub(crate) enum FuseShortRead {
     /// The bytes after the short part were the file's next bytes (or the
     /// read returned the short count).
     Correct,
@@ -104,10 +121,10 @@ pub enum FuseShortRead {
 }
 
 /// The FUSE guard. `None`: no trial (no /dev/fuse, not root), with why.
-pub fn judge_fuse_short_read(observed: Result<FuseShortRead, String>) -> Quirk {
+pub(crate) fn judge_fuse_short_read(observed: Result<FuseShortRead, String>) -> Quirk {
     let name = "fuse_short_read_no_duplication";
     let what = "FUSE files never go through io_uring: an IoPool serves them on side threads with preadv2/pwritev2, \
-                a Ring refuses them (Error::BlockingFileSystem)";
+                a Ring runs them inline (preadv2 / pwritev2)";
     match observed {
         Ok(FuseShortRead::Correct) => Quirk {
             name,
@@ -128,7 +145,7 @@ pub fn judge_fuse_short_read(observed: Result<FuseShortRead, String>) -> Quirk {
 /// Reads 8 KiB at offset 0 of `path` (a FUSE file whose server answers
 /// the read short, with 4 KiB) through a plain io_uring READ, and compares
 /// with `expected` (the file's first 8 KiB).
-pub fn observe_fuse_short_read(path: &std::path::Path, expected: &[u8]) -> Result<FuseShortRead, String> {
+pub(crate) fn observe_fuse_short_read(path: &std::path::Path, expected: &[u8]) -> Result<FuseShortRead, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
     let mut buf = vec![0u8; 8192];
     let n = crate::sys::trial::read_once(std::os::fd::AsFd::as_fd(&file), &mut buf, 0)
@@ -150,18 +167,29 @@ pub fn observe_fuse_short_read(path: &std::path::Path, expected: &[u8]) -> Resul
 // the SQE array are charged to the user's locked memory like registered
 // buffers (PostgreSQL 18 with 1000 rings under systemd's 8 MiB default).
 
+/// The guard's predicate: whether this kernel charges ring memory to
+/// RLIMIT_MEMLOCK (Linux 6.14+). The planner calls it.
+pub(crate) fn ring_memory_charged(f: &Features) -> bool {
+    parse_kernel_version(&f.kernel).is_some_and(|v| v >= (6, 14))
+}
+
 /// Ring memory charged per 129-entry ring, by trial where possible.
-pub fn observe_ring_memory() -> Result<(u64, &'static str), String> {
-    let (major, minor) = parse_kernel_version(&Features::get().kernel).ok_or("unknown kernel version")?;
-    if (major, minor) < (6, 14) {
+pub(crate) fn observe_ring_memory() -> Result<(u64, &'static str), String> {
+    parse_kernel_version(&Features::get().kernel).ok_or("unknown kernel version")?;
+    if !ring_memory_charged(Features::get()) {
         return Ok((0, "kernel before 6.14"));
     }
-    let p = crate::plan::ring_charge_probe(129);
-    Ok(p)
+    let f = Features::get();
+    let sq = 129u32.next_power_of_two();
+    let layout = crate::sys::trial::ring_layout_bytes(sq, sq * 2, 0, f.cqes_offset);
+    Ok(match crate::sys::trial::smallest_limit_for_ring(129, layout) {
+        Some(bytes) => (bytes, "trial"),
+        None => (layout, "kernel layout"),
+    })
 }
 
 /// The ring-memory guard.
-pub fn judge_ring_memory(observed: Result<(u64, &'static str), String>) -> Quirk {
+pub(crate) fn judge_ring_memory(observed: Result<(u64, &'static str), String>) -> Quirk {
     let name = "ring_memory_not_charged_to_memlock";
     let what = "the planner (ringpool plan, and IoPool's builder before it registers) counts ring memory in \
                 memlock_needed_bytes";
@@ -198,7 +226,7 @@ pub fn judge_ring_memory(observed: Result<(u64, &'static str), String>) -> Quirk
 
 /// What a forked child's clone from its parent's ring gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrossClone {
+pub(crate) enum CrossClone {
     /// Refused (EINVAL).
     Refused,
     /// The clone succeeded.
@@ -206,18 +234,12 @@ pub enum CrossClone {
 }
 
 /// A forked child clones the table of a ring its parent made.
-pub fn observe_clone_across_processes() -> Result<CrossClone, String> {
+pub(crate) fn observe_clone_across_processes() -> Result<CrossClone, String> {
     let f = Features::get();
     if !f.clone_buffers {
         return Err("no IORING_REGISTER_CLONE_BUFFERS (before Linux 6.12)".into());
     }
-    let map = crate::sys::mmap::Mapping::map(4096, crate::sys::mmap::Backing::Base, 4096).map_err(|e| e.to_string())?;
-    let map = std::sync::Arc::new(map);
-    let src = io_uring::IoUring::new(2).map_err(|e| e.to_string())?;
-    crate::sys::uring::register_iovs(&src, &[crate::sys::uring::Iov::new(&map, 0, 4096)]).map_err(|e| e.to_string())?;
-    let code = crate::sys::trial::clone_from_forked_child(&src).map_err(|e| e.to_string());
-    let _ = src.submitter().unregister_buffers();
-    match code? {
+    match crate::sys::trial::clone_across_processes().map_err(|e| e.to_string())? {
         0 => Ok(CrossClone::Allowed),
         1 => Ok(CrossClone::Refused),
         c => Err(format!("the child's trial failed (code {c})")),
@@ -225,7 +247,7 @@ pub fn observe_clone_across_processes() -> Result<CrossClone, String> {
 }
 
 /// The cross-process clone guard.
-pub fn judge_clone_across_processes(observed: Result<CrossClone, String>) -> Quirk {
+pub(crate) fn judge_clone_across_processes(observed: Result<CrossClone, String>) -> Quirk {
     let name = "clone_refused_across_accounting_contexts";
     let what = "a ring of another process gets the table from the owner: BufferTable::handover clones into a \
                 disabled ring the other process enables (a clone attempted across processes is Error::CrossProcess)";
@@ -256,13 +278,32 @@ pub fn judge_clone_across_processes(observed: Result<CrossClone, String>) -> Qui
 // trial registers 1 GiB into a table holding 1 GiB (2.6 ms against 1.5 ms
 // here): 1.5 times the helper's time or more is the scan.
 
-/// (direct update into a populated table, helper ring + clone), timed.
-pub fn observe_populated_registration() -> Result<(Duration, Duration), String> {
-    crate::template::time_populated_registration()
+/// The guard's predicate: whether growth registers new memory on a helper
+/// ring and clones it into the template (needs a ranged DST_REPLACE clone
+/// that keeps the entries outside its range), rather than into the
+/// populated template directly. The table's growth calls it.
+pub(crate) fn grow_via_helper(f: &Features) -> bool {
+    f.clone_ranges && f.dst_replace == DstReplace::Works
+}
+
+/// Times registering 1 GiB of 2 MiB pages into a table that holds 1 GiB
+/// already, directly and on a helper ring cloned in. Needs 1024 free 2 MiB
+/// pages.
+pub(crate) fn observe_populated_registration() -> Result<(Duration, Duration), String> {
+    use crate::types::{HugePages, PageKind};
+    if !grow_via_helper(Features::get()) {
+        return Err("no working ranged DST_REPLACE clone: growth registers directly".into());
+    }
+    let need = 1024;
+    let free = HugePages::read(PageKind::Huge2M).available();
+    if free < need {
+        return Err(format!("needs {need} free 2 MiB huge pages, {free} are free (ringpool probe --reserve)"));
+    }
+    crate::sys::trial::populated_registration_times().map_err(|e| e.to_string())
 }
 
 /// The populated-table guard.
-pub fn judge_populated_registration(observed: Result<(Duration, Duration), String>) -> Quirk {
+pub(crate) fn judge_populated_registration(observed: Result<(Duration, Duration), String>) -> Quirk {
     let name = "registration_into_populated_table_fast";
     let what = "growth registers the new memory on a helper ring and clones it into the template's free slots";
     match observed {
@@ -292,9 +333,13 @@ mod tests {
         let q = judge_dst_replace(&broken);
         assert_eq!(q.state, QuirkState::Broken);
         assert!(q.what_ringpool_does.contains("whole table"));
-        assert!(!ranged_refresh_allowed(true, &broken));
-        assert!(ranged_refresh_allowed(true, &DstReplace::Works));
-        assert!(!ranged_refresh_allowed(false, &DstReplace::Works));
+        let mut f = Features::get().clone();
+        (f.clone_ranges, f.dst_replace) = (true, broken);
+        assert!(!ranged_refresh_allowed(&f) && !grow_via_helper(&f));
+        (f.clone_ranges, f.dst_replace) = (true, DstReplace::Works);
+        assert!(ranged_refresh_allowed(&f) && grow_via_helper(&f));
+        (f.clone_ranges, f.dst_replace) = (false, DstReplace::Works);
+        assert!(!ranged_refresh_allowed(&f) && !grow_via_helper(&f));
         assert_eq!(judge_dst_replace(&DstReplace::Unsupported).state, QuirkState::Absent);
     }
 

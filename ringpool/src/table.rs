@@ -5,12 +5,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::memory::{GrowReport, IoMemory};
+use crate::memory::IoMemory;
 use crate::probe::Features;
 use crate::ring::{private, Ring, RingOptions, TableSource};
+use crate::stats::{GrowReport, ShrinkReport};
 use crate::template::Template;
-use crate::types::{Refresh, Sharing, TablePath, MAX_SEGMENTS};
-use crate::units::Bytes;
+use crate::types::{Bytes, Refresh, Sharing, TablePath, MAX_SEGMENTS};
 
 /// Options of [`BufferTable::register_with`].
 #[derive(Debug, Clone, Default)]
@@ -21,13 +21,60 @@ pub struct TableOptions {
     /// mapping). Leases in later segments cannot be used with fixed I/O on
     /// these rings.
     pub segments: Option<u16>,
-    /// Table slots to reserve for growth ([`BufferTable::grow`]), at most
-    /// 16384; default: just the pool's segments. With room to grow, the
-    /// template's table is registered sparse and filled with a buffers
-    /// update.
-    pub capacity: Option<u16>,
+    /// Room to grow the pool up to this many bytes in all
+    /// ([`BufferTable::grow`]): the table reserves a slot for each segment
+    /// of it (at most 16384); default: just the pool's segments. With room
+    /// to grow, the template's table is registered sparse and filled with a
+    /// buffers update.
+    pub capacity: Option<u64>,
     /// How rings pick up growth (default: ranged clone where it works).
     pub refresh: Refresh,
+}
+
+impl TableOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets how rings get the table.
+    pub fn sharing(mut self, sharing: Sharing) -> Self {
+        self.sharing = sharing;
+        self
+    }
+    /// Sets the room to grow to, in bytes.
+    pub fn capacity(mut self, bytes: u64) -> Self {
+        self.capacity = Some(bytes);
+        self
+    }
+    /// Sets how rings pick up growth.
+    pub fn refresh(mut self, refresh: Refresh) -> Self {
+        self.refresh = refresh;
+        self
+    }
+    /// Registers only the first `n` segments.
+    pub fn segments(mut self, n: u16) -> Self {
+        self.segments = Some(n);
+        self
+    }
+
+    /// Table slots for the capacity asked for over `memory`: at least the
+    /// `entries` registered.
+    ///
+    /// # Errors
+    /// [`Error::TooManySegments`] past 16384 slots.
+    pub(crate) fn slots(&self, memory: &IoMemory, entries: u16) -> Result<u16> {
+        let Some(bytes) = self.capacity else { return Ok(entries) };
+        let slots = bytes.div_ceil(memory.segment_size());
+        if slots > MAX_SEGMENTS {
+            return Err(Error::TooManySegments {
+                size: Bytes(bytes),
+                segment: Bytes(memory.segment_size()),
+                segments: slots,
+            });
+        }
+        // At most 16384 (checked above).
+        Ok((slots as u16).max(entries))
+    }
 }
 
 /// The pool's buffer table, registered once on a template ring.
@@ -43,7 +90,8 @@ pub struct TableOptions {
 /// every ring picks up with a ranged clone of just the new slots.
 ///
 /// ```no_run
-/// use ringpool::{BufferTable, IoMemory, PagePolicy};
+/// use ringpool::types::PagePolicy;
+/// use ringpool::{BufferTable, IoMemory};
 /// let mem = IoMemory::map(4 << 30, PagePolicy::Auto)?;
 /// mem.prefault(|_| {})?;
 /// let table = BufferTable::register(&mem)?;
@@ -114,17 +162,15 @@ impl BufferTable {
     /// [`Error::IoUringUnavailable`]; [`Error::MemlockLimit`] naming the limit
     /// and the size; [`Error::BadAddress`]; [`Error::KernelTooOld`] for
     /// [`Sharing::Clone`] before Linux 6.12; [`Error::InvalidArgument`] for a
-    /// prefix longer than the pool or a capacity past 16384.
+    /// prefix longer than the pool; [`Error::TooManySegments`] for a
+    /// capacity past 16384 segments.
     pub fn register_with(memory: &IoMemory, opts: &TableOptions) -> Result<BufferTable> {
         let all = memory.segment_count();
         let entries = opts.segments.unwrap_or(all);
         if entries == 0 || entries > all {
             return Err(Error::invalid("segment prefix", entries, format!("the pool has {all} segments")));
         }
-        let capacity = opts.capacity.unwrap_or(entries).max(entries);
-        if u64::from(capacity) > MAX_SEGMENTS {
-            return Err(Error::invalid("table capacity", capacity, "a table holds at most 16384 entries"));
-        }
+        let capacity = opts.slots(memory, entries)?;
         let (path, fallback) = path_for(opts.sharing, Features::get())?;
         if let Some(why) = &fallback {
             tracing::warn!("{why}");
@@ -231,7 +277,20 @@ impl BufferTable {
     /// # Errors
     /// As [`IoMemory::shrink`]; [`Error::InvalidArgument`] for a table of
     /// a prefix of the pool.
-    pub fn shrink(&self, bytes: u64, timeout: std::time::Duration) -> Result<crate::memory::ShrinkReport> {
+    pub fn shrink(&self, bytes: u64, timeout: Duration) -> Result<ShrinkReport> {
+        self.shrink_then(bytes, timeout, |_, _| {})
+    }
+
+    /// [`BufferTable::shrink`], calling `rings_follow(generation,
+    /// deadline)` once the template dropped the segments and published
+    /// `generation`: where a pool makes its rings catch up before the
+    /// memory is unmapped.
+    pub(crate) fn shrink_then(
+        &self,
+        bytes: u64,
+        timeout: Duration,
+        rings_follow: impl FnOnce(u64, std::time::Instant),
+    ) -> Result<ShrinkReport> {
         let t = &self.template;
         t.home.check()?;
         if t.entries() != t.memory.segment_count() {
@@ -241,7 +300,11 @@ impl BufferTable {
                 "the table registers a prefix of the pool; shrink only a table of the whole pool",
             ));
         }
-        t.memory.shrink_with(bytes, timeout, Some(&t.link), |range, _| t.unpublish(range))
+        t.memory.shrink_with(bytes, timeout, Some(&t.link), |range, deadline| {
+            let generation = t.unpublish(range)?;
+            rings_follow(generation, deadline);
+            Ok(generation)
+        })
     }
 
     /// A ring for the calling thread with the whole table, 128 entries deep.
@@ -279,9 +342,7 @@ impl BufferTable {
             Some(Sharing::RegisterEach) => TablePath::Registered,
             Some(Sharing::Unregistered) => TablePath::Unregistered,
         };
-        let mut ring = Ring::build(opts)?;
-        ring.attach(t, path, self.fallback.clone())?;
-        Ok(ring)
+        Ring::with_table(opts, t, path, self.fallback.clone())
     }
 }
 

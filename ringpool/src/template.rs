@@ -2,25 +2,37 @@
 //! from, and the state rings follow to pick up growth.
 
 use std::ops::Range;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use io_uring::types::CloneBuffersFlags;
-use io_uring::IoUring;
-
-use crate::errno::{clone_error, register_error, setup_error, CloneRequest};
 use crate::error::Result;
 use crate::home::Home;
 use crate::link::TableLink;
 use crate::memory::IoMemory;
-use crate::probe::{DstReplace, Features};
-use crate::sys;
+use crate::probe::Features;
+use crate::sys::uring::Uring;
 use crate::types::{Refresh, TablePath};
+use crate::uring::{self, Setup};
+
+/// Entries of a template ring (it submits nothing; the planner counts its
+/// memory).
+pub(crate) const TEMPLATE_ENTRIES: u32 = 4;
+
+/// Whether rings catch up with a table under `refresh` by a ranged
+/// DST_REPLACE clone (else the whole table again), on a kernel with
+/// features `f` (the DST_REPLACE quirk guard's predicate decides Auto).
+pub(crate) fn ranged_refresh(refresh: Refresh, f: &Features) -> bool {
+    match refresh {
+        Refresh::Ranged => true,
+        Refresh::Whole => false,
+        Refresh::Auto => crate::quirks::ranged_refresh_allowed(f),
+    }
+}
 
 /// The template ring and what rings need to catch up with it.
 pub(crate) struct Template {
     // Drop order: the template ring closes before the memory handle goes.
-    ring: IoUring,
+    ring: Uring,
     pub(crate) memory: IoMemory,
     /// Slots of the kernel table (entries + room to grow).
     pub(crate) capacity: u16,
@@ -45,9 +57,9 @@ impl Template {
         refresh: Refresh,
     ) -> Result<(Template, Duration)> {
         let start = Instant::now();
-        let ring = IoUring::new(4).map_err(setup_error)?;
+        let (ring, _) = uring::setup(&Setup::plain(TEMPLATE_ENTRIES))?;
         if path != TablePath::Unregistered {
-            register_table(&ring, memory, entries, capacity)?;
+            uring::register_table(&ring, &memory.iovs(0, entries), capacity)?;
         }
         let took = start.elapsed();
         let link = std::sync::Arc::new(TableLink::new(entries));
@@ -58,7 +70,7 @@ impl Template {
     }
 
     pub(crate) fn fd(&self) -> RawFd {
-        self.ring.as_raw_fd()
+        self.ring.fd()
     }
 
     /// Slots filled now.
@@ -77,15 +89,14 @@ impl Template {
     /// entries when they catch up.
     pub(crate) fn unpublish(&self, range: Range<u16>) -> Result<u64> {
         if self.path != TablePath::Unregistered {
-            let n = u32::from(range.end - range.start);
-            if let Err(e) = sys::uring::clear_slots(&self.ring, u32::from(range.start), n) {
+            if let Err(e) = uring::clear(&self.ring, range.start, range.end - range.start) {
                 // Part of the range may be holes now: register it all again,
                 // so that the template is as before (the shrink is called off).
-                let iovs = self.memory.shared.iovs(range.start, range.end);
-                if let Err(e2) = sys::uring::update_iovs(&self.ring, u32::from(range.start), &iovs) {
+                let iovs = self.memory.iovs(range.start, range.end);
+                if let Err(e2) = uring::update("register", &self.ring, range.start, &iovs) {
                     tracing::error!("a failed shrink could not restore template slots {range:?}: {e2}");
                 }
-                return Err(crate::error::Error::os("clear table slots", e));
+                return Err(e);
             }
         }
         Ok(self.link.advance(range.start))
@@ -107,14 +118,7 @@ impl Template {
 
     /// Whether rings refresh with a ranged DST_REPLACE clone.
     pub(crate) fn ranged_refresh(&self) -> bool {
-        match self.refresh {
-            Refresh::Ranged => true,
-            Refresh::Whole => false,
-            Refresh::Auto => {
-                let f = Features::get();
-                f.clone_ranges && f.dst_replace == DstReplace::Works
-            }
-        }
+        ranged_refresh(self.refresh, Features::get())
     }
 
     /// The growth's publish step: registers the new segments `range` into
@@ -122,35 +126,34 @@ impl Template {
     /// generation (returned). Rings pick them up from then on.
     pub(crate) fn publish(&self, range: Range<u16>) -> Result<u64> {
         if self.path != TablePath::Unregistered {
-            let iovs = self.memory.shared.iovs(range.start, range.end);
-            if self.ranged_refresh() {
-                self.register_via_helper(&iovs, range.start)?;
+            let iovs = self.memory.iovs(range.start, range.end);
+            if crate::quirks::grow_via_helper(Features::get()) {
+                // Registering straight into the populated template costs
+                // more and more as it grows (the populated-table quirk).
+                uring::register_via_helper(&self.ring, &iovs, range.start)?;
             } else {
-                registered("grow register", &iovs, sys::uring::update_iovs(&self.ring, u32::from(range.start), &iovs))?;
+                uring::update("grow register", &self.ring, range.start, &iovs)?;
             }
         }
         Ok(self.link.advance(range.end))
     }
 
-    /// Registers `iovs` on a fresh helper ring, then clones them into the
-    /// template's slots from `first` on. Registering straight into the
-    /// populated template costs more and more as it grows: for huge pages
-    /// the kernel checks every new page against every buffer already in the
-    /// table (head-page accounting; 39.5 ms against 6-8 ms for 4 GiB here).
-    fn register_via_helper(&self, iovs: &[sys::uring::Iov], first: u16) -> Result<()> {
-        let helper = IoUring::new(2).map_err(setup_error)?;
-        registered("grow register", iovs, sys::uring::register_iovs(&helper, iovs))?;
-        // At most 16384 entries.
-        let n = iovs.len() as u32;
-        let req = CloneRequest { src_off: 0, dst_off: u32::from(first), nr: n, source_len: n, replace: true };
-        let r = self
-            .ring
-            .submitter()
-            .register_buffers_clone_offset(helper.as_raw_fd(), 0, u32::from(first), n, CloneBuffersFlags::DST_REPLACE)
-            .map_err(|e| clone_error(e, req));
-        // Unpin the helper's references now, on this thread.
-        let _ = helper.submitter().unregister_buffers();
-        r
+    /// Registers segments `[0, entries)` of the pool on `ring`, in a table
+    /// of `capacity` slots (a ring that registers its own table).
+    pub(crate) fn register_into(&self, ring: &io_uring::IoUring, entries: u16) -> Result<()> {
+        uring::register_table(ring, &self.memory.iovs(0, entries), self.capacity)
+    }
+
+    /// Makes slots `[from, to)` of `ring`'s own registration hold what the
+    /// template holds there now (holes from `entries` on).
+    pub(crate) fn reregister_into(&self, ring: &io_uring::IoUring, from: u16, to: u16, entries: u16) -> Result<()> {
+        if to > entries {
+            uring::clear(ring, entries, to - entries)?;
+        }
+        if entries > from {
+            uring::update("register", ring, from, &self.memory.iovs(from, entries))?;
+        }
+        Ok(())
     }
 }
 
@@ -160,73 +163,27 @@ impl Drop for Template {
         // held are unpinned now, on this thread, not by a background worker
         // that would run into other rings' work.
         if self.path != TablePath::Unregistered && self.home.is_here() {
-            let _ = self.ring.submitter().unregister_buffers();
+            let _ = uring::unregister(&self.ring, true);
         }
     }
 }
 
-/// Registers segments `[0, entries)` of `memory` on `ring`: in one call, or,
-/// with room to grow, as a sparse table of `capacity` slots filled by one
-/// update.
-pub(crate) fn register_table(ring: &IoUring, memory: &IoMemory, entries: u16, capacity: u16) -> Result<()> {
-    let iovs = memory.shared.iovs(0, entries);
-    let r = if capacity > entries {
-        sys::uring::register_sparse(ring, u32::from(capacity)).and_then(|_| sys::uring::update_iovs(ring, 0, &iovs))
-    } else {
-        sys::uring::register_iovs(ring, &iovs)
-    };
-    registered("register", &iovs, r)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::DstReplace;
 
-/// Maps the result of registering `iovs` to ringpool's error (whose memlock
-/// message names the bytes the registration pins).
-pub(crate) fn registered(op: &'static str, iovs: &[sys::uring::Iov], r: std::io::Result<()>) -> Result<()> {
-    r.map_err(|e| register_error(op, e, iovs.iter().map(|i| i.len() as u64).sum()))
-}
-
-/// Times registering 1 GiB of 2 MiB pages into a table that holds 1 GiB
-/// already, directly (a buffers update) and on a helper ring cloned in
-/// (DST_REPLACE): the best of two alternating tries of each. For the
-/// populated-table quirk guard; needs 1024 free 2 MiB pages.
-pub(crate) fn time_populated_registration() -> std::result::Result<(Duration, Duration), String> {
-    use crate::memory::MemoryOptions;
-    use crate::types::{HugePages, PageKind, PagePolicy};
-    if !Features::get().clone_ranges {
-        return Err("no ranged clone (before Linux 6.13): growth registers directly".into());
+    #[test]
+    fn the_refresh_a_table_uses_follows_the_dst_replace_guard() {
+        // What Template::ranged_refresh decides, on models of kernels.
+        let mut f = Features::get().clone();
+        (f.clone_ranges, f.dst_replace) = (true, DstReplace::Broken("entry 3 lost".into()));
+        assert!(!ranged_refresh(Refresh::Auto, &f), "a broken DST_REPLACE: whole re-clones");
+        assert!(ranged_refresh(Refresh::Ranged, &f), "forced ranged is obeyed");
+        (f.clone_ranges, f.dst_replace) = (true, DstReplace::Works);
+        assert!(ranged_refresh(Refresh::Auto, &f));
+        assert!(!ranged_refresh(Refresh::Whole, &f), "forced whole is obeyed");
+        (f.clone_ranges, f.dst_replace) = (false, DstReplace::Unsupported);
+        assert!(!ranged_refresh(Refresh::Auto, &f), "no ranged clone before 6.13");
     }
-    let half: u64 = 1 << 30;
-    let need = 2 * half / PageKind::Huge2M.bytes();
-    let free = HugePages::read(PageKind::Huge2M).available();
-    if free < need {
-        return Err(format!("needs {need} free 2 MiB huge pages, {free} are free (ringpool probe --reserve)"));
-    }
-    let opts = MemoryOptions::new().page(PagePolicy::Huge2M).segment_size(half);
-    let mem = IoMemory::map_with(2 * half, &opts).map_err(|e| e.to_string())?;
-    mem.prefault(|_| {}).map_err(|e| e.to_string())?;
-    let (first, second) = (mem.shared.iovs(0, 1), mem.shared.iovs(1, 2));
-    let populated = || -> std::result::Result<IoUring, String> {
-        let ring = IoUring::new(2).map_err(|e| e.to_string())?;
-        sys::uring::register_sparse(&ring, 2).map_err(|e| e.to_string())?;
-        sys::uring::update_iovs(&ring, 0, &first).map_err(|e| e.to_string())?;
-        Ok(ring)
-    };
-    let (mut direct, mut helper) = (Duration::MAX, Duration::MAX);
-    for _ in 0..2 {
-        let ring = populated()?;
-        let t = Instant::now();
-        sys::uring::update_iovs(&ring, 1, &second).map_err(|e| e.to_string())?;
-        direct = direct.min(t.elapsed());
-        let _ = ring.submitter().unregister_buffers();
-        let ring = populated()?;
-        let t = Instant::now();
-        let h = IoUring::new(2).map_err(|e| e.to_string())?;
-        sys::uring::register_iovs(&h, &second).map_err(|e| e.to_string())?;
-        ring.submitter()
-            .register_buffers_clone_offset(h.as_raw_fd(), 0, 1, 1, CloneBuffersFlags::DST_REPLACE)
-            .map_err(|e| e.to_string())?;
-        let _ = h.submitter().unregister_buffers();
-        helper = helper.min(t.elapsed());
-        let _ = ring.submitter().unregister_buffers();
-    }
-    Ok((direct, helper))
 }

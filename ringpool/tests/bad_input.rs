@@ -5,10 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use ringpool::{
-    BufferTable, CloneRange, DirectFile, DirectIo, Error, IoMemory, IoPool, MemoryOptions, PagePolicy, Ring,
-    RingOptions, TableOptions,
-};
+use ringpool::types::EnginePolicy;
+use ringpool::types::{CloneRange, DirectIo, PagePolicy};
+use ringpool::{BufferTable, DirectFile, Error, IoMemory, IoPool, MemoryOptions, Ring, RingOptions, TableOptions};
 
 const MIB: u64 = 1 << 20;
 
@@ -33,16 +32,13 @@ fn file_in(dir: &Path, name: &str, direct: DirectIo) -> DirectFile {
     DirectFile::options().read(true).write(true).create(true).direct(direct).open(dir.join(name)).unwrap()
 }
 
-fn io_with(
-    dir: &Path,
-    f: impl FnOnce(&mut Ring, &IoMemory, &DirectFile) -> (ringpool::Result<usize>, ringpool::IoBuf),
-) -> Outcome {
+fn io_with(dir: &Path, f: impl FnOnce(&mut Ring, &IoMemory, &DirectFile) -> ringpool::Done) -> Outcome {
     let mem = pool_mem();
     let table = BufferTable::register(&mem)?;
     let mut ring = table.ring()?;
     let file = file_in(dir, "f", DirectIo::Required);
     file.set_len(MIB)?;
-    let (r, buf) = f(&mut ring, &mem, &file);
+    let (r, buf) = f(&mut ring, &mem, &file).into_vec();
     drop(buf);
     assert_eq!(mem.stats().bytes_in_use, 0, "a refused op leaked its lease");
     r.map(drop)
@@ -130,10 +126,9 @@ const CASES: &[Case] = &[
         name: "pool growth by u16::MAX segments, blocking backend",
         run: |_| {
             let pool = IoPool::builder()
-                .memory_size(4 * 4096)
-                .segment_size(4096)
-                .page(PagePolicy::Base)
-                .backend(ringpool::Backend::Blocking)
+                .size(4 * 4096)
+                .memory(MemoryOptions::new().segment_size(4096).page(PagePolicy::Base))
+                .ring(RingOptions::new().engine(EnginePolicy::Blocking))
                 .build()?;
             pool.grow(u64::from(u16::MAX) * 4096).map(drop)
         },
@@ -144,11 +139,10 @@ const CASES: &[Case] = &[
         name: "pool growth past its capacity, blocking backend",
         run: |_| {
             let pool = IoPool::builder()
-                .memory_size(4 * 4096)
-                .segment_size(4096)
-                .capacity(8 * 4096)
-                .page(PagePolicy::Base)
-                .backend(ringpool::Backend::Blocking)
+                .size(4 * 4096)
+                .memory(MemoryOptions::new().segment_size(4096).page(PagePolicy::Base))
+                .table(TableOptions::new().capacity(8 * 4096))
+                .ring(RingOptions::new().engine(EnginePolicy::Blocking))
                 .build()?;
             pool.grow(4 * 4096)?;
             pool.grow(4096).map(drop)
@@ -160,11 +154,10 @@ const CASES: &[Case] = &[
         name: "pool growth past its capacity, io_uring",
         run: |_| {
             let pool = IoPool::builder()
-                .memory_size(4 * 4096)
-                .segment_size(4096)
-                .capacity(6 * 4096)
-                .page(PagePolicy::Base)
-                .backend(ringpool::Backend::IoUring)
+                .size(4 * 4096)
+                .memory(MemoryOptions::new().segment_size(4096).page(PagePolicy::Base))
+                .table(TableOptions::new().capacity(6 * 4096))
+                .ring(RingOptions::new().engine(EnginePolicy::IoUring))
                 .build()?;
             pool.grow(3 * 4096).map(drop)
         },
@@ -180,8 +173,8 @@ const CASES: &[Case] = &[
     Case {
         name: "huge pages not reserved",
         run: |_| {
-            let _lock = ringpool::hugepages::MachineLock::acquire()?;
-            let free = ringpool::HugePages::read(ringpool::PageKind::Huge2M).available();
+            let _lock = ringpool_testkit::machine::MachineLock::acquire()?;
+            let free = ringpool::types::HugePages::read(ringpool::types::PageKind::Huge2M).available();
             IoMemory::map((free + 1) * 2 * MIB, PagePolicy::Huge2M).map(drop)
         },
         want: |e| matches!(e, Error::HugePagesUnavailable { .. }),
@@ -237,26 +230,26 @@ const CASES: &[Case] = &[
         names: &["ring depth 40000"],
     },
     Case {
-        name: "pool ring depth 0",
-        run: |_| IoPool::builder().memory_size(MIB).ring_depth(0).build().map(drop),
-        want: |e| matches!(e, Error::InvalidArgument { what: "ring depth", .. }),
-        names: &["ring depth 0"],
+        name: "pool worker ring of one entry (none left for operations)",
+        run: |_| IoPool::builder().size(MIB).ring(RingOptions::new().entries(1)).build().map(drop),
+        want: |e| matches!(e, Error::InvalidArgument { what: "worker ring entries", .. }),
+        names: &["worker ring entries 1", "wake-up read"],
     },
     Case {
-        name: "pool ring depth above 32767",
-        run: |_| IoPool::builder().memory_size(MIB).ring_depth(32768).build().map(drop),
-        want: |e| matches!(e, Error::InvalidArgument { what: "ring depth", .. }),
-        names: &["ring depth 32768"],
+        name: "pool worker ring above 32768 entries",
+        run: |_| IoPool::builder().size(MIB).ring(RingOptions::new().entries(32769)).build().map(drop),
+        want: |e| matches!(e, Error::InvalidArgument { what: "worker ring entries", .. }),
+        names: &["worker ring entries 32769"],
     },
     Case {
         name: "min workers above max",
-        run: |_| IoPool::builder().memory_size(MIB).workers(5, 2).build().map(drop),
+        run: |_| IoPool::builder().size(MIB).workers(5, 2).build().map(drop),
         want: |e| matches!(e, Error::InvalidArgument { what: "min workers", .. }),
         names: &["min workers 5", "max workers (2)"],
     },
     Case {
         name: "no workers at all",
-        run: |_| IoPool::builder().memory_size(MIB).workers(0, 0).build().map(drop),
+        run: |_| IoPool::builder().size(MIB).workers(0, 0).build().map(drop),
         want: |e| matches!(e, Error::InvalidArgument { what: "max workers", .. }),
         names: &["max workers 0"],
     },
@@ -310,7 +303,7 @@ const CASES: &[Case] = &[
             let ro = DirectFile::options().read(true).open(dir.join("ro"))?;
             let mem = pool_mem();
             let mut ring = BufferTable::register(&mem)?.ring()?;
-            ring.write_at(&ro, 0, mem.try_alloc(4096)?).0.map(drop)
+            ring.write_at(&ro, 0, mem.try_alloc(4096)?).result.map(drop)
         },
         want: |e| matches!(e, Error::NotPermitted { access: "write", .. }),
         names: &["ro", "without write access"],
@@ -327,7 +320,7 @@ const CASES: &[Case] = &[
     Case {
         name: "misaligned offset",
         run: |dir| io_with(dir, |ring, mem, f| ring.read_at(f, 100, mem.try_alloc(4096).unwrap())),
-        want: |e| matches!(e, Error::Misaligned { what: ringpool::AlignmentOf::Offset, value: 100, .. }),
+        want: |e| matches!(e, Error::Misaligned { what: ringpool::types::AlignmentOf::Offset, value: 100, .. }),
         names: &["file offset 100"],
     },
     Case {
@@ -339,7 +332,7 @@ const CASES: &[Case] = &[
                 ring.read_at(f, 0, b)
             })
         },
-        want: |e| matches!(e, Error::Misaligned { what: ringpool::AlignmentOf::Length, value: 1000, .. }),
+        want: |e| matches!(e, Error::Misaligned { what: ringpool::types::AlignmentOf::Length, value: 1000, .. }),
         names: &["length 1000"],
     },
     Case {
@@ -351,7 +344,7 @@ const CASES: &[Case] = &[
                 ring.read_at(f, 0, b)
             })
         },
-        want: |e| matches!(e, Error::Misaligned { what: ringpool::AlignmentOf::Memory, .. }),
+        want: |e| matches!(e, Error::Misaligned { what: ringpool::types::AlignmentOf::Memory, .. }),
         names: &["memory address"],
     },
     Case {
@@ -434,7 +427,7 @@ fn every_bad_input_gives_its_typed_error() {
 fn memlock_bad_input_child() {
     assert_eq!(std::env::var("RINGPOOL_BAD_MEMLOCK_CHILD").as_deref(), Ok("1"), "run only as a child");
     caps::drop(None, caps::CapSet::Effective, caps::Capability::CAP_IPC_LOCK).unwrap();
-    ringpool::process::set_memlock_limit(Some(256 << 10)).unwrap();
+    ringpool_testkit::process::set_memlock_limit(Some(256 << 10)).unwrap();
     let mem = IoMemory::map(4 * MIB, PagePolicy::Base).unwrap();
     let e = BufferTable::register(&mem).unwrap_err();
     assert!(matches!(e, Error::MemlockLimit { .. }), "{e:?}");
@@ -442,7 +435,7 @@ fn memlock_bad_input_child() {
     assert!(msg.contains("256 KiB") && msg.contains("4 MiB") && msg.contains("CAP_IPC_LOCK"), "{msg}");
     // The pool's builder plans first: the error carries the plan, which
     // says what is needed and how to change the limit.
-    let e = IoPool::builder().memory(mem.clone()).build().unwrap_err();
+    let e = IoPool::builder().existing_memory(mem.clone()).build().unwrap_err();
     match &e {
         Error::DoesNotFit { plan } => {
             assert!(!plan.fits && plan.memlock_needed_bytes > 4 * MIB, "{plan:?}");

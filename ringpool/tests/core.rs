@@ -3,12 +3,10 @@
 
 mod common;
 
-use ringpool::hugepages::{HugePageReservation, MachineLock};
-use ringpool::units::Bytes;
-use ringpool::{
-    BufferTable, CloneRange, Error, HugePages, IoMemory, MemoryOptions, PageKind, PagePolicy, Ring, RingOptions,
-    Sharing, TableOptions, TablePath,
-};
+use ringpool::types::Bytes;
+use ringpool::types::{CloneRange, HugePages, PageKind, PagePolicy, Sharing, TablePath};
+use ringpool::{BufferTable, Error, IoMemory, MemoryOptions, Ring, RingOptions, TableOptions};
+use ringpool_testkit::machine::{HugePageReservation, MachineLock};
 
 const MIB: u64 = 1 << 20;
 
@@ -28,12 +26,12 @@ fn roundtrip(ring: &mut Ring, mem: &IoMemory, file: &ringpool::DirectFile, seg: 
     let mut w = mem.try_alloc_in(seg, len).unwrap();
     assert_eq!(w.buf_index(), seg);
     common::fill(&mut w, seed);
-    let (n, w) = ring.write_at(file, offset, w);
+    let (n, w) = ring.write_at(file, offset, w).into_one();
     assert_eq!(n.unwrap(), len);
     let r = mem.try_alloc_in(seg, len).unwrap();
     assert_eq!(r.buf_index(), seg);
     assert_ne!(r.pool_offset(), w.pool_offset());
-    let (n, r) = ring.read_at(file, offset, r);
+    let (n, r) = ring.read_at(file, offset, r).into_one();
     assert_eq!(n.unwrap(), len);
     let expect = common::pattern(len, seed);
     assert!(r[..] == expect[..], "read back through segment {seg} differs");
@@ -90,7 +88,7 @@ fn clone_errors_have_their_own_variants() {
 
     // A range past the source table: EOVERFLOW (ranged clone, 6.13+).
     if common::require(
-        ringpool::Features::get().clone_ranges,
+        ringpool::probe::Features::get().clone_ranges,
         "clone_errors_have_their_own_variants",
         "ranged clone needs 6.13+",
     ) {
@@ -126,7 +124,7 @@ fn register_each_behaves_like_clone() {
     roundtrip(&mut ring, &mem, &file, 3, 8 * MIB, 13);
 
     // The per-ring override works on a clone table too.
-    if ringpool::Features::get().clone_buffers {
+    if ringpool::probe::Features::get().clone_buffers {
         let t2 = BufferTable::register(&mem).unwrap();
         let mut r2 = t2.ring_with(&RingOptions::new().sharing(Sharing::RegisterEach)).unwrap();
         assert_eq!(r2.setup().path, TablePath::Registered);
@@ -163,11 +161,11 @@ fn buffers_outside_the_ring_table_are_refused() {
     // A table of the first two segments only.
     let table = BufferTable::register_with(&mem, &TableOptions { segments: Some(2), ..Default::default() }).unwrap();
     let mut ring = table.ring().unwrap();
-    let (r, _) = ring.write_at(&file, 0, mem.try_alloc_in(3, 4096).unwrap());
+    let (r, _) = ring.write_at(&file, 0, mem.try_alloc_in(3, 4096).unwrap()).into_one();
     assert!(matches!(r, Err(Error::NotInTable { segment: 3, .. })), "{r:?}");
-    let (r, _) = ring.write_at(&file, 0, other.try_alloc(4096).unwrap());
+    let (r, _) = ring.write_at(&file, 0, other.try_alloc(4096).unwrap()).into_one();
     assert!(matches!(r, Err(Error::ForeignBuffer { .. })), "{r:?}");
-    let (r, _) = ring.write_at(&file, 0, mem.try_alloc_in(1, 4096).unwrap());
+    let (r, _) = ring.write_at(&file, 0, mem.try_alloc_in(1, 4096).unwrap()).into_one();
     assert_eq!(r.unwrap(), 4096);
 }
 
@@ -177,8 +175,8 @@ fn buffers_outside_the_ring_table_are_refused() {
 fn memlock_child() {
     assert_eq!(std::env::var("RINGPOOL_MEMLOCK_CHILD").as_deref(), Ok("1"), "run only as a child");
     caps::drop(None, caps::CapSet::Effective, caps::Capability::CAP_IPC_LOCK).expect("drop CAP_IPC_LOCK");
-    assert!(!ringpool::has_cap_ipc_lock());
-    ringpool::process::set_memlock_limit(Some(MIB)).expect("set RLIMIT_MEMLOCK");
+    assert!(!ringpool::probe::has_cap_ipc_lock());
+    ringpool_testkit::process::set_memlock_limit(Some(MIB)).expect("set RLIMIT_MEMLOCK");
 
     // 64 MiB cannot be pinned under a 1 MiB limit.
     let big = IoMemory::map(64 * MIB, PagePolicy::Base).unwrap();
@@ -349,7 +347,7 @@ fn registered_files_follow_the_file_not_its_address() {
         ring.register_file(&f).unwrap();
         let mut b = mem.try_alloc(4096).unwrap();
         common::fill(&mut b, i);
-        let (n, _) = ring.write_at(&f, 0, b);
+        let (n, _) = ring.write_at(&f, 0, b).into_one();
         assert_eq!(n.unwrap(), 4096);
         drop(f);
     }

@@ -5,10 +5,8 @@
 
 mod common;
 
-use ringpool::{
-    BufferTable, DirectFile, DirectIo, EngineKind, EnginePolicy, IoMemory, IoPool, MemoryOptions, Nowait, PagePolicy,
-    RingOptions,
-};
+use ringpool::types::{DirectIo, EngineKind, EnginePolicy, Nowait, PagePolicy};
+use ringpool::{BufferTable, DirectFile, IoMemory, IoPool, MemoryOptions, RingOptions};
 
 const MIB: u64 = 1 << 20;
 
@@ -36,9 +34,9 @@ fn a_device_without_nowait_gets_the_inline_engine_and_the_waiter_runs_it() {
     assert_eq!(ring.engine_for(&file).0, EngineKind::Inline);
     let mut w = m.try_alloc(8192).unwrap();
     common::fill(&mut w, 5);
-    let (r, _) = ring.write_at(&file, 8192, w);
+    let (r, _) = ring.write_at(&file, 8192, w).into_one();
     assert_eq!(r.unwrap(), 8192);
-    let (r, b) = ring.read_at(&file, 8192, m.try_alloc(8192).unwrap());
+    let (r, b) = ring.read_at(&file, 8192, m.try_alloc(8192).unwrap()).into_one();
     assert_eq!(r.unwrap(), 8192);
     assert!(b[..] == common::pattern(8192, 5)[..]);
     let st = ring.stats();
@@ -46,10 +44,10 @@ fn a_device_without_nowait_gets_the_inline_engine_and_the_waiter_runs_it() {
     drop(b);
 
     // A pool: the caller that waits runs the operation (no hand-off).
-    let pool = IoPool::builder().memory(mem()).workers(1, 1).build().unwrap();
+    let pool = IoPool::builder().existing_memory(mem()).workers(1, 1).build().unwrap();
     assert_eq!(pool.engine_for(&file).0, EngineKind::Inline);
     for i in 0..10u64 {
-        let (r, b) = pool.read_at(&file, 8192, pool.memory().try_alloc(8192).unwrap()).wait();
+        let (r, b) = pool.read_at(&file, 8192, pool.memory().try_alloc(8192).unwrap()).wait().into_one();
         assert_eq!(r.unwrap(), 8192, "read {i}");
         assert!(b[..] == common::pattern(8192, 5)[..]);
     }
@@ -64,7 +62,7 @@ fn a_device_without_nowait_gets_the_inline_engine_and_the_waiter_runs_it() {
     let handles: Vec<_> =
         (0..8u64).map(|i| pool.read_at(&file, i * 4096, pool.memory().try_alloc(4096).unwrap())).collect();
     drop(handles);
-    let (r, _) = pool.read_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).wait();
+    let (r, _) = pool.read_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
     r.unwrap();
     pool.shutdown();
     let st = pool.stats();
@@ -84,12 +82,12 @@ fn a_file_system_with_nowait_gets_io_uring() {
     let table = BufferTable::register(&m).unwrap();
     let mut ring = table.ring().unwrap();
     assert_eq!(ring.engine_for(&file).0, EngineKind::IoUring);
-    let (r, _) = ring.read_at(&file, 0, m.try_alloc(4096).unwrap());
+    let (r, _) = ring.read_at(&file, 0, m.try_alloc(4096).unwrap()).into_one();
     assert_eq!(r.unwrap(), 4096);
     assert_eq!(ring.stats().inline_ops, 0);
-    let pool = IoPool::builder().memory(mem()).workers(1, 1).build().unwrap();
+    let pool = IoPool::builder().existing_memory(mem()).workers(1, 1).build().unwrap();
     assert_eq!(pool.engine_for(&file).0, EngineKind::IoUring);
-    let (r, _) = pool.read_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).wait();
+    let (r, _) = pool.read_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
     r.unwrap();
     assert_eq!((pool.stats().helped_ops, pool.stats().inline_ops), (0, 0));
 }
@@ -110,19 +108,24 @@ fn a_forced_engine_is_obeyed() {
     assert_eq!(ring.engine_for(&disk).0, EngineKind::Inline);
     let mut w = m.try_alloc(4096).unwrap();
     common::fill(&mut w, 9);
-    let (r, _) = ring.write_at(&disk, 4096, w);
+    let (r, _) = ring.write_at(&disk, 4096, w).into_one();
     assert_eq!(r.unwrap(), 4096);
     assert_eq!(ring.stats().inline_ops, 1);
     // Read back through io_uring: the same bytes.
     let mut uring = table.ring_with(&RingOptions::new().engine(EnginePolicy::IoUring)).unwrap();
-    let (r, b) = uring.read_at(&disk, 4096, m.try_alloc(4096).unwrap());
+    let (r, b) = uring.read_at(&disk, 4096, m.try_alloc(4096).unwrap()).into_one();
     assert_eq!(r.unwrap(), 4096);
     assert!(b[..] == common::pattern(4096, 9)[..]);
     assert_eq!(uring.stats().inline_ops, 0);
 
-    let pool = IoPool::builder().memory(mem()).engine(EnginePolicy::Inline).workers(1, 1).build().unwrap();
+    let pool = IoPool::builder()
+        .existing_memory(mem())
+        .ring(RingOptions::new().engine(EnginePolicy::Inline))
+        .workers(1, 1)
+        .build()
+        .unwrap();
     assert_eq!(pool.engine_for(&disk).0, EngineKind::Inline);
-    let (r, _) = pool.read_at(&disk, 4096, pool.memory().try_alloc(4096).unwrap()).wait();
+    let (r, _) = pool.read_at(&disk, 4096, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
     r.unwrap();
 
     // io_uring on zram, and a pool that never lets the caller run it.
@@ -130,14 +133,19 @@ fn a_forced_engine_is_obeyed() {
         let zf = open_rw(&z.path);
         let mut ring = table.ring_with(&RingOptions::new().engine(EnginePolicy::IoUring)).unwrap();
         assert_eq!(ring.engine_for(&zf).0, EngineKind::IoUring);
-        let (r, _) = ring.read_at(&zf, 0, m.try_alloc(4096).unwrap());
+        let (r, _) = ring.read_at(&zf, 0, m.try_alloc(4096).unwrap()).into_one();
         assert_eq!(r.unwrap(), 4096);
         assert_eq!(ring.stats().inline_ops, 0);
-        let pool = IoPool::builder().memory(mem()).engine(EnginePolicy::IoUring).workers(1, 1).build().unwrap();
+        let pool = IoPool::builder()
+            .existing_memory(mem())
+            .ring(RingOptions::new().engine(EnginePolicy::IoUring))
+            .workers(1, 1)
+            .build()
+            .unwrap();
         assert_eq!(pool.engine_for(&zf).0, EngineKind::IoUring);
-        let pool2 = IoPool::builder().memory(mem()).help_while_waiting(false).workers(1, 1).build().unwrap();
+        let pool2 = IoPool::builder().existing_memory(mem()).help_while_waiting(false).workers(1, 1).build().unwrap();
         for p in [&pool, &pool2] {
-            let (r, _) = p.read_at(&zf, 0, p.memory().try_alloc(4096).unwrap()).wait();
+            let (r, _) = p.read_at(&zf, 0, p.memory().try_alloc(4096).unwrap()).wait().into_one();
             r.unwrap();
             assert_eq!(p.stats().helped_ops, 0);
         }

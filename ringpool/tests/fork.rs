@@ -8,11 +8,13 @@ mod common;
 
 use std::time::Duration;
 
-use ringpool::{BufferTable, DirectFile, Error, IoBuf, IoPool, PagePolicy};
+use ringpool::types::PagePolicy;
+use ringpool::{BufferTable, DirectFile, Error, IoBuf, IoPool};
 
 const MIB: u64 = 1 << 20;
 
 use common::{fork_with, open_fds, vmpin_kb, wait_child};
+use ringpool::MemoryOptions;
 
 /// In a forked child: an owned copy of an inherited object, to drop or
 /// consume there.
@@ -29,11 +31,11 @@ fn verified_roundtrip(pool: &IoPool, file: &DirectFile, offset: u64, seed: u64) 
         Err(_) => return false,
     };
     common::fill(&mut w, seed);
-    let (r, _) = pool.write_at(file, offset, w).wait();
+    let (r, _) = pool.write_at(file, offset, w).wait().into_one();
     if r.ok() != Some(16384) {
         return false;
     }
-    let (r, b) = pool.read_at(file, offset, pool.memory().try_alloc(16384).unwrap()).wait();
+    let (r, b) = pool.read_at(file, offset, pool.memory().try_alloc(16384).unwrap()).wait().into_one();
     r.ok() == Some(16384) && b[..] == common::pattern(16384, seed)[..]
 }
 
@@ -45,7 +47,12 @@ fn fork_child() {
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "fork");
     file.set_len(4 * MIB).unwrap();
-    let pool = IoPool::builder().memory_size(16 * MIB).page(PagePolicy::Base).workers(1, 2).build().unwrap();
+    let pool = IoPool::builder()
+        .size(16 * MIB)
+        .memory(MemoryOptions::new().page(PagePolicy::Base))
+        .workers(1, 2)
+        .build()
+        .unwrap();
     assert!(verified_roundtrip(&pool, &file, 0, 1));
     let table = BufferTable::register(pool.memory()).unwrap();
     let mut ring = table.ring().unwrap();
@@ -59,12 +66,12 @@ fn fork_child() {
         let forked = |e: &Error, what: &str| matches!(e, Error::Forked { what: w, .. } if *w == what);
         // Submit and wait on the inherited pool: a typed error, the buffer back.
         let b = IoBuf::detached();
-        let (r, back) = pool.read_at(&file, 0, b).wait();
+        let (r, back) = pool.read_at(&file, 0, b).wait().into_one();
         if !r.as_ref().is_err_and(|e| forked(e, "IoPool")) || back.capacity() != 0 {
             return 10;
         }
         // The operation in flight at the fork: a typed error, no hang.
-        let (r, _) = take(&in_flight).wait();
+        let (r, _) = take(&in_flight).wait().into_one();
         if !r.as_ref().is_err_and(|e| forked(e, "IoPool")) {
             return 11;
         }
@@ -82,7 +89,7 @@ fn fork_child() {
         let _ = &lease[..lease.len()];
         // The inherited ring and table.
         let mut ring = take(&ring);
-        let (r, _) = ring.read_at(&file, 0, IoBuf::detached());
+        let (r, _) = ring.read_at(&file, 0, IoBuf::detached()).into_one();
         if !r.is_err_and(|e| forked(&e, "Ring")) {
             return 14;
         }
@@ -104,7 +111,12 @@ fn fork_child() {
         drop(take(&pool));
         drop(memory);
         // A fresh pool works, with verified I/O.
-        let fresh = match IoPool::builder().memory_size(8 * MIB).page(PagePolicy::Base).workers(1, 1).build() {
+        let fresh = match IoPool::builder()
+            .size(8 * MIB)
+            .memory(MemoryOptions::new().page(PagePolicy::Base))
+            .workers(1, 1)
+            .build()
+        {
             Ok(p) => p,
             Err(_) => return 18,
         };
@@ -119,11 +131,11 @@ fn fork_child() {
         Err(how) => panic!("{how}"),
     }
     // The parent's pool, lease and ring are intact.
-    let (r, _) = in_flight.wait();
+    let (r, _) = in_flight.wait().into_one();
     assert_eq!(r.unwrap(), MIB as usize);
     assert!(lease[..] == common::pattern(8192, 7)[..], "the lease is intact");
     assert!(verified_roundtrip(&pool, &file, 3 * MIB, 2), "the pool still serves verified I/O");
-    let (r, _) = ring.read_at(&file, 0, pool.memory().try_alloc(4096).unwrap());
+    let (r, _) = ring.read_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).into_one();
     assert_eq!(r.unwrap(), 4096);
     assert_eq!((vmpin_kb(), open_fds()), (pin0, fds0), "VmPin and fds unchanged");
     println!("fork child checks passed");
@@ -145,7 +157,12 @@ fn exec_child() {
     use std::os::fd::{AsFd, AsRawFd};
     assert_eq!(std::env::var("RINGPOOL_EXEC_CHILD").as_deref(), Ok("1"), "run only as a child");
     let pin0 = vmpin_kb();
-    let pool = IoPool::builder().memory_size(16 * MIB).page(PagePolicy::Base).workers(2, 2).build().unwrap();
+    let pool = IoPool::builder()
+        .size(16 * MIB)
+        .memory(MemoryOptions::new().page(PagePolicy::Base))
+        .workers(2, 2)
+        .build()
+        .unwrap();
     let table = BufferTable::register(pool.memory()).unwrap();
     let ring = table.ring().unwrap();
     assert!(vmpin_kb() >= pin0 + 16 * 1024, "the pool is pinned");

@@ -15,8 +15,10 @@ use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
     ReplyAttr, ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
 };
-use ringpool::hugepages::MachineLock;
-use ringpool::{DirectFile, DirectIo, EngineKind, Error, IoMemory, IoPool, MemoryOptions, PagePolicy};
+use ringpool::types::{DirectIo, EngineKind, PagePolicy};
+use ringpool::Op;
+use ringpool::{DirectFile, Error, IoMemory, IoPool, MemoryOptions};
+use ringpool_testkit::machine::MachineLock;
 
 const FILE: INodeNo = INodeNo(2);
 const TTL: Duration = Duration::from_millis(0);
@@ -231,7 +233,7 @@ fn expected(shared: &Shared, offset: u64, len: usize) -> Vec<u8> {
 }
 
 fn pool() -> IoPool {
-    IoPool::builder().memory_size(16 << 20).page(PagePolicy::Base).workers(2, 2).build().unwrap()
+    IoPool::builder().size(16 << 20).memory(MemoryOptions::new().page(PagePolicy::Base)).workers(2, 2).build().unwrap()
 }
 
 fn open(m: &Mounted) -> DirectFile {
@@ -252,7 +254,7 @@ fn failed_reads_and_writes_name_op_file_and_offset_and_the_rest_carry_on() {
     let reads: Vec<_> =
         (0..16u64).map(|i| (i, pool.read_at(&file, i * 4096, pool.memory().try_alloc(4096).unwrap()))).collect();
     for (i, h) in reads {
-        let (r, buf) = h.wait();
+        let (r, buf) = h.wait().into_one();
         if i == 3 {
             match &r {
                 Err(e @ Error::DeviceError { op: "read", path: p, offset: 12288 }) => {
@@ -276,7 +278,7 @@ fn failed_reads_and_writes_name_op_file_and_offset_and_the_rest_carry_on() {
         })
         .collect();
     for (i, h) in writes {
-        let (r, _) = h.wait();
+        let (r, _) = h.wait().into_one();
         if i == 5 {
             assert!(matches!(&r, Err(Error::DeviceError { op: "write", offset: 20480, .. })), "{r:?}");
         } else {
@@ -299,14 +301,14 @@ fn short_reads_are_counts() {
     });
     let pool = pool();
     let file = open(&m);
-    let (r, buf) = pool.read_at(&file, 8192, pool.memory().try_alloc(4096).unwrap()).wait();
+    let (r, buf) = pool.read_at(&file, 8192, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
     // Exactly what the server gave, once: io_uring would have retried the
     // rest at the same offset and duplicated the data (Linux 6.18).
     assert_eq!(r.unwrap(), 1000);
     assert_eq!(&buf[..1000], &expected(&m.shared, 8192, 1000)[..]);
     assert_eq!(m.shared.with(|f| f.reads), 1);
     // At the end of the file: a short count too.
-    let (r, _) = pool.read_at(&file, (1 << 20) - 4096, pool.memory().try_alloc(16384).unwrap()).wait();
+    let (r, _) = pool.read_at(&file, (1 << 20) - 4096, pool.memory().try_alloc(16384).unwrap()).wait().into_one();
     assert_eq!(r.unwrap(), 4096);
 }
 
@@ -318,7 +320,7 @@ fn a_stalled_server_does_not_stall_other_work() {
     let pool = pool();
     let file = open(&m);
     assert!(file.is_fuse(), "FUSE files are served with preadv2 / pwritev2");
-    assert_eq!(pool.engine_for(&file).0, ringpool::EngineKind::SideThreads);
+    assert_eq!(pool.engine_for(&file).0, ringpool::types::EngineKind::SideThreads);
     m.shared.with(|f| f.hold_reads = true);
     // Whatever happens below, the server lets go before the pool is dropped.
     struct Release(Shared);
@@ -335,13 +337,14 @@ fn a_stalled_server_does_not_stall_other_work() {
         let (r, _) = pool
             .write_at(&disk, i * 4096, pool.memory().try_alloc(4096).unwrap())
             .wait_timeout(Duration::from_secs(10))
-            .expect("a disk write waited behind the stalled FUSE reads");
+            .expect("a disk write waited behind the stalled FUSE reads")
+            .into_one();
         assert_eq!(r.unwrap(), 4096);
     }
     assert!(stalled.iter().all(|h| !h.is_done()), "the server still holds the reads");
     drop(release);
     for (i, h) in stalled.into_iter().enumerate() {
-        let (r, buf) = h.wait();
+        let (r, buf) = h.wait().into_one();
         assert_eq!(r.unwrap(), 4096);
         assert_eq!(&buf[..], &expected(&m.shared, i as u64 * 4096, 4096)[..]);
     }
@@ -360,7 +363,7 @@ fn truncation_under_a_running_reader_gives_counts_and_end_of_file() {
             std::fs::OpenOptions::new().write(true).open(&m.path).unwrap().set_len((1 << 20) + 100).unwrap();
             truncated = true;
         }
-        let (r, _) = pool.read_at(&file, i * 4096, pool.memory().try_alloc(4096).unwrap()).wait();
+        let (r, _) = pool.read_at(&file, i * 4096, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
         match r {
             Ok(n) if truncated && i * 4096 > (1 << 20) => panic!("read {n} bytes past the new end at {}", i * 4096),
             Ok(n) => assert!(n == 4096 || (i * 4096 == 1 << 20 && n == 100), "block {i}: {n}"),
@@ -379,27 +382,46 @@ fn truncation_under_a_running_reader_gives_counts_and_end_of_file() {
 }
 
 #[test]
-fn a_ring_refuses_fuse_files_with_a_typed_error() {
-    let Some(m) = mount("a_ring_refuses_fuse_files_with_a_typed_error", 1 << 20) else { return };
-    if !common::require_io_uring("a_ring_refuses_fuse_files_with_a_typed_error") {
+fn a_ring_runs_fuse_files_inline_without_duplicating_short_reads() {
+    let test = "a_ring_runs_fuse_files_inline_without_duplicating_short_reads";
+    let Some(m) = mount(test, 1 << 20) else { return };
+    if !common::require_io_uring(test) {
         return;
     }
+    m.shared.with(|f| {
+        f.short_read_at.insert(0, 4096);
+    });
     let mem = ringpool::IoMemory::map(1 << 20, PagePolicy::Base).unwrap();
     let mut ring = ringpool::BufferTable::register(&mem).unwrap().ring().unwrap();
     let file = open(&m);
-    let (r, _) = ring.read_at(&file, 0, mem.try_alloc(4096).unwrap());
-    match r {
-        Err(e @ Error::BlockingFileSystem { .. }) => assert!(e.to_string().contains("IoPool"), "{e}"),
-        other => panic!("expected BlockingFileSystem, got {other:?}"),
+    let (engine, why) = ring.engine_for(&file);
+    assert_eq!(engine, EngineKind::Inline, "{why}");
+    assert!(why.contains("FUSE"), "{why}");
+    // An 8 KiB read the server answers with 4 KiB: the short count, and the
+    // file's bytes (io_uring on Linux 6.18 would repeat the first 4 KiB).
+    let (r, buf) = ring.read_at(&file, 0, mem.try_alloc(8192).unwrap()).into_one();
+    assert_eq!(r.unwrap(), 4096);
+    assert_eq!(&buf[..4096], &expected(&m.shared, 0, 4096)[..]);
+    // Queued operations complete at once, inline.
+    for i in 0..4u64 {
+        ring.push(Op::read(&file, 65536 + i * 4096, mem.try_alloc(4096).unwrap()), i).unwrap();
     }
-    assert_eq!(m.shared.with(|f| f.reads), 0, "nothing reached the server");
+    let done: Vec<_> = ring.completions().collect();
+    assert_eq!(done.len(), 4);
+    for (tag, d) in done {
+        let (r, b) = d.into_one();
+        assert_eq!(r.unwrap(), 4096);
+        assert_eq!(&b[..], &expected(&m.shared, 65536 + tag * 4096, 4096)[..], "read {tag}");
+    }
+    assert_eq!(ring.stats().inline_ops, 5);
+    assert_eq!(m.shared.with(|f| f.reads), 5, "one server read each");
 }
 
 #[test]
 fn every_op_kind_through_the_side_threads_matches_std_fs() {
     let Some(m) = mount("every_op_kind_through_the_side_threads_matches_std_fs", 1 << 20) else { return };
     let mem = IoMemory::map_with(4 << 20, &MemoryOptions::new().page(PagePolicy::Base).segment_size(1 << 20)).unwrap();
-    let pool = IoPool::builder().memory(mem.clone()).workers(1, 1).build().unwrap();
+    let pool = IoPool::builder().existing_memory(mem.clone()).workers(1, 1).build().unwrap();
     let file = open(&m);
     assert_eq!(pool.engine_for(&file).0, EngineKind::SideThreads);
     common::every_kind("side threads", &mem, &file, &m.path, |op| pool.submit(op).wait());
@@ -416,13 +438,13 @@ fn vectored_failures_are_mapped_errnos_naming_op_and_offset() {
     let pool = pool();
     let mem = pool.memory().clone();
     let file = open(&m);
-    let (r, back) = pool.readv_at(&file, 16 * 4096, mem.try_alloc_vec(2, 4096).unwrap()).wait();
+    let (r, back) = pool.readv_at(&file, 16 * 4096, mem.try_alloc_vec(2, 4096).unwrap()).wait().into_vec();
     match &r {
         Err(e @ Error::DeviceError { op: "readv", offset: 65536, .. }) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
         other => panic!("expected EIO as DeviceError, got {other:?}"),
     }
     assert_eq!(back.len(), 2);
-    let (r, _) = pool.writev_at(&file, 32 * 4096, mem.try_alloc_vec(3, 4096).unwrap()).wait();
+    let (r, _) = pool.writev_at(&file, 32 * 4096, mem.try_alloc_vec(3, 4096).unwrap()).wait().into_vec();
     match &r {
         Err(e @ Error::NoSpace { op: "writev", offset: 131072, quota: false, .. }) => {
             assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
@@ -431,7 +453,7 @@ fn vectored_failures_are_mapped_errnos_naming_op_and_offset() {
         other => panic!("expected ENOSPC as NoSpace, got {other:?}"),
     }
     // The rest carry on.
-    let (r, _) = pool.writev_at(&file, 40 * 4096, mem.try_alloc_vec(3, 4096).unwrap()).wait();
+    let (r, _) = pool.writev_at(&file, 40 * 4096, mem.try_alloc_vec(3, 4096).unwrap()).wait().into_vec();
     assert_eq!(r.unwrap(), 3 * 4096);
     drop(back);
     pool.shutdown();

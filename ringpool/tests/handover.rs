@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{fork_with, open_fds, vmpin_kb, wait_child};
-use ringpool::{
-    BrokerOptions, BufferTable, EnginePolicy, Error, HandedRing, HandoverOptions, IoBuf, IoMemory, IoPool,
-    MemoryOptions, PagePolicy, RingBroker, RingOptions,
-};
+use ringpool::handover::{BrokerOptions, HandedRing, HandoverOptions, RingBroker};
+use ringpool::types::{EnginePolicy, PagePolicy};
+use ringpool::{BufferTable, Error, IoBuf, IoMemory, IoPool, MemoryOptions, RingOptions};
 
 const MIB: u64 = 1 << 20;
 const SEG: u64 = 4 * MIB;
@@ -101,11 +100,11 @@ fn prefork_child() {
                     return 12;
                 }
                 common::fill(&mut w, k * 1000 + u64::from(i));
-                let (r, _) = ring.write_at(file, base + block * K4 as u64, w);
+                let (r, _) = ring.write_at(file, base + block * K4 as u64, w).into_one();
                 if r.ok() != Some(K4) {
                     return 13;
                 }
-                let (r, back) = ring.read_at(file, base + block * K4 as u64, view.try_alloc(K4).unwrap());
+                let (r, back) = ring.read_at(file, base + block * K4 as u64, view.try_alloc(K4).unwrap()).into_one();
                 if r.ok() != Some(K4) || back[..] != common::pattern(K4, k * 1000 + u64::from(i))[..] {
                     eprintln!("child {i}: block {block} read back wrong");
                     return 14;
@@ -121,12 +120,12 @@ fn prefork_child() {
                         return 15;
                     }
                 };
-                let (r, src) = ring.write_at(file, base + 255 * K4 as u64, src);
+                let (r, src) = ring.write_at(file, base + 255 * K4 as u64, src).into_one();
                 if r.ok() != Some(K4) {
                     return 16;
                 }
                 let want: Vec<u8> = (0..K4 as u64).map(|j| ro_byte(ro_off + j)).collect();
-                let (r, back) = ring.read_at(file, base + 255 * K4 as u64, view.try_alloc(K4).unwrap());
+                let (r, back) = ring.read_at(file, base + 255 * K4 as u64, view.try_alloc(K4).unwrap()).into_one();
                 if r.ok() != Some(K4) || back[..] != want[..] || src[..] != want[..] {
                     eprintln!("child {i}: the read-only range at {ro_off} came back wrong");
                     return 17;
@@ -150,7 +149,7 @@ fn prefork_child() {
         started_rx.read_exact(&mut b).expect("the victim starts");
         seen[b[0] as usize] = true;
     }
-    ringpool::process::kill(pids[VICTIM as usize] as u32, libc::SIGKILL).unwrap();
+    ringpool_testkit::process::kill(pids[VICTIM as usize] as u32, libc::SIGKILL).unwrap();
     for (i, &pid) in pids.iter().enumerate() {
         let r = wait_child(pid, Duration::from_secs(120));
         if i == VICTIM as usize {
@@ -165,8 +164,8 @@ fn prefork_child() {
     let mut w = mem.try_alloc(64 * K4).unwrap();
     assert!(w.buf_index() >= 18, "the owner leases outside the handed segments");
     common::fill(&mut w, 77);
-    assert_eq!(ring.write_at(&file, 0, w).0.unwrap(), 64 * K4);
-    let (r, back) = ring.read_at(&file, 0, mem.try_alloc(64 * K4).unwrap());
+    assert_eq!(ring.write_at(&file, 0, w).result.unwrap(), 64 * K4);
+    let (r, back) = ring.read_at(&file, 0, mem.try_alloc(64 * K4).unwrap()).into_one();
     assert_eq!(r.unwrap(), 64 * K4);
     assert!(back[..] == common::pattern(64 * K4, 77)[..]);
     for seg in 0..2u64 {
@@ -223,10 +222,10 @@ fn owner_gone_child() {
         let view = ring.memory().unwrap().clone();
         let mut w = view.try_alloc(64 * K4).unwrap();
         common::fill(&mut w, 5);
-        if ring.write_at(&file, 0, w).0.ok() != Some(64 * K4) {
+        if ring.write_at(&file, 0, w).result.ok() != Some(64 * K4) {
             return 12;
         }
-        let (r, back) = ring.read_at(&file, 0, view.try_alloc(64 * K4).unwrap());
+        let (r, back) = ring.read_at(&file, 0, view.try_alloc(64 * K4).unwrap()).into_one();
         if r.ok() != Some(64 * K4) || back[..] != common::pattern(64 * K4, 5)[..] {
             return 13;
         }
@@ -284,7 +283,7 @@ fn a_ring_sent_twice_is_enabled_once_and_misuse_is_typed() {
     let mut w = view.try_alloc(K4).unwrap();
     assert_eq!(w.buf_index(), 3);
     common::fill(&mut w, 9);
-    assert_eq!(ring.write_at(&file, 0, w).0.unwrap(), K4);
+    assert_eq!(ring.write_at(&file, 0, w).result.unwrap(), K4);
     assert_eq!(common::std_read(&dir.path().join("twice"), 0, K4), common::pattern(K4, 9));
     // Regions: not in the lease segment, not across segments, not past the pool.
     // SAFETY (all regions below): nothing else touches these bytes.
@@ -297,7 +296,7 @@ fn a_ring_sent_twice_is_enabled_once_and_misuse_is_typed() {
         assert!(matches!(mem.region(0, K4), Err(Error::BadRegion { .. })), "the owner leases from segment 0");
         let r = view.region(SEG, K4).unwrap();
         assert_eq!((r.buf_index(), r.pool_offset(), r.len()), (1, SEG, K4));
-        let (res, r) = ring.read_at(&file, 0, r);
+        let (res, r) = ring.read_at(&file, 0, r).into_one();
         assert_eq!(res.unwrap(), K4);
         assert!(r[..] == common::pattern(K4, 9)[..]);
         // The owner sees what the receiver read into the shared pool.
@@ -425,8 +424,8 @@ fn the_broker_refuses_another_user_and_a_malformed_request_and_keeps_serving() {
     let view = ring.memory().unwrap().clone();
     let mut w = view.try_alloc(K4).unwrap();
     common::fill(&mut w, 3);
-    assert_eq!(ring.write_at(&file, 0, w).0.unwrap(), K4);
-    let (r, back) = ring.read_at(&file, 0, view.try_alloc(K4).unwrap());
+    assert_eq!(ring.write_at(&file, 0, w).result.unwrap(), K4);
+    let (r, back) = ring.read_at(&file, 0, view.try_alloc(K4).unwrap()).into_one();
     assert_eq!(r.unwrap(), K4);
     assert!(back[..] == common::pattern(K4, 3)[..]);
     let st = broker.stats();
@@ -455,10 +454,11 @@ fn an_io_pool_gets_its_workers_rings_from_a_broker() {
         })
         .collect();
     for h in handles {
-        assert_eq!(h.wait().0.unwrap(), 64 * K4);
+        assert_eq!(h.wait().result.unwrap(), 64 * K4);
     }
     for i in 0..16u64 {
-        let (r, b) = pool.read_at(&file, i * 64 * K4 as u64, pool.memory().try_alloc(64 * K4).unwrap()).wait();
+        let (r, b) =
+            pool.read_at(&file, i * 64 * K4 as u64, pool.memory().try_alloc(64 * K4).unwrap()).wait().into_one();
         assert_eq!(r.unwrap(), 64 * K4);
         assert!(b[..] == common::pattern(64 * K4, i)[..], "block {i}");
     }

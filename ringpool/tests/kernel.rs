@@ -6,10 +6,10 @@ mod common;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::mpsc;
 
-use ringpool::{
-    BufferTable, CloneRange, DstReplace, Error, Features, IoMemory, MemoryOptions, PagePolicy, Refresh, Ring,
-    RingOptions, TableOptions,
-};
+use ringpool::probe::{DstReplace, Features};
+use ringpool::types::{CloneRange, PagePolicy, Refresh};
+use ringpool::Op;
+use ringpool::{BufferTable, Error, IoMemory, MemoryOptions, Ring, RingOptions, TableOptions};
 
 const MIB: u64 = 1 << 20;
 
@@ -23,9 +23,9 @@ fn pool() -> IoMemory {
 fn roundtrip(ring: &mut Ring, mem: &IoMemory, file: &ringpool::DirectFile, seg: u16, seed: u64) {
     let mut w = mem.try_alloc_in(seg, 8192).unwrap();
     common::fill(&mut w, seed);
-    let (n, _) = ring.write_at(file, seed * 8192, w);
+    let (n, _) = ring.write_at(file, seed * 8192, w).into_one();
     assert_eq!(n.unwrap(), 8192);
-    let (n, r) = ring.read_at(file, seed * 8192, mem.try_alloc_in(seg, 8192).unwrap());
+    let (n, r) = ring.read_at(file, seed * 8192, mem.try_alloc_in(seg, 8192).unwrap()).into_one();
     assert_eq!(n.unwrap(), 8192);
     assert!(r[..] == common::pattern(8192, seed)[..], "segment {seg}");
 }
@@ -88,7 +88,7 @@ fn holes_clone_and_are_never_used_for_io() {
     }
     let mem = pool();
     // 4 segments in a table of 8 slots: slots 4..8 are holes.
-    let table = BufferTable::register_with(&mem, &TableOptions { capacity: Some(8), ..Default::default() }).unwrap();
+    let table = BufferTable::register_with(&mem, &TableOptions::new().capacity(8 * MIB)).unwrap();
     assert_eq!((table.len(), table.capacity()), (4, 8));
     let mut ring = table.ring().unwrap();
     assert_eq!(ring.table_len(), 4, "only filled slots are usable");
@@ -102,7 +102,7 @@ fn holes_clone_and_are_never_used_for_io() {
         assert_eq!(holes.table_len(), 0);
         // With no usable slot, the ring reads with plain READ (no hole is
         // ever named in an SQE), and gets the data.
-        let (r, b) = holes.read_at(&file, 2 * 8192, mem.try_alloc_in(0, 8192).unwrap());
+        let (r, b) = holes.read_at(&file, 2 * 8192, mem.try_alloc_in(0, 8192).unwrap()).into_one();
         assert_eq!(r.unwrap(), 8192);
         assert!(b[..] == common::pattern(8192, 2)[..]);
         assert_eq!(holes.table_len(), 0);
@@ -114,8 +114,7 @@ fn growing_table_is_picked_up(refresh: Refresh, test: &str) {
         return;
     }
     let mem = pool();
-    let table =
-        BufferTable::register_with(&mem, &TableOptions { capacity: Some(12), refresh, ..Default::default() }).unwrap();
+    let table = BufferTable::register_with(&mem, &TableOptions::new().capacity(12 * MIB).refresh(refresh)).unwrap();
     let mut before = table.ring().unwrap();
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "grow");
@@ -175,15 +174,14 @@ fn the_source_closes_while_the_destination_reads() {
     }
     std::fs::write(file.path(), &content).unwrap();
     for i in 0..64u64 {
-        ring.push_read(&file, i * 16384, mem.try_alloc(16384).unwrap(), i).unwrap();
+        ring.push(Op::read(&file, i * 16384, mem.try_alloc(16384).unwrap()), i).unwrap();
     }
     ring.submit().unwrap();
     drop(table); // the template ring closes with the reads in flight
     ring.wait(64).unwrap();
     let mut seen = 0;
-    for c in ring.completions() {
+    for (tag, c) in ring.completions() {
         assert_eq!(c.result.unwrap(), 16384);
-        let tag = c.tag;
         assert!(c.bufs.into_one().unwrap()[..] == common::pattern(16384, tag)[..]);
         seen += 1;
     }

@@ -7,10 +7,11 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use ringpool::{
-    Backend, BackendKind, BufferTable, DirectFile, DirectIo, Error, IoMemory, IoPool, IoPoolBuilder, MemoryOptions,
-    PagePolicy, Sharing, TablePath,
-};
+use ringpool::types::EngineKind;
+use ringpool::types::EnginePolicy;
+use ringpool::types::{DirectIo, PagePolicy, Sharing, TablePath};
+use ringpool::{BufferTable, DirectFile, Error, IoMemory, IoPool, MemoryOptions};
+use ringpool::{Op, RingOptions, TableOptions};
 
 const MIB: u64 = 1 << 20;
 const REGION: u64 = 8 * MIB;
@@ -21,29 +22,28 @@ const THREADS: u64 = 8;
 /// separated by pauses longer than the idle timeout, so that workers scale
 /// up under load and retire in the pauses. Then every byte is checked with
 /// std::fs and through the pool.
-fn integrity(builder: IoPoolBuilder) -> ringpool::PoolStats {
-    integrity_growing(builder, false)
+fn integrity(table: TableOptions, engine: EnginePolicy) -> ringpool::stats::PoolStats {
+    integrity_growing(table, engine, false)
 }
 
 /// With `grow`, a thread grows the pool 10 times by 4 MiB during the
 /// workload, and right after each growth uses leases of the new memory;
 /// then one more growth past the capacity must fail with its typed error.
-fn integrity_growing(builder: IoPoolBuilder, grow: bool) -> ringpool::PoolStats {
+fn integrity_growing(table: TableOptions, engine: EnginePolicy, grow: bool) -> ringpool::stats::PoolStats {
     let dir = common::disk_dir();
     let path = dir.path().join("integrity");
     let file =
         DirectFile::options().read(true).write(true).create(true).direct(DirectIo::Required).open(&path).unwrap();
     file.set_len(REGION * THREADS).unwrap();
     let pool = Arc::new(
-        builder
-            .memory_size(64 * MIB)
-            .page(PagePolicy::Base)
-            .segment_size(16 * MIB)
+        IoPool::builder()
+            .size(64 * MIB)
+            .memory(MemoryOptions::new().page(PagePolicy::Base).segment_size(16 * MIB))
+            .table(table.capacity(if grow { 14 * 16 * MIB } else { 64 * MIB }))
+            .ring(RingOptions::new().entries(17).engine(engine))
             .workers(1, 4)
-            .ring_depth(16)
             .idle_timeout(Duration::from_millis(20))
             .grow_threshold(4, Duration::from_micros(200))
-            .capacity(if grow { 14 * 16 * MIB } else { 64 * MIB })
             .build()
             .unwrap(),
     );
@@ -78,7 +78,7 @@ fn integrity_growing(builder: IoPoolBuilder, grow: bool) -> ringpool::PoolStats 
                         })
                         .collect();
                     for h in hs {
-                        let (n, _) = h.wait();
+                        let (n, _) = h.wait().into_one();
                         assert_eq!(n.unwrap(), 256 << 10, "an op on grown memory failed");
                     }
                 }
@@ -117,14 +117,14 @@ fn integrity_growing(builder: IoPoolBuilder, grow: bool) -> ringpool::PoolStats 
                                 handles.push((off, len, pool.write_at(&file, base + off, buf)));
                             }
                             for (off, len, h) in handles {
-                                let (n, buf) = h.wait();
+                                let (n, buf) = h.wait().into_one();
                                 assert_eq!(n.unwrap(), len as usize, "write at {}", base + off);
                                 drop(buf);
                             }
                             // Read one block back through the pool right away.
                             let &(off, len) = &blocks[0];
                             let buf = pool.memory().alloc_timeout(len as usize, Duration::from_secs(30)).unwrap();
-                            let (n, buf) = pool.read_at(&file, base + off, buf).wait();
+                            let (n, buf) = pool.read_at(&file, base + off, buf).wait().into_one();
                             assert_eq!(n.unwrap(), len as usize);
                             assert!(
                                 buf[..] == shadow[off as usize..(off + len) as usize],
@@ -169,7 +169,7 @@ fn integrity_growing(builder: IoPoolBuilder, grow: bool) -> ringpool::PoolStats 
         })
         .collect();
     for (i, h) in handles {
-        let (n, buf) = h.wait();
+        let (n, buf) = h.wait().into_one();
         assert_eq!(n.unwrap(), MIB as usize);
         assert!(buf[..] == on_disk[(i * MIB) as usize..((i + 1) * MIB) as usize], "pool read of MiB {i} differs");
     }
@@ -194,8 +194,8 @@ fn integrity_with_clone_while_workers_scale() {
     if !common::require_clone("integrity_with_clone_while_workers_scale") {
         return;
     }
-    let st = integrity(IoPool::builder().sharing(Sharing::Clone).backend(Backend::IoUring));
-    assert_eq!((st.backend, st.path), (BackendKind::IoUring, Some(TablePath::Cloned)));
+    let st = integrity(TableOptions::new().sharing(Sharing::Clone), EnginePolicy::IoUring);
+    assert_eq!((st.engine, st.path), (EngineKind::IoUring, Some(TablePath::Cloned)));
 }
 
 #[test]
@@ -203,7 +203,7 @@ fn integrity_while_the_pool_grows_ten_times() {
     if !common::require_clone("integrity_while_the_pool_grows_ten_times") {
         return;
     }
-    let st = integrity_growing(IoPool::builder().sharing(Sharing::Clone).backend(Backend::IoUring), true);
+    let st = integrity_growing(TableOptions::new().sharing(Sharing::Clone), EnginePolicy::IoUring, true);
     assert_eq!(st.path, Some(TablePath::Cloned));
 }
 
@@ -212,8 +212,8 @@ fn integrity_while_the_pool_grows_with_whole_reclones_forced() {
     if !common::require_clone("integrity_while_the_pool_grows_with_whole_reclones_forced") {
         return;
     }
-    let b = IoPool::builder().sharing(Sharing::Clone).backend(Backend::IoUring).refresh(ringpool::Refresh::Whole);
-    integrity_growing(b, true);
+    let table = TableOptions::new().sharing(Sharing::Clone).refresh(ringpool::types::Refresh::Whole);
+    integrity_growing(table, EnginePolicy::IoUring, true);
 }
 
 #[test]
@@ -221,12 +221,12 @@ fn integrity_while_the_pool_grows_with_register_each() {
     if !common::require_io_uring("integrity_while_the_pool_grows_with_register_each") {
         return;
     }
-    integrity_growing(IoPool::builder().sharing(Sharing::RegisterEach).backend(Backend::IoUring), true);
+    integrity_growing(TableOptions::new().sharing(Sharing::RegisterEach), EnginePolicy::IoUring, true);
 }
 
 #[test]
 fn integrity_while_the_blocking_pool_grows() {
-    integrity_growing(IoPool::builder().backend(Backend::Blocking), true);
+    integrity_growing(TableOptions::new(), EnginePolicy::Blocking, true);
 }
 
 #[test]
@@ -234,8 +234,8 @@ fn integrity_with_register_each() {
     if !common::require_io_uring("integrity_with_register_each") {
         return;
     }
-    let st = integrity(IoPool::builder().sharing(Sharing::RegisterEach).backend(Backend::IoUring));
-    assert_eq!((st.backend, st.path), (BackendKind::IoUring, Some(TablePath::Registered)));
+    let st = integrity(TableOptions::new().sharing(Sharing::RegisterEach), EnginePolicy::IoUring);
+    assert_eq!((st.engine, st.path), (EngineKind::IoUring, Some(TablePath::Registered)));
 }
 
 #[test]
@@ -243,14 +243,14 @@ fn integrity_unregistered() {
     if !common::require_io_uring("integrity_unregistered") {
         return;
     }
-    let st = integrity(IoPool::builder().sharing(Sharing::Unregistered).backend(Backend::IoUring));
-    assert_eq!((st.backend, st.path), (BackendKind::IoUring, Some(TablePath::Unregistered)));
+    let st = integrity(TableOptions::new().sharing(Sharing::Unregistered), EnginePolicy::IoUring);
+    assert_eq!((st.engine, st.path), (EngineKind::IoUring, Some(TablePath::Unregistered)));
 }
 
 #[test]
 fn integrity_blocking_backend() {
-    let st = integrity(IoPool::builder().backend(Backend::Blocking));
-    assert_eq!((st.backend, st.path), (BackendKind::Blocking, None));
+    let st = integrity(TableOptions::new(), EnginePolicy::Blocking);
+    assert_eq!((st.engine, st.path), (EngineKind::Blocking, None));
 }
 
 /// Child side of `seccomp_eperm_picks_the_blocking_backend`.
@@ -268,10 +268,10 @@ fn seccomp_child() {
     .unwrap();
     let prog: BpfProgram = filter.try_into().unwrap();
     seccompiler::apply_filter_all_threads(&prog).unwrap();
-    let f = ringpool::Features::detect();
+    let f = ringpool::probe::Features::detect();
     assert!(!f.io_uring.is_available(), "{f:?}");
-    let st = integrity(IoPool::builder());
-    assert_eq!(st.backend, BackendKind::Blocking);
+    let st = integrity(TableOptions::new(), EnginePolicy::Auto);
+    assert_eq!(st.engine, EngineKind::Blocking);
     assert!(st.fallbacks.iter().any(|n| n.contains("EPERM")), "{:?}", st.fallbacks);
     println!("fallbacks: {:?}", st.fallbacks);
 }
@@ -280,7 +280,7 @@ fn seccomp_child() {
 fn seccomp_eperm_picks_the_blocking_backend() {
     let (ok, out) = common::run_child("seccomp_child", &[("RINGPOOL_SECCOMP_CHILD", "1")]);
     assert!(ok, "child failed:\n{out}");
-    assert!(out.contains("blocking backend"), "{out}");
+    assert!(out.contains("blocking engine"), "{out}");
 }
 
 #[test]
@@ -292,33 +292,40 @@ fn bad_requests_give_typed_errors_and_the_pool_keeps_serving() {
     let path = dir.path().join("errors");
     let file = common::direct_file(dir.path(), "errors");
     file.set_len(MIB).unwrap();
-    let pool = IoPool::builder().memory_size(8 * MIB).page(PagePolicy::Base).workers(1, 2).build().unwrap();
+    let pool = IoPool::builder()
+        .size(8 * MIB)
+        .memory(MemoryOptions::new().page(PagePolicy::Base))
+        .workers(1, 2)
+        .build()
+        .unwrap();
     let mem = pool.memory().clone();
     let ok = |pool: &IoPool| {
-        let (n, _) = pool.write_at(&file, 0, mem.try_alloc(4096).unwrap()).wait();
+        let (n, _) = pool.write_at(&file, 0, mem.try_alloc(4096).unwrap()).wait().into_one();
         assert_eq!(n.unwrap(), 4096, "the pool still serves");
     };
     let oa = file.offset_align() as u64;
     assert!(oa > 1, "O_DIRECT file has an alignment");
 
-    let (r, _) = pool.read_at(&file, oa / 2, mem.try_alloc(4096).unwrap()).wait();
-    assert!(matches!(r, Err(Error::Misaligned { what: ringpool::AlignmentOf::Offset, .. })), "{r:?}");
+    let (r, _) = pool.read_at(&file, oa / 2, mem.try_alloc(4096).unwrap()).wait().into_one();
+    assert!(matches!(r, Err(Error::Misaligned { what: ringpool::types::AlignmentOf::Offset, .. })), "{r:?}");
     assert!(r.unwrap_err().to_string().contains("file offset"));
     ok(&pool);
 
     let mut b = mem.try_alloc(4096).unwrap();
     b.set_len(oa as usize / 2).unwrap();
-    let (r, _) = pool.write_at(&file, 0, b).wait();
-    assert!(matches!(r, Err(Error::Misaligned { what: ringpool::AlignmentOf::Length, .. })), "{r:?}");
+    let (r, _) = pool.write_at(&file, 0, b).wait().into_one();
+    assert!(matches!(r, Err(Error::Misaligned { what: ringpool::types::AlignmentOf::Length, .. })), "{r:?}");
     ok(&pool);
 
     let ma = file.mem_align() as usize;
     if ma > 1 {
         let mut b = mem.try_alloc(8192).unwrap();
         b.set_window(ma / 2, 4096).unwrap();
-        let (r, _) = pool.read_at(&file, 0, b).wait();
+        let (r, _) = pool.read_at(&file, 0, b).wait().into_one();
         match r {
-            Err(Error::Misaligned { what: ringpool::AlignmentOf::Memory, align, .. }) => assert_eq!(align as usize, ma),
+            Err(Error::Misaligned { what: ringpool::types::AlignmentOf::Memory, align, .. }) => {
+                assert_eq!(align as usize, ma)
+            }
             other => panic!("expected memory misalignment, got {other:?}"),
         }
         ok(&pool);
@@ -326,28 +333,28 @@ fn bad_requests_give_typed_errors_and_the_pool_keeps_serving() {
 
     let mut b = mem.try_alloc(4096).unwrap();
     b.set_len(0).unwrap();
-    let (r, _) = pool.write_at(&file, 0, b).wait();
+    let (r, _) = pool.write_at(&file, 0, b).wait().into_one();
     assert!(matches!(r, Err(Error::ZeroLength { .. })), "{r:?}");
     ok(&pool);
 
-    let (r, _) = pool.read_at(&file, 4 * MIB, mem.try_alloc(4096).unwrap()).wait();
+    let (r, _) = pool.read_at(&file, 4 * MIB, mem.try_alloc(4096).unwrap()).wait().into_one();
     match r {
         Err(Error::PastEndOfFile { offset, size, .. }) => assert_eq!((offset, size), (4 * MIB, MIB)),
         other => panic!("expected PastEndOfFile, got {other:?}"),
     }
     // A read straddling the end is a short count, not an error.
-    let (r, _) = pool.read_at(&file, MIB - 4096, mem.try_alloc(8192).unwrap()).wait();
+    let (r, _) = pool.read_at(&file, MIB - 4096, mem.try_alloc(8192).unwrap()).wait().into_one();
     assert_eq!(r.unwrap(), 4096);
     ok(&pool);
 
     let closed = DirectFile::open(&path).unwrap();
     closed.close();
-    let (r, _) = pool.read_at(&closed, 0, mem.try_alloc(4096).unwrap()).wait();
+    let (r, _) = pool.read_at(&closed, 0, mem.try_alloc(4096).unwrap()).wait().into_one();
     assert!(matches!(r, Err(Error::FileClosed { .. })), "{r:?}");
     ok(&pool);
 
     let ro = DirectFile::options().read(true).open(&path).unwrap();
-    let (r, _) = pool.write_at(&ro, 0, mem.try_alloc(4096).unwrap()).wait();
+    let (r, _) = pool.write_at(&ro, 0, mem.try_alloc(4096).unwrap()).wait().into_one();
     assert!(matches!(r, Err(Error::NotPermitted { access: "write", .. })), "{r:?}");
     ok(&pool);
 
@@ -365,11 +372,11 @@ fn bad_requests_give_typed_errors_and_the_pool_keeps_serving() {
     assert!(!buffered.is_direct());
     let mut b = mem.try_alloc(100).unwrap();
     b.set_len(100).unwrap();
-    let (r, _) = pool.write_at(&buffered, 3, b).wait();
+    let (r, _) = pool.write_at(&buffered, 3, b).wait().into_one();
     assert_eq!(r.unwrap(), 100, "buffered files take any offset and length");
 
     let other = IoMemory::map(MIB, PagePolicy::Base).unwrap();
-    let (r, _) = pool.write_at(&file, 0, other.try_alloc(4096).unwrap()).wait();
+    let (r, _) = pool.write_at(&file, 0, other.try_alloc(4096).unwrap()).wait().into_one();
     assert!(matches!(r, Err(Error::ForeignBuffer { .. })), "{r:?}");
     ok(&pool);
     // Refused ops never reach a worker; only the past-the-end read ran (the
@@ -384,11 +391,11 @@ fn builder_rejects_bad_settings() {
     assert!(e.to_string().contains('3') && e.to_string().contains('2'));
     let e = IoPool::builder().workers(0, 0).build().unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { what: "max workers", .. }), "{e:?}");
-    for d in [0, 32768, 40000] {
-        let e = IoPool::builder().ring_depth(d).build().unwrap_err();
-        assert!(matches!(e, Error::InvalidArgument { what: "ring depth", .. }), "{e:?}");
+    for entries in [0, 1, 32769, 40000] {
+        let e = IoPool::builder().ring(RingOptions::new().entries(entries)).build().unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { what: "worker ring entries", .. }), "{e:?}");
     }
-    let e = IoPool::builder().memory_size(0).build().unwrap_err();
+    let e = IoPool::builder().size(0).build().unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { what: "pool size", .. }), "{e:?}");
 }
 
@@ -466,7 +473,12 @@ fn handles_dropped_mid_flight_return_their_buffers() {
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "dropped");
     file.set_len(16 * MIB).unwrap();
-    let pool = IoPool::builder().memory_size(32 * MIB).page(PagePolicy::Base).workers(2, 2).build().unwrap();
+    let pool = IoPool::builder()
+        .size(32 * MIB)
+        .memory(MemoryOptions::new().page(PagePolicy::Base))
+        .workers(2, 2)
+        .build()
+        .unwrap();
     let mem = pool.memory().clone();
     for i in 0..2000u64 {
         let buf = mem.alloc_timeout(16 << 10, Duration::from_secs(30)).unwrap();
@@ -484,7 +496,7 @@ fn handles_dropped_mid_flight_return_their_buffers() {
     assert_eq!(mem.stats().bytes_in_use, 0);
     assert_eq!(mem.stats().leases, 0);
     // After shutdown, new ops are refused with their buffer back.
-    let (r, b) = pool.read_at(&file, 0, mem.try_alloc(4096).unwrap()).wait();
+    let (r, b) = pool.read_at(&file, 0, mem.try_alloc(4096).unwrap()).wait().into_one();
     assert!(matches!(r, Err(Error::ShutDown)), "{r:?}");
     drop(b);
     assert_eq!(mem.stats().bytes_in_use, 0);
@@ -512,21 +524,21 @@ fn dropping_the_table_owner_while_workers_run_leaves_io_intact() {
                 for i in 0..32u64 {
                     let mut b = mem.try_alloc(64 << 10).unwrap();
                     common::fill(&mut b, t * 1000 + i);
-                    ring.push_write(&file, i * 65536, b, i).unwrap();
+                    ring.push(Op::write(&file, i * 65536, b), i).unwrap();
                 }
                 ring.submit().unwrap();
                 ready.wait();
                 dropped.wait();
                 ring.wait(32).unwrap();
                 let mut n = 0;
-                for c in ring.completions() {
+                for (_, c) in ring.completions() {
                     assert_eq!(c.result.unwrap(), 65536);
                     n += 1;
                 }
                 assert_eq!(n, 32);
                 // Read everything back through the same ring (its table outlived the owner).
                 for i in 0..32u64 {
-                    let (r, b) = ring.read_at(&file, i * 65536, mem.try_alloc(64 << 10).unwrap());
+                    let (r, b) = ring.read_at(&file, i * 65536, mem.try_alloc(64 << 10).unwrap()).into_one();
                     assert_eq!(r.unwrap(), 65536);
                     assert!(b[..] == common::pattern(65536, t * 1000 + i)[..]);
                 }
@@ -557,7 +569,13 @@ fn ten_thousand_concurrent_reads_under_tokio() {
     std::fs::write(&path, &content).unwrap();
     let file = DirectFile::options().read(true).direct(DirectIo::Required).open(&path).unwrap();
     let pool = Arc::new(
-        IoPool::builder().memory_size(16 * MIB).page(PagePolicy::Base).workers(1, 2).ring_depth(64).build().unwrap(),
+        IoPool::builder()
+            .size(16 * MIB)
+            .memory(MemoryOptions::new().page(PagePolicy::Base))
+            .ring(RingOptions::new().entries(64 + 1))
+            .workers(1, 2)
+            .build()
+            .unwrap(),
     );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
     let checked = rt.block_on(async {
@@ -567,7 +585,7 @@ fn ten_thousand_concurrent_reads_under_tokio() {
             set.spawn(async move {
                 let block = (k * 7919) % BLOCKS;
                 let buf = pool.memory().alloc_async(4096).await.unwrap();
-                let (n, buf) = pool.read_at(&file, block * 4096, buf).await;
+                let (n, buf) = pool.read_at(&file, block * 4096, buf).await.into_one();
                 assert_eq!(n.unwrap(), 4096);
                 assert!(buf[..] == common::pattern(4096, block)[..], "block {block}");
             });
@@ -585,22 +603,41 @@ fn ten_thousand_concurrent_reads_under_tokio() {
 }
 
 #[test]
-fn sync_through_the_pool() {
+fn sync_goes_through_every_pool_engine() {
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "sync");
-    for backend in [Backend::Blocking, Backend::Auto] {
-        let pool = IoPool::builder().memory_size(MIB).page(PagePolicy::Base).backend(backend).build().unwrap();
-        let (n, _) = pool.write_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).wait();
-        n.unwrap();
-        pool.sync_all(&file).wait().unwrap();
-        pool.sync_data(&file).wait().unwrap();
-        file.sync_all().unwrap();
+    for engine in [EnginePolicy::Blocking, EnginePolicy::Auto] {
+        let pool = IoPool::builder()
+            .size(MIB)
+            .memory(MemoryOptions::new().page(PagePolicy::Base))
+            .ring(RingOptions::new().engine(engine))
+            .build()
+            .unwrap();
+        let mut w = pool.memory().try_alloc(4096).unwrap();
+        common::fill(&mut w, 42);
+        let want = w.to_vec();
+        let (n, _) = pool.write_at(&file, 0, w).wait().into_one();
+        assert_eq!(n.unwrap(), 4096, "{engine:?}");
+        let before = pool.stats().completed;
+        for datasync in [false, true] {
+            let done = pool.sync(&file, datasync).wait();
+            assert_eq!(done.result.unwrap(), 0, "{engine:?}: a sync moves no bytes");
+            assert!(done.bufs.is_empty(), "{engine:?}: a sync holds no buffer");
+        }
+        assert_eq!(pool.stats().completed, before + 2, "{engine:?}: both syncs ran on the pool");
+        assert_eq!(common::std_read(file.path(), 0, 4096), want, "{engine:?}: the write is in the file");
+        // A sync of a closed file is refused with its typed error.
+        let closed = common::direct_file(dir.path(), "sync-closed");
+        closed.close();
+        let e = pool.sync(&closed, false).wait().result.unwrap_err();
+        assert!(matches!(e, Error::FileClosed { op: "fsync", .. }), "{engine:?}: {e}");
     }
 }
 
 #[test]
 fn retire_worker_stops_exactly_one_and_reports_none_left() {
-    let pool = IoPool::builder().memory_size(MIB).page(PagePolicy::Base).workers(2, 3).build().unwrap();
+    let pool =
+        IoPool::builder().size(MIB).memory(MemoryOptions::new().page(PagePolicy::Base)).workers(2, 3).build().unwrap();
     assert_eq!(pool.stats().workers, 2);
     assert!(pool.add_worker().unwrap().is_some());
     assert!(pool.add_worker().unwrap().is_none(), "at the maximum");
@@ -613,7 +650,7 @@ fn retire_worker_stops_exactly_one_and_reports_none_left() {
     // With no worker, a submission starts one.
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "r");
-    let (n, _) = pool.write_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).wait();
+    let (n, _) = pool.write_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
     assert_eq!(n.unwrap(), 4096);
     assert!(pool.stats().workers >= 1);
 }
@@ -633,7 +670,12 @@ fn a_panicking_user_waker_does_not_take_the_pool_down() {
     }
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "panic");
-    let pool = IoPool::builder().memory_size(4 * MIB).page(PagePolicy::Base).workers(1, 1).build().unwrap();
+    let pool = IoPool::builder()
+        .size(4 * MIB)
+        .memory(MemoryOptions::new().page(PagePolicy::Base))
+        .workers(1, 1)
+        .build()
+        .unwrap();
     let waker = Waker::from(Arc::new(PanicWaker));
     let mut cx = Context::from_waker(&waker);
     // Poll until one operation is seen in flight, so that its completion
@@ -642,11 +684,11 @@ fn a_panicking_user_waker_does_not_take_the_pool_down() {
     for _ in 0..100 {
         let mut h = pool.write_at(&file, 0, pool.memory().try_alloc(1 << 20).unwrap());
         match std::pin::Pin::new(&mut h).poll(&mut cx) {
-            Poll::Ready((r, _)) => {
-                r.unwrap();
+            Poll::Ready(done) => {
+                done.result.unwrap();
             }
             Poll::Pending => {
-                let (r, buf) = h.wait();
+                let (r, buf) = h.wait().into_one();
                 assert_eq!(r.unwrap(), 1 << 20, "the result is delivered before the waker runs");
                 drop(buf);
                 caught = true;
@@ -657,7 +699,7 @@ fn a_panicking_user_waker_does_not_take_the_pool_down() {
     assert!(caught, "never saw an operation in flight");
     // The pool keeps serving: the panic was caught where the waker ran.
     for i in 0..20u64 {
-        let (r, _) = pool.write_at(&file, i * 4096, pool.memory().try_alloc(4096).unwrap()).wait();
+        let (r, _) = pool.write_at(&file, i * 4096, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
         assert_eq!(r.unwrap(), 4096);
     }
     let st = pool.stats();

@@ -6,21 +6,21 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ringpool::{Backend, DirectFile, Error, IoMemory, IoPool, MemoryOptions, PagePolicy, Refresh, Sharing};
+use ringpool::types::EnginePolicy;
+use ringpool::types::{PagePolicy, Refresh, Sharing};
+use ringpool::{DirectFile, Error, IoMemory, IoPool, MemoryOptions};
+use ringpool::{RingOptions, TableOptions};
 
 const MIB: u64 = 1 << 20;
 const SEG: u64 = 4 * MIB;
 const K64: usize = 64 << 10;
 
-fn pool(sharing: Sharing, refresh: Refresh, backend: Backend) -> IoPool {
+fn pool(sharing: Sharing, refresh: Refresh, backend: EnginePolicy) -> IoPool {
     IoPool::builder()
-        .memory_size(4 * SEG)
-        .page(PagePolicy::Base)
-        .segment_size(SEG)
-        .capacity(16 * SEG)
-        .sharing(sharing)
-        .refresh(refresh)
-        .backend(backend)
+        .size(4 * SEG)
+        .memory(MemoryOptions::new().page(PagePolicy::Base).segment_size(SEG))
+        .table(TableOptions::new().capacity(16 * SEG).sharing(sharing).refresh(refresh))
+        .ring(RingOptions::new().engine(backend))
         .workers(2, 2)
         .build()
         .unwrap()
@@ -31,12 +31,12 @@ fn pool(sharing: Sharing, refresh: Refresh, backend: Backend) -> IoPool {
 fn roundtrip_in(pool: &IoPool, file: &DirectFile, segment: u16, offset: u64, seed: u64) -> bool {
     let mut w = pool.memory().try_alloc_in(segment, K64).unwrap();
     common::fill(&mut w, seed);
-    let (r, w) = pool.write_at(file, offset, w).wait();
+    let (r, w) = pool.write_at(file, offset, w).wait().into_one();
     if r.ok() != Some(K64) {
         return false;
     }
     drop(w);
-    let (r, b) = pool.read_at(file, offset, pool.memory().try_alloc_in(segment, K64).unwrap()).wait();
+    let (r, b) = pool.read_at(file, offset, pool.memory().try_alloc_in(segment, K64).unwrap()).wait().into_one();
     r.ok() == Some(K64) && b[..] == common::pattern(K64, seed)[..]
 }
 
@@ -59,7 +59,7 @@ fn a_shrink_waits_for_leases_in_its_segments_while_io_runs() {
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "shrink");
     file.set_len(16 * MIB).unwrap();
-    let p = pool(Sharing::Clone, Refresh::Auto, Backend::Auto);
+    let p = pool(Sharing::Clone, Refresh::Auto, EnginePolicy::Auto);
     let pin0 = vmpin();
     let g = p.grow(2 * SEG).unwrap();
     assert_eq!(g.segments, 4..6);
@@ -107,7 +107,7 @@ fn a_shrink_past_its_deadline_leaves_the_pool_as_it_was() {
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "deadline");
     file.set_len(16 * MIB).unwrap();
-    let p = pool(Sharing::Clone, Refresh::Auto, Backend::Auto);
+    let p = pool(Sharing::Clone, Refresh::Auto, EnginePolicy::Auto);
     p.grow(SEG).unwrap();
     let held = p.memory().try_alloc_in(4, K64).unwrap();
     let before = p.memory().stats();
@@ -133,12 +133,12 @@ fn a_shrink_then_a_growth_reuses_the_slots_and_no_ring_keeps_stale_entries() {
     let file = common::direct_file(dir.path(), "reuse");
     file.set_len(16 * MIB).unwrap();
     for refresh in [Refresh::Auto, Refresh::Whole] {
-        let p = pool(Sharing::Clone, refresh, Backend::Auto);
+        let p = pool(Sharing::Clone, refresh, EnginePolicy::Auto);
         let table = p.table().unwrap();
         p.grow(2 * SEG).unwrap();
         // A ring of the caller's own, made before the shrink and the growth.
         let mut ring = table.ring().unwrap();
-        let (r, _) = ring.read_at(&file, 0, p.memory().try_alloc_in(5, K64).unwrap());
+        let (r, _) = ring.read_at(&file, 0, p.memory().try_alloc_in(5, K64).unwrap()).into_one();
         assert_eq!(r.unwrap(), K64);
         p.shrink(2 * SEG, Duration::from_secs(10)).unwrap();
         let g = p.grow(2 * SEG).unwrap();
@@ -153,9 +153,9 @@ fn a_shrink_then_a_growth_reuses_the_slots_and_no_ring_keeps_stale_entries() {
         // bytes land in the new memory, not in the released one.
         let mut w = p.memory().try_alloc_in(5, K64).unwrap();
         common::fill(&mut w, 99);
-        let (r, _) = ring.write_at(&file, MIB, w);
+        let (r, _) = ring.write_at(&file, MIB, w).into_one();
         assert_eq!(r.unwrap(), K64);
-        let (r, b) = ring.read_at(&file, MIB, p.memory().try_alloc_in(4, K64).unwrap());
+        let (r, b) = ring.read_at(&file, MIB, p.memory().try_alloc_in(4, K64).unwrap()).into_one();
         assert_eq!(r.unwrap(), K64);
         assert!(b[..] == common::pattern(K64, 99)[..], "{refresh:?}");
         assert_eq!(common::std_read(&dir.path().join("reuse"), MIB, K64), common::pattern(K64, 99));
@@ -171,9 +171,9 @@ fn every_backend_shrinks() {
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "backends");
     file.set_len(16 * MIB).unwrap();
-    let mut kinds = vec![(Sharing::RegisterEach, Backend::Auto), (Sharing::Auto, Backend::Blocking)];
-    if ringpool::Features::get().clone_buffers {
-        kinds.push((Sharing::Clone, Backend::Auto));
+    let mut kinds = vec![(Sharing::RegisterEach, EnginePolicy::Auto), (Sharing::Auto, EnginePolicy::Blocking)];
+    if ringpool::probe::Features::get().clone_buffers {
+        kinds.push((Sharing::Clone, EnginePolicy::Auto));
     }
     for (sharing, backend) in kinds {
         let p = pool(sharing, Refresh::Auto, backend);
@@ -195,7 +195,7 @@ fn every_backend_shrinks() {
 fn bad_shrinks_are_typed_errors() {
     let _serial = serial();
     let mem = IoMemory::map_with(4 * SEG, &MemoryOptions::new().page(PagePolicy::Base).segment_size(SEG)).unwrap();
-    let invalid = |r: ringpool::Result<ringpool::ShrinkReport>| matches!(r, Err(Error::InvalidArgument { .. }));
+    let invalid = |r: ringpool::Result<ringpool::stats::ShrinkReport>| matches!(r, Err(Error::InvalidArgument { .. }));
     assert!(invalid(mem.shrink(0, Duration::from_secs(1))), "zero bytes");
     assert!(invalid(mem.shrink(4 * SEG, Duration::from_secs(1))), "the whole pool");
     assert!(invalid(mem.shrink(u64::MAX, Duration::from_secs(1))), "more than the pool");

@@ -5,11 +5,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use ringpool::units::{parse_size, Bytes};
-use ringpool::{Backend, IoMemory, IoPool, MemoryOptions, PagePolicy, Sharing};
+use ringpool::types::{parse_size, Bytes};
+use ringpool::types::{PagePolicy, Sharing};
+use ringpool::{IoMemory, IoPool, MemoryOptions};
 use serde::Serialize;
 
 use crate::util::{percentile, us};
+use ringpool::types::EnginePolicy;
+use ringpool::{RingOptions, TableOptions};
 
 #[derive(Args, Debug)]
 pub struct ChurnArgs {
@@ -63,7 +66,7 @@ fn side(pool: &IoPool, spin: &[f64], cycles_s: f64, n: u32) -> Side {
     let st = pool.stats();
     // The last n spin-ups are the timed ones (the first was the warm-up).
     let parts = &st.spinup_parts[st.spinup_parts.len().saturating_sub(n as usize)..];
-    let med = |f: fn(&ringpool::SpinupParts) -> std::time::Duration| {
+    let med = |f: fn(&ringpool::stats::SpinupParts) -> std::time::Duration| {
         crate::util::median(&parts.iter().map(|p| us(f(p))).collect::<Vec<_>>())
     };
     Side {
@@ -81,11 +84,10 @@ fn side(pool: &IoPool, spin: &[f64], cycles_s: f64, n: u32) -> Side {
 
 fn pool_for(mem: &IoMemory, sharing: Sharing) -> anyhow::Result<IoPool> {
     IoPool::builder()
-        .memory(mem.clone())
-        .sharing(sharing)
-        .backend(Backend::IoUring)
+        .existing_memory(mem.clone())
+        .table(TableOptions::new().sharing(sharing))
+        .ring(RingOptions::new().entries(64 + 1).engine(EnginePolicy::IoUring))
         .workers(0, 1)
-        .ring_depth(64)
         .idle_timeout(std::time::Duration::from_secs(3600))
         .build()
         .with_context(|| format!("building a {sharing:?} pool"))
@@ -117,7 +119,7 @@ pub fn run(a: &ChurnArgs) -> anyhow::Result<()> {
         // none always follows another (a register-each stop unpins GiBs).
         for k in 0..3 {
             match (i as usize + k) % 3 {
-                0 => floor.push(us(ringpool::baseline::thread_ring_clone(src, 65)?)),
+                0 => floor.push(us(ringpool_testkit::baseline::thread_ring_clone(src, 65)?)),
                 which => {
                     let (p, spins, cyc) =
                         if which == 1 { (&clone, &mut spin_c, &mut cyc_c) } else { (&each, &mut spin_r, &mut cyc_r) };

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use ringpool::units::{parse_size, Bytes};
-use ringpool::{DirectFile, DirectIo, IoMemory, IoPool, MemoryOptions, PagePolicy, Refresh, RingOptions, Sharing};
+use ringpool::types::{parse_size, Bytes, DirectIo, PagePolicy, Refresh, Sharing};
+use ringpool::{DirectFile, IoMemory, IoPool, MemoryOptions, RingOptions, TableOptions};
 use serde::Serialize;
 
 use crate::util::us;
@@ -97,143 +97,182 @@ pub fn run(a: &GrowArgs) -> anyhow::Result<()> {
         crate::util::describe_pool(&mem, a.page);
     }
     crate::util::prefault_with_bar(&mem)?;
-
-    // A file for the load: 256 MiB written with std::fs (real data).
-    let path = std::path::PathBuf::from("/var/tmp/ringpool-grow.dat");
-    let size: u64 = 256 << 20;
-    {
-        let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path)?;
-        if f.metadata()?.len() < size {
-            let chunk = vec![0x5au8; 1 << 20];
-            for i in 0..size >> 20 {
-                f.write_all_at(&chunk, i << 20)?;
-            }
-            f.sync_all()?;
-        }
-    }
-    let file = DirectFile::options().read(true).direct(DirectIo::Optional).open(&path)?;
+    let file = load_file()?;
     let pool = IoPool::builder()
-        .memory(mem.clone())
+        .existing_memory(mem.clone())
+        .table(
+            TableOptions::new()
+                .capacity(a.pool + a.grow)
+                .refresh(if a.whole { Refresh::Whole } else { Refresh::Auto })
+                .sharing(Sharing::Clone),
+        )
+        .ring(RingOptions::new().entries(32 + 1))
         .workers(a.workers as usize, a.workers as usize)
-        .ring_depth(32)
-        .capacity(a.pool + a.grow)
-        .refresh(if a.whole { Refresh::Whole } else { Refresh::Auto })
-        .sharing(Sharing::Clone)
         .idle_timeout(Duration::from_secs(3600))
         .build()?;
     let table = pool.table().context("the pool has a table")?;
     let refresh = if table.ranged_refresh() { "ranged" } else { "whole" };
-
     let stop = AtomicBool::new(false);
     let load_ops = AtomicU64::new(0);
-    let (grown, new_ops, reregister, reregister_parallel, shrunk) = std::thread::scope(|s| -> anyhow::Result<_> {
-        // The load: every worker busy with 4 KiB reads in old memory.
+    let m = std::thread::scope(|s| -> anyhow::Result<Measured> {
         for t in 0..a.workers as u64 {
             let (pool, file, stop, load_ops) = (&pool, &file, &stop, &load_ops);
-            s.spawn(move || {
-                let mut rng = fastrand::Rng::with_seed(t);
-                let mut inflight = std::collections::VecDeque::new();
-                while !stop.load(Ordering::Relaxed) {
-                    if inflight.len() >= 16 {
-                        let h: ringpool::OpHandle<ringpool::IoResult> = inflight.pop_front().expect("non-empty");
-                        if h.wait().0.is_ok() {
-                            load_ops.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    let Ok(buf) = pool.memory().alloc_timeout(4096, Duration::from_secs(10)) else { continue };
-                    inflight.push_back(pool.read_at(file, rng.u64(0..size / 4096) * 4096, buf));
-                }
-                for h in inflight {
-                    let _ = h.wait();
-                }
-            });
+            s.spawn(move || load(pool, file, t, stop, load_ops));
         }
         std::thread::sleep(Duration::from_millis(300));
-        let report = pool.grow(a.grow)?;
-        let ready_at = pool.wait_rings_at(report.generation, Duration::from_secs(60))?;
-        // Leases of the new memory, used at once from every worker.
-        let mut handles = Vec::new();
-        for i in 0..a.workers as u64 * 8 {
-            let seg = report.segments.start + (i as u16 % (report.segments.end - report.segments.start));
-            let buf = pool.memory().try_alloc_in(seg, 4096)?;
-            handles.push(pool.read_at(&file, (i % (size / 4096)) * 4096, buf));
-        }
-        let mut new_ops = 0;
-        for h in handles {
-            let (r, _) = h.wait();
-            r.context("an operation on new memory failed")?;
-            new_ops += 1;
-        }
-        // The alternative: every ring registers the whole enlarged table.
-        let mut reregister = Duration::ZERO;
-        for _ in 0..a.workers {
-            let t = Instant::now();
-            let ring = table.ring_with(&RingOptions::new().entries(32).sharing(Sharing::RegisterEach))?;
-            reregister += t.elapsed();
-            drop(ring);
-        }
-        let barrier = Barrier::new(a.workers as usize);
-        let t = Instant::now();
-        std::thread::scope(|s2| -> anyhow::Result<()> {
-            let hs: Vec<_> = (0..a.workers)
-                .map(|_| {
-                    s2.spawn(|| -> anyhow::Result<()> {
-                        barrier.wait();
-                        let ring = table.ring_with(&RingOptions::new().entries(32).sharing(Sharing::RegisterEach))?;
-                        drop(ring);
-                        Ok(())
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.join().map_err(|_| anyhow::anyhow!("a re-register thread panicked"))??;
-            }
-            Ok(())
-        })?;
-        let reregister_parallel = t.elapsed();
-        // The growth's bytes back, with the load still running.
-        let shrunk = if a.shrink {
-            std::thread::sleep(Duration::from_millis(100));
-            let before = ringpool::process::vm_pinned_kb(std::process::id())?;
-            let r = pool.shrink(report.bytes, Duration::from_secs(30))?;
-            let after = ringpool::process::vm_pinned_kb(std::process::id())?;
-            Some((r, before, after))
-        } else {
-            None
-        };
+        let m = measure(a, &pool, table, &file);
         stop.store(true, Ordering::Relaxed);
-        Ok(((report, ready_at), new_ops, reregister, reregister_parallel, shrunk))
+        m
     })?;
-    let (report, ready_at) = grown;
-    let ready = ready_at.saturating_duration_since(report.register_started);
-    let out = GrowReport {
+    let out = report(a, &mem, refresh, &m, load_ops.load(Ordering::Relaxed));
+    drop(pool);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_words(&out, mem.len());
+    }
+    Ok(())
+}
+
+/// Bytes of the load's file.
+const LOAD_FILE: u64 = 256 << 20;
+
+/// A file for the load: 256 MiB written with std::fs (real data).
+fn load_file() -> anyhow::Result<DirectFile> {
+    let path = std::path::PathBuf::from("/var/tmp/ringpool-grow.dat");
+    let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path)?;
+    if f.metadata()?.len() < LOAD_FILE {
+        let chunk = vec![0x5au8; 1 << 20];
+        for i in 0..LOAD_FILE >> 20 {
+            f.write_all_at(&chunk, i << 20)?;
+        }
+        f.sync_all()?;
+    }
+    Ok(DirectFile::options().read(true).direct(DirectIo::Optional).open(&path)?)
+}
+
+/// One thread of the load: 16 reads of 4 KiB in old memory in flight
+/// until `stop`.
+fn load(pool: &IoPool, file: &DirectFile, seed: u64, stop: &AtomicBool, ops: &AtomicU64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut inflight = std::collections::VecDeque::new();
+    while !stop.load(Ordering::Relaxed) {
+        if inflight.len() >= 16 {
+            let h: ringpool::OpHandle = inflight.pop_front().expect("non-empty");
+            if h.wait().result.is_ok() {
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let Ok(buf) = pool.memory().alloc_timeout(4096, Duration::from_secs(10)) else { continue };
+        inflight.push_back(pool.read_at(file, rng.u64(0..LOAD_FILE / 4096) * 4096, buf));
+    }
+    for h in inflight {
+        let _ = h.wait();
+    }
+}
+
+/// What the growth (and the shrink after it) measured.
+struct Measured {
+    grown: ringpool::stats::GrowReport,
+    ready_at: Instant,
+    new_ops: u64,
+    reregister: Duration,
+    reregister_parallel: Duration,
+    /// The shrink's report, and VmPin before and after it.
+    shrunk: Option<(ringpool::stats::ShrinkReport, u64, u64)>,
+}
+
+/// Under the load: grows the pool, waits until every worker's ring has the
+/// new slots, uses leases of the new memory at once from every worker,
+/// times the alternative (every ring registering the whole enlarged
+/// table), and with --shrink gives the growth back.
+fn measure(a: &GrowArgs, pool: &IoPool, table: &ringpool::BufferTable, file: &DirectFile) -> anyhow::Result<Measured> {
+    let grown = pool.grow(a.grow)?;
+    let ready_at = pool.wait_rings_at(grown.generation, Duration::from_secs(60))?;
+    let mut handles = Vec::new();
+    for i in 0..a.workers as u64 * 8 {
+        let seg = grown.segments.start + (i as u16 % (grown.segments.end - grown.segments.start));
+        let buf = pool.memory().try_alloc_in(seg, 4096)?;
+        handles.push(pool.read_at(file, (i % (LOAD_FILE / 4096)) * 4096, buf));
+    }
+    let mut new_ops = 0;
+    for h in handles {
+        h.wait().result.context("an operation on new memory failed")?;
+        new_ops += 1;
+    }
+    let (reregister, reregister_parallel) = reregister_times(a.workers, table)?;
+    let shrunk = if a.shrink {
+        std::thread::sleep(Duration::from_millis(100));
+        let before = ringpool_testkit::process::vm_pinned_kb(std::process::id())?;
+        let r = pool.shrink(grown.bytes, Duration::from_secs(30))?;
+        let after = ringpool_testkit::process::vm_pinned_kb(std::process::id())?;
+        Some((r, before, after))
+    } else {
+        None
+    };
+    Ok(Measured { grown, ready_at, new_ops, reregister, reregister_parallel, shrunk })
+}
+
+/// Every ring registering the whole enlarged table itself: one ring after
+/// another (the total work), and all at once on their own threads (wall).
+fn reregister_times(workers: u32, table: &ringpool::BufferTable) -> anyhow::Result<(Duration, Duration)> {
+    let opts = RingOptions::new().entries(32).sharing(Sharing::RegisterEach);
+    let mut one_by_one = Duration::ZERO;
+    for _ in 0..workers {
+        let t = Instant::now();
+        let ring = table.ring_with(&opts)?;
+        one_by_one += t.elapsed();
+        drop(ring);
+    }
+    let barrier = Barrier::new(workers as usize);
+    let t = Instant::now();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let hs: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<()> {
+                    barrier.wait();
+                    drop(table.ring_with(&opts)?);
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().map_err(|_| anyhow::anyhow!("a re-register thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok((one_by_one, t.elapsed()))
+}
+
+fn report(a: &GrowArgs, mem: &IoMemory, refresh: &'static str, m: &Measured, load_ops: u64) -> GrowReport {
+    let ready = m.ready_at.saturating_duration_since(m.grown.register_started);
+    let shrunk = m.shrunk.as_ref();
+    GrowReport {
         pool_bytes: a.pool,
-        grow_bytes: report.bytes,
+        grow_bytes: m.grown.bytes,
         workers: a.workers,
         page_size: mem.page_kind().short_name(),
         refresh,
         ready_us: us(ready),
-        register_us: us(report.register_time),
-        map_ms: report.map_time.as_secs_f64() * 1e3,
-        prefault_ms: report.prefault_time.as_secs_f64() * 1e3,
-        reregister_us: us(reregister),
-        reregister_parallel_us: us(reregister_parallel),
-        ratio: us(reregister) / us(ready).max(1e-3),
-        load_ops: load_ops.load(Ordering::Relaxed),
-        new_memory_ops: new_ops,
-        shrink_bytes: shrunk.as_ref().map(|(r, _, _)| r.bytes),
-        shrink_ready_us: shrunk.as_ref().map(|(r, _, _)| us(r.total)),
-        shrink_drain_us: shrunk.as_ref().map(|(r, _, _)| us(r.drain_time)),
-        shrink_unpublish_us: shrunk.as_ref().map(|(r, _, _)| us(r.unpublish_time)),
-        shrink_unmap_us: shrunk.as_ref().map(|(r, _, _)| us(r.unmap_time)),
-        vmpin_before_shrink_kb: shrunk.as_ref().map(|&(_, b, _)| b),
-        vmpin_after_shrink_kb: shrunk.as_ref().map(|&(_, _, a)| a),
-    };
-    drop(pool);
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        register_us: us(m.grown.register_time),
+        map_ms: m.grown.map_time.as_secs_f64() * 1e3,
+        prefault_ms: m.grown.prefault_time.as_secs_f64() * 1e3,
+        reregister_us: us(m.reregister),
+        reregister_parallel_us: us(m.reregister_parallel),
+        ratio: us(m.reregister) / us(ready).max(1e-3),
+        load_ops,
+        new_memory_ops: m.new_ops,
+        shrink_bytes: shrunk.map(|(r, _, _)| r.bytes),
+        shrink_ready_us: shrunk.map(|(r, _, _)| us(r.total)),
+        shrink_drain_us: shrunk.map(|(r, _, _)| us(r.drain_time)),
+        shrink_unpublish_us: shrunk.map(|(r, _, _)| us(r.unpublish_time)),
+        shrink_unmap_us: shrunk.map(|(r, _, _)| us(r.unmap_time)),
+        vmpin_before_shrink_kb: shrunk.map(|&(_, b, _)| b),
+        vmpin_after_shrink_kb: shrunk.map(|&(_, _, a)| a),
     }
+}
+
+fn print_words(out: &GrowReport, table_bytes: u64) {
     println!(
         "grew a {} pool by {} under {} workers with I/O running ({} pages, rings refresh: {})",
         Bytes(out.pool_bytes),
@@ -247,7 +286,7 @@ pub fn run(a: &GrowArgs) -> anyhow::Result<()> {
     println!("  ready (register start -> every ring has the new slots): {:.0} us", out.ready_us);
     println!(
         "  re-register the whole {} table in every ring: {:.0} us one after another, {:.0} us all at once",
-        Bytes(mem.len()),
+        Bytes(table_bytes),
         out.reregister_us,
         out.reregister_parallel_us
     );
@@ -270,5 +309,4 @@ pub fn run(a: &GrowArgs) -> anyhow::Result<()> {
             after
         );
     }
-    Ok(())
 }

@@ -9,11 +9,13 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
-use ringpool::units::parse_size;
-use ringpool::{DirectFile, DirectIo, EnginePolicy, IoPool, PagePolicy};
+use ringpool::types::parse_size;
+use ringpool::types::{DirectIo, EnginePolicy, PagePolicy};
+use ringpool::{DirectFile, IoPool};
 use serde::Serialize;
 
 use crate::util::median;
+use ringpool::{MemoryOptions, RingOptions};
 
 #[derive(Args, Debug, Clone)]
 pub struct PoolLatencyArgs {
@@ -78,6 +80,43 @@ fn us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1e3
 }
 
+/// One round: `a.ops` reads through the pool, then as many with pread on
+/// this thread, into the same buffer.
+fn one_round(
+    a: &PoolLatencyArgs,
+    pool: &IoPool,
+    file: &DirectFile,
+    std_file: &std::fs::File,
+    blocks: u64,
+    rng: &mut fastrand::Rng,
+    buf: &mut Option<ringpool::IoBuf>,
+) -> anyhow::Result<Round> {
+    let mut hp = hist();
+    for _ in 0..a.ops {
+        let off = rng.u64(0..blocks) * a.bs;
+        let t = Instant::now();
+        let (r, b) = pool.read_at(file, off, buf.take().expect("the buffer is back")).wait().into_one();
+        hp.saturating_record(t.elapsed().as_nanos() as u64);
+        *buf = Some(b);
+        r.with_context(|| format!("pool read at {off}"))?;
+    }
+    let mut hr = hist();
+    let b = buf.as_mut().expect("the buffer is back");
+    for _ in 0..a.ops {
+        let off = rng.u64(0..blocks) * a.bs;
+        let t = Instant::now();
+        let r = std_file.read_at(b, off);
+        hr.saturating_record(t.elapsed().as_nanos() as u64);
+        r.with_context(|| format!("pread at {off}"))?;
+    }
+    Ok(Round {
+        pool_p50_us: us(&hp, 0.5),
+        pool_p99_us: us(&hp, 0.99),
+        pread_p50_us: us(&hr, 0.5),
+        pread_p99_us: us(&hr, 0.99),
+    })
+}
+
 pub fn run(a: &PoolLatencyArgs) -> anyhow::Result<()> {
     if a.bs == 0 || a.bs > 64 << 20 {
         bail!("--bs must be from 512 bytes to 64 MiB");
@@ -98,40 +137,18 @@ pub fn run(a: &PoolLatencyArgs) -> anyhow::Result<()> {
         .open(&a.file)
         .context("opening for pread")?;
     let pool = IoPool::builder()
-        .memory_size((a.bs * 4).max(4 << 20))
-        .page(PagePolicy::Base)
+        .size((a.bs * 4).max(4 << 20))
+        .memory(MemoryOptions::new().page(PagePolicy::Base))
+        .ring(RingOptions::new().engine(a.engine))
         .workers(1, 1)
-        .engine(a.engine)
         .help_while_waiting(a.help_while_waiting)
         .build()?;
     let (engine, reason) = pool.engine_for(&file);
     let mut rng = fastrand::Rng::with_seed(0x1a7e);
-    let mut buf = pool.memory().try_alloc(a.bs as usize)?;
+    let mut buf = Some(pool.memory().try_alloc(a.bs as usize)?);
     let mut rounds = Vec::new();
     for round in 0..a.rounds {
-        let mut hp = hist();
-        for _ in 0..a.ops {
-            let off = rng.u64(0..blocks) * a.bs;
-            let t = Instant::now();
-            let (r, b) = pool.read_at(&file, off, buf).wait();
-            hp.saturating_record(t.elapsed().as_nanos() as u64);
-            r.with_context(|| format!("pool read at {off}"))?;
-            buf = b;
-        }
-        let mut hr = hist();
-        for _ in 0..a.ops {
-            let off = rng.u64(0..blocks) * a.bs;
-            let t = Instant::now();
-            let r = std_file.read_at(&mut buf, off);
-            hr.saturating_record(t.elapsed().as_nanos() as u64);
-            r.with_context(|| format!("pread at {off}"))?;
-        }
-        let r = Round {
-            pool_p50_us: us(&hp, 0.5),
-            pool_p99_us: us(&hp, 0.99),
-            pread_p50_us: us(&hr, 0.5),
-            pread_p99_us: us(&hr, 0.99),
-        };
+        let r = one_round(a, &pool, &file, &std_file, blocks, &mut rng, &mut buf)?;
         if !a.json {
             eprintln!(
                 "round {}: pool p50 {:.2} us p99 {:.2} us, pread p50 {:.2} us p99 {:.2} us",

@@ -16,10 +16,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ringpool::units::{parse_size, Bytes};
-use ringpool::{
-    baseline, BufferTable, DirectFile, EnginePolicy, HandoverOptions, IoMemory, MemoryOptions, PagePolicy, RingOptions,
-};
+use ringpool::handover::HandoverOptions;
+use ringpool::types::{parse_size, Bytes};
+use ringpool::types::{EnginePolicy, PagePolicy};
+use ringpool::{BufferTable, DirectFile, IoMemory, MemoryOptions, RingOptions};
+use ringpool_testkit::baseline;
 use serde::Serialize;
 
 use crate::util::median;
@@ -172,7 +173,7 @@ fn guarded<T>(f: impl FnOnce() -> ringpool::Result<T>) -> ringpool::Result<T> {
 
 /// CLOCK_MONOTONIC, one clock for every process.
 fn now_ns() -> u64 {
-    ringpool::process::monotonic_ns()
+    ringpool_testkit::process::monotonic_ns()
 }
 
 struct Round {
@@ -207,16 +208,16 @@ fn collect(
         }
     }
     let ready = start.elapsed();
-    let mut pinned = ringpool::process::vm_pinned_kb(std::process::id())?;
+    let mut pinned = ringpool_testkit::process::vm_pinned_kb(std::process::id())?;
     for &(pid, _) in procs {
-        pinned += ringpool::process::vm_pinned_kb(pid).unwrap_or(0);
+        pinned += ringpool_testkit::process::vm_pinned_kb(pid).unwrap_or(0);
     }
     let mut go_tx = go_tx;
     go_tx.write_all(&vec![b'g'; n])?;
     drop(go_tx);
     let mut bad = failed.len();
     for &(pid, _) in procs {
-        if ringpool::process::wait_child(pid)? != 0 {
+        if ringpool_testkit::process::wait_child(pid)? != 0 {
             bad += 1;
         }
     }
@@ -251,7 +252,7 @@ fn clone_round(mem: &IoMemory, file: &DirectFile, procs: u32) -> anyhow::Result<
                     // SAFETY (of the region): child i alone uses these
                     // blocks (slots are disjoint per child).
                     let buf = unsafe { view.region(off, BLOCK)? };
-                    let (res, buf) = ring.read_at(file, block * BLOCK as u64, buf);
+                    let (res, buf) = ring.read_at(file, block * BLOCK as u64, buf).into_one();
                     res?;
                     if buf[..] != expected(block)[..] {
                         return Err(ringpool::Error::Lost(format!("child {i}: wrong bytes at pool offset {off}")));
@@ -264,7 +265,7 @@ fn clone_round(mem: &IoMemory, file: &DirectFile, procs: u32) -> anyhow::Result<
         // SAFETY: this process is single-threaded here but for the Ctrl-C
         // thread (--reserve), which holds no lock the child takes; the child
         // uses only what it inherited and exits.
-        let pid = unsafe { ringpool::process::fork_child(child) }.context("fork")?;
+        let pid = unsafe { ringpool_testkit::process::fork_child(child) }.context("fork")?;
         pids.push((pid, began));
     }
     drop(ready_tx);
@@ -287,10 +288,11 @@ fn register_round(mem: &IoMemory, file: &DirectFile, procs: u32) -> anyhow::Resu
         let prepared = prepared.clone();
         let child = move || {
             let ok = guarded(|| -> ringpool::Result<baseline::ChildTable> {
-                let mut t = prepared.register()?;
+                let bare = |e| ringpool::Error::Io { op: "bare io-uring", path: None, offset: None, source: e };
+                let mut t = prepared.register().map_err(bare)?;
                 for (k, off) in slots(i, pool).into_iter().enumerate() {
                     let block = (u64::from(i) * 2 + k as u64) % FILE_BLOCKS;
-                    let got = t.read_fixed(file.as_fd(), block * BLOCK as u64, off, BLOCK as u32)?;
+                    let got = t.read_fixed(file.as_fd(), block * BLOCK as u64, off, BLOCK as u32).map_err(bare)?;
                     if got != expected(block) {
                         return Err(ringpool::Error::Lost(format!("child {i}: wrong bytes at pool offset {off}")));
                     }
@@ -300,7 +302,7 @@ fn register_round(mem: &IoMemory, file: &DirectFile, procs: u32) -> anyhow::Resu
             finish_child("register", i, ok, tx, go)
         };
         // SAFETY: as in clone_round.
-        let pid = unsafe { ringpool::process::fork_child(child) }.context("fork")?;
+        let pid = unsafe { ringpool_testkit::process::fork_child(child) }.context("fork")?;
         pids.push((pid, began));
     }
     drop(ready_tx);
@@ -331,14 +333,14 @@ fn broker_trips(mem: &IoMemory, file: &DirectFile, n: u32) -> anyhow::Result<Bro
             let t = now_ns();
             let block = u64::from(k) % FILE_BLOCKS;
             let trip = guarded(|| -> ringpool::Result<()> {
-                let handed = ringpool::RingBroker::request(&path, 8, 0)?;
+                let handed = ringpool::handover::RingBroker::request(&path, 8, 0)?;
                 let opts = RingOptions { engine: EnginePolicy::IoUring, ..RingOptions::default() };
                 let mut ring = handed.enable_with(&opts)?;
                 let view = ring.memory().expect("a handed ring has the pool").clone();
                 // SAFETY (of the region): no other process uses the
                 // pool while the trips run.
                 let buf = unsafe { view.region(0, BLOCK)? };
-                let (res, buf) = ring.read_at(file, block * BLOCK as u64, buf);
+                let (res, buf) = ring.read_at(file, block * BLOCK as u64, buf).into_one();
                 res?;
                 if buf[..] != expected(block)[..] {
                     return Err(ringpool::Error::Lost("wrong bytes".into()));
@@ -362,8 +364,8 @@ fn broker_trips(mem: &IoMemory, file: &DirectFile, n: u32) -> anyhow::Result<Bro
     };
     // SAFETY: one thread here (the broker starts after the fork, and the
     // Ctrl-C thread of --reserve holds no lock the child takes).
-    let pid = unsafe { ringpool::process::fork_child(child) }.context("fork")?;
-    let broker = ringpool::RingBroker::serve(&table, &sock, &ringpool::BrokerOptions::default())?;
+    let pid = unsafe { ringpool_testkit::process::fork_child(child) }.context("fork")?;
+    let broker = ringpool::handover::RingBroker::serve(&table, &sock, &ringpool::handover::BrokerOptions::default())?;
     go_tx.write_all(b"g")?;
     let mut trips = Vec::with_capacity(n as usize);
     let mut b = [0u8; 8];
@@ -375,7 +377,7 @@ fn broker_trips(mem: &IoMemory, file: &DirectFile, n: u32) -> anyhow::Result<Bro
         }
         trips.push(v as f64 / 1e3);
     }
-    if ringpool::process::wait_child(pid)? != 0 {
+    if ringpool_testkit::process::wait_child(pid)? != 0 {
         bail!("the broker client failed");
     }
     drop(broker);
@@ -408,7 +410,7 @@ pub fn run(a: &PreforkArgs) -> anyhow::Result<()> {
     let path = data_file()?;
     let file = DirectFile::options()
         .read(true)
-        .direct(ringpool::DirectIo::Optional)
+        .direct(ringpool::types::DirectIo::Optional)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     let mut clones = Vec::new();

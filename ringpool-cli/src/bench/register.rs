@@ -9,12 +9,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ringpool::baseline;
-use ringpool::units::{parse_size, Bytes};
-use ringpool::{
-    BufferTable, CloneRange, Features, IoMemory, MemoryOptions, PageKind, PagePolicy, Ring, RingOptions, Sharing,
-    TableOptions,
-};
+use ringpool::probe::Features;
+use ringpool::types::{parse_size, Bytes, CloneRange, PageKind, PagePolicy, Sharing};
+use ringpool::{BufferTable, IoMemory, MemoryOptions, Ring, RingOptions, TableOptions};
+use ringpool_testkit::baseline;
 use serde::Serialize;
 
 use crate::util::{byte_bar, median, min, us};
@@ -75,7 +73,7 @@ struct Report {
 
 /// Largest power of two (at most 1 GiB, at least `page`) dividing every size.
 fn segment_size_for(sizes: &[u64], page: u64) -> u64 {
-    let mut seg = ringpool::MAX_SEGMENT_SIZE;
+    let mut seg = ringpool::types::MAX_SEGMENT_SIZE;
     for &s in sizes {
         while seg > page && s % seg != 0 {
             seg /= 2;
@@ -102,133 +100,15 @@ pub fn run(a: &RegisterArgs) -> anyhow::Result<()> {
         );
     }
     let largest = *sizes.last().expect("non-empty");
-
     // Huge pages: reserve exactly what the largest size needs, if asked.
     let (policy, _reservation) = crate::util::reserve_for(a.page, largest, a.reserve)?;
-
-    let page_bytes = match policy {
-        PagePolicy::Huge1G => 1 << 30,
-        PagePolicy::Base => 4096,
-        _ => 2 << 20,
-    };
-    let seg = segment_size_for(&sizes, page_bytes.min(largest));
-    let mem = IoMemory::map_with(largest, &MemoryOptions::new().page(policy).segment_size(seg.max(page_bytes)))
-        .or_else(|e| match (policy, &e) {
-            // Auto chose a kind whose page is larger than our segment guess: let it pick.
-            (PagePolicy::Auto, ringpool::Error::InvalidArgument { .. }) => {
-                IoMemory::map_with(largest, &MemoryOptions::new().page(policy))
-            }
-            _ => Err(e),
-        })
-        .context("mapping the pool")?;
+    let mem = map_pool(&sizes, policy)?;
     let kind = mem.page_kind();
     crate::util::describe_pool(&mem, a.page);
-    for &s in &sizes {
-        if s % mem.segment_size() != 0 {
-            bail!("size {} is not a multiple of the segment size {}", Bytes(s), Bytes(mem.segment_size()));
-        }
-    }
-
-    // Prefault once, prefix by prefix, so that each size has its own time.
-    let bar = byte_bar(mem.len(), "prefault");
-    let mut prefault_ms = Vec::new();
-    let (mut done_at, mut elapsed) = (0u64, 0.0);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    for &s in &sizes {
-        let base = done_at;
-        let took = mem.prefault_range(done_at, s - done_at, threads, |p| bar.set_position(base + p.done))?;
-        elapsed += took.as_secs_f64() * 1e3;
-        prefault_ms.push(elapsed);
-        done_at = s;
-    }
-    bar.finish_and_clear();
-    eprintln!("prefaulted {} in {:.0} ms", Bytes(mem.len()), elapsed);
-
-    let opts = RingOptions::new().entries(64);
+    let prefault_ms = prefault_prefixes(&mem, &sizes)?;
     let mut results = Vec::new();
     for (i, &size) in sizes.iter().enumerate() {
-        let entries = (size / mem.segment_size()) as u16;
-        let sharing = if features.clone_buffers { Sharing::Clone } else { Sharing::RegisterEach };
-        let topts = TableOptions { sharing, segments: Some(entries), ..Default::default() };
-        let (mut reg, mut raw_reg) = (Vec::new(), Vec::new());
-        let mut table = None;
-        for rep in 0..a.repeat {
-            let mut ringpool_side = |table: &mut Option<BufferTable>| -> anyhow::Result<()> {
-                drop(table.take());
-                let t = Instant::now();
-                let tb = BufferTable::register_with(&mem, &topts)?;
-                reg.push(us(t.elapsed()));
-                *table = Some(tb);
-                Ok(())
-            };
-            let mut raw_side = || -> anyhow::Result<()> {
-                let (raw, took) = baseline::register(&mem, entries)?;
-                raw_reg.push(us(took));
-                drop(raw);
-                Ok(())
-            };
-            if rep % 2 == 0 {
-                ringpool_side(&mut table)?;
-                raw_side()?;
-            } else {
-                raw_side()?;
-                ringpool_side(&mut table)?;
-            }
-        }
-        let table = table.expect("repeat >= 1");
-        let (mut clone, mut raw_clone, mut spinup) = (Vec::new(), Vec::new(), Vec::new());
-        let mut path = String::new();
-        // One untimed round first: page in the code paths and slab caches.
-        if features.clone_buffers {
-            Ring::new(&opts)?.clone_buffers_from(&table, CloneRange::all())?;
-            baseline::clone_into_fresh_ring(table.template_fd(), 64)?;
-        }
-        drop(table.ring_with(&opts)?);
-        for k in 0..a.clones {
-            if features.clone_buffers {
-                // Alternate which side goes first, so that neither always
-                // runs right after the other's ring teardown.
-                let mut ringpool_side = || -> anyhow::Result<()> {
-                    let mut ring = Ring::new(&opts)?;
-                    let t = Instant::now();
-                    ring.clone_buffers_from(&table, CloneRange::all())?;
-                    clone.push(us(t.elapsed()));
-                    Ok(())
-                };
-                if k % 2 == 0 {
-                    ringpool_side()?;
-                    raw_clone.push(us(baseline::clone_into_fresh_ring(table.template_fd(), 64)?));
-                } else {
-                    raw_clone.push(us(baseline::clone_into_fresh_ring(table.template_fd(), 64)?));
-                    ringpool_side()?;
-                }
-            }
-            let t = Instant::now();
-            let ring = table.ring_with(&opts)?;
-            spinup.push(us(t.elapsed()));
-            path = ring.setup().path.to_string();
-            drop(ring);
-        }
-        let register_us = median(&reg);
-        let raw_register_us = median(&raw_reg);
-        let some = |v: &Vec<f64>, f: fn(&[f64]) -> f64| (!v.is_empty()).then(|| f(v));
-        let clone_med = some(&clone, median);
-        let r = SizeResult {
-            bytes: size,
-            segments: entries,
-            prefault_ms: prefault_ms[i],
-            register_us,
-            raw_register_us,
-            register_ms_per_gib: register_us / 1e3 / (size as f64 / (1u64 << 30) as f64),
-            clone_us_median: clone_med,
-            clone_us_min: some(&clone, min),
-            raw_clone_us_median: some(&raw_clone, median),
-            spinup_us_median: median(&spinup),
-            spinup_path: path,
-            speedup: clone_med.map(|c| register_us / c.max(1e-3)),
-            clone_overhead: clone_med.zip(some(&raw_clone, median)).map(|(c, r)| c / r.max(1e-3)),
-            register_overhead: register_us / raw_register_us.max(1e-3),
-        };
+        let r = measure_size(a, &mem, size, prefault_ms[i], features.clone_buffers)?;
         if !a.json {
             // The seed mail's lines (integers there; one decimal below 10).
             let num = |x: f64| if x < 10.0 { format!("{x:.1}") } else { format!("{x:.0}") };
@@ -239,7 +119,6 @@ pub fn run(a: &RegisterArgs) -> anyhow::Result<()> {
         }
         results.push(r);
     }
-
     if let Some(p) = &a.plot {
         register_chart(p, kind, &results).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("chart written to {}", p.display());
@@ -259,6 +138,174 @@ pub fn run(a: &RegisterArgs) -> anyhow::Result<()> {
     }
     print_table(kind, &results);
     Ok(())
+}
+
+/// Maps the largest size once, in segments that divide every size.
+fn map_pool(sizes: &[u64], policy: PagePolicy) -> anyhow::Result<IoMemory> {
+    let largest = *sizes.last().expect("non-empty");
+    let page_bytes = match policy {
+        PagePolicy::Huge1G => 1 << 30,
+        PagePolicy::Base => 4096,
+        _ => 2 << 20,
+    };
+    let seg = segment_size_for(sizes, page_bytes.min(largest));
+    let mem = IoMemory::map_with(largest, &MemoryOptions::new().page(policy).segment_size(seg.max(page_bytes)))
+        .or_else(|e| match (policy, &e) {
+            // Auto chose a kind whose page is larger than our segment guess: let it pick.
+            (PagePolicy::Auto, ringpool::Error::InvalidArgument { .. }) => {
+                IoMemory::map_with(largest, &MemoryOptions::new().page(policy))
+            }
+            _ => Err(e),
+        })
+        .context("mapping the pool")?;
+    for &s in sizes {
+        if s % mem.segment_size() != 0 {
+            bail!("size {} is not a multiple of the segment size {}", Bytes(s), Bytes(mem.segment_size()));
+        }
+    }
+    Ok(mem)
+}
+
+/// Prefaults once, prefix by prefix, so that each size has its own time
+/// (cumulative ms up to each size).
+fn prefault_prefixes(mem: &IoMemory, sizes: &[u64]) -> anyhow::Result<Vec<f64>> {
+    let bar = byte_bar(mem.len(), "prefault");
+    let mut prefault_ms = Vec::new();
+    let (mut done_at, mut elapsed) = (0u64, 0.0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for &s in sizes {
+        let base = done_at;
+        let took = mem.prefault_range(done_at, s - done_at, threads, |p| bar.set_position(base + p.done))?;
+        elapsed += took.as_secs_f64() * 1e3;
+        prefault_ms.push(elapsed);
+        done_at = s;
+    }
+    bar.finish_and_clear();
+    eprintln!("prefaulted {} in {:.0} ms", Bytes(mem.len()), elapsed);
+    Ok(prefault_ms)
+}
+
+/// Registration of the first `size` bytes by ringpool and by the bare
+/// crate, `repeat` times each, alternating which goes first; the table of
+/// ringpool's last one.
+fn registrations(a: &RegisterArgs, mem: &IoMemory, topts: &TableOptions, entries: u16) -> anyhow::Result<Registered> {
+    let (mut reg, mut raw_reg) = (Vec::new(), Vec::new());
+    let mut table = None;
+    for rep in 0..a.repeat {
+        let mut ringpool_side = |table: &mut Option<BufferTable>| -> anyhow::Result<()> {
+            drop(table.take());
+            let t = Instant::now();
+            let tb = BufferTable::register_with(mem, topts)?;
+            reg.push(us(t.elapsed()));
+            *table = Some(tb);
+            Ok(())
+        };
+        let mut raw_side = || -> anyhow::Result<()> {
+            let (raw, took) = baseline::register(mem, entries)?;
+            raw_reg.push(us(took));
+            drop(raw);
+            Ok(())
+        };
+        if rep % 2 == 0 {
+            ringpool_side(&mut table)?;
+            raw_side()?;
+        } else {
+            raw_side()?;
+            ringpool_side(&mut table)?;
+        }
+    }
+    Ok(Registered { table: table.expect("repeat >= 1"), reg, raw_reg })
+}
+
+/// ringpool's registrations and the bare crate's, and ringpool's table.
+struct Registered {
+    table: BufferTable,
+    reg: Vec<f64>,
+    raw_reg: Vec<f64>,
+}
+
+/// Clones into fresh rings by ringpool and by the bare crate, alternating
+/// which goes first (so that neither always runs right after the other's
+/// ring teardown), and spin-ups (a new ring with the table through
+/// `BufferTable::ring_with`): µs each, and the table path of the last.
+fn clones(a: &RegisterArgs, table: &BufferTable, clone_ok: bool) -> anyhow::Result<Clones> {
+    let opts = RingOptions::new().entries(64);
+    let (mut clone, mut raw_clone, mut spinup) = (Vec::new(), Vec::new(), Vec::new());
+    let mut path = String::new();
+    // One untimed round first: page in the code paths and slab caches.
+    if clone_ok {
+        Ring::new(&opts)?.clone_buffers_from(table, CloneRange::all())?;
+        baseline::clone_into_fresh_ring(table.template_fd(), 64)?;
+    }
+    drop(table.ring_with(&opts)?);
+    for k in 0..a.clones {
+        if clone_ok {
+            let mut ringpool_side = || -> anyhow::Result<()> {
+                let mut ring = Ring::new(&opts)?;
+                let t = Instant::now();
+                ring.clone_buffers_from(table, CloneRange::all())?;
+                clone.push(us(t.elapsed()));
+                Ok(())
+            };
+            if k % 2 == 0 {
+                ringpool_side()?;
+                raw_clone.push(us(baseline::clone_into_fresh_ring(table.template_fd(), 64)?));
+            } else {
+                raw_clone.push(us(baseline::clone_into_fresh_ring(table.template_fd(), 64)?));
+                ringpool_side()?;
+            }
+        }
+        let t = Instant::now();
+        let ring = table.ring_with(&opts)?;
+        spinup.push(us(t.elapsed()));
+        path = ring.setup().path.to_string();
+        drop(ring);
+    }
+    Ok(Clones { clone, raw_clone, spinup, path })
+}
+
+/// µs of ringpool's clones, the bare crate's, and spin-ups; the table path
+/// of the last ring.
+struct Clones {
+    clone: Vec<f64>,
+    raw_clone: Vec<f64>,
+    spinup: Vec<f64>,
+    path: String,
+}
+
+/// Everything measured for one pool size.
+fn measure_size(
+    a: &RegisterArgs,
+    mem: &IoMemory,
+    size: u64,
+    prefault_ms: f64,
+    clone_ok: bool,
+) -> anyhow::Result<SizeResult> {
+    let entries = (size / mem.segment_size()) as u16;
+    let sharing = if clone_ok { Sharing::Clone } else { Sharing::RegisterEach };
+    let topts = TableOptions::new().sharing(sharing).segments(entries);
+    let r = registrations(a, mem, &topts, entries)?;
+    let Clones { clone, raw_clone, spinup, path } = clones(a, &r.table, clone_ok)?;
+    let register_us = median(&r.reg);
+    let raw_register_us = median(&r.raw_reg);
+    let some = |v: &Vec<f64>, f: fn(&[f64]) -> f64| (!v.is_empty()).then(|| f(v));
+    let clone_med = some(&clone, median);
+    Ok(SizeResult {
+        bytes: size,
+        segments: entries,
+        prefault_ms,
+        register_us,
+        raw_register_us,
+        register_ms_per_gib: register_us / 1e3 / (size as f64 / (1u64 << 30) as f64),
+        clone_us_median: clone_med,
+        clone_us_min: some(&clone, min),
+        raw_clone_us_median: some(&raw_clone, median),
+        spinup_us_median: median(&spinup),
+        spinup_path: path,
+        speedup: clone_med.map(|c| register_us / c.max(1e-3)),
+        clone_overhead: clone_med.zip(some(&raw_clone, median)).map(|(c, r)| c / r.max(1e-3)),
+        register_overhead: register_us / raw_register_us.max(1e-3),
+    })
 }
 
 fn opt(v: Option<f64>, prec: usize) -> String {

@@ -12,44 +12,21 @@
 //! callers wait on a condition variable, futures register wakers under the
 //! same lock, so a free can never be missed.
 
+use crate::stats::AllocStats;
 use crate::sync::{Condvar, Mutex, MutexGuard};
 pub(crate) use crate::sys::buf::Grant;
 use std::collections::BTreeSet;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-/// Allocator statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct AllocStats {
-    /// Bytes the pool can lease.
-    pub capacity: u64,
-    /// Bytes leased now (each lease rounded up to the alignment).
-    pub bytes_in_use: u64,
-    /// Bytes of the buddy blocks backing them (powers of two).
-    pub block_bytes: u64,
-    /// Leases outstanding now.
-    pub leases: u64,
-    /// Highest `bytes_in_use` seen.
-    pub peak_bytes: u64,
-    /// Leases granted since the pool was created.
-    pub total_leases: u64,
-    /// `try_alloc` calls that found no block.
-    pub failed: u64,
-    /// The largest block free now.
-    pub largest_free: u64,
-}
-
 /// What is leased from one segment now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct SegmentUse {
+pub(crate) struct SegmentUse {
     /// Bytes leased (each lease rounded up to the alignment).
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Leases outstanding.
-    pub leases: u64,
+    pub(crate) leases: u64,
     /// Bytes of the buddy blocks backing them.
-    #[cfg_attr(feature = "serde", serde(skip))]
     pub(crate) blocks: u64,
 }
 

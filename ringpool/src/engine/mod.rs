@@ -1,196 +1,249 @@
-//! Engines: what runs an [`IoPool`](crate::IoPool)'s operations on its
-//! worker threads, behind one interface.
+//! Which engine serves an operation, and why: the one place the choice is
+//! made. A [`Ring`](crate::Ring) asks it for each operation and obeys the
+//! answer (io_uring, or inline: preadv2 / pwritev2 on the calling thread,
+//! at any depth or while its queue is shallow); an [`IoPool`](crate::IoPool)
+//! asks it which of its lanes serves a file and whether the caller that
+//! waits may run the operation itself; both report its reason from
+//! `engine_for`. Nothing else decides.
 //!
-//! - [`uring`]: a ring per worker, with the pool's table (the default);
-//! - [`blocking`]: preadv2 / pwritev2 / fsync on the worker thread (where
-//!   io_uring is unavailable, and for files io_uring serves badly).
-//!
-//! [`choose`] is the one place that decides which engine serves a file, and
-//! says why. A new engine is a new file here implementing [`Engine`] and
-//! [`EngineFactory`], and an arm in [`choose`].
+//! The inputs are the policy asked for, what runs the operation (a ring,
+//! or a pool whose main workers run io_uring or blocking calls), and what
+//! is known of the file's device (FUSE, NOWAIT support).
 
-pub(crate) mod blocking;
-pub(crate) mod uring;
+mod sync_rings;
 
-use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+pub(crate) use sync_rings::Member as SyncRingMember;
 
-use crate::error::Result;
 use crate::file::DirectFile;
-use crate::handle::OpState;
-use crate::op::Op;
-pub use crate::types::EngineKind;
-use crate::types::{EnginePolicy, Nowait};
+use crate::types::{EngineKind, EnginePolicy, Nowait};
 
-/// Which set of workers (lane) of the pool an operation goes to.
+/// What runs the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Runner {
+    /// A ring, on its owner's thread.
+    Ring,
+    /// A pool whose main workers run `main` (io_uring rings, or blocking
+    /// calls where io_uring is not used); `help` lets the caller that waits
+    /// run an operation no worker has started.
+    Pool { main: EngineKind, help: bool },
+}
+
+/// Which of a pool's worker sets serves an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LaneId {
     /// The pool's workers (io_uring, or blocking without it).
     Main,
-    /// The side threads.
+    /// The side threads (FUSE files).
     Side,
 }
 
-/// The engine chosen for a file, and why.
-#[derive(Debug, Clone, Copy)]
+/// When an operation runs inline (on the thread that submits it or waits
+/// for it) rather than through io_uring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inline {
+    /// Never: io_uring.
+    Never,
+    /// Always.
+    Always,
+    /// While the ring has fewer than its inline depth of operations
+    /// outstanding, and at any depth while as many rings serve devices
+    /// without NOWAIT as there are CPUs (io-wq's threads would only take
+    /// CPU time from the rings' threads, which keep every CPU busy).
+    WhileShallow,
+}
+
+/// What is known of a file's device that the choice weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Device {
+    /// The file is on FUSE: io_uring would block a ring on the server and,
+    /// on Linux 6.18, duplicate data on short transfers.
+    pub fuse: bool,
+    /// Whether the device serves non-blocking direct I/O.
+    pub nowait: Nowait,
+}
+
+impl Device {
+    /// What is known of `file`'s device (the NOWAIT trial runs once per
+    /// device, at the first call).
+    pub(crate) fn of(file: &DirectFile) -> Device {
+        Device { fuse: crate::quirks::fuse_bypasses_io_uring(file), nowait: file.nowait() }
+    }
+}
+
+/// The engine chosen, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Choice {
-    pub lane: LaneId,
+    /// The engine, as reported.
     pub engine: EngineKind,
+    /// Why, in words.
     pub reason: &'static str,
-    /// The caller that waits may run the operation itself, and the
-    /// submission does not wake a worker while the queue is empty.
+    /// The pool lane that serves it.
+    pub lane: LaneId,
+    /// When it runs inline.
+    pub inline: Inline,
+    /// The pool's caller that waits may run it itself; the submission then
+    /// wakes no worker while the queue is empty.
     pub help: bool,
 }
 
-/// What [`choose`] weighs besides the file.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Policy {
-    /// The engine the pool's main workers run.
-    pub main: EngineKind,
-    /// The engine policy asked for.
-    pub engine: EnginePolicy,
-    /// Whether waiting callers may run operations themselves.
-    pub help_while_waiting: bool,
-}
-
-/// Decides which engine serves `file`: the one place the choice is made.
-pub(crate) fn choose(p: Policy, file: &DirectFile) -> Choice {
-    if file.is_fuse() && p.main == EngineKind::IoUring {
-        return Choice {
-            lane: LaneId::Side,
-            engine: EngineKind::SideThreads,
-            reason: "the file is on FUSE: io_uring would block its ring on the server and, on Linux 6.18, retry \
-                     short transfers at the same offset (duplicated data)",
-            help: false,
-        };
-    }
-    if p.main != EngineKind::IoUring {
-        return Choice {
-            lane: LaneId::Main,
-            engine: EngineKind::Blocking,
-            reason: "the pool runs the blocking backend (io_uring unavailable or not wanted)",
-            help: false,
-        };
-    }
-    let inline = match p.engine {
-        EnginePolicy::IoUring => false,
-        EnginePolicy::Inline => true,
-        EnginePolicy::Auto => file.nowait() == Nowait::Unsupported,
-    };
-    if !inline {
-        return Choice {
-            lane: LaneId::Main,
-            engine: EngineKind::IoUring,
-            reason: "io_uring with the pool's registered table (the device serves non-blocking I/O)",
-            help: false,
-        };
-    }
-    Choice {
-        lane: LaneId::Main,
-        engine: EngineKind::Inline,
-        reason: if p.help_while_waiting {
-            "the device has no NOWAIT support, so io_uring would hand every request to an io-wq thread: the caller \
-             that waits runs the operation itself (preadv2 / pwritev2), a worker runs shallow queues inline and \
-             deeper ones through io_uring"
-        } else {
-            "the device has no NOWAIT support: workers run shallow queues inline (preadv2 / pwritev2) and deeper \
-             ones through io_uring"
-        },
-        help: p.help_while_waiting,
-    }
-}
-
-/// Pool-wide operation counters.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub submitted: AtomicU64,
-    pub completed: AtomicU64,
-    pub failed: AtomicU64,
-    /// Vectored operations split into one SQE per segment.
-    pub split_ops: AtomicU64,
-    /// Wakers that panicked when their operation completed (caught).
-    pub waker_panics: AtomicU64,
-    /// Operations workers ran inline (no NOWAIT on the device, shallow queue).
-    pub inline_ops: AtomicU64,
-    /// Operations the caller that waited ran itself.
-    pub helped_ops: AtomicU64,
-}
-
-impl Counters {
-    /// Counts one completed operation.
-    pub(crate) fn count(&self, ok: bool) {
-        self.completed.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Completes `done` with `outcome` and counts it.
-    pub(crate) fn finish(&self, done: &OpState, outcome: crate::handle::Outcome) {
-        self.count(outcome.0.is_ok());
-        if !done.complete(outcome) {
-            self.waker_panics.fetch_add(1, Ordering::Relaxed);
+impl Choice {
+    /// Whether an operation runs inline now, on a ring with `outstanding`
+    /// operations (queued, running, or completed and not yet taken) and
+    /// inline depth `depth`; `busy` tells whether rings serving devices
+    /// without NOWAIT are as many as the CPUs (asked only when it matters).
+    pub(crate) fn runs_inline(&self, outstanding: usize, depth: usize, busy: impl FnOnce() -> bool) -> bool {
+        match self.inline {
+            Inline::Never => false,
+            Inline::Always => true,
+            Inline::WhileShallow => outstanding < depth || busy(),
         }
     }
 }
 
-/// How a submitter wakes a worker sleeping in [`Engine::sleep`].
-#[derive(Debug)]
-pub(crate) enum Wake {
-    /// A write to the eventfd whose read the worker's ring keeps in flight.
-    EventFd(Arc<OwnedFd>),
-    /// An unpark of the worker thread.
-    Thread(std::thread::Thread),
-}
+const FUSE_RING: &str = "the file is on FUSE: io_uring would block the ring on the server and, on Linux 6.18, \
+                         retry short transfers at the same offset (duplicated data): inline (preadv2 / pwritev2) on \
+                         the calling thread";
+const FUSE_POOL: &str = "the file is on FUSE: io_uring would block its ring on the server and, on Linux 6.18, retry \
+                         short transfers at the same offset (duplicated data): side threads run preadv2 / pwritev2";
+const BLOCKING_POOL: &str = "the pool runs the blocking engine (io_uring unavailable or not wanted): its workers run \
+                             preadv2 / pwritev2";
+const INLINE_ASKED_RING: &str = "inline, as asked: preadv2 / pwritev2 on the calling thread, at any depth";
+const INLINE_ASKED_POOL: &str =
+    "inline, as asked: the caller that waits runs the operation (preadv2 / pwritev2), or a \
+                                 worker does, at any depth";
+const INLINE_ASKED_POOL_NO_HELP: &str = "inline, as asked: the workers run preadv2 / pwritev2, at any depth";
+const URING_ASKED: &str = "io_uring, as asked (whatever the device)";
+const URING_NOWAIT: &str = "io_uring with the pool's registered table: the device serves non-blocking I/O";
+const SHALLOW_RING: &str = "the device has no NOWAIT support (io_uring would hand every request to an io-wq thread): \
+                            inline while the queue is shallow, io_uring beyond the inline depth";
+const SHALLOW_POOL: &str =
+    "the device has no NOWAIT support, so io_uring would hand every request to an io-wq thread: \
+                            the caller that waits runs the operation itself (preadv2 / pwritev2), a worker runs \
+                            shallow queues inline and deeper ones through io_uring";
+const SHALLOW_POOL_NO_HELP: &str = "the device has no NOWAIT support: workers run shallow queues inline (preadv2 / \
+                                    pwritev2) and deeper ones through io_uring";
 
-impl Wake {
-    pub(crate) fn wake(&self) {
-        match self {
-            Wake::EventFd(fd) => crate::sys::os::eventfd_signal(std::os::fd::AsFd::as_fd(&**fd)),
-            Wake::Thread(t) => t.unpark(),
+/// Decides which engine serves an operation on `device` under `policy`,
+/// run by `runner`: the one place the choice is made.
+pub(crate) fn choose(policy: EnginePolicy, runner: Runner, device: Device) -> Choice {
+    let main = |engine, reason, inline, help| Choice { engine, reason, lane: LaneId::Main, inline, help };
+    match runner {
+        Runner::Ring => {
+            if device.fuse {
+                return main(EngineKind::Inline, FUSE_RING, Inline::Always, false);
+            }
+            match policy {
+                EnginePolicy::Inline | EnginePolicy::Blocking => {
+                    main(EngineKind::Inline, INLINE_ASKED_RING, Inline::Always, false)
+                }
+                EnginePolicy::IoUring => main(EngineKind::IoUring, URING_ASKED, Inline::Never, false),
+                EnginePolicy::Auto if device.nowait == Nowait::Unsupported => {
+                    main(EngineKind::Inline, SHALLOW_RING, Inline::WhileShallow, false)
+                }
+                EnginePolicy::Auto => main(EngineKind::IoUring, URING_NOWAIT, Inline::Never, false),
+            }
+        }
+        Runner::Pool { main: workers, help } => {
+            if workers != EngineKind::IoUring {
+                return main(EngineKind::Blocking, BLOCKING_POOL, Inline::Always, false);
+            }
+            if device.fuse {
+                let side = Choice {
+                    engine: EngineKind::SideThreads,
+                    reason: FUSE_POOL,
+                    lane: LaneId::Side,
+                    inline: Inline::Always,
+                    help: false,
+                };
+                return side;
+            }
+            match policy {
+                EnginePolicy::Inline | EnginePolicy::Blocking => {
+                    let reason = if help { INLINE_ASKED_POOL } else { INLINE_ASKED_POOL_NO_HELP };
+                    main(EngineKind::Inline, reason, Inline::Always, help)
+                }
+                EnginePolicy::IoUring => main(EngineKind::IoUring, URING_ASKED, Inline::Never, false),
+                EnginePolicy::Auto if device.nowait == Nowait::Unsupported => {
+                    let reason = if help { SHALLOW_POOL } else { SHALLOW_POOL_NO_HELP };
+                    main(EngineKind::Inline, reason, Inline::WhileShallow, help)
+                }
+                EnginePolicy::Auto => main(EngineKind::IoUring, URING_NOWAIT, Inline::Never, false),
+            }
         }
     }
 }
 
-/// Where a worker's start-up time went, beyond starting the thread.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Setup {
-    /// `io_uring_setup`.
-    pub ring: Duration,
-    /// Getting the table (clone or register).
-    pub table: Duration,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Builds a worker's engine on the worker's own thread.
-pub(crate) trait EngineFactory: Send + Sync {
-    /// The engine it builds.
-    fn kind(&self) -> EngineKind;
-    /// Builds the engine for worker `id` (on the calling thread, which it
-    /// then runs on), with the wake-up submitters use.
-    fn build(&self, id: usize, counters: Arc<Counters>) -> Result<(Box<dyn Engine>, Wake, Setup)>;
-}
+    const NOWAIT: Device = Device { fuse: false, nowait: Nowait::Supported };
+    const NO_NOWAIT: Device = Device { fuse: false, nowait: Nowait::Unsupported };
+    const UNKNOWN: Device = Device { fuse: false, nowait: Nowait::Unknown };
+    const FUSE: Device = Device { fuse: true, nowait: Nowait::Supported };
+    const POOL: Runner = Runner::Pool { main: EngineKind::IoUring, help: true };
+    const POOL_NO_HELP: Runner = Runner::Pool { main: EngineKind::IoUring, help: false };
+    const BLOCKING: Runner = Runner::Pool { main: EngineKind::Blocking, help: true };
 
-/// One worker's engine. Synchronous engines complete an operation in
-/// [`Engine::start`]; asynchronous ones in [`Engine::reap`].
-pub(crate) trait Engine {
-    /// Operations it can take now.
-    fn room(&mut self) -> usize;
-    /// Starts `op`, whose handle is `done`.
-    fn start(&mut self, op: Op, done: Arc<OpState>);
-    /// Hands what was started to the kernel, if it batches.
-    fn flush(&mut self) {}
-    /// Completes the operations that finished, and notes wake-ups; returns
-    /// how many events it handled.
-    fn reap(&mut self) -> usize;
-    /// Operations started and not yet completed.
-    fn in_flight(&self) -> usize;
-    /// Blocks until a completion, a wake-up, or `timeout` (none: no limit).
-    fn sleep(&mut self, timeout: Option<Duration>);
-    /// Work between passes (picking up table growth).
-    fn upkeep(&mut self) {}
-    /// After a panic in the worker loop: completes everything still in
-    /// flight, so that no handle waits forever and no buffer is lost.
-    fn recover(&mut self);
+    #[test]
+    fn auto_follows_the_device() {
+        for runner in [Runner::Ring, POOL] {
+            let c = choose(EnginePolicy::Auto, runner, NOWAIT);
+            assert_eq!((c.engine, c.inline, c.lane), (EngineKind::IoUring, Inline::Never, LaneId::Main));
+            assert_eq!(choose(EnginePolicy::Auto, runner, UNKNOWN).engine, EngineKind::IoUring, "untested: io_uring");
+            let c = choose(EnginePolicy::Auto, runner, NO_NOWAIT);
+            assert_eq!((c.engine, c.inline), (EngineKind::Inline, Inline::WhileShallow));
+            assert!(c.reason.contains("no NOWAIT"), "{}", c.reason);
+        }
+        assert!(choose(EnginePolicy::Auto, POOL, NO_NOWAIT).help);
+        assert!(!choose(EnginePolicy::Auto, POOL_NO_HELP, NO_NOWAIT).help);
+        assert!(!choose(EnginePolicy::Auto, POOL, NOWAIT).help, "no help on io_uring devices");
+    }
+
+    #[test]
+    fn a_forced_policy_is_obeyed_and_its_reason_says_so() {
+        for runner in [Runner::Ring, POOL, POOL_NO_HELP] {
+            for device in [NOWAIT, NO_NOWAIT, UNKNOWN] {
+                let c = choose(EnginePolicy::IoUring, runner, device);
+                assert_eq!((c.engine, c.inline), (EngineKind::IoUring, Inline::Never));
+                assert!(c.reason.contains("as asked") && !c.reason.contains("serves non-blocking"), "{}", c.reason);
+                for inline in [EnginePolicy::Inline, EnginePolicy::Blocking] {
+                    let c = choose(inline, runner, device);
+                    assert_eq!((c.engine, c.inline), (EngineKind::Inline, Inline::Always));
+                    assert!(c.reason.contains("as asked") && !c.reason.contains("io_uring beyond"), "{}", c.reason);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fuse_files_never_reach_io_uring() {
+        for policy in [EnginePolicy::Auto, EnginePolicy::IoUring, EnginePolicy::Inline] {
+            let c = choose(policy, POOL, FUSE);
+            assert_eq!((c.engine, c.lane, c.help), (EngineKind::SideThreads, LaneId::Side, false));
+            let c = choose(policy, Runner::Ring, FUSE);
+            assert_eq!((c.engine, c.inline), (EngineKind::Inline, Inline::Always));
+        }
+    }
+
+    #[test]
+    fn a_blocking_pool_runs_everything_on_its_workers() {
+        for device in [NOWAIT, NO_NOWAIT, FUSE] {
+            let c = choose(EnginePolicy::Auto, BLOCKING, device);
+            assert_eq!((c.engine, c.lane, c.help), (EngineKind::Blocking, LaneId::Main, false));
+        }
+    }
+
+    #[test]
+    fn shallow_queues_run_inline_until_the_depth_or_while_cpus_are_busy() {
+        let c = choose(EnginePolicy::Auto, Runner::Ring, NO_NOWAIT);
+        assert!(c.runs_inline(0, 12, || false));
+        assert!(c.runs_inline(11, 12, || false));
+        assert!(!c.runs_inline(12, 12, || false));
+        assert!(c.runs_inline(100, 12, || true));
+        let never = choose(EnginePolicy::Auto, Runner::Ring, NOWAIT);
+        assert!(!never.runs_inline(0, 12, || panic!("not asked")));
+        let always = choose(EnginePolicy::Inline, Runner::Ring, NOWAIT);
+        assert!(always.runs_inline(1000, 12, || panic!("not asked")));
+    }
 }

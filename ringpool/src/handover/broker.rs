@@ -22,6 +22,7 @@ use std::time::Duration;
 use super::{wire, HandedRing};
 use crate::error::{Error, Result};
 use crate::memory::SegmentReservation;
+use crate::stats::BrokerStats;
 use crate::sys;
 use crate::table::BufferTable;
 
@@ -44,17 +45,6 @@ impl Default for BrokerOptions {
     }
 }
 
-/// What a broker has done.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BrokerStats {
-    /// Rings handed over.
-    pub served: u64,
-    /// Connections or requests refused.
-    pub refused: u64,
-    /// Connections open now.
-    pub clients: u64,
-}
-
 #[derive(Default)]
 struct Counters {
     served: AtomicU64,
@@ -70,7 +60,8 @@ struct Counters {
 /// they close (the serving thread stays for them).
 ///
 /// ```no_run
-/// use ringpool::{BrokerOptions, BufferTable, IoMemory, MemoryOptions, RingBroker};
+/// use ringpool::handover::{BrokerOptions, RingBroker};
+/// use ringpool::{BufferTable, IoMemory, MemoryOptions};
 /// let mem = IoMemory::map_with(1 << 30, &MemoryOptions::new().segment_size(64 << 20).shared())?;
 /// mem.prefault(|_| {})?;
 /// let table = BufferTable::register(&mem)?;

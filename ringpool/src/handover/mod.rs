@@ -29,7 +29,7 @@
 mod broker;
 pub(crate) mod wire;
 
-pub use broker::{BrokerOptions, BrokerStats, RingBroker};
+pub use broker::{BrokerOptions, RingBroker};
 
 /// What a receiver answers once it duplicated a sent ring's fd.
 pub(crate) const ACK: &[u8] = b"A";
@@ -38,15 +38,13 @@ use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use io_uring::IoUring;
-
-use crate::errno::{clone_error, setup_error, CloneRequest};
 use crate::error::{Error, Result};
 use crate::memory::{IoMemory, SegmentReservation};
 use crate::ring::{Ring, RingOptions};
 use crate::sys;
 use crate::table::BufferTable;
-use crate::types::TablePath;
+use crate::types::{CloneRange, TablePath};
+use crate::uring::{self, Setup};
 
 /// How [`BufferTable::handover`] makes a ring.
 #[derive(Debug, Clone)]
@@ -84,29 +82,36 @@ impl HandoverOptions {
 }
 
 /// A ring set up by the owner of a shared pool for another process to
-/// drive (see the [module docs](crate::HandedRing#handing-rings-to-other-processes)).
+/// drive (see the [module docs](self)).
 ///
 /// # Handing rings to other processes
 ///
 /// ```no_run
-/// use ringpool::{BufferTable, HandoverOptions, IoMemory, MemoryOptions, PagePolicy};
+/// use ringpool::handover::HandoverOptions;
+/// use ringpool::types::PagePolicy;
+/// use ringpool::{BufferTable, IoMemory, MemoryOptions};
 /// let mem = IoMemory::map_with(1 << 30, &MemoryOptions::new().page(PagePolicy::Auto).segment_size(64 << 20).shared())?;
 /// mem.prefault(|_| {})?;
 /// let table = BufferTable::register(&mem)?;
 /// let handed = table.handover(&HandoverOptions::new().leases(8..16))?;
 /// let for_child = handed.try_clone()?;
-/// // SAFETY (of the example): one thread; the child uses what it inherited.
-/// let pid = unsafe {
-///     ringpool::process::fork_child(move || {
-///         let Ok(mut ring) = for_child.enable() else { return 1 }; // its own ring, the table cloned in
-///         let Ok(buf) = ring.memory().unwrap().try_alloc(4096) else { return 2 }; // from segments 8..16
-///         # drop(buf);
-///         0
-///     })
+/// // SAFETY (of the example): one thread; the child uses what it inherited
+/// // and ends with _exit.
+/// match unsafe { libc::fork() } {
+///     0 => {
+///         let code = match for_child.enable() {
+///             // Its own ring, the table cloned in; leases from segments 8..16.
+///             Ok(ring) => ring.memory().and_then(|m| m.try_alloc(4096).ok()).map_or(2, |_buf| 0),
+///             Err(_) => 1,
+///         };
+///         unsafe { libc::_exit(code) }
+///     }
+///     pid => {
+///         drop((handed, for_child)); // segments 8..16 come back once the child is done with them
+///         let mut status = 0;
+///         unsafe { libc::waitpid(pid, &mut status, 0) };
+///     }
 /// }
-/// .expect("fork");
-/// drop(handed); // segments 8..16 come back once the child is done with them
-/// ringpool::process::wait_child(pid).expect("wait");
 /// # Ok::<(), ringpool::Error>(())
 /// ```
 pub struct HandedRing {
@@ -183,17 +188,10 @@ impl BufferTable {
             ));
         }
         let (layout, memfds) = t.memory.layout(t.entries())?;
-        // entries <= 32768: twice that fits.
-        let ring: IoUring = IoUring::builder()
-            .setup_r_disabled()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_cqsize(entries * 2)
-            .build(entries)
-            .map_err(setup_error)?;
+        let setup = Setup { single_issuer: true, defer_taskrun: true, disabled: true, ..Setup::plain(entries) };
+        let (ring, _) = uring::setup(&setup)?;
         // A disabled ring accepts the clone (measured on 6.18).
-        let req = CloneRequest { src_off: 0, dst_off: 0, nr: 0, source_len: u32::from(t.source_len()), replace: false };
-        ring.submitter().register_buffers_clone(t.fd()).map_err(|e| clone_error(e, req))?;
+        uring::clone_into(&ring, t.fd(), u32::from(t.source_len()), CloneRange::all())?;
         let params = sys::handoff::params_bytes(&ring);
         // A forked child then rebuilds the ring without setting one up to
         // learn the layout.
@@ -339,15 +337,9 @@ impl HandedRing {
         let fd = self.fd.try_clone().map_err(|e| Error::os("dup handed ring", e))?;
         let io = sys::handoff::ring_from_fd(fd, &self.msg.params)
             .map_err(|e| Error::BadHandover { reason: format!("the ring's fd and parameters: {e}") })?;
-        match io.submitter().register_enable_rings() {
-            Ok(()) => {}
-            // The ring is not disabled (EBADFD), or another task is its
-            // single issuer already (EEXIST): some process enabled it.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADFD) | Some(libc::EEXIST)) => {
-                return Err(Error::RingAlreadyEnabled)
-            }
-            Err(e) => return Err(Error::os("enable ring", e)),
-        }
+        // Charged to the process that set it up.
+        let io = sys::uring::Uring::new(io, 0);
+        uring::enable(&io)?;
         // This process is the one that enabled the ring: it alone leases
         // from its segments, for as long as its view keeps the token.
         if !self.msg.leases.is_empty() {
@@ -453,7 +445,7 @@ impl HandedRing {
 /// descriptors: the number of descriptors it expects, or why it is refused.
 /// For fuzzing the decoder.
 #[doc(hidden)]
-pub fn check_handover_message(bytes: &[u8]) -> std::result::Result<usize, String> {
+pub fn check_message(bytes: &[u8]) -> std::result::Result<usize, String> {
     let m = wire::decode(bytes)?;
     let again = wire::encode(&m);
     assert_eq!(again, bytes, "a decoded message encodes to the same bytes");
@@ -463,7 +455,7 @@ pub fn check_handover_message(bytes: &[u8]) -> std::result::Result<usize, String
 /// Checks a ring broker's request as the broker does: (entries, lease
 /// segments), or why it is refused. For fuzzing the decoder.
 #[doc(hidden)]
-pub fn check_ring_request(bytes: &[u8]) -> std::result::Result<(u32, u16), String> {
+pub fn check_request(bytes: &[u8]) -> std::result::Result<(u32, u16), String> {
     let q = wire::decode_request(bytes)?;
     assert_eq!(wire::encode_request(&q), bytes, "a decoded request encodes to the same bytes");
     Ok((q.entries, q.leases))

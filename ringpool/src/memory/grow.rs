@@ -8,31 +8,13 @@
 //! takes the new segments out again: the pool is as before.
 
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{pages, segments_of, IoMemory};
 use crate::error::{Error, Result};
+use crate::stats::GrowReport;
+use crate::types::Bytes;
 use crate::types::MAX_SEGMENTS;
-use crate::units::Bytes;
-
-/// What a growth did and how long each step took.
-#[derive(Debug, Clone)]
-pub struct GrowReport {
-    /// The new segments (table slots).
-    pub segments: Range<u16>,
-    /// Bytes added.
-    pub bytes: u64,
-    /// Table generation now published (0 without a table).
-    pub generation: u64,
-    /// Mapping the memory.
-    pub map_time: Duration,
-    /// Faulting it in.
-    pub prefault_time: Duration,
-    /// Registering it into the template's free slots (zero without a table).
-    pub register_time: Duration,
-    /// When registration began (rings can pick the growth up from then on).
-    pub register_started: Instant,
-}
 
 impl IoMemory {
     /// Maps `bytes` more (rounded up to the page size) under the pool's page
@@ -68,17 +50,17 @@ impl IoMemory {
         if bytes == 0 {
             return Err(Error::invalid("growth", 0, "it must be at least one page"));
         }
-        let sh = &self.shared;
+        let sh = &self.inner;
         let _growing = self.growth_lock();
-        check(sh.segment_count())?;
-        let len = pages::round_to_pages("growth", bytes, sh.kind)?;
-        let nseg = len.div_ceil(sh.segment_size);
-        let first = u64::from(sh.segment_count());
+        check(sh.map.segment_count())?;
+        let len = pages::round_to_pages("growth", bytes, sh.map.kind)?;
+        let nseg = len.div_ceil(sh.map.segment_size);
+        let first = u64::from(sh.map.segment_count());
         let total = first.saturating_add(nseg);
         if total > MAX_SEGMENTS {
             return Err(Error::TooManySegments {
                 size: Bytes(self.len().saturating_add(len)),
-                segment: Bytes(sh.segment_size),
+                segment: Bytes(sh.map.segment_size),
                 segments: total,
             });
         }
@@ -92,15 +74,20 @@ impl IoMemory {
             });
         }
         let t = Instant::now();
-        if sh.registrar.is_some() {
+        if sh.view.is_some() {
             return Err(Error::invalid(
                 "growth",
                 Bytes(bytes),
                 "this memory was handed over by another process; the process that owns the pool grows it",
             ));
         }
-        let map = pages::map(sh.kind, len, sh.align, sh.shared)?;
-        sh.segs.write().unwrap_or_else(|p| p.into_inner()).extend(segments_of(&map, first, len, sh.segment_size));
+        let map = pages::map(sh.map.kind, len, sh.map.align, sh.shared)?;
+        sh.map.segs.write().unwrap_or_else(|p| p.into_inner()).extend(segments_of(
+            &map,
+            first,
+            len,
+            sh.map.segment_size,
+        ));
         drop(map);
         let map_time = t.elapsed();
         // Both at most 16384 (checked above).
@@ -135,14 +122,14 @@ impl IoMemory {
     /// Takes segments `range` (the last ones, never leasable) out again; the
     /// mapping goes with its last segment.
     fn retract(&self, range: Range<u16>) {
-        let mut segs = self.shared.segs.write().unwrap_or_else(|p| p.into_inner());
+        let mut segs = self.inner.map.segs.write().unwrap_or_else(|p| p.into_inner());
         segs.truncate(range.start as usize);
         tracing::debug!(?range, "growth failed: new segments taken out again");
     }
 
     /// Hands segments `range` to the allocator.
     fn make_leasable(&self, range: Range<u16>) {
-        let segs = self.shared.segs();
+        let segs = self.inner.map.segs();
         let (Some(first), Some(last)) =
             (segs.get(range.start as usize), range.end.checked_sub(1).and_then(|l| segs.get(l as usize)))
         else {
@@ -151,7 +138,7 @@ impl IoMemory {
         let start = first.seg.offset;
         let len = last.seg.offset + last.seg.len - start;
         drop(segs);
-        self.shared.alloc.with_buddy(|b| b.add_range(start, len));
-        self.shared.alloc.notify_grown();
+        self.inner.lease.alloc.with_buddy(|b| b.add_range(start, len));
+        self.inner.lease.alloc.notify_grown();
     }
 }

@@ -1,36 +1,42 @@
-//! `IoMemory`: the IO memory pool, mappings split into segments, with the
-//! lease allocator.
+//! `IoMemory`: the IO memory pool, by concept:
+//!
+//! - this file: the mappings, split into segments (what `IoMemory` is);
+//! - [`pages`], [`prefault`], [`grow`], [`shrink`]: choosing the pages,
+//!   faulting them in, adding and releasing segments;
+//! - [`leasing`]: `IoBuf` leases from the buddy allocator, segments kept
+//!   out of leasing for other processes, regions;
+//! - [`view`]: the process-shared view (the layout another process maps,
+//!   and the registrar's addresses).
 
 mod grow;
 mod leasing;
 mod pages;
 mod prefault;
-mod shared;
 mod shrink;
+mod view;
 
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-pub use grow::GrowReport;
-pub use leasing::AllocFuture;
-pub use shrink::ShrinkReport;
+use leasing::Leasing;
+pub use leasing::{AllocFuture, SegmentReservation};
+use view::View;
+pub(crate) use view::{Layout, MapDesc, SegDesc};
 
 /// The page kind `policy` gives a pool of `size` bytes now, and why.
 pub(crate) fn choose_pages(size: u64, policy: PagePolicy) -> Result<(PageKind, String)> {
     pages::choose(size, policy)
 }
-pub use shared::SegmentReservation;
-pub(crate) use shared::{Layout, MapDesc, SegDesc};
 
-use crate::alloc::{Allocator, Buddy, Grant};
+use crate::alloc::{Buddy, Grant};
 use crate::error::{Error, Result};
 use crate::home::Home;
+use crate::stats::SegmentStats;
 use crate::sys::buf::LeaseOwner;
 use crate::sys::mmap::Mapping;
-use crate::types::{PageKind, PagePolicy, Segment, MAX_SEGMENTS, MAX_SEGMENT_SIZE};
-use crate::units::Bytes;
+use crate::types::{Bytes, PageKind, PagePolicy, Segment, MAX_SEGMENTS, MAX_SEGMENT_SIZE};
 
 /// How to map the pool.
 #[derive(Debug, Clone)]
@@ -84,74 +90,62 @@ impl MemoryOptions {
     }
 }
 
-/// One segment of the pool, now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct SegmentStats {
-    /// Its index (table slot).
-    pub index: u16,
-    /// Its first byte's pool offset.
-    pub offset: u64,
-    /// Its length.
-    pub len: u64,
-    /// Bytes leased from it.
-    pub bytes_leased: u64,
-    /// Leases out in it.
-    pub leases: u64,
-}
-
 /// A segment and the mapping that holds it.
 #[derive(Clone)]
 pub(crate) struct SegInfo {
+    /// The segment (its `addr` is where this process maps it).
     pub(crate) seg: Segment,
-    /// Address of the segment's first byte.
-    pub(crate) addr: usize,
     map: Arc<Mapping>,
     /// Offset of the segment in its mapping.
     map_off: usize,
 }
 
-pub(crate) struct PoolShared {
-    kind: PageKind,
-    choice: String,
-    requested: u64,
-    segment_size: u64,
-    align: u64,
-    /// Segments in table order; segment `i` starts at pool offset
-    /// `i * segment_size`.
-    segs: RwLock<Vec<SegInfo>>,
-    pub(crate) alloc: Allocator,
-    prefault: Mutex<Option<Duration>>,
-    /// Serialises growth (held from the capacity check to publication).
-    growing: Mutex<()>,
+/// Everything behind an [`IoMemory`] handle, by concept: the mapping and
+/// its segments, leasing, and (for memory another process registered) the
+/// view of the registrar's pool.
+pub(crate) struct PoolInner {
+    /// The mappings and their segments.
+    pub(crate) map: Mapped,
+    /// The allocator, and the segments held back for other processes.
+    pub(crate) lease: Leasing,
+    /// For memory handed over by another process: where the registrar has
+    /// each segment, and which memfds hold it.
+    pub(crate) view: Option<View>,
+    /// Mapped from memfds, shared with other processes.
+    pub(crate) shared: bool,
     /// The process that mapped the memory: private mappings are
     /// MADV_DONTFORK, absent in a forked child, whose copy of the allocator
     /// is the parent's.
     home: Home,
-    /// Mapped from memfds, shared with other processes.
-    shared: bool,
-    /// For memory handed over by another process: where the registrar has
-    /// each segment, and which memfds hold it.
-    registrar: Option<shared::View>,
-    /// Kept open while the memory lives: the lease tokens (or broker
-    /// connections) that hold this process's lease segments in the owner.
-    keep: Mutex<Vec<std::os::fd::OwnedFd>>,
-    /// In the owner: lease segments of rings handed to other processes,
-    /// held back until their token pipe hangs up.
-    parked: Mutex<Vec<(std::ops::Range<u16>, std::os::fd::OwnedFd)>>,
     /// The tables registered over it (and followed by their rings): a
     /// shrink must reach every ring that may hold its segments.
     links: Mutex<Vec<std::sync::Weak<crate::link::TableLink>>>,
 }
 
-impl PoolShared {
+/// The pool's mappings, split into segments.
+pub(crate) struct Mapped {
+    pub(crate) kind: PageKind,
+    pub(crate) choice: String,
+    pub(crate) requested: u64,
+    pub(crate) segment_size: u64,
+    pub(crate) align: u64,
+    /// Segments in table order; segment `i` starts at pool offset
+    /// `i * segment_size`.
+    pub(crate) segs: RwLock<Vec<SegInfo>>,
+    pub(crate) prefault: Mutex<Option<Duration>>,
+    /// Serialises growth and shrink (held from the capacity check to
+    /// publication).
+    pub(crate) growing: Mutex<()>,
+}
+
+impl Mapped {
     pub(crate) fn segment_of(&self, offset: u64) -> u16 {
         // Offsets come from grants inside the pool, whose segments number at
         // most 16384: the quotient fits.
         u16::try_from(offset / self.segment_size).unwrap_or(u16::MAX)
     }
 
-    fn segs(&self) -> RwLockReadGuard<'_, Vec<SegInfo>> {
+    pub(crate) fn segs(&self) -> RwLockReadGuard<'_, Vec<SegInfo>> {
         self.segs.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -169,17 +163,17 @@ impl PoolShared {
     }
 }
 
-impl LeaseOwner for PoolShared {
+impl LeaseOwner for PoolInner {
     fn addr(&self, grant: &Grant) -> NonNull<u8> {
-        let segs = self.segs();
-        let s = &segs[self.segment_of(grant.offset()) as usize];
-        let addr = s.addr + (grant.offset() - s.seg.offset) as usize;
+        let segs = self.map.segs();
+        let s = &segs[self.map.segment_of(grant.offset()) as usize];
+        let addr = s.seg.addr + (grant.offset() - s.seg.offset) as usize;
         NonNull::new(addr as *mut u8).expect("a mapping never starts at address 0")
     }
 
     fn release(&self, grant: Grant) {
         if !grant.is_region() {
-            self.alloc.release(grant);
+            self.lease.alloc.release(grant);
         }
     }
 
@@ -200,7 +194,8 @@ impl LeaseOwner for PoolShared {
 /// gone.
 ///
 /// ```no_run
-/// use ringpool::{IoMemory, PagePolicy};
+/// use ringpool::types::PagePolicy;
+/// use ringpool::IoMemory;
 /// let mem = IoMemory::map(1 << 30, PagePolicy::Auto)?;
 /// println!("{} in {} segments of {}", mem.len(), mem.segment_count(), mem.page_kind());
 /// mem.prefault(|p| eprint!("\r{} / {}", p.done, p.total))?;
@@ -210,15 +205,15 @@ impl LeaseOwner for PoolShared {
 /// ```
 #[derive(Clone)]
 pub struct IoMemory {
-    pub(crate) shared: Arc<PoolShared>,
+    pub(crate) inner: Arc<PoolInner>,
 }
 
 impl fmt::Debug for IoMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IoMemory")
             .field("len", &self.len())
-            .field("page", &self.shared.kind)
-            .field("segments", &self.shared.segment_count())
+            .field("page", &self.inner.map.kind)
+            .field("segments", &self.inner.map.segment_count())
             .finish()
     }
 }
@@ -234,8 +229,9 @@ fn segments_of(map: &Arc<Mapping>, first: u64, len: u64, segment_size: u64) -> V
                 index: (first + i) as u16,
                 offset: (first + i) * segment_size,
                 len: segment_size.min(len - map_off),
+                addr: map.addr() + map_off as usize,
             };
-            SegInfo { seg, addr: map.addr() + map_off as usize, map: map.clone(), map_off: map_off as usize }
+            SegInfo { seg, map: map.clone(), map_off: map_off as usize }
         })
         .collect()
 }
@@ -301,31 +297,38 @@ impl IoMemory {
             tracing::info!(requested = size, len, page = %kind, "pool size rounded up to a multiple of the page size");
         }
         tracing::debug!(len, segments = nseg, page = %kind, %choice, "mapped IO memory");
-        Ok(IoMemory {
-            shared: Arc::new(PoolShared {
-                kind,
-                choice,
-                requested: size,
-                segment_size,
-                align,
-                segs: RwLock::new(segments),
-                alloc: Allocator::new(buddy),
-                prefault: Mutex::new(None),
-                growing: Mutex::new(()),
+        let map = Mapped {
+            kind,
+            choice,
+            requested: size,
+            segment_size,
+            align,
+            segs: RwLock::new(segments),
+            prefault: Mutex::new(None),
+            growing: Mutex::new(()),
+        };
+        Ok(IoMemory::from_parts(map, Leasing::new(buddy), None, opts.shared))
+    }
+
+    /// A handle over memory mapped here (`view`: memory another process
+    /// registered).
+    pub(crate) fn from_parts(map: Mapped, lease: Leasing, view: Option<View>, shared: bool) -> IoMemory {
+        IoMemory {
+            inner: Arc::new(PoolInner {
+                map,
+                lease,
+                view,
+                shared,
                 home: Home::here("IoMemory"),
-                shared: opts.shared,
-                registrar: None,
-                keep: Mutex::new(Vec::new()),
                 links: Mutex::new(Vec::new()),
-                parked: Mutex::new(Vec::new()),
             }),
-        })
+        }
     }
 
     /// Length in bytes: the requested size rounded up to the page size,
     /// plus everything grown since.
     pub fn len(&self) -> u64 {
-        self.shared.segs().iter().map(|s| s.seg.len).sum()
+        self.inner.map.segs().iter().map(|s| s.seg.len).sum()
     }
 
     /// Always `false`: a pool has at least one page.
@@ -335,48 +338,54 @@ impl IoMemory {
 
     /// The size that was asked for, before rounding.
     pub fn requested_len(&self) -> u64 {
-        self.shared.requested
+        self.inner.map.requested
     }
 
     /// The pages that back the pool.
     pub fn page_kind(&self) -> PageKind {
-        self.shared.kind
+        self.inner.map.kind
     }
 
     /// Why this page size was chosen (for [`PagePolicy::Auto`], what was
     /// tried).
     pub fn page_choice(&self) -> &str {
-        &self.shared.choice
+        &self.inner.map.choice
     }
 
     /// The segment size.
     pub fn segment_size(&self) -> u64 {
-        self.shared.segment_size
+        self.inner.map.segment_size
     }
 
     /// The segments, in table order (a copy: the pool may grow).
     pub fn segments(&self) -> Vec<Segment> {
-        self.shared.segs().iter().map(|s| s.seg).collect()
+        self.inner.map.segs().iter().map(|s| s.seg).collect()
     }
 
     /// How many segments the pool has now.
     pub fn segment_count(&self) -> u16 {
-        self.shared.segment_count()
+        self.inner.map.segment_count()
     }
 
     /// The lease alignment.
     pub fn alignment(&self) -> u64 {
-        self.shared.align
+        self.inner.map.align
     }
 
-    /// Address of the first byte of the first segment (for diagnostics).
+    /// Address of the first byte of the first segment in this process
+    /// (every segment's is in [`IoMemory::segments`]).
     pub fn addr(&self) -> usize {
-        self.shared.segs()[0].addr
+        self.inner.map.segs()[0].seg.addr
+    }
+
+    /// The iovecs of segments `[from, to)`, for registration.
+    pub(crate) fn iovs(&self, from: u16, to: u16) -> Vec<crate::sys::uring::Iov> {
+        self.inner.map.iovs(from, to)
     }
 
     /// Records a table registered over this memory.
     pub(crate) fn add_link(&self, link: &Arc<crate::link::TableLink>) {
-        let mut l = self.shared.links.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = self.inner.links.lock().unwrap_or_else(|p| p.into_inner());
         l.retain(|w| w.strong_count() > 0);
         l.push(Arc::downgrade(link));
     }
@@ -384,7 +393,7 @@ impl IoMemory {
     /// Tables (or rings of tables) over this memory that live now, other
     /// than `own`.
     pub(crate) fn other_links(&self, own: Option<&Arc<crate::link::TableLink>>) -> usize {
-        let l = self.shared.links.lock().unwrap_or_else(|p| p.into_inner());
+        let l = self.inner.links.lock().unwrap_or_else(|p| p.into_inner());
         l.iter().filter_map(std::sync::Weak::upgrade).filter(|link| own.is_none_or(|o| !Arc::ptr_eq(o, link))).count()
     }
 
@@ -393,7 +402,7 @@ impl IoMemory {
         self.reclaim_handed_segments();
         // The segments first, then the allocator: never both locks at once.
         let segs: Vec<Segment> = self.segments();
-        self.shared.alloc.with_buddy(|b| {
+        self.inner.lease.alloc.with_buddy(|b| {
             let used = b.per_segment();
             segs.iter()
                 .map(|s| {
@@ -412,38 +421,38 @@ impl IoMemory {
 
     /// Whether the pool is mapped shared ([`MemoryOptions::shared`]).
     pub fn is_shared(&self) -> bool {
-        self.shared.shared
+        self.inner.shared
     }
 
     /// What to add to the address of a byte of segment `segment` to get the
     /// address the kernel's registered buffer knows it by (not 0 in a
     /// process that maps memory another process registered).
     pub(crate) fn shift_of(&self, segment: u16) -> usize {
-        match &self.shared.registrar {
+        match &self.inner.view {
             None => 0,
             Some(v) => {
-                let local = self.shared.segs().get(segment as usize).map_or(0, |s| s.addr);
+                let local = self.inner.map.segs().get(segment as usize).map_or(0, |s| s.seg.addr);
                 v.addrs.get(segment as usize).map_or(0, |&a| (a as usize).wrapping_sub(local))
             }
         }
     }
 
     /// Whether a lease came from this pool.
-    pub(crate) fn owns(&self, buf: &crate::IoBuf) -> bool {
-        buf.pool_id() == Arc::as_ptr(&self.shared) as *const ()
+    pub(crate) fn owns(&self, buf: &crate::buf::IoBuf) -> bool {
+        buf.pool_id() == Arc::as_ptr(&self.inner) as *const ()
     }
 
     /// Whether both handles are the same pool.
     pub(crate) fn same_pool(&self, other: &IoMemory) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// [`Error::Forked`] in a process forked from the one that mapped it.
     pub(crate) fn check_home(&self) -> Result<()> {
-        self.shared.home.check()
+        self.inner.home.check()
     }
 
     fn growth_lock(&self) -> MutexGuard<'_, ()> {
-        self.shared.growing.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.map.growing.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::sys::mmap::{Backing, Mapping};
+use crate::types::Bytes;
 use crate::types::{HugePages, PageKind, PagePolicy, ThpMode};
-use crate::units::Bytes;
 
 /// How `mmap` backs memory of a page kind.
 pub(super) fn backing(kind: PageKind) -> Backing {

@@ -24,17 +24,9 @@ impl IoMemory {
     /// [`Error::Io`] if the kernel cannot supply the memory (ENOMEM, or
     /// EFAULT for hugetlb pages taken by someone else).
     pub fn prefault(&self, progress: impl Fn(Progress) + Sync) -> Result<Duration> {
-        self.prefault_with(default_threads(), progress)
-    }
-
-    /// [`IoMemory::prefault`] with an explicit number of threads.
-    ///
-    /// # Errors
-    /// As [`IoMemory::prefault`].
-    pub fn prefault_with(&self, threads: usize, progress: impl Fn(Progress) + Sync) -> Result<Duration> {
         self.check_home()?;
-        let took = self.prefault_range(0, self.len(), threads, progress)?;
-        if let Ok(mut p) = self.shared.prefault.lock() {
+        let took = self.prefault_range(0, self.len(), default_threads(), progress)?;
+        if let Ok(mut p) = self.inner.map.prefault.lock() {
             *p = Some(took);
         }
         Ok(took)
@@ -42,12 +34,12 @@ impl IoMemory {
 
     /// How long the last [`IoMemory::prefault`] took, if one ran.
     pub fn prefault_time(&self) -> Option<Duration> {
-        self.shared.prefault.lock().ok().and_then(|p| *p)
+        self.inner.map.prefault.lock().ok().and_then(|p| *p)
     }
 
     /// Faults segments `range` in (as [`IoMemory::prefault`]).
     pub(crate) fn prefault_segments(&self, range: Range<u16>, progress: impl Fn(Progress) + Sync) -> Result<Duration> {
-        let segs = self.shared.segs();
+        let segs = self.inner.map.segs();
         let (Some(first), Some(last)) =
             (segs.get(range.start as usize), range.end.checked_sub(1).and_then(|l| segs.get(l as usize)))
         else {
@@ -73,9 +65,9 @@ impl IoMemory {
     ) -> Result<Duration> {
         self.check_home()?;
         let start = Instant::now();
-        let page = self.shared.kind.bytes();
+        let page = self.inner.map.kind.bytes();
         let begin = offset / page * page;
-        let pool_end = self.shared.segs().last().map_or(0, |s| s.seg.offset + s.seg.len);
+        let pool_end = self.inner.map.segs().last().map_or(0, |s| s.seg.offset + s.seg.len);
         let end = offset.checked_add(len).and_then(|e| e.checked_next_multiple_of(page)).filter(|&e| e <= pool_end);
         let Some(end) = end else {
             return Err(Error::invalid(
@@ -89,7 +81,8 @@ impl IoMemory {
         // hand, only while it is free of leases, under the allocator's lock.
         let touch = |c: &Chunk| {
             let free = self
-                .shared
+                .inner
+                .lease
                 .alloc
                 .with_buddy(|b| b.is_free(c.pool_off, c.len as u64).then(|| c.map.touch(c.map_off, c.len, 4096)));
             free.unwrap_or(Ok(()))
@@ -103,7 +96,7 @@ impl IoMemory {
     fn chunks(&self, begin: u64, end: u64, page: u64) -> Vec<Chunk> {
         let chunk = (64u64 << 20).max(page);
         let mut out = Vec::new();
-        for s in self.shared.segs().iter() {
+        for s in self.inner.map.segs().iter() {
             let (a, b) = (s.seg.offset.max(begin), (s.seg.offset + s.seg.len).min(end));
             let mut at = a;
             while at < b {

@@ -13,28 +13,9 @@ use std::time::{Duration, Instant};
 use super::IoMemory;
 use crate::error::{Error, Result};
 use crate::link::TableLink;
+use crate::stats::ShrinkReport;
+use crate::types::Bytes;
 use crate::types::PageKind;
-use crate::units::Bytes;
-
-/// What a shrink released and how long each step took.
-#[derive(Debug, Clone)]
-pub struct ShrinkReport {
-    /// The segments released (the pool's last ones; their table slots are
-    /// holes now, free for a later growth).
-    pub segments: Range<u16>,
-    /// Bytes released.
-    pub bytes: u64,
-    /// Table generation that dropped them (0 without a table).
-    pub generation: u64,
-    /// Waiting for the leases in those segments to come back.
-    pub drain_time: Duration,
-    /// Taking them out of the template and the rings.
-    pub unpublish_time: Duration,
-    /// Unmapping them.
-    pub unmap_time: Duration,
-    /// From the call until the memory was unmapped.
-    pub total: Duration,
-}
 
 impl IoMemory {
     /// Releases the pool's trailing segments that hold at least `bytes`
@@ -72,8 +53,8 @@ impl IoMemory {
         // A timeout too long to add means no deadline worth the name.
         let deadline = start.checked_add(timeout).unwrap_or(start + Duration::from_secs(86_400 * 365));
         self.check_home()?;
-        let sh = &self.shared;
-        if sh.registrar.is_some() {
+        let sh = &self.inner;
+        if sh.view.is_some() {
             return Err(Error::invalid(
                 "shrink",
                 Bytes(bytes),
@@ -106,11 +87,11 @@ impl IoMemory {
         let segs32 = u32::from(range.start)..u32::from(range.end);
         self.close_segments(range.clone())?;
         let reopen = || {
-            sh.alloc.with_buddy(|b| segs32.clone().for_each(|s| b.reopen_segment(s)));
-            sh.alloc.notify_grown();
+            sh.lease.alloc.with_buddy(|b| segs32.clone().for_each(|s| b.reopen_segment(s)));
+            sh.lease.alloc.notify_grown();
         };
-        if !sh.alloc.wait_drained(segs32.clone(), deadline) {
-            let leases = sh.alloc.with_buddy(|b| segs32.clone().map(|s| b.segment_leases(s)).sum());
+        if !sh.lease.alloc.wait_drained(segs32.clone(), deadline) {
+            let leases = sh.lease.alloc.with_buddy(|b| segs32.clone().map(|s| b.segment_leases(s)).sum());
             reopen();
             return Err(Error::ShrinkTimeout { segments: range, leases, waited: start.elapsed() });
         }
@@ -142,9 +123,9 @@ impl IoMemory {
     /// The pool's last segments that hold at least `bytes`, and their
     /// bytes; refused for the whole pool or more than is not leased.
     fn trailing_segments(&self, bytes: u64) -> Result<(Range<u16>, u64)> {
-        let sh = &self.shared;
+        let sh = &self.inner;
         let (range, released, len) = {
-            let segs = sh.segs();
+            let segs = sh.map.segs();
             let len: u64 = segs.iter().map(|s| s.seg.len).sum();
             let mut first = segs.len();
             let mut released = 0u64;
@@ -162,7 +143,7 @@ impl IoMemory {
             // At most 16384 segments.
             (first as u16..segs.len() as u16, released, len)
         };
-        let leased = sh.alloc.stats().bytes_in_use;
+        let leased = sh.lease.alloc.stats().bytes_in_use;
         if leased > len - released {
             return Err(Error::invalid(
                 "shrink",
@@ -176,7 +157,7 @@ impl IoMemory {
     /// Stops leasing from segments `range`, all of them or none.
     fn close_segments(&self, range: Range<u16>) -> Result<()> {
         let segs32 = u32::from(range.start)..u32::from(range.end);
-        let closed = self.shared.alloc.with_buddy(|b| {
+        let closed = self.inner.lease.alloc.with_buddy(|b| {
             for s in segs32.clone() {
                 if !b.close_segment(s) {
                     for d in segs32.start..s {
@@ -196,17 +177,17 @@ impl IoMemory {
     /// segment goes; the tail of a mapping shared with the last kept
     /// segment is released.
     fn release_segments(&self, range: Range<u16>, released: u64) {
-        let sh = &self.shared;
+        let sh = &self.inner;
         let segs32 = u32::from(range.start)..u32::from(range.end);
-        let removed = sh.segs.write().unwrap_or_else(|p| p.into_inner()).split_off(usize::from(range.start));
-        sh.alloc.with_buddy(|b| segs32.clone().rev().for_each(|s| b.retire_segment(s)));
-        let kept_map = sh.segs().last().map(|s| s.map.clone());
+        let removed = sh.map.segs.write().unwrap_or_else(|p| p.into_inner()).split_off(usize::from(range.start));
+        sh.lease.alloc.with_buddy(|b| segs32.clone().rev().for_each(|s| b.retire_segment(s)));
+        let kept_map = sh.map.segs().last().map(|s| s.map.clone());
         if let (Some(first), Some(kept)) = (removed.first(), kept_map) {
             if Arc::ptr_eq(&first.map, &kept) {
                 // Segment offsets are multiples of the segment size, itself
                 // a multiple of the page size.
-                let page = match sh.kind {
-                    PageKind::Huge2M | PageKind::Huge1G => usize::try_from(sh.kind.bytes()).unwrap_or(4096),
+                let page = match sh.map.kind {
+                    PageKind::Huge2M | PageKind::Huge1G => usize::try_from(sh.map.kind.bytes()).unwrap_or(4096),
                     _ => 4096,
                 };
                 if let Err(e) = first.map.release_tail(first.map_off, page) {

@@ -3,42 +3,54 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::engine::{Counters, EngineFactory};
+use super::inline_worker::InlineFactory;
 use super::lane::{Lane, LaneConfig};
+use super::uring_worker::{Generations, RingSource, UringFactory};
 use super::worker::LaneHelper;
-use super::{Backend, Inner, IoPool};
-use crate::engine::blocking::BlockingFactory;
-use crate::engine::uring::{Generations, RingSource, UringFactory};
-use crate::engine::{Counters, EngineFactory, EngineKind, Policy};
+use super::{Inner, IoPool};
+use crate::engine::Runner;
 use crate::error::{Error, Result};
 use crate::memory::{IoMemory, MemoryOptions};
-use crate::plan::{plan, Plan, PlanRequest};
+use crate::plan::PlanRequest;
 use crate::probe::{Features, IoUringStatus};
-use crate::ring::MAX_RING_ENTRIES;
+use crate::ring::RingOptions;
+use crate::stats::Plan;
 use crate::table::{BufferTable, TableOptions};
-use crate::types::{EnginePolicy, PageKind, PagePolicy, Refresh, Sharing, MAX_SEGMENTS};
-use crate::units::Bytes;
+use crate::types::{Bytes, EngineKind, EnginePolicy, PageKind, PagePolicy, Sharing, TablePath, MAX_RING_ENTRIES};
 
 /// Side threads that serve FUSE files, at most.
 const SIDE_THREADS: usize = 4;
 
-/// Configures an [`IoPool`].
+/// Configures an [`IoPool`]: its size and its workers, and the options of
+/// the pieces it is made of, each given once ([`MemoryOptions`],
+/// [`TableOptions`], [`RingOptions`]).
+///
+/// ```no_run
+/// use ringpool::types::{EnginePolicy, PagePolicy};
+/// use ringpool::{IoPool, MemoryOptions, RingOptions, TableOptions};
+/// let pool = IoPool::builder()
+///     .size(4 << 30)
+///     .memory(MemoryOptions::new().page(PagePolicy::Huge2M))
+///     .table(TableOptions::new().capacity(16 << 30)) // room to grow to 16 GiB
+///     .ring(RingOptions::new().entries(257).engine(EnginePolicy::Auto)) // 256 in flight per worker
+///     .workers(1, 8)
+///     .build()?;
+/// # Ok::<(), ringpool::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct IoPoolBuilder {
-    memory: Option<IoMemory>,
     size: u64,
-    mem_opts: MemoryOptions,
+    memory: MemoryOptions,
+    existing: Option<IoMemory>,
+    table: TableOptions,
+    ring: RingOptions,
     prefault: bool,
     min_workers: usize,
     max_workers: usize,
-    depth: u32,
     idle_timeout: Duration,
-    sharing: Sharing,
-    backend: Backend,
     grow_queue: Option<usize>,
     grow_wait: Duration,
-    capacity: Option<u64>,
-    refresh: Refresh,
-    engine: EnginePolicy,
     help_while_waiting: bool,
     /// A ring broker to get worker rings from, and the lease segments to
     /// ask for.
@@ -48,21 +60,18 @@ pub struct IoPoolBuilder {
 impl Default for IoPoolBuilder {
     fn default() -> Self {
         IoPoolBuilder {
-            memory: None,
             size: 64 << 20,
-            mem_opts: MemoryOptions::default(),
+            memory: MemoryOptions::default(),
+            existing: None,
+            table: TableOptions::default(),
+            // 128 operations in flight, and the wake-up read.
+            ring: RingOptions::new().entries(129),
             prefault: true,
             min_workers: 1,
             max_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            depth: 128,
             idle_timeout: Duration::from_secs(5),
-            sharing: Sharing::Auto,
-            backend: Backend::Auto,
             grow_queue: None,
             grow_wait: Duration::from_micros(500),
-            capacity: None,
-            refresh: Refresh::Auto,
-            engine: EnginePolicy::Auto,
             help_while_waiting: true,
             broker: None,
         }
@@ -71,46 +80,44 @@ impl Default for IoPoolBuilder {
 
 impl IoPoolBuilder {
     /// Size of the IO memory pool to map (default 64 MiB).
-    pub fn memory_size(mut self, bytes: u64) -> Self {
+    pub fn size(mut self, bytes: u64) -> Self {
         self.size = bytes;
         self
     }
-    /// Page policy of the pool (default Auto).
-    pub fn page(mut self, page: PagePolicy) -> Self {
-        self.mem_opts.page = page;
+    /// How to map the pool: page policy, segment size, lease alignment,
+    /// shared (default [`MemoryOptions::default`]).
+    pub fn memory(mut self, opts: MemoryOptions) -> Self {
+        self.memory = opts;
         self
     }
-    /// Segment size of the pool (default: up to 1 GiB).
-    pub fn segment_size(mut self, bytes: u64) -> Self {
-        self.mem_opts.segment_size = Some(bytes);
+    /// Uses this pool instead of mapping one (the memory options and the
+    /// size do not apply).
+    pub fn existing_memory(mut self, memory: IoMemory) -> Self {
+        self.existing = Some(memory);
         self
     }
-    /// Lease alignment (default 4096).
-    pub fn alignment(mut self, bytes: u64) -> Self {
-        self.mem_opts.alignment = bytes;
+    /// How the table is registered and shared: sharing, room to grow
+    /// ([`IoPool::grow`]), refresh (default [`TableOptions::default`]).
+    pub fn table(mut self, opts: TableOptions) -> Self {
+        self.table = opts;
+        self
+    }
+    /// The options of every worker's ring: its entries (operations in
+    /// flight per worker, plus one for the pool's wake-up read; default
+    /// 129), its engine policy ([`EnginePolicy::Blocking`]: no io_uring at
+    /// all), its task-run mode.
+    pub fn ring(mut self, opts: RingOptions) -> Self {
+        self.ring = opts;
         self
     }
     /// Gets every worker's ring from the ring broker at `path`
-    /// ([`RingBroker`](crate::RingBroker)) instead of mapping and
+    /// ([`RingBroker`](crate::handover::RingBroker)) instead of mapping and
     /// registering a pool: the pool is the broker's, mapped here, and this
     /// process leases from `lease_segments` segments the broker sets aside
-    /// for it (0: none; I/O with [`IoMemory::region`] only). The memory
-    /// settings and [`IoPoolBuilder::memory`] do not apply; the pool cannot
-    /// grow from here.
+    /// for it (0: none; I/O with [`IoMemory::region`] only). The memory and
+    /// table options do not apply; the pool cannot grow from here.
     pub fn broker(mut self, path: impl Into<std::path::PathBuf>, lease_segments: u16) -> Self {
         self.broker = Some((path.into(), lease_segments));
-        self
-    }
-    /// Maps the pool shared, from memfds ([`MemoryOptions::shared`]), so
-    /// that rings of its table can be handed to other processes
-    /// ([`BufferTable::handover`], [`RingBroker`](crate::RingBroker)).
-    pub fn shared(mut self, yes: bool) -> Self {
-        self.mem_opts.shared = yes;
-        self
-    }
-    /// Use this pool instead of mapping one.
-    pub fn memory(mut self, memory: IoMemory) -> Self {
-        self.memory = Some(memory);
         self
     }
     /// Prefault the pool before registering it (default true).
@@ -124,24 +131,9 @@ impl IoPoolBuilder {
         self.max_workers = max;
         self
     }
-    /// Operations in flight per worker ring (default 128, at most 32767).
-    pub fn ring_depth(mut self, depth: u32) -> Self {
-        self.depth = depth;
-        self
-    }
     /// A worker idle this long exits, above the minimum (default 5 s).
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
-        self
-    }
-    /// How worker rings get the table (default Auto: clone).
-    pub fn sharing(mut self, s: Sharing) -> Self {
-        self.sharing = s;
-        self
-    }
-    /// Which engine (default Auto).
-    pub fn backend(mut self, b: Backend) -> Self {
-        self.backend = b;
         self
     }
     /// Add a worker when a submission finds no idle worker and either
@@ -150,23 +142,6 @@ impl IoPoolBuilder {
     pub fn grow_threshold(mut self, queued: usize, wait: Duration) -> Self {
         self.grow_queue = Some(queued.max(1));
         self.grow_wait = wait;
-        self
-    }
-    /// Room to grow the pool up to `bytes` in all ([`IoPool::grow`]): the
-    /// table reserves slots for it (at most 16384 segments).
-    pub fn capacity(mut self, bytes: u64) -> Self {
-        self.capacity = Some(bytes);
-        self
-    }
-    /// How worker rings pick up growth (default: ranged clone where it works).
-    pub fn refresh(mut self, r: Refresh) -> Self {
-        self.refresh = r;
-        self
-    }
-    /// Which engine serves operations (default [`EnginePolicy::Auto`]:
-    /// io_uring, with shallow queues on devices without NOWAIT inline).
-    pub fn engine(mut self, e: EnginePolicy) -> Self {
-        self.engine = e;
         self
     }
     /// Whether a caller that waits ([`OpHandle::wait`](crate::OpHandle::wait))
@@ -181,6 +156,11 @@ impl IoPoolBuilder {
         self
     }
 
+    /// Operations in flight per worker ring.
+    fn depth(&self) -> u32 {
+        self.ring.entries.saturating_sub(1)
+    }
+
     fn check(&self) -> Result<()> {
         if self.max_workers == 0 || self.max_workers > 1024 {
             return Err(Error::invalid("max workers", self.max_workers, "it must be from 1 to 1024"));
@@ -192,42 +172,27 @@ impl IoPoolBuilder {
                 format!("it is above max workers ({})", self.max_workers),
             ));
         }
-        if self.depth == 0 || self.depth >= MAX_RING_ENTRIES {
+        if self.ring.entries < 2 || self.ring.entries > MAX_RING_ENTRIES {
             return Err(Error::invalid(
-                "ring depth",
-                self.depth,
-                "it must be from 1 to 32767 (one entry is the pool's own)",
+                "worker ring entries",
+                self.ring.entries,
+                "it must be from 2 to 32768 (one entry is the pool's own wake-up read)",
             ));
         }
         Ok(())
     }
 
-    /// Table slots for the capacity asked for, at least the pool's segments.
-    fn capacity_slots(&self, memory: &IoMemory) -> Result<Option<u16>> {
-        let Some(bytes) = self.capacity else { return Ok(None) };
-        let slots = bytes.div_ceil(memory.segment_size());
-        if slots > MAX_SEGMENTS {
-            return Err(Error::TooManySegments {
-                size: Bytes(bytes),
-                segment: Bytes(memory.segment_size()),
-                segments: slots,
-            });
-        }
-        // At most 16384 (checked above).
-        Ok(Some((slots as u16).max(memory.segment_count())))
-    }
-
     /// Whether to use io_uring, and the note when Auto falls back.
     fn wants_io_uring(&self, notes: &mut Vec<String>) -> Result<bool> {
         let features = Features::get();
-        match (self.backend, &features.io_uring) {
-            (Backend::Blocking, _) => Ok(false),
-            (Backend::IoUring, IoUringStatus::Unavailable { errno, reason }) => Err(Error::IoUringUnavailable {
+        match (self.ring.engine, &features.io_uring) {
+            (EnginePolicy::Blocking, _) => Ok(false),
+            (EnginePolicy::IoUring, IoUringStatus::Unavailable { errno, reason }) => Err(Error::IoUringUnavailable {
                 reason: reason.clone(),
                 source: std::io::Error::from_raw_os_error(*errno),
             }),
-            (Backend::Auto, IoUringStatus::Unavailable { reason, .. }) => {
-                notes.push(format!("blocking backend: {reason}"));
+            (_, IoUringStatus::Unavailable { reason, .. }) => {
+                notes.push(format!("blocking engine: {reason}"));
                 Ok(false)
             }
             (_, IoUringStatus::Available) => Ok(true),
@@ -246,21 +211,16 @@ impl IoPoolBuilder {
             PageKind::Base => PagePolicy::Base,
         };
         let rings = u32::try_from(self.max_workers).unwrap_or(u32::MAX);
-        let req = PlanRequest {
-            pool_bytes: memory.len(),
-            rings,
-            page,
-            sharing: self.sharing,
-            entries: self.depth + 1,
-            trial: false,
-        };
+        let sharing = self.table.sharing;
+        let req =
+            PlanRequest { pool_bytes: memory.len(), rings, page, sharing, entries: self.ring.entries, trial: false };
         let fits = |p: &Plan| p.cap_ipc_lock || p.memlock_limit_bytes.is_none_or(|l| p.memlock_needed_bytes <= l);
-        let p = plan(&req)?;
+        let p = req.plan()?;
         if !fits(&p) {
             return Err(Error::DoesNotFit { plan: Box::new(p) });
         }
-        if self.sharing == Sharing::Auto && p.sharing == "clone" {
-            let each = plan(&PlanRequest { sharing: Sharing::RegisterEach, ..req })?;
+        if sharing == Sharing::Auto && p.sharing == TablePath::Cloned {
+            let each = PlanRequest { sharing: Sharing::RegisterEach, ..req }.plan()?;
             if !fits(&each) {
                 notes.push(format!(
                     "sharing by clone pins {} once; registering in each of {rings} rings would need {} of                      RLIMIT_MEMLOCK, more than the {} limit",
@@ -275,19 +235,18 @@ impl IoPoolBuilder {
 
     /// The table, or `None` for the blocking backend (also when Auto finds
     /// io_uring refused only now).
-    fn table(&self, memory: &IoMemory, capacity: Option<u16>, notes: &mut Vec<String>) -> Result<Option<BufferTable>> {
+    fn register_table(&self, memory: &IoMemory, notes: &mut Vec<String>) -> Result<Option<BufferTable>> {
         if !self.wants_io_uring(notes)? {
             return Ok(None);
         }
         self.check_plan(memory, notes)?;
-        let topts = TableOptions { sharing: self.sharing, segments: None, capacity, refresh: self.refresh };
-        match BufferTable::register_with(memory, &topts) {
+        match BufferTable::register_with(memory, &self.table) {
             Ok(t) => {
                 notes.extend(t.fallback_reason().map(str::to_string));
                 Ok(Some(t))
             }
-            Err(Error::IoUringUnavailable { reason, .. }) if self.backend == Backend::Auto => {
-                notes.push(format!("blocking backend: {reason}"));
+            Err(Error::IoUringUnavailable { reason, .. }) if self.ring.engine != EnginePolicy::IoUring => {
+                notes.push(format!("blocking engine: {reason}"));
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -304,55 +263,22 @@ impl IoPoolBuilder {
     /// [`Backend::IoUring`].
     pub fn build(self) -> Result<IoPool> {
         self.check()?;
-        let counters = Arc::new(Counters::default());
         let gens = Arc::new(Generations::default());
         let mut notes = Vec::new();
-        let (memory, table, capacity, factory): (_, _, _, Box<dyn EngineFactory>) = match &self.broker {
-            Some((path, leases)) => {
-                // The first ring comes with this process's leases and the
-                // pool's layout; it serves the first worker.
-                let mut first = crate::handover::RingBroker::request(path, self.depth + 1, *leases)?;
-                let memory = first.map_pool()?;
-                let source = RingSource::Broker {
-                    path: path.clone(),
-                    memory: memory.clone(),
-                    first: std::sync::Mutex::new(Some(Box::new(first))),
-                };
-                let factory = UringFactory { source, depth: self.depth, gens: gens.clone(), engine: self.engine };
-                tracing::debug!(path = %path.display(), segments = memory.segment_count(), "worker rings from a broker");
-                (memory, None, None, Box::new(factory) as Box<dyn EngineFactory>)
-            }
-            None => {
-                let memory = match self.memory.clone() {
-                    Some(m) => m,
-                    None => IoMemory::map_with(self.size, &self.mem_opts)?,
-                };
-                if self.prefault && memory.prefault_time().is_none() {
-                    memory.prefault(|_| {})?;
-                }
-                let capacity = self.capacity_slots(&memory)?;
-                let table = self.table(&memory, capacity, &mut notes)?.map(Arc::new);
-                let factory: Box<dyn EngineFactory> = match &table {
-                    Some(t) => Box::new(UringFactory {
-                        source: RingSource::Table(t.clone()),
-                        depth: self.depth,
-                        gens: gens.clone(),
-                        engine: self.engine,
-                    }),
-                    None => Box::new(BlockingFactory { kind: EngineKind::Blocking }),
-                };
-                (memory, table, capacity, factory)
-            }
+        let (memory, table, capacity, factory) = match &self.broker {
+            Some((path, leases)) => self.parts_from_broker(path, *leases, &gens)?,
+            None => self.parts_from_memory(&gens, &mut notes)?,
         };
         for n in &notes {
             tracing::warn!("{n}");
         }
+        let counters = Arc::new(Counters::default());
         let main = LaneConfig {
             name: "w",
             min: self.min_workers,
             max: self.max_workers,
             idle: self.idle_timeout,
-            grow_queue: self.grow_queue.unwrap_or(self.depth as usize),
+            grow_queue: self.grow_queue.unwrap_or(self.depth() as usize),
             grow_wait: self.grow_wait,
         };
         // FUSE files: a side thread per waiting operation, up to four.
@@ -364,12 +290,13 @@ impl IoPoolBuilder {
             grow_queue: 1,
             grow_wait: Duration::ZERO,
         };
-        let side_factory = Box::new(BlockingFactory { kind: EngineKind::SideThreads });
-        let main_kind = factory.kind();
+        let side_factory = Box::new(InlineFactory { kind: EngineKind::SideThreads });
+        let runner = Runner::Pool { main: factory.kind(), help: self.help_while_waiting };
         let main = Arc::new(Lane::new(main, factory, counters.clone()));
         let inner = Arc::new(Inner {
             helper: Arc::new(LaneHelper(main.clone())),
-            policy: Policy { main: main_kind, engine: self.engine, help_while_waiting: self.help_while_waiting },
+            policy: self.ring.engine,
+            runner,
             files: std::sync::Mutex::new(Vec::new()),
             home: crate::home::Home::here("IoPool"),
             main,
@@ -387,4 +314,50 @@ impl IoPoolBuilder {
         }
         Ok(pool)
     }
+
+    /// The memory, table, table slots and worker factory of a pool whose
+    /// rings come from the broker at `path`: the first ring comes with this
+    /// process's leases and the pool's layout, and serves the first worker.
+    fn parts_from_broker(&self, path: &std::path::Path, leases: u16, gens: &Arc<Generations>) -> Result<Parts> {
+        let mut first = crate::handover::RingBroker::request(path, self.ring.entries, leases)?;
+        let memory = first.map_pool()?;
+        let source = RingSource::Broker {
+            path: path.to_path_buf(),
+            memory: memory.clone(),
+            first: std::sync::Mutex::new(Some(Box::new(first))),
+        };
+        let factory = UringFactory { source, ring: self.ring.clone(), gens: gens.clone() };
+        tracing::debug!(path = %path.display(), segments = memory.segment_count(), "worker rings from a broker");
+        Ok((memory, None, None, Box::new(factory)))
+    }
+
+    /// The memory (mapped and prefaulted, or the one given), its table
+    /// (none for the blocking engine), table slots and worker factory.
+    fn parts_from_memory(&self, gens: &Arc<Generations>, notes: &mut Vec<String>) -> Result<Parts> {
+        let memory = match self.existing.clone() {
+            Some(m) => m,
+            None => IoMemory::map_with(self.size, &self.memory)?,
+        };
+        if self.prefault && memory.prefault_time().is_none() {
+            memory.prefault(|_| {})?;
+        }
+        let capacity = match self.table.capacity {
+            Some(_) => Some(self.table.slots(&memory, memory.segment_count())?),
+            None => None,
+        };
+        let table = self.register_table(&memory, notes)?.map(Arc::new);
+        let factory: Box<dyn EngineFactory> = match &table {
+            Some(t) => Box::new(UringFactory {
+                source: RingSource::Table(t.clone()),
+                ring: self.ring.clone(),
+                gens: gens.clone(),
+            }),
+            None => Box::new(InlineFactory { kind: EngineKind::Blocking }),
+        };
+        Ok((memory, table, capacity, factory))
+    }
 }
+
+/// What a pool is built over: its memory, its table, the table's slots, and
+/// what builds its workers' engines.
+type Parts = (IoMemory, Option<Arc<BufferTable>>, Option<u16>, Box<dyn EngineFactory>);

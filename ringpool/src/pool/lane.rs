@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 pub(crate) use super::dispatch::Exit;
 use super::dispatch::{Dispatch, Sleeper};
-use super::stats::{LaneStats, SpinupParts};
-use crate::engine::{Counters, EngineFactory, Wake};
+use super::engine::{Counters, EngineFactory, Wake};
+use super::stats::LaneStats;
 use crate::error::Error;
 use crate::handle::OpState;
+use crate::stats::SpinupParts;
 
 /// How a lane grows and shrinks.
 #[derive(Debug, Clone)]

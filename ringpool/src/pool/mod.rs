@@ -3,8 +3,11 @@
 
 mod builder;
 mod dispatch;
+mod engine;
+mod inline_worker;
 mod lane;
 mod stats;
+mod uring_worker;
 mod worker;
 
 use std::sync::atomic::Ordering;
@@ -12,70 +15,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use builder::IoPoolBuilder;
+use engine::Counters;
 use lane::{Job, Lane};
-pub use stats::{FileEngine, PoolStats, SegmentStats, SpinupParts, WorkerStats};
+use uring_worker::Generations;
 
 use crate::buf::IoBuf;
-use crate::engine::uring::Generations;
-use crate::engine::{self, Counters, EngineKind, LaneId};
+use crate::engine::{Choice, Device, LaneId, Runner};
 use crate::error::{Error, Result};
 use crate::file::DirectFile;
-use crate::handle::{IoResult, IoVecResult, OpHandle, OpState, Outcome};
+use crate::handle::{OpHandle, OpState};
 use crate::home::Home;
-use crate::memory::{GrowReport, IoMemory};
-use crate::op::Op;
+use crate::memory::IoMemory;
+use crate::op::{Checked, Op};
+use crate::stats::{FileEngine, GrowReport, PoolStats, ShrinkReport, WorkerStats};
 use crate::table::BufferTable;
-use crate::types::MAX_SEGMENTS;
-
-/// Which engine runs the I/O.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Backend {
-    /// io_uring where it can be set up, else blocking (ENOSYS, EPERM); the
-    /// choice is reported in [`PoolStats`].
-    #[default]
-    Auto,
-    /// io_uring or fail.
-    IoUring,
-    /// `preadv2` / `pwritev2` on the worker threads.
-    Blocking,
-}
-
-impl std::str::FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(Backend::Auto),
-            "io_uring" | "io-uring" | "iouring" | "uring" => Ok(Backend::IoUring),
-            "blocking" | "sync" => Ok(Backend::Blocking),
-            _ => Err(format!("unknown backend {s:?}: expected auto, io_uring or blocking")),
-        }
-    }
-}
-
-/// The engine that actually runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub enum BackendKind {
-    /// io_uring rings.
-    IoUring,
-    /// Blocking syscalls on the workers.
-    Blocking,
-}
-
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BackendKind::IoUring => "io_uring",
-            BackendKind::Blocking => "blocking",
-        })
-    }
-}
+use crate::types::{EngineKind, EnginePolicy, TablePath, MAX_SEGMENTS};
 
 pub(crate) struct Inner {
     main: Arc<Lane>,
     side: Arc<Lane>,
-    /// What the engine choice weighs besides the file.
-    policy: engine::Policy,
+    /// The engine policy asked for.
+    policy: EnginePolicy,
+    /// What runs the operations, for the engine choice.
+    runner: Runner,
     /// The main lane as the helper of operations waiting callers may run.
     helper: Arc<dyn crate::handle::Helper>,
     /// The engine chosen for each file this pool served, and why.
@@ -97,8 +59,13 @@ impl Inner {
         self.main.factory.kind()
     }
 
+    /// The engine choice for `file` in this pool.
+    fn choose(&self, file: &DirectFile) -> Choice {
+        crate::engine::choose(self.policy, self.runner, Device::of(file))
+    }
+
     /// Logs and records the engine choice for a file new to this pool.
-    fn note_file(&self, file: &DirectFile, choice: &engine::Choice) {
+    fn note_file(&self, file: &DirectFile, choice: &Choice) {
         if !file.new_to(self as *const Inner as usize) {
             return;
         }
@@ -139,13 +106,13 @@ impl Inner {
 ///
 /// ```no_run
 /// use ringpool::{DirectFile, IoPool};
-/// let pool = IoPool::builder().memory_size(1 << 30).workers(1, 4).build()?;
+/// let pool = IoPool::builder().size(1 << 30).workers(1, 4).build()?;
 /// let file = DirectFile::open("/var/tmp/data")?;
 /// let mut buf = pool.memory().try_alloc(1 << 20)?;
 /// buf.fill(1);
-/// let (n, buf) = pool.write_at(&file, 0, buf).wait();
+/// let (n, buf) = pool.write_at(&file, 0, buf).wait().into_one();
 /// n?;
-/// let (n, _buf) = pool.read_at(&file, 0, buf).wait();
+/// let (n, _buf) = pool.read_at(&file, 0, buf).wait().into_one();
 /// assert_eq!(n?, 1 << 20);
 /// # Ok::<(), ringpool::Error>(())
 /// ```
@@ -179,22 +146,23 @@ impl IoPool {
         self.inner.table.as_deref()
     }
 
-    /// Submits `op`: checked first (see [`Op::check`]), then queued for the
-    /// engine that serves its file ([`IoPool::engine_for`]). The handle
-    /// completes with the count or the error, and every buffer.
-    pub fn submit(&self, op: Op) -> OpHandle<Outcome> {
-        self.submit_as(op)
-    }
-
-    fn submit_as<T: crate::handle::HandleOutput>(&self, op: Op) -> OpHandle<T> {
+    /// Submits `op`: checked once (see [`Op::check`]; its buffers must be
+    /// this pool's leases), then queued for the engine the engine choice
+    /// names for its file ([`IoPool::engine_for`]). The handle completes
+    /// with the count or the error, and every buffer.
+    pub fn submit(&self, op: Op) -> OpHandle {
         // In a forked child, before anything the parent's threads may hold.
-        if let Err(e) = self.inner.home.check().and_then(|()| self.admit(&op)) {
-            return OpHandle::ready((Err(e), op.into_buffers()));
+        if let Err(e) = self.inner.home.check() {
+            return OpHandle::ready(op.fail(e));
         }
-        let choice = engine::choose(self.inner.policy, op.file());
-        self.inner.note_file(op.file(), &choice);
+        let checked = match Checked::new(op, Some(&self.inner.memory)) {
+            Ok(c) => c,
+            Err((e, op)) => return OpHandle::ready(op.fail(e)),
+        };
+        let choice = self.inner.choose(checked.op().file());
+        self.inner.note_file(checked.op().file(), &choice);
         let helper = choice.help.then(|| self.inner.helper.clone());
-        let state = OpState::new(op, helper, self.inner.home);
+        let state = OpState::new(checked, helper, self.inner.home);
         let lane = self.inner.lane(choice.lane);
         worker::grow_if(
             lane,
@@ -203,57 +171,39 @@ impl IoPool {
         OpHandle::new(state)
     }
 
-    /// The checks before queuing: the operation's own, and that its buffers
-    /// are this pool's.
-    fn admit(&self, op: &Op) -> Result<()> {
-        op.check()?;
-        if op.buffers().as_slice().iter().any(|b| !self.inner.memory.owns(b)) {
-            return Err(Error::ForeignBuffer {
-                op: op.kind().name(),
-                reason: "the buffer belongs to another IoMemory than this pool's".into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Which engine serves `file` in this pool, and why.
+    /// Which engine serves `file` in this pool, and why (the one engine
+    /// choice, for this pool's policy and workers).
     pub fn engine_for(&self, file: &DirectFile) -> (EngineKind, &'static str) {
-        let c = engine::choose(self.inner.policy, file);
+        let c = self.inner.choose(file);
         (c.engine, c.reason)
     }
 
-    /// Reads `buf.len()` bytes at `offset`. Checked before it is queued
-    /// (see [`Op::check`]); the handle completes with the count (short at
-    /// end of file) or the error, and the buffer.
-    pub fn read_at(&self, file: &DirectFile, offset: u64, buf: IoBuf) -> OpHandle<IoResult> {
-        self.submit_as(Op::read(file, offset, buf))
+    /// Reads `buf.len()` bytes at `offset`: [`IoPool::submit`] of
+    /// [`Op::read`].
+    pub fn read_at(&self, file: &DirectFile, offset: u64, buf: IoBuf) -> OpHandle {
+        self.submit(Op::read(file, offset, buf))
     }
 
     /// Writes `buf.len()` bytes at `offset`.
-    pub fn write_at(&self, file: &DirectFile, offset: u64, buf: IoBuf) -> OpHandle<IoResult> {
-        self.submit_as(Op::write(file, offset, buf))
+    pub fn write_at(&self, file: &DirectFile, offset: u64, buf: IoBuf) -> OpHandle {
+        self.submit(Op::write(file, offset, buf))
     }
 
     /// Reads into `bufs` from `offset` on: one READV_FIXED where the
     /// buffers lie in one segment ([`IoMemory::try_alloc_vec`]), one SQE
     /// per segment otherwise; preadv2 on the blocking engines.
-    pub fn readv_at(&self, file: &DirectFile, offset: u64, bufs: Vec<IoBuf>) -> OpHandle<IoVecResult> {
-        self.submit_as(Op::readv(file, offset, bufs))
+    pub fn readv_at(&self, file: &DirectFile, offset: u64, bufs: Vec<IoBuf>) -> OpHandle {
+        self.submit(Op::readv(file, offset, bufs))
     }
 
     /// Writes `bufs` from `offset` on (WRITEV_FIXED, or pwritev2).
-    pub fn writev_at(&self, file: &DirectFile, offset: u64, bufs: Vec<IoBuf>) -> OpHandle<IoVecResult> {
-        self.submit_as(Op::writev(file, offset, bufs))
+    pub fn writev_at(&self, file: &DirectFile, offset: u64, bufs: Vec<IoBuf>) -> OpHandle {
+        self.submit(Op::writev(file, offset, bufs))
     }
 
-    /// fsync through a worker.
-    pub fn sync_all(&self, file: &DirectFile) -> OpHandle<Result<()>> {
-        self.submit_as(Op::sync(file, false))
-    }
-
-    /// fdatasync through a worker.
-    pub fn sync_data(&self, file: &DirectFile) -> OpHandle<Result<()>> {
-        self.submit_as(Op::sync(file, true))
+    /// fsync (`datasync`: fdatasync) through the pool.
+    pub fn sync(&self, file: &DirectFile, datasync: bool) -> OpHandle {
+        self.submit(Op::sync(file, datasync))
     }
 
     /// Starts one more worker (up to the maximum) and waits until its engine
@@ -304,26 +254,22 @@ impl IoPool {
     ///
     /// # Errors
     /// As [`IoMemory::shrink`]; [`Error::Forked`].
-    pub fn shrink(&self, bytes: u64, timeout: Duration) -> Result<crate::memory::ShrinkReport> {
+    pub fn shrink(&self, bytes: u64, timeout: Duration) -> Result<ShrinkReport> {
         self.inner.home.check()?;
-        match &self.inner.table {
-            Some(t) => {
-                let template = &t.template;
-                template.memory.shrink_with(bytes, timeout, Some(&template.link), |range, deadline| {
-                    let generation = template.unpublish(range)?;
-                    self.inner.main.wake_all();
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if let Err(e) = self.inner.gens.wait_all_at(generation, left.max(Duration::from_millis(100))) {
-                        // Unmapping is safe all the same (no lease reaches the
-                        // segments; the kernel keeps pages it pinned): only
-                        // the pinned memory falls later, when they catch up.
-                        tracing::warn!("shrink: worker rings still hold the released segments: {e}");
-                    }
-                    Ok(generation)
-                })
+        let Some(t) = &self.inner.table else { return self.inner.memory.shrink(bytes, timeout) };
+        // Once the template dropped the segments, the workers catch up (the
+        // shrink wakes them and waits for them, so that the pages are
+        // unpinned when it returns).
+        t.shrink_then(bytes, timeout, |generation, deadline| {
+            self.inner.main.wake_all();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = self.inner.gens.wait_all_at(generation, left.max(Duration::from_millis(100))) {
+                // Unmapping is safe all the same (no lease reaches the
+                // segments; the kernel keeps pages it pinned): only the
+                // pinned memory falls later, when they catch up.
+                tracing::warn!("shrink: worker rings still hold the released segments: {e}");
             }
-            None => self.inner.memory.shrink(bytes, timeout),
-        }
+        })
     }
 
     /// Waits until every running worker's ring has table generation `gen`
@@ -354,7 +300,6 @@ impl IoPool {
         let c = &self.inner.counters;
         let engine = self.inner.main_engine();
         PoolStats {
-            backend: if engine == EngineKind::IoUring { BackendKind::IoUring } else { BackendKind::Blocking },
             engine,
             path: self.inner.table.as_ref().map(|t| t.path()),
             fallbacks: self.inner.notes.clone(),
@@ -385,7 +330,7 @@ impl IoPool {
             per_worker: st
                 .live
                 .iter()
-                .map(|b| stats::WorkerStats {
+                .map(|b| WorkerStats {
                     id: b.id,
                     engine: b.engine,
                     ops: b.ops.load(Ordering::Relaxed),
@@ -408,9 +353,9 @@ impl IoPool {
         let Some(t) = &self.inner.table else { return 0 };
         let registered = t.registered_bytes();
         match t.path() {
-            crate::types::TablePath::Cloned => registered,
+            TablePath::Cloned => registered,
             // Every worker's ring and the template.
-            crate::types::TablePath::Registered => registered.saturating_mul(workers as u64 + 1),
+            TablePath::Registered => registered.saturating_mul(workers as u64 + 1),
             _ => 0,
         }
     }

@@ -6,10 +6,11 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::engine::Engine;
 use super::lane::{Exit, Lane, Sleepy};
-use super::stats::{SpinupParts, WorkerBook};
-use crate::engine::Engine;
+use super::stats::WorkerBook;
 use crate::error::{Error, Result};
+use crate::stats::SpinupParts;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Starts a worker thread for `lane`; with `wait`, blocks until its engine
@@ -158,7 +159,7 @@ fn serve(lane: &Arc<Lane>, engine: &mut dyn Engine, me: &Sleepy, book: &WorkerBo
             // None: the submitter ran it itself while waiting.
             if let Some(op) = job.state.take_op() {
                 book.ops.fetch_add(1, Ordering::Relaxed);
-                book.bytes.fetch_add(op.len() as u64, Ordering::Relaxed);
+                book.bytes.fetch_add(op.op().len() as u64, Ordering::Relaxed);
                 engine.start(op, job.state.clone());
             }
         }

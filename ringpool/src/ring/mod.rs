@@ -1,33 +1,39 @@
-//! `Ring`: one thread's io_uring with the pool's table, and fixed I/O on it.
+//! `Ring`: one thread's io_uring with the pool's table, and I/O on it.
+//!
+//! - [`options`]: how a ring is set up;
+//! - [`table_view`]: what it knows of its buffer table and everything that
+//!   follows the table (clone, catch-up, routing buffers to slots);
+//! - [`submit`]: operations on it (queue, split, submit, wait, reap);
+//! - [`slots`]: which segment each slot holds.
 
 mod options;
 mod slots;
 mod submit;
-mod sync_rings;
+mod table_view;
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::types::CloneBuffersFlags;
+pub(crate) use options::check_depth;
+pub use options::RingOptions;
 use slab::Slab;
-
-pub(crate) use options::{build_io_uring, check_depth};
-pub use options::{CloneRange, RingOptions, RingSetup, MAX_RING_ENTRIES};
-use slots::SlotMap;
-pub use submit::{Completion, RingStats};
 use submit::{Group, Pending};
+pub(crate) use table_view::TableView;
 
-use crate::errno::{clone_error, CloneRequest};
+use crate::engine::{self, Device, Runner, SyncRingMember};
 use crate::error::{Error, Result};
 use crate::file::DirectFile;
 use crate::home::Home;
 use crate::memory::IoMemory;
-use crate::sys::uring::RawRing;
-use crate::template::{register_table, registered, Template};
-use crate::types::TablePath;
+use crate::op::Done;
+use crate::stats::{RingSetup, RingStats};
+use crate::sys::uring::{RawRing, Uring};
+use crate::template::Template;
+use crate::types::{CloneRange, EngineKind, EnginePolicy, OpKind, TablePath};
+use crate::uring;
 
 // The sealing trait is unnameable outside the crate, so a crate-private
 // type in its signature leaks nothing.
@@ -71,79 +77,65 @@ pub trait TableSource: private::Sealed {
 #[allow(private_interfaces)]
 impl private::Sealed for Ring {
     fn source_segment(&self, slot: u16) -> Option<u16> {
-        self.map.segment_at(slot)
+        self.table.segment_at(slot)
     }
     fn source_sync(&self) -> Option<(Arc<crate::link::TableLink>, u64)> {
-        self.link.clone().map(|l| (l, self.generation))
+        self.table.sync()
     }
 }
+
 impl TableSource for Ring {
     fn source_fd(&self) -> RawFd {
         self.raw.fd().as_raw_fd()
     }
     fn source_memory(&self) -> Option<&IoMemory> {
-        self.memory.as_ref()
+        self.table.memory()
     }
     fn source_len(&self) -> u16 {
-        self.table_size
+        self.table.size()
     }
 }
 
 /// One thread's io_uring (SINGLE_ISSUER | DEFER_TASKRUN) with the pool's
-/// table. Made by [`BufferTable::ring`](crate::BufferTable::ring) on the thread that uses it; it is
-/// neither `Send` nor `Sync`, because the kernel binds such a ring to its
-/// creating thread.
+/// table. Made by [`BufferTable::ring`](crate::BufferTable::ring) on the
+/// thread that uses it; it is neither `Send` nor `Sync`, because the kernel
+/// binds such a ring to its creating thread.
 ///
 /// Operations take their buffers by value and give them back with the
-/// result: [`Ring::run`] (or [`Ring::read_at`], [`Ring::readv_at`], ...)
-/// waits for one operation; [`Ring::push`] (or [`Ring::push_read`], ...)
-/// with [`Ring::submit`], [`Ring::wait`] and [`Ring::completions`] keeps
-/// many in flight.
+/// result, a [`Done`]: [`Ring::run`] (or [`Ring::read_at`],
+/// [`Ring::readv_at`], ...) waits for one operation; [`Ring::push`] with
+/// [`Ring::submit`], [`Ring::wait`] and [`Ring::completions`] keeps many in
+/// flight. Each operation runs on the engine the one engine choice names
+/// for its file ([`Ring::engine_for`]): io_uring, or inline on this thread.
 ///
 /// The ring keeps the pool's memory mapped; it stays usable after the
 /// [`BufferTable`](crate::BufferTable) is dropped.
 pub struct Ring {
-    // Drop order: in-flight ops are drained (in Drop) before the memory
-    // handle is released.
+    // Drop order: in-flight ops are drained (in Drop) before the table view
+    // (and the memory handle in it) is released.
     raw: RawRing<Pending>,
-    /// Which engine serves operations.
-    engine: crate::types::EnginePolicy,
-    /// Outstanding operations below which Auto runs inline (no NOWAIT).
+    /// Which engine serves operations, as asked for.
+    engine: EnginePolicy,
+    /// Outstanding operations below which a shallow queue runs inline.
     inline_depth: usize,
     /// Batch completions in `wait` (RingOptions::min_wait).
-    min_wait: Option<std::time::Duration>,
+    min_wait: Option<Duration>,
     /// Counted among the rings serving devices without NOWAIT.
-    sync_rings: sync_rings::Member,
+    sync_rings: SyncRingMember,
     /// The process that made the ring (a forked child shares its SQ and CQ
     /// memory and its fd: it must not drive, cancel or unregister it).
     home: Home,
-    memory: Option<IoMemory>,
-    /// Which segment each slot of the table holds.
-    map: SlotMap,
-    /// Slots of the kernel table (filled or holes).
-    table_size: u16,
-    /// The table was cloned from a bare fd: its contents are unknown.
-    opaque: bool,
+    /// Its buffer table, as this ring knows it.
+    table: TableView,
     setup: RingSetup,
     unregister_on_drop: bool,
-    ready: VecDeque<Completion>,
-    /// The result of the operation `run` waits for, once reaped.
-    ran: Option<(Result<usize>, crate::buf::Buffers)>,
+    /// Completions reaped and not yet taken, with their tags.
+    ready: VecDeque<(u64, Done)>,
+    /// The completion of the operation `run` waits for, once reaped.
+    ran: Option<Done>,
     /// Operations split into several SQEs, waiting for their parts.
     groups: Slab<Group>,
     stats: RingStats,
-    /// The template this ring's table came from, to pick up growth; weak,
-    /// so that the ring outlives the table.
-    table: Option<Weak<Template>>,
-    /// The table's filled slots and generation (kept even when the table
-    /// is gone): one load before each fixed operation tells whether the
-    /// table grew or shrank since.
-    link: Option<Arc<crate::link::TableLink>>,
-    /// The template generation this ring's table matches.
-    generation: u64,
-    /// The template's filled slots when this ring last caught up with it
-    /// (its table holds template slots `[0, synced)`).
-    synced: u16,
     /// Files registered with this ring (IOSQE_FIXED_FILE) and their slots;
     /// holding the handle keeps its identity from being reused.
     files: Vec<(DirectFile, u32)>,
@@ -154,7 +146,7 @@ impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
             .field("fd", &self.raw.fd().as_raw_fd())
-            .field("table_len", &self.map.filled())
+            .field("table_len", &self.table.filled())
             .field("setup", &self.setup)
             .field("in_flight", &self.raw.in_flight())
             .finish()
@@ -169,34 +161,29 @@ impl Ring {
     /// [`Error::InvalidArgument`] for a depth of 0 or above 32768;
     /// [`Error::IoUringUnavailable`].
     pub fn new(opts: &RingOptions) -> Result<Ring> {
-        Self::build(opts)
-    }
-
-    pub(crate) fn build(opts: &RingOptions) -> Result<Ring> {
-        check_depth(opts.entries)?;
         let start = Instant::now();
-        let (io, flags) = options::build_io_uring(opts)?;
-        Ok(Ring::with_io(io, flags.defer, flags.coop, opts, start.elapsed()))
+        let (io, task_run) = uring::setup(&opts.setup()?)?;
+        if let Some((bounded, unbounded)) = opts.iowq_max_workers {
+            uring::limit_iowq(&io, bounded, unbounded);
+        }
+        Ok(Ring::with_io(io, task_run, opts, start.elapsed()))
     }
 
-    fn with_io(io: io_uring::IoUring, defer: bool, coop: bool, opts: &RingOptions, ring_time: Duration) -> Ring {
+    fn with_io(io: Uring, task_run: uring::TaskRun, opts: &RingOptions, ring_time: Duration) -> Ring {
         Ring {
-            raw: RawRing::new(io, defer, coop),
+            raw: RawRing::new(io, task_run.defer, task_run.coop),
             engine: opts.engine,
             inline_depth: opts.inline_depth as usize,
             min_wait: opts.min_wait,
-            sync_rings: sync_rings::Member::default(),
+            sync_rings: SyncRingMember::default(),
             home: Home::here("Ring"),
-            memory: None,
-            map: SlotMap::default(),
-            table_size: 0,
-            opaque: false,
+            table: TableView::default(),
             setup: RingSetup {
                 path: TablePath::Empty,
                 ring_time,
                 table_time: Duration::ZERO,
-                defer_taskrun: defer,
-                coop_taskrun: coop,
+                defer_taskrun: task_run.defer,
+                coop_taskrun: task_run.coop,
                 fallback: None,
             },
             unregister_on_drop: opts.unregister_on_drop,
@@ -205,24 +192,35 @@ impl Ring {
             groups: Slab::new(),
             stats: RingStats::default(),
             files: Vec::new(),
-            table: None,
-            link: None,
-            generation: 0,
-            synced: 0,
             _one_thread: PhantomData,
         }
     }
 
+    /// A ring for the calling thread with template `t`'s table by `path`
+    /// (what [`BufferTable::ring_with`](crate::BufferTable::ring_with) makes).
+    pub(crate) fn with_table(
+        opts: &RingOptions,
+        t: &Arc<Template>,
+        path: TablePath,
+        fallback: Option<String>,
+    ) -> Result<Ring> {
+        let mut ring = Ring::new(opts)?;
+        let start = Instant::now();
+        ring.table.attach(ring.raw.io_uring(), t, path)?;
+        ring.setup.path = path;
+        ring.setup.table_time = start.elapsed();
+        ring.setup.fallback = fallback;
+        Ok(ring)
+    }
+
     /// A ring another process set up and cloned the table into
-    /// ([`HandedRing::enable`](crate::HandedRing::enable)), enabled here
-    /// (DEFER_TASKRUN), over this process's view of the pool; slots
-    /// `[0, segments)` hold the pool's segments.
-    pub(crate) fn from_handed(io: io_uring::IoUring, memory: IoMemory, segments: u16, opts: &RingOptions) -> Ring {
-        let mut r = Ring::with_io(io, true, false, opts, Duration::ZERO);
-        r.memory = Some(memory);
-        r.map = SlotMap::identity(segments);
-        r.table_size = segments;
-        r.synced = segments;
+    /// ([`HandedRing::enable`](crate::handover::HandedRing::enable)),
+    /// enabled here (DEFER_TASKRUN), over this process's view of the pool;
+    /// slots `[0, segments)` hold the pool's segments.
+    pub(crate) fn from_handed(io: Uring, memory: IoMemory, segments: u16, opts: &RingOptions) -> Ring {
+        let task_run = uring::TaskRun { defer: true, coop: false };
+        let mut r = Ring::with_io(io, task_run, opts, Duration::ZERO);
+        r.table = TableView::handed(memory, segments);
         r.setup.path = TablePath::Cloned;
         r
     }
@@ -231,121 +229,33 @@ impl Ring {
     /// handed-over ring, the view whose leases (of its lease segments) and
     /// regions ([`IoMemory::region`]) it does fixed I/O with.
     pub fn memory(&self) -> Option<&IoMemory> {
-        self.memory.as_ref()
+        self.table.memory()
     }
 
-    /// Gives this ring the template's table by `path` (reading the filled
-    /// count and generation before the kernel call, so that the ring never
-    /// believes in a slot its copy lacks), and records the setup.
-    pub(crate) fn attach(&mut self, t: &Arc<Template>, path: TablePath, fallback: Option<String>) -> Result<()> {
-        let start = Instant::now();
-        let (generation, entries, _, _) = t.link.catch_up(u64::MAX);
-        match path {
-            TablePath::Cloned => self.clone_raw(t.fd(), t.source_len(), CloneRange::all())?,
-            TablePath::Registered => register_table(self.raw.io_uring(), &t.memory, entries, t.capacity)?,
-            TablePath::Unregistered | TablePath::Empty => {}
-        }
-        self.memory = Some(t.memory.clone());
-        if matches!(path, TablePath::Cloned | TablePath::Registered) {
-            self.map = SlotMap::identity(entries);
-            self.table_size = t.capacity;
-            self.synced = entries;
-        }
-        self.table = Some(Arc::downgrade(t));
-        self.link = Some(t.link.clone());
-        self.generation = generation;
-        self.setup.path = path;
-        self.setup.table_time = start.elapsed();
-        self.setup.fallback = fallback;
-        Ok(())
-    }
-
-    /// Picks up segments the table gained since this ring got it
-    /// ([`BufferTable::grow`](crate::BufferTable::grow)): a ranged DST_REPLACE clone of just the new
-    /// slots where it works, else the whole table again (or, for a ring that
-    /// registered its own table, a buffers update of the new slots).
-    /// Returns whether anything changed. Operations call it by themselves
-    /// when they meet a buffer of a new segment.
+    /// Picks up segments the table gained or lost since this ring got it
+    /// ([`BufferTable::grow`](crate::BufferTable::grow),
+    /// [`BufferTable::shrink`](crate::BufferTable::shrink)): a ranged
+    /// DST_REPLACE clone of just the changed slots where it works, else the
+    /// whole table again (or, for a ring that registered its own table, a
+    /// buffers update). Returns whether anything changed. Operations call
+    /// it by themselves when the table changed.
     ///
     /// # Errors
-    /// Clone and register errors.
+    /// Clone and register errors; [`Error::Forked`].
     pub fn refresh_table(&mut self) -> Result<bool> {
         self.home.check()?;
-        let Some(link) = self.link.clone() else { return Ok(false) };
-        let (generation, entries, low, exact) = link.catch_up(self.generation);
-        if generation == self.generation {
-            return Ok(false);
-        }
-        let template = self.table.as_ref().and_then(Weak::upgrade);
-        let path = self.setup.path;
-        match template {
-            Some(t) if matches!(path, TablePath::Cloned | TablePath::Registered) => {
-                let old = self.synced;
-                // Slots [from, to) changed since this ring's generation:
-                // grown into, emptied by a shrink, or both; all of them when
-                // the history does not reach back that far.
-                let (from, to) =
-                    if exact { (low.min(old), entries.max(old)) } else { (0, entries.max(self.table_size)) };
-                if from < to {
-                    self.catch_up_slots(&t, from, to, entries, exact)?;
-                }
-                self.map = SlotMap::identity(entries);
-                self.table_size = self.table_size.max(t.capacity);
-                self.synced = entries;
-                tracing::debug!(from = old, to = entries, generation, "ring caught up with the table");
-            }
-            _ => {
-                // A hand-made table, no table, or the table is gone: there
-                // is nothing to copy from. Slots that held segments from
-                // `low` on may be stale: forget them, so that a lease there
-                // is refused (NotInTable) instead of reaching old memory.
-                let low = if exact { low } else { 0 };
-                self.map.forget_segments_from(low);
-                self.synced = self.synced.min(low);
-            }
-        }
-        self.generation = generation;
-        Ok(true)
-    }
-
-    /// Makes slots `[from, to)` hold what the template holds there now.
-    fn catch_up_slots(&mut self, t: &Template, from: u16, to: u16, entries: u16, exact: bool) -> Result<()> {
-        match self.setup.path {
-            TablePath::Cloned if t.ranged_refresh() && exact => {
-                let range = CloneRange::range(u32::from(from), u32::from(from), u32::from(to - from)).replace();
-                self.clone_raw(t.fd(), t.source_len(), range)
-            }
-            TablePath::Cloned => {
-                // The whole table again: every in-flight operation keeps its
-                // own reference to the old entries. ENXIO: no table (a whole
-                // refresh that failed after unregistering).
-                match self.raw.io_uring().submitter().unregister_buffers() {
-                    Err(e) if e.raw_os_error() != Some(libc::ENXIO) => return Err(Error::os("unregister", e)),
-                    _ => {}
-                }
-                self.map.clear();
-                self.clone_raw(t.fd(), t.source_len(), CloneRange::all())
-            }
-            _ => {
-                // This ring registered its own table: empty what the
-                // template dropped, register what it has now.
-                let ring = self.raw.io_uring();
-                if to > entries {
-                    crate::sys::uring::clear_slots(ring, u32::from(entries), u32::from(to - entries))
-                        .map_err(|e| Error::os("clear table slots", e))?;
-                }
-                if entries > from {
-                    let iovs = t.memory.shared.iovs(from, entries);
-                    registered("register", &iovs, crate::sys::uring::update_iovs(ring, u32::from(from), &iovs))?;
-                }
-                Ok(())
-            }
-        }
+        self.table.refresh(self.raw.io_uring())
     }
 
     /// The table generation this ring has.
     pub fn table_generation(&self) -> u64 {
-        self.generation
+        self.table.generation()
+    }
+
+    /// Whether the table changed since this ring caught up with it (one
+    /// atomic load).
+    pub(crate) fn table_is_stale(&self) -> bool {
+        self.table.is_stale()
     }
 
     /// How the ring was set up.
@@ -355,24 +265,19 @@ impl Ring {
 
     /// Slots of this ring's table that hold pool memory (0: none).
     pub fn table_len(&self) -> u16 {
-        self.map.filled()
+        self.table.filled()
     }
 
     /// Whether this ring's table holds pool segment `segment`, and in
     /// which slot.
     pub fn slot_of(&self, segment: u16) -> Option<u16> {
-        self.map.slot(segment)
+        self.table.slot(segment)
     }
 
     /// Operations queued or running (parts of a split operation count
     /// once each).
     pub fn in_flight(&self) -> usize {
         self.raw.in_flight()
-    }
-
-    /// Operations queued and not yet handed to the kernel.
-    pub fn queued(&mut self) -> usize {
-        self.raw.queued()
     }
 
     /// Clones `range` of `src`'s table into this ring: Linux 6.12+ (ranges
@@ -388,54 +293,7 @@ impl Ring {
     /// [`Error::ForeignBuffer`] if this ring already serves another pool.
     pub fn clone_buffers_from(&mut self, src: &impl TableSource, range: CloneRange) -> Result<()> {
         self.home.check()?;
-        if let (Some(mine), Some(theirs)) = (&self.memory, src.source_memory()) {
-            if !mine.same_pool(theirs) {
-                return Err(Error::ForeignBuffer {
-                    op: "clone",
-                    reason: "this ring already serves another pool".into(),
-                });
-            }
-        }
-        let source_len = src.source_len();
-        // The generation first: a shrink after it shows as a change.
-        let sync = private::Sealed::source_sync(src);
-        let seg = |slot: u32| u16::try_from(slot).ok().and_then(|s| private::Sealed::source_segment(src, s));
-        // What the source's slots hold, read before the kernel copies them
-        // (a concurrent growth may fill more slots after the copy). A whole
-        // table whose filled slots are an identity prefix needs no list.
-        let prefix = if range.nr == 0 { private::Sealed::source_prefix(src) } else { None };
-        let held: Vec<Option<u16>> = match prefix {
-            Some(_) => Vec::new(),
-            None => {
-                let (first, n) = if range.nr == 0 { (0, u32::from(source_len)) } else { (range.src_off, range.nr) };
-                (0..n.min(16384)).map(|k| seg(first.saturating_add(k))).collect()
-            }
-        };
-        self.clone_raw(src.source_fd(), source_len, range)?;
-        if range.nr == 0 {
-            self.map = SlotMap::identity(prefix.unwrap_or(0));
-        }
-        // Follow the source's table: a shrink must make this ring forget
-        // the slots it released (a hand-made table cannot be refreshed).
-        if self.link.is_none() {
-            if let Some((link, generation)) = sync {
-                self.link = Some(link);
-                self.generation = generation;
-            }
-        }
-        // The kernel checked dst_off + nr <= 16384.
-        for (k, segment) in held.into_iter().enumerate() {
-            self.map.set((range.dst_off as usize + k) as u16, segment);
-        }
-        let end = if range.nr == 0 { u32::from(source_len) } else { range.dst_off + range.nr };
-        self.table_size = self.table_size.max(end as u16);
-        if self.memory.is_none() {
-            self.memory = src.source_memory().cloned();
-        }
-        if self.table.is_none() {
-            self.table = private::Sealed::source_link(src);
-        }
-        Ok(())
+        self.table.clone_from(self.raw.io_uring(), src, range)
     }
 
     /// Clones from any io_uring fd of this process. The ring then has table
@@ -446,25 +304,7 @@ impl Ring {
     /// As [`Ring::clone_buffers_from`].
     pub fn clone_buffers_from_fd(&mut self, src: BorrowedFd<'_>, source_len: u16, range: CloneRange) -> Result<()> {
         self.home.check()?;
-        self.clone_raw(src.as_raw_fd(), source_len, range)?;
-        self.opaque = true;
-        Ok(())
-    }
-
-    fn clone_raw(&mut self, fd: RawFd, source_len: u16, range: CloneRange) -> Result<()> {
-        let flags = if range.replace { CloneBuffersFlags::DST_REPLACE } else { CloneBuffersFlags::empty() };
-        let req = CloneRequest {
-            src_off: range.src_off,
-            dst_off: range.dst_off,
-            nr: range.nr,
-            source_len: u32::from(source_len),
-            replace: range.replace,
-        };
-        self.raw
-            .io_uring()
-            .submitter()
-            .register_buffers_clone_offset(fd, range.src_off, range.dst_off, range.nr, flags)
-            .map_err(|e| clone_error(e, req))
+        self.table.clone_from_fd(self.raw.io_uring(), src.as_raw_fd(), source_len, range)
     }
 
     /// Unregisters this ring's table (unpinning synchronously what only this
@@ -474,11 +314,7 @@ impl Ring {
     /// [`Error::Io`] (ENXIO when there is no table).
     pub fn unregister_buffers(&mut self) -> Result<()> {
         self.home.check()?;
-        self.raw.io_uring().submitter().unregister_buffers().map_err(|e| Error::os("unregister", e))?;
-        self.map.clear();
-        self.table_size = 0;
-        self.opaque = false;
-        Ok(())
+        self.table.unregister(self.raw.io_uring())
     }
 
     /// Registers `file` with this ring, so that its operations skip the
@@ -487,7 +323,8 @@ impl Ring {
     /// now on; registering it again is a no-op.
     ///
     /// # Errors
-    /// [`Error::Io`] from the register calls; [`Error::FileClosed`].
+    /// [`Error::Io`] from the register calls; [`Error::FileClosed`];
+    /// [`Error::InvalidArgument`] past 64 files.
     pub fn register_file(&mut self, file: &DirectFile) -> Result<()> {
         const SLOTS: u32 = 64;
         self.home.check()?;
@@ -506,11 +343,11 @@ impl Ring {
                 format!("a ring registers at most {SLOTS} files"),
             ));
         }
-        let sub = self.raw.io_uring().submitter();
+        let ring = self.raw.io_uring();
         if slot == 0 {
-            sub.register_files_sparse(SLOTS).map_err(|e| Error::os("register files", e))?;
+            uring::register_files_sparse(ring, SLOTS)?;
         }
-        sub.register_files_update(slot, &[file.as_fd().as_raw_fd()]).map_err(|e| Error::os("register files", e))?;
+        uring::register_file(ring, slot, file.as_fd().as_raw_fd())?;
         self.files.push((file.clone(), slot));
         Ok(())
     }
@@ -519,10 +356,17 @@ impl Ring {
         self.files.iter().find(|(f, _)| f.same_file(file)).map(|&(_, slot)| slot)
     }
 
+    /// Which engine this ring uses for operations on `file`, and why (the
+    /// one engine choice, for a ring under its policy).
+    pub fn engine_for(&self, file: &DirectFile) -> (EngineKind, &'static str) {
+        let c = engine::choose(self.engine, Runner::Ring, Device::of(file));
+        (c.engine, c.reason)
+    }
+
     /// What this ring does with operations of `kind` whose buffers lie in
     /// one segment: the opcode name (`"READV_FIXED"`, `"READV"`, or
     /// `"READ_FIXED"` per buffer where the kernel lacks READV_FIXED).
-    pub fn opcode_for(&self, kind: crate::OpKind) -> &'static str {
+    pub fn opcode_for(&self, kind: OpKind) -> &'static str {
         submit::opcode_for(self, kind)
     }
 
@@ -540,8 +384,8 @@ impl Drop for Ring {
             return;
         }
         self.raw.drain();
-        if self.unregister_on_drop && (self.table_size > 0 || self.opaque) {
-            let _ = self.raw.io_uring().submitter().unregister_buffers();
+        if self.unregister_on_drop && self.table.has_kernel_table() {
+            let _ = uring::unregister(self.raw.io_uring(), true);
         }
     }
 }

@@ -1,15 +1,8 @@
-//! How a ring is set up, and what its setup did.
+//! How a ring is set up.
 
-use std::time::Duration;
-
-use io_uring::IoUring;
-
-use crate::errno::setup_error;
 use crate::error::{Error, Result};
-use crate::types::{EnginePolicy, Sharing, TablePath, INLINE_DEPTH};
-
-/// Kernel limit on SQ entries.
-pub const MAX_RING_ENTRIES: u32 = 32768;
+use crate::types::{EnginePolicy, Sharing, INLINE_DEPTH, MAX_RING_ENTRIES};
+use crate::uring::Setup;
 
 /// Options for a new ring.
 #[derive(Debug, Clone)]
@@ -49,7 +42,7 @@ pub struct RingOptions {
     /// Under [`EnginePolicy::Auto`], operations on a device without NOWAIT
     /// run inline while fewer than this many are outstanding (queued,
     /// running, or completed and not yet taken). Default
-    /// [`INLINE_DEPTH`](crate::INLINE_DEPTH).
+    /// [`INLINE_DEPTH`].
     pub inline_depth: u32,
 }
 
@@ -117,56 +110,22 @@ impl RingOptions {
     }
 }
 
-/// What happened when a ring was set up.
-#[derive(Debug, Clone)]
-pub struct RingSetup {
-    /// How it got its table.
-    pub path: TablePath,
-    /// `io_uring_setup` time.
-    pub ring_time: Duration,
-    /// Clone or register time.
-    pub table_time: Duration,
-    /// Whether DEFER_TASKRUN was available.
-    pub defer_taskrun: bool,
-    /// Whether COOP_TASKRUN | TASKRUN_FLAG was set.
-    pub coop_taskrun: bool,
-    /// Why the preferred path did not run, if it did not.
-    pub fallback: Option<String>,
-}
-
-impl RingSetup {
-    /// Ring plus table time.
-    pub fn total(&self) -> Duration {
-        self.ring_time + self.table_time
-    }
-}
-
-/// A range of a clone (`IORING_REGISTER_CLONE_BUFFERS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CloneRange {
-    /// First source entry.
-    pub src_off: u32,
-    /// First destination entry.
-    pub dst_off: u32,
-    /// Entries; 0 = the whole source table (then both offsets must be 0).
-    pub nr: u32,
-    /// Replace existing destination entries (DST_REPLACE, Linux 6.13+).
-    pub replace: bool,
-}
-
-impl CloneRange {
-    /// The whole table, into an empty ring.
-    pub fn all() -> Self {
-        Self::default()
-    }
-    /// `nr` entries from `src_off` to `dst_off` (ranged clone, Linux 6.13+).
-    pub fn range(src_off: u32, dst_off: u32, nr: u32) -> Self {
-        CloneRange { src_off, dst_off, nr, replace: false }
-    }
-    /// With DST_REPLACE.
-    pub fn replace(mut self) -> Self {
-        self.replace = true;
-        self
+impl RingOptions {
+    /// The kernel setup these options ask for: SINGLE_ISSUER, with the
+    /// task-run mode asked for.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a depth of 0 or above 32768.
+    pub(crate) fn setup(&self) -> Result<Setup> {
+        check_depth(self.entries)?;
+        Ok(Setup {
+            entries: self.entries,
+            single_issuer: true,
+            defer_taskrun: self.defer_taskrun,
+            coop_taskrun: self.coop_taskrun,
+            no_sqarray: self.no_sqarray,
+            disabled: false,
+        })
     }
 }
 
@@ -176,49 +135,4 @@ pub(crate) fn check_depth(entries: u32) -> Result<()> {
         return Err(Error::invalid("ring depth", entries, "it must be from 1 to 32768"));
     }
     Ok(())
-}
-
-/// How a ring was set up, as far as completions go.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Flags {
-    pub defer: bool,
-    pub coop: bool,
-}
-
-/// Creates a SINGLE_ISSUER ring with the options' task-run mode, falling
-/// back to plainer setups on kernels that lack those flags (EINVAL).
-pub(crate) fn build_io_uring(opts: &RingOptions) -> Result<(IoUring, Flags)> {
-    // entries <= 32768 (check_depth): twice that fits.
-    let cq = opts.entries * 2;
-    let mut b = IoUring::builder();
-    b.setup_single_issuer().setup_cqsize(cq);
-    if opts.no_sqarray {
-        b.setup_no_sqarray();
-    }
-    let flags = if opts.defer_taskrun {
-        b.setup_defer_taskrun();
-        Flags { defer: true, coop: false }
-    } else if opts.coop_taskrun {
-        b.setup_coop_taskrun().setup_taskrun_flag();
-        Flags { defer: false, coop: true }
-    } else {
-        Flags { defer: false, coop: false }
-    };
-    let ring = match b.build(opts.entries) {
-        Ok(r) => (r, flags),
-        // SINGLE_ISSUER (6.0), DEFER_TASKRUN (6.1), COOP_TASKRUN (5.19) or
-        // NO_SQARRAY (6.6) unknown: the plain ring.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let r = IoUring::builder().setup_cqsize(cq).build(opts.entries).map_err(setup_error)?;
-            (r, Flags { defer: false, coop: false })
-        }
-        Err(e) => return Err(setup_error(e)),
-    };
-    if let Some((bounded, unbounded)) = opts.iowq_max_workers {
-        let mut v = [bounded, unbounded];
-        if let Err(e) = ring.0.submitter().register_iowq_max_workers(&mut v) {
-            tracing::warn!("IORING_REGISTER_IOWQ_MAX_WORKERS failed: {e}");
-        }
-    }
-    Ok(ring)
 }

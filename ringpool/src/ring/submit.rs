@@ -1,17 +1,20 @@
-//! Operations on a `Ring`: checking, routing to table slots, splitting
-//! vectored operations across segments, submitting, and completing.
+//! Operations on a `Ring`: the engine choice obeyed, routing to table
+//! slots, splitting vectored operations across segments, submitting,
+//! waiting, and completing.
 
 use io_uring::{opcode, squeue};
 use slab::Slab;
 
+use super::table_view::Route as Routed;
 use super::Ring;
 use crate::buf::{Buffers, IoBuf};
+use crate::engine::{self, Device, Inline, Runner};
 use crate::error::{Error, Result};
 use crate::file::DirectFile;
-use crate::op::{opcode_name, FixedBuf, Op, Route};
+use crate::op::{opcode_name, Checked, Done, Op, Route};
 use crate::probe::Features;
 use crate::sys::uring::{FdHold, Reaped, Sqe};
-use crate::types::{EngineKind, EnginePolicy, Nowait, OpKind, TablePath};
+use crate::types::OpKind;
 
 /// Whose completion a CQE is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,49 +61,9 @@ pub(crate) struct Group {
     parts: Vec<Option<(i32, Op)>>,
 }
 
-/// The result of one operation queued on a [`Ring`].
-#[derive(Debug)]
-pub struct Completion {
-    /// The tag given when it was queued.
-    pub tag: u64,
-    /// Bytes transferred, or the error.
-    pub result: Result<usize>,
-    /// The buffers, handed back (none for a sync or a wake-up).
-    pub bufs: Buffers,
-}
-
-impl Completion {
-    /// The buffer of a read or write.
-    pub fn into_buf(self) -> Option<IoBuf> {
-        self.bufs.into_one()
-    }
-}
-
-/// Counters of what a [`Ring`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RingStats {
-    /// Operations accepted.
-    pub ops: u64,
-    /// SQEs they took (more than `ops` when some were split).
-    pub sqes: u64,
-    /// Vectored operations split into one SQE per segment (or per buffer,
-    /// without READV_FIXED).
-    pub split_ops: u64,
-    /// Operations run inline (preadv2 / pwritev2 in `push`), not by io_uring.
-    pub inline_ops: u64,
-}
-
-/// How an operation goes to the kernel.
-enum Plan {
-    /// One SQE, through this registered entry or none.
-    One(Option<FixedBuf>),
-    /// One SQE per run of `.0` buffers, each through its entry.
-    Split(Vec<(usize, Option<FixedBuf>)>),
-}
-
 /// The opcode a ring uses for `kind` when the buffers lie in one segment.
 pub(super) fn opcode_for(ring: &Ring, kind: OpKind) -> &'static str {
-    let fixed = ring.map.filled() > 0;
+    let fixed = ring.table.filled() > 0;
     if kind.is_vectored() && fixed && !Features::get().readv_fixed {
         return opcode_name(if kind.reads() { OpKind::Read } else { OpKind::Write }, true);
     }
@@ -108,35 +71,65 @@ pub(super) fn opcode_for(ring: &Ring, kind: OpKind) -> &'static str {
 }
 
 impl Ring {
-    /// Queues `op` (checked first: see [`Op::check`]). Vectored operations
-    /// whose buffers lie in several segments are split into one SQE per
-    /// segment, transparently (counted in [`Ring::stats`]); their
-    /// completion comes once, with every buffer. Returns the operation
-    /// untouched when it is refused.
+    /// Queues `op` (checked first: see [`Op::check`]; its buffers must be
+    /// leases of this ring's pool) on the engine the engine choice names
+    /// for its file ([`Ring::engine_for`]): an inline operation completes
+    /// at once (its completion is ready), the others go to io_uring.
+    /// Vectored operations whose buffers lie in several segments are split
+    /// into one SQE per segment, transparently (counted in
+    /// [`Ring::stats`]); their completion comes once, with every buffer.
+    /// Returns the operation untouched when it is refused.
     ///
     /// # Errors
-    /// The check's errors; [`Error::BlockingFileSystem`] for a FUSE file;
-    /// [`Error::ForeignBuffer`]; [`Error::NotInTable`] for a lease of a
-    /// segment this ring's table lacks; [`Error::RingFull`].
+    /// The check's errors; [`Error::ForeignBuffer`]; [`Error::NotInTable`]
+    /// for a lease of a segment this ring's table lacks;
+    /// [`Error::RingFull`]; [`Error::Forked`].
     pub fn push(&mut self, op: Op, tag: u64) -> Result<(), (Error, Op)> {
         self.push_tagged(op, Tag::User(tag))
     }
 
     fn push_tagged(&mut self, op: Op, tag: Tag) -> Result<(), (Error, Op)> {
-        if let Err(e) = self.home.check().and_then(|()| self.check(&op)) {
+        if let Err(e) = self.home.check() {
             return Err((e, op));
         }
-        if self.runs_inline(&op) {
-            self.run_inline(op, tag);
+        let checked = Checked::new(op, self.table.memory())?;
+        self.push_checked_as(checked, tag)
+    }
+
+    /// Queues an operation checked already (by a pool over this ring's
+    /// memory), as [`Ring::push`] does; gives it back when refused.
+    pub(crate) fn push_checked(&mut self, c: Checked, tag: u64) -> Result<(), (Error, Op)> {
+        self.push_checked_as(c, Tag::User(tag))
+    }
+
+    /// The engine choice obeyed, then routing and submission.
+    fn push_checked_as(&mut self, c: Checked, tag: Tag) -> Result<(), (Error, Op)> {
+        let choice = engine::choose(self.engine, Runner::Ring, Device::of(c.op().file()));
+        if choice.inline == Inline::WhileShallow {
+            self.sync_rings.join();
+        }
+        let outstanding = self.outstanding();
+        if choice.runs_inline(outstanding, self.inline_depth, || self.sync_rings.cpus_busy()) {
+            let done = c.run_inline();
+            self.stats.ops += 1;
+            self.stats.inline_ops += 1;
+            self.deliver(tag, done);
             return Ok(());
         }
-        let plan = match self.plan(&op) {
-            Ok(p) => p,
-            Err(e) => return Err((e, op)),
-        };
+        if let Err(e) = c.still_open() {
+            return Err((e, c.into_op()));
+        }
+        let op = c.into_op();
+        let split_max = self.raw.io_uring().params().sq_entries();
+        let readv_fixed = Features::get().readv_fixed;
+        let route =
+            match self.table.route(self.raw.io_uring(), op.kind(), op.buffers().as_slice(), split_max, readv_fixed) {
+                Ok(r) => r,
+                Err(e) => return Err((e, op)),
+            };
         let file_slot = self.fixed_file(op.file());
-        match plan {
-            Plan::One(fixed) => {
+        match route {
+            Routed::One(fixed) => {
                 let pending = Pending::Io { op, route: Route { file_slot, fixed }, tag, part: None };
                 if let Err(p) = self.raw.push(pending) {
                     let op = p.into_op().expect("an operation slot");
@@ -144,57 +137,47 @@ impl Ring {
                 }
                 self.stats.sqes += 1;
             }
-            Plan::Split(runs) => {
+            Routed::Split(runs) => {
                 if self.raw.room() < runs.len() {
                     return Err((self.full(op.kind()), op));
                 }
-                let kind = op.kind();
-                let counts: Vec<usize> = runs.iter().map(|r| r.0).collect();
-                let parts = op.split(&counts);
-                let n = parts.len();
-                let key = self.groups.insert(Group { tag, kind, left: n, parts: (0..n).map(|_| None).collect() });
-                for (i, (part, (_, fixed))) in parts.into_iter().zip(runs).enumerate() {
-                    let pending =
-                        Pending::Io { op: part, route: Route { file_slot, fixed }, tag, part: Some((key, i)) };
-                    if let Err(p) = self.raw.push(pending) {
-                        // Not after the room check; should it happen, the
-                        // part completes as not done and the rest still run.
-                        let op = p.into_op().expect("an operation slot");
-                        let done = part_done(&mut self.groups, key, i, -libc::EAGAIN, op);
-                        if let Some((tag, r, bufs)) = done {
-                            self.deliver(tag, r, bufs);
-                        }
-                    }
-                }
-                self.stats.sqes += n as u64;
-                self.stats.split_ops += 1;
+                self.push_split(op, runs, file_slot, tag);
             }
         }
         self.stats.ops += 1;
         Ok(())
     }
 
-    fn full(&mut self, kind: OpKind) -> Error {
-        Error::RingFull { op: kind.name(), in_flight: self.raw.in_flight() }
-    }
-
-    /// The checks before routing: the operation's own, FUSE, and that its
-    /// buffers are this ring's pool's.
-    fn check(&self, op: &Op) -> Result<()> {
-        op.check()?;
-        let name = op.kind().name();
-        if op.file().is_fuse() {
-            return Err(Error::BlockingFileSystem { op: name, path: op.file().path().to_path_buf() });
-        }
-        if let Some(mem) = &self.memory {
-            if op.buffers().as_slice().iter().any(|b| !mem.owns(b)) {
-                return Err(Error::ForeignBuffer {
-                    op: name,
-                    reason: "the buffer belongs to another IoMemory than this ring's".into(),
-                });
+    /// Queues the parts of `op`, one per run of buffers in one slot.
+    fn push_split(
+        &mut self,
+        op: Op,
+        runs: Vec<(usize, Option<crate::op::FixedBuf>)>,
+        file_slot: Option<u32>,
+        tag: Tag,
+    ) {
+        let kind = op.kind();
+        let counts: Vec<usize> = runs.iter().map(|r| r.0).collect();
+        let parts = op.split(&counts);
+        let n = parts.len();
+        let key = self.groups.insert(Group { tag, kind, left: n, parts: (0..n).map(|_| None).collect() });
+        for (i, (part, (_, fixed))) in parts.into_iter().zip(runs).enumerate() {
+            let pending = Pending::Io { op: part, route: Route { file_slot, fixed }, tag, part: Some((key, i)) };
+            if let Err(p) = self.raw.push(pending) {
+                // Not after the room check; should it happen, the part
+                // completes as not done and the rest still run.
+                let op = p.into_op().expect("an operation slot");
+                if let Some((tag, done)) = part_done(&mut self.groups, key, i, -libc::EAGAIN, op) {
+                    self.deliver(tag, done);
+                }
             }
         }
-        Ok(())
+        self.stats.sqes += n as u64;
+        self.stats.split_ops += 1;
+    }
+
+    fn full(&mut self, kind: OpKind) -> Error {
+        Error::RingFull { op: kind.name(), in_flight: self.raw.in_flight() }
     }
 
     /// Operations queued, running, or completed and not yet taken.
@@ -202,171 +185,9 @@ impl Ring {
         self.raw.in_flight() + self.ready.len()
     }
 
-    /// Whether `op` runs inline: the engine choice for one operation.
-    /// Under Auto, on a device without NOWAIT: while the queue is shallow,
-    /// and at any depth when as many rings serve such devices as there are
-    /// CPUs (io-wq's threads would only take CPU time from the rings'
-    /// threads, which already keep every CPU busy with system calls).
-    fn runs_inline(&mut self, op: &Op) -> bool {
-        match self.engine {
-            EnginePolicy::IoUring => false,
-            EnginePolicy::Inline => true,
-            EnginePolicy::Auto => {
-                if op.file().nowait() != Nowait::Unsupported {
-                    return false;
-                }
-                self.sync_rings.join();
-                self.outstanding() < self.inline_depth || self.sync_rings.cpus_busy()
-            }
-        }
-    }
-
-    /// Runs `op` with preadv2 / pwritev2 / fsync now; its completion is
-    /// ready at once.
-    fn run_inline(&mut self, mut op: Op, tag: Tag) {
-        let res = op.blocking_res(0);
-        let result = op.complete(res);
-        self.stats.ops += 1;
-        self.stats.inline_ops += 1;
-        self.deliver(tag, result, op.into_buffers());
-    }
-
-    /// Which engine this ring uses for operations on `file`, and why.
-    pub fn engine_for(&self, file: &DirectFile) -> (EngineKind, &'static str) {
-        match self.engine {
-            EnginePolicy::IoUring => (EngineKind::IoUring, "io_uring, as asked"),
-            EnginePolicy::Inline => (EngineKind::Inline, "inline, as asked"),
-            EnginePolicy::Auto if file.nowait() == Nowait::Unsupported => (
-                EngineKind::Inline,
-                "the device has no NOWAIT support (io_uring would hand every request to an io-wq thread): \
-                 inline while the queue is shallow, io_uring beyond the inline depth",
-            ),
-            EnginePolicy::Auto => (EngineKind::IoUring, "the device serves non-blocking I/O: io_uring"),
-        }
-    }
-
-    /// Which table slot each buffer goes through, and whether the
-    /// operation must be split.
-    fn plan(&mut self, op: &Op) -> Result<Plan> {
-        if !op.kind().moves_data() {
-            return Ok(Plan::One(None));
-        }
-        let name = op.kind().name();
-        if self.opaque {
-            return Err(Error::ForeignBuffer {
-                op: name,
-                reason: "this ring's table was cloned from a bare fd; it cannot check buffers".into(),
-            });
-        }
-        if self.memory.is_none() {
-            return Ok(Plan::One(None));
-        }
-        let bufs = op.buffers().as_slice();
-        let fixed = self.map.filled() > 0 || matches!(self.setup.path, TablePath::Cloned | TablePath::Registered);
-        if !fixed {
-            return Ok(Plan::One(None));
-        }
-        // The table grew or shrank since this ring last looked: catch up
-        // before routing (a shrunk slot may hold new memory now).
-        if self.link.as_ref().is_some_and(|l| l.generation() != self.generation) {
-            self.refresh_table()?;
-        }
-        let vectored = op.kind().is_vectored();
-        let mut runs: Vec<(usize, Option<FixedBuf>)> = Vec::new();
-        for (i, b) in bufs.iter().enumerate() {
-            let segment = b.buf_index();
-            let slot = self.slot_for(name, segment, vectored.then_some(i))?;
-            match runs.last_mut() {
-                Some((n, Some(f))) if f.slot == slot => *n += 1,
-                _ => {
-                    // Not 0 for a pool another process registered.
-                    let shift = self.memory.as_ref().map_or(0, |m| m.shift_of(segment));
-                    runs.push((1, Some(FixedBuf { slot, shift })));
-                }
-            }
-        }
-        if !vectored {
-            return Ok(Plan::One(runs[0].1));
-        }
-        let runs: Vec<_> = if Features::get().readv_fixed {
-            if runs.len() == 1 {
-                return Ok(Plan::One(runs[0].1));
-            }
-            runs
-        } else {
-            // No READV_FIXED (before 6.15): one fixed operation per buffer.
-            runs.iter().flat_map(|&(n, f)| std::iter::repeat_n((1, f), n)).collect()
-        };
-        let entries = self.raw.io_uring().params().sq_entries();
-        if runs.len() > entries as usize {
-            return Err(Error::TooManyParts { op: name, sqes: runs.len(), entries });
-        }
-        Ok(Plan::Split(runs))
-    }
-
-    /// The slot holding `segment`, picking up table growth once if needed.
-    fn slot_for(&mut self, op: &'static str, segment: u16, buffer: Option<usize>) -> Result<u16> {
-        if let Some(s) = self.map.slot(segment) {
-            return Ok(s);
-        }
-        // A segment the table gained since this ring got it.
-        self.refresh_table()?;
-        self.map.slot(segment).ok_or(Error::NotInTable { op, segment, buffer })
-    }
-
-    /// Queues a read of `buf.len()` bytes at `offset` (READ_FIXED where the
-    /// ring has the table).
-    ///
-    /// # Errors
-    /// As [`Ring::push`]; the buffer comes back.
-    pub fn push_read(&mut self, file: &DirectFile, offset: u64, buf: IoBuf, tag: u64) -> Result<(), (Error, IoBuf)> {
-        self.push(Op::read(file, offset, buf), tag).map_err(one_back)
-    }
-
-    /// Queues a write of `buf.len()` bytes at `offset` (WRITE_FIXED where the
-    /// ring has the table).
-    ///
-    /// # Errors
-    /// As [`Ring::push`]; the buffer comes back.
-    pub fn push_write(&mut self, file: &DirectFile, offset: u64, buf: IoBuf, tag: u64) -> Result<(), (Error, IoBuf)> {
-        self.push(Op::write(file, offset, buf), tag).map_err(one_back)
-    }
-
-    /// Queues a vectored read into `bufs` from `offset` on (READV_FIXED
-    /// where the ring has the table and the kernel has it, Linux 6.15+).
-    ///
-    /// # Errors
-    /// As [`Ring::push`]; the buffers come back.
-    pub fn push_readv(
-        &mut self,
-        file: &DirectFile,
-        offset: u64,
-        bufs: Vec<IoBuf>,
-        tag: u64,
-    ) -> Result<(), (Error, Vec<IoBuf>)> {
-        self.push(Op::readv(file, offset, bufs), tag).map_err(|(e, op)| (e, op.into_buffers().into_vec()))
-    }
-
-    /// Queues a vectored write of `bufs` from `offset` on (WRITEV_FIXED).
-    ///
-    /// # Errors
-    /// As [`Ring::push`]; the buffers come back.
-    pub fn push_writev(
-        &mut self,
-        file: &DirectFile,
-        offset: u64,
-        bufs: Vec<IoBuf>,
-        tag: u64,
-    ) -> Result<(), (Error, Vec<IoBuf>)> {
-        self.push(Op::writev(file, offset, bufs), tag).map_err(|(e, op)| (e, op.into_buffers().into_vec()))
-    }
-
-    /// Queues an fsync (`datasync`: fdatasync).
-    ///
-    /// # Errors
-    /// [`Error::FileClosed`], [`Error::RingFull`].
-    pub fn push_sync(&mut self, file: &DirectFile, datasync: bool, tag: u64) -> Result<()> {
-        self.push(Op::sync(file, datasync), tag).map_err(|(e, _)| e)
+    /// Operations queued and not yet handed to the kernel.
+    pub fn queued(&mut self) -> usize {
+        self.raw.queued()
     }
 
     /// Hands queued operations to the kernel.
@@ -438,22 +259,23 @@ impl Ring {
     }
 
     /// The oldest ready completion, without reaping.
-    pub(crate) fn pop_completion(&mut self) -> Option<Completion> {
+    pub(crate) fn pop_completion(&mut self) -> Option<(u64, Done)> {
         self.ready.pop_front()
     }
 
-    /// The next ready completion (reaping first when none is ready), or
-    /// `None`; unlike [`Ring::completions`] it leaves the ring free between
-    /// completions (to push the next operation).
-    pub fn next_completion(&mut self) -> Option<Completion> {
+    /// The next ready completion and its tag (reaping first when none is
+    /// ready), or `None`; unlike [`Ring::completions`] it leaves the ring
+    /// free between completions (to push the next operation).
+    pub fn next_completion(&mut self) -> Option<(u64, Done)> {
         if self.ready.is_empty() {
             self.reap(true);
         }
         self.ready.pop_front()
     }
 
-    /// Completions that are ready (call [`Ring::wait`] to get some).
-    pub fn completions(&mut self) -> impl Iterator<Item = Completion> + '_ {
+    /// Completions that are ready, with their tags (call [`Ring::wait`] to
+    /// get some).
+    pub fn completions(&mut self) -> impl Iterator<Item = (u64, Done)> + '_ {
         self.reap(true);
         self.ready.drain(..)
     }
@@ -476,24 +298,24 @@ impl Ring {
         } else {
             raw.reap_posted(f);
         }
-        for (tag, r, bufs) in done {
-            self.deliver(tag, r, bufs);
+        for (tag, d) in done {
+            self.deliver(tag, d);
         }
     }
 
-    fn deliver(&mut self, tag: Tag, result: Result<usize>, bufs: Buffers) {
+    fn deliver(&mut self, tag: Tag, done: Done) {
         match tag {
-            Tag::User(tag) => self.ready.push_back(Completion { tag, result, bufs }),
-            Tag::Run => self.ran = Some((result, bufs)),
+            Tag::User(tag) => self.ready.push_back((tag, done)),
+            Tag::Run => self.ran = Some(done),
         }
     }
 
-    /// Runs `op` and waits for its result: the count (short at end of
-    /// file) or the error, and the buffers. Other operations' completions
-    /// stay queued for [`Ring::completions`].
-    pub fn run(&mut self, op: Op) -> (Result<usize>, Buffers) {
+    /// Runs `op` and waits for it: the count (short at end of file) or the
+    /// error, and the buffers. Other operations' completions stay queued
+    /// for [`Ring::completions`].
+    pub fn run(&mut self, op: Op) -> Done {
         if let Err((e, op)) = self.push_tagged(op, Tag::Run) {
-            return (Err(e), op.into_buffers());
+            return op.fail(e);
         }
         if let Err(e) = self.raw.submit() {
             // Submission failed: the op is still queued; waited for below.
@@ -514,44 +336,34 @@ impl Ring {
         }
     }
 
-    /// Reads `buf.len()` bytes at `offset` and waits for the result: the
-    /// count (short at end of file), or the error, and the buffer.
-    pub fn read_at(&mut self, file: &DirectFile, offset: u64, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        one(self.run(Op::read(file, offset, buf)))
+    /// Reads `buf.len()` bytes at `offset` and waits (READ_FIXED where the
+    /// ring has the table): [`Ring::run`] of [`Op::read`].
+    pub fn read_at(&mut self, file: &DirectFile, offset: u64, buf: IoBuf) -> Done {
+        self.run(Op::read(file, offset, buf))
     }
 
-    /// Writes `buf.len()` bytes at `offset` and waits for the result.
-    pub fn write_at(&mut self, file: &DirectFile, offset: u64, buf: IoBuf) -> (Result<usize>, IoBuf) {
-        one(self.run(Op::write(file, offset, buf)))
+    /// Writes `buf.len()` bytes at `offset` and waits (WRITE_FIXED).
+    pub fn write_at(&mut self, file: &DirectFile, offset: u64, buf: IoBuf) -> Done {
+        self.run(Op::write(file, offset, buf))
     }
 
     /// Reads into `bufs` from `offset` on, in one READV_FIXED where the
     /// buffers lie in one segment (lease them with
     /// [`IoMemory::try_alloc_vec`](crate::IoMemory::try_alloc_vec)), split
-    /// per segment otherwise; waits for the result.
-    pub fn readv_at(&mut self, file: &DirectFile, offset: u64, bufs: Vec<IoBuf>) -> (Result<usize>, Vec<IoBuf>) {
-        let (r, b) = self.run(Op::readv(file, offset, bufs));
-        (r, b.into_vec())
+    /// per segment otherwise; waits.
+    pub fn readv_at(&mut self, file: &DirectFile, offset: u64, bufs: Vec<IoBuf>) -> Done {
+        self.run(Op::readv(file, offset, bufs))
     }
 
     /// Writes `bufs` from `offset` on (WRITEV_FIXED), and waits.
-    pub fn writev_at(&mut self, file: &DirectFile, offset: u64, bufs: Vec<IoBuf>) -> (Result<usize>, Vec<IoBuf>) {
-        let (r, b) = self.run(Op::writev(file, offset, bufs));
-        (r, b.into_vec())
+    pub fn writev_at(&mut self, file: &DirectFile, offset: u64, bufs: Vec<IoBuf>) -> Done {
+        self.run(Op::writev(file, offset, bufs))
     }
-}
-
-fn one((r, b): (Result<usize>, Buffers)) -> (Result<usize>, IoBuf) {
-    (r, b.into_one().expect("a read or write gives its buffer back"))
-}
-
-fn one_back((e, op): (Error, Op)) -> (Error, IoBuf) {
-    (e, op.into_buffers().into_one().expect("a read or write gives its buffer back"))
 }
 
 /// What a reaped CQE completes: an operation, a whole split one, a
 /// wake-up, or nothing yet (a part whose siblings are still in flight).
-fn reaped(groups: &mut Slab<Group>, r: Reaped<Pending>) -> Option<(Tag, Result<usize>, Buffers)> {
+fn reaped(groups: &mut Slab<Group>, r: Reaped<Pending>) -> Option<(Tag, Done)> {
     match r.payload {
         Pending::Wake { tag } => {
             let result = if r.res < 0 {
@@ -559,24 +371,18 @@ fn reaped(groups: &mut Slab<Group>, r: Reaped<Pending>) -> Option<(Tag, Result<u
             } else {
                 Ok(r.res as usize)
             };
-            Some((Tag::User(tag), result, Buffers::None))
+            Some((Tag::User(tag), Done { result, bufs: Buffers::None }))
         }
         Pending::Io { op, tag, part: None, .. } => {
             let result = op.complete(r.res);
-            Some((tag, result, op.into_buffers()))
+            Some((tag, Done { result, bufs: op.into_buffers() }))
         }
         Pending::Io { op, part: Some((key, i)), .. } => part_done(groups, key, i, r.res, op),
     }
 }
 
 /// Records part `i` of group `key`; the whole operation when it was the last.
-fn part_done(
-    groups: &mut Slab<Group>,
-    key: usize,
-    i: usize,
-    res: i32,
-    op: Op,
-) -> Option<(Tag, Result<usize>, Buffers)> {
+fn part_done(groups: &mut Slab<Group>, key: usize, i: usize, res: i32, op: Op) -> Option<(Tag, Done)> {
     let g = groups.get_mut(key)?;
     g.parts[i] = Some((res, op));
     g.left -= 1;
@@ -586,5 +392,5 @@ fn part_done(
     let g = groups.remove(key);
     let parts = g.parts.into_iter().map(|p| p.expect("every part completed")).collect();
     let (result, op) = Op::join(g.kind, parts);
-    Some((g.tag, result, op.into_buffers()))
+    Some((g.tag, Done { result, bufs: op.into_buffers() }))
 }

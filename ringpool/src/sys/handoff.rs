@@ -113,7 +113,10 @@ pub(crate) fn ring_from_fd(fd: OwnedFd, params: &[u8]) -> io::Result<IoUring> {
             }
             let probe: IoUring = b.build(sq)?;
             remember_layout(&probe);
-            params_bytes(&probe)
+            let p = params_bytes(&probe);
+            drop(probe);
+            super::uring::note_closed();
+            p
         }
     };
     // Same sizes, and the same SQ / CQ ring offsets (bytes 40 on).

@@ -86,18 +86,6 @@ pub(crate) fn memlock_limit() -> io::Result<Option<u64>> {
     Ok(if rl.rlim_cur == libc::RLIM_INFINITY { None } else { Some(rl.rlim_cur) })
 }
 
-/// Sets the `RLIMIT_MEMLOCK` soft and hard limits (bytes; `None` = unlimited).
-pub fn set_memlock_limit(limit: Option<u64>) -> io::Result<()> {
-    let v = limit.unwrap_or(libc::RLIM_INFINITY);
-    let rl = libc::rlimit { rlim_cur: v, rlim_max: v };
-    // SAFETY: rl is a valid in-parameter of the right type.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// O_DIRECT alignment reported by `statx(STATX_DIOALIGN)` (Linux 6.1+):
 /// `Some((memory, offset))`, or `None` where the file system does not say
 /// (or says direct I/O is not supported: both fields zero).
@@ -198,27 +186,6 @@ pub(crate) fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
     Ok(st.f_type as i64)
 }
 
-/// CPU time (user, system) of this process, all its threads (io_uring's
-/// io-wq workers included), in microseconds.
-pub fn rusage_self_us() -> (u64, u64) {
-    rusage_us(libc::RUSAGE_SELF)
-}
-
-/// CPU time (user, system) of this process's terminated, waited-for
-/// children, in microseconds.
-pub fn rusage_children_us() -> (u64, u64) {
-    rusage_us(libc::RUSAGE_CHILDREN)
-}
-
-fn rusage_us(who: libc::c_int) -> (u64, u64) {
-    // SAFETY: rusage is plain data; all-zero is valid.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: ru is a valid out-parameter.
-    unsafe { libc::getrusage(who, &mut ru) };
-    let us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
-    (us(ru.ru_utime), us(ru.ru_stime))
-}
-
 /// Forks; the child runs `child` and exits with its code (`_exit`: no
 /// atexit handlers, no destructors of the parent's objects; 101 when it
 /// panics). Returns the child's pid.
@@ -228,7 +195,7 @@ fn rusage_us(who: libc::c_int) -> (u64, u64) {
 /// must not wait for a lock another thread of the parent may have held at
 /// the fork (glibc's malloc is safe; ringpool's objects say
 /// [`Error::Forked`](crate::Error::Forked) instead of touching their locks).
-pub unsafe fn fork_child(child: impl FnOnce() -> i32) -> io::Result<u32> {
+pub(crate) unsafe fn fork_child(child: impl FnOnce() -> i32) -> io::Result<u32> {
     // SAFETY: the caller upholds the contract above for what the child runs.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
@@ -243,7 +210,7 @@ pub unsafe fn fork_child(child: impl FnOnce() -> i32) -> io::Result<u32> {
 
 /// Waits for child `pid` to end: its exit code, or 128 + the signal that
 /// killed it.
-pub fn wait_child(pid: u32) -> io::Result<i32> {
+pub(crate) fn wait_child(pid: u32) -> io::Result<i32> {
     let mut status: libc::c_int = 0;
     let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: status is a valid out-parameter.
@@ -260,35 +227,15 @@ pub fn wait_child(pid: u32) -> io::Result<i32> {
     }
 }
 
-/// Sends `signal` to process `pid`.
-pub fn kill(pid: u32, signal: i32) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-    // SAFETY: kill has no pointer arguments.
-    if unsafe { libc::kill(pid, signal) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// `VmPin` of process `pid` (pages pinned, io_uring buffers among them), in
 /// KiB, from /proc/PID/status.
-pub fn vm_pinned_kb(pid: u32) -> io::Result<u64> {
+pub(crate) fn vm_pinned_kb(pid: u32) -> io::Result<u64> {
     // Read from /proc: no unsafe; pid is any process's.
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     s.lines()
         .find_map(|l| l.strip_prefix("VmPin:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmPin in /proc/PID/status"))
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the
-/// machine (an `Instant` cannot cross a fork as a value).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    // Non-negative on Linux; u64 nanoseconds last 584 years.
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
 /// Runs `f` in a forked child under a scratch user: RLIMIT_MEMLOCK soft
@@ -301,7 +248,7 @@ pub fn monotonic_ns() -> u64 {
 /// # Safety
 /// As [`fork_child`]: the child must not wait for a lock another thread
 /// of this process may have held at the fork.
-pub unsafe fn in_scratch_user(memlock: u64, uid: u32, f: impl FnOnce() -> i32) -> io::Result<i32> {
+pub(crate) unsafe fn in_scratch_user(memlock: u64, uid: u32, f: impl FnOnce() -> i32) -> io::Result<i32> {
     let child = move || {
         let rl = libc::rlimit { rlim_cur: memlock, rlim_max: memlock };
         // SAFETY: plain system calls on this (child) process.

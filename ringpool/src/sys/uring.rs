@@ -46,32 +46,79 @@ impl Iov {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
-
-    /// `[at, at + len)` of this range, clamped to the mapping.
-    #[cfg(feature = "baseline")]
-    pub(crate) fn sub(iov: &Iov, at: usize, len: usize) -> Iov {
-        Iov::new(&iov.map, iov.off.saturating_add(at), len)
-    }
-
-    /// A copy of the first `n` bytes (at most the range's), where the
-    /// mapping is mapped in this process (empty otherwise).
-    #[cfg(feature = "baseline")]
-    pub(crate) fn copy_out(&self, n: usize) -> Vec<u8> {
-        if !self.map.is_mapped_here() {
-            return Vec::new();
-        }
-        let n = n.min(self.len);
-        let mut v = vec![0u8; n];
-        // SAFETY: [off, off + n) lies inside the mapping (Iov::new clamps),
-        // which the Arc keeps mapped and which is mapped here (checked); the
-        // copy goes to a fresh Vec, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(self.map.ptr_at(self.off), v.as_mut_ptr(), n) };
-        v
-    }
 }
 
 fn iovecs(iovs: &[Iov]) -> Vec<libc::iovec> {
     iovs.iter().map(Iov::iovec).collect()
+}
+
+/// An io_uring this process set up. Notes when it closes: since Linux 6.14
+/// a ring's memory is charged to RLIMIT_MEMLOCK, and the kernel releases
+/// the charge of a closed ring asynchronously, later ([`closed_within`]).
+pub(crate) struct Uring(IoUring, u64);
+
+impl Uring {
+    /// `ring`, whose memory is charged `charge` bytes (0 where not known).
+    pub(crate) fn new(ring: IoUring, charge: u64) -> Uring {
+        LIVE_CHARGE.fetch_add(charge, std::sync::atomic::Ordering::Relaxed);
+        Uring(ring, charge)
+    }
+
+    /// The ring's fd.
+    pub(crate) fn fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl std::ops::Deref for Uring {
+    type Target = IoUring;
+    fn deref(&self) -> &IoUring {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Uring {
+    fn deref_mut(&mut self) -> &mut IoUring {
+        &mut self.0
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        LIVE_CHARGE.fetch_sub(self.1, std::sync::atomic::Ordering::Relaxed);
+        note_closed();
+    }
+}
+
+/// Memory of this process's live [`Uring`]s charged to RLIMIT_MEMLOCK.
+static LIVE_CHARGE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Memory of this process's live rings charged to RLIMIT_MEMLOCK (as far
+/// as known: rings set up by ringpool).
+pub(crate) fn live_ring_charge() -> u64 {
+    LIVE_CHARGE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Notes that this process closed a ring now (rings of the trials, which
+/// are not [`Uring`]s, say so when they are done).
+pub(crate) fn note_closed() {
+    CLOSED_AT_NS.store(since_start_ns().max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// When this process last closed a ring (ns since [`since_start_ns`]'s
+/// origin; 0: never).
+static CLOSED_AT_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn since_start_ns() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Whether this process closed a ring less than `window` ago.
+pub(crate) fn closed_within(window: Duration) -> bool {
+    let at = CLOSED_AT_NS.load(std::sync::atomic::Ordering::Relaxed);
+    at != 0 && since_start_ns().saturating_sub(at) < u64::try_from(window.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Registers `iovs` as the ring's buffer table, in one call.
@@ -163,64 +210,6 @@ pub(crate) fn clear_slots(ring: &IoUring, first: u32, n: u32) -> io::Result<()> 
     Ok(())
 }
 
-/// The bare io-uring crate's registration of the same ranges, for the
-/// benchmark floor: builds the iovecs first, then times only `new` +
-/// `register_buffers`.
-#[cfg(feature = "baseline")]
-pub(crate) fn raw_register_timed(iovs: &[Iov]) -> io::Result<(IoUring, Duration)> {
-    let v = iovecs(iovs);
-    let t = std::time::Instant::now();
-    let ring = IoUring::new(4)?;
-    // SAFETY: as in register_iovs; the caller keeps the pool while the ring lives.
-    unsafe { ring.submitter().register_buffers(&v)? };
-    Ok((ring, t.elapsed()))
-}
-
-#[cfg(feature = "baseline")]
-/// A ring of the bare crate with `iovs` registered (no timing): what a
-/// process that cannot clone does for itself.
-pub(crate) fn raw_register(iovs: &[Iov], entries: u32) -> io::Result<IoUring> {
-    let v = iovecs(iovs);
-    let ring = IoUring::new(entries)?;
-    // SAFETY: as in register_iovs; the caller keeps the pool while the ring lives.
-    unsafe { ring.submitter().register_buffers(&v)? };
-    Ok(ring)
-}
-
-#[cfg(feature = "baseline")]
-/// One READ_FIXED of `iov`'s first `len` bytes from `fd` at `offset`
-/// through registered slot `slot`, waited for: the count, or the errno.
-pub(crate) fn raw_read_fixed(
-    ring: &mut IoUring,
-    fd: BorrowedFd<'_>,
-    offset: u64,
-    slot: u16,
-    iov: &Iov,
-    len: u32,
-) -> io::Result<usize> {
-    let len = len.min(u32::try_from(iov.len).unwrap_or(u32::MAX));
-    let e = io_uring::opcode::ReadFixed::new(io_uring::types::Fd(fd.as_raw_fd()), iov.map.ptr_at(iov.off), len, slot)
-        .offset(offset)
-        .build();
-    // SAFETY: the SQE points into `iov`'s range of a mapping the Iov keeps
-    // alive, which the kernel checks against the registered slot (EFAULT
-    // outside it); the call waits for the completion before returning, so
-    // the buffer is not written after.
-    unsafe { ring.submission().push(&e).map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))? };
-    let res = match super::trial::wait_one(ring) {
-        Ok(r) => r,
-        Err(e) => {
-            // The read may still land: keep its memory mapped for ever.
-            std::mem::forget(iov.clone());
-            return Err(e);
-        }
-    };
-    if res < 0 {
-        return Err(io::Error::from_raw_os_error(-res));
-    }
-    Ok(res as usize)
-}
-
 /// Reads `len` bytes of `fd` into `iov`'s memory with READ_FIXED through
 /// table entry `index` of a plain (not DEFER_TASKRUN) ring, and waits for
 /// the result (the CQE's res): for probing which memory an entry maps.
@@ -283,7 +272,7 @@ const CANCEL_TAG: u64 = u64::MAX;
 
 /// An io_uring plus the slots of its in-flight ops.
 pub(crate) struct RawRing<T> {
-    ring: IoUring,
+    ring: Uring,
     slots: Slab<Slot<T>>,
     /// Whether the ring was set up with DEFER_TASKRUN (completions need an
     /// enter with GETEVENTS to be posted).
@@ -301,7 +290,7 @@ pub(crate) struct RawRing<T> {
 }
 
 impl<T: Sqe> RawRing<T> {
-    pub(crate) fn new(ring: IoUring, defer: bool, coop: bool) -> Self {
+    pub(crate) fn new(ring: Uring, defer: bool, coop: bool) -> Self {
         RawRing { ring, slots: Slab::new(), defer, flushed: false, coop, pid: crate::sys::pid::current_pid() }
     }
 

@@ -5,7 +5,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use ringpool::{Buffers, DirectFile, DirectIo, Features, IoBuf, IoMemory, Op, Outcome};
+use ringpool::probe::Features;
+use ringpool::types::DirectIo;
+use ringpool::{Buffers, DirectFile, Done, IoBuf, IoMemory, Op};
 
 pub const K4: usize = 4096;
 
@@ -144,11 +146,11 @@ pub fn std_write(path: &Path, offset: u64, data: &[u8]) {
 /// Runs each kind through `run` on `file` (in `path`) and checks the file
 /// against std::fs: write, writev (a window and a buffer of another
 /// segment among them), read, readv, fsync, fdatasync.
-pub fn every_kind(engine: &str, mem: &IoMemory, file: &DirectFile, path: &Path, mut run: impl FnMut(Op) -> Outcome) {
+pub fn every_kind(engine: &str, mem: &IoMemory, file: &DirectFile, path: &Path, mut run: impl FnMut(Op) -> Done) {
     // write
     let w = filled(mem, 2 * K4, 1);
     let want = w.to_vec();
-    let (r, b) = run(Op::write(file, 0, w));
+    let Done { result: r, bufs: b } = run(Op::write(file, 0, w));
     assert_eq!(r.unwrap(), 2 * K4, "{engine}: write");
     assert_eq!(b.len(), 1, "{engine}: the buffer comes back");
     assert_eq!(std_read(path, 0, 2 * K4), want, "{engine}: write");
@@ -166,7 +168,7 @@ pub fn every_kind(engine: &str, mem: &IoMemory, file: &DirectFile, path: &Path, 
         fill(b, 10 + i as u64);
     }
     let want = concat(&bufs);
-    let (r, b) = run(Op::writev(file, 64 << 10, bufs));
+    let Done { result: r, bufs: b } = run(Op::writev(file, 64 << 10, bufs));
     assert_eq!(r.unwrap(), want.len(), "{engine}: writev");
     assert_eq!(b.len(), if mem.segment_count() > 1 { 4 } else { 3 }, "{engine}: every buffer comes back");
     assert_eq!(std_read(path, 64 << 10, want.len()), want, "{engine}: writev");
@@ -175,7 +177,7 @@ pub fn every_kind(engine: &str, mem: &IoMemory, file: &DirectFile, path: &Path, 
     // read
     let data = pattern(3 * K4, 77);
     std_write(path, 256 << 10, &data);
-    let (r, b) = run(Op::read(file, 256 << 10, mem.try_alloc(3 * K4).unwrap()));
+    let Done { result: r, bufs: b } = run(Op::read(file, 256 << 10, mem.try_alloc(3 * K4).unwrap()));
     assert_eq!(r.unwrap(), 3 * K4, "{engine}: read");
     assert_eq!(&b.into_one().unwrap()[..], &data[..], "{engine}: read");
 
@@ -185,7 +187,7 @@ pub fn every_kind(engine: &str, mem: &IoMemory, file: &DirectFile, path: &Path, 
     let mut big = mem.try_alloc(2 * K4).unwrap();
     big.set_window(K4, K4).unwrap();
     bufs.push(big);
-    let (r, b) = run(Op::readv(file, 256 << 10, bufs));
+    let Done { result: r, bufs: b } = run(Op::readv(file, 256 << 10, bufs));
     assert_eq!(r.unwrap(), 3 * K4, "{engine}: readv (3 blocks)");
     let got = concat(b.as_slice());
     assert_eq!(got, data, "{engine}: readv");
@@ -194,7 +196,7 @@ pub fn every_kind(engine: &str, mem: &IoMemory, file: &DirectFile, path: &Path, 
     // fsync, fdatasync
     for op in [Op::sync(file, false), Op::sync(file, true)] {
         let kind = op.kind();
-        let (r, b) = run(op);
+        let Done { result: r, bufs: b } = run(op);
         assert_eq!(r.unwrap(), 0, "{engine}: {kind}");
         assert!(matches!(b, Buffers::None));
     }
@@ -205,7 +207,7 @@ pub fn every_kind(engine: &str, mem: &IoMemory, file: &DirectFile, path: &Path, 
 /// while it lives) and reset when dropped, also on failure.
 pub struct Zram {
     pub path: std::path::PathBuf,
-    _lock: ringpool::hugepages::MachineLock,
+    _lock: ringpool_testkit::machine::MachineLock,
 }
 
 impl Zram {
@@ -215,7 +217,7 @@ impl Zram {
         if !require(is_root(), test, "setting up zram needs root") {
             return None;
         }
-        let lock = ringpool::hugepages::MachineLock::acquire().expect("machine-state lock");
+        let lock = ringpool_testkit::machine::MachineLock::acquire().expect("machine-state lock");
         let sys = Path::new("/sys/block/zram0");
         if !sys.exists() && Path::new("/sys/class/zram-control/hot_add").exists() {
             let _ = std::fs::read_to_string("/sys/class/zram-control/hot_add");
@@ -240,7 +242,7 @@ impl Drop for Zram {
 
 /// `VmPin` of this process, in kB.
 pub fn vmpin_kb() -> u64 {
-    ringpool::process::vm_pinned_kb(std::process::id()).unwrap_or(0)
+    ringpool_testkit::process::vm_pinned_kb(std::process::id()).unwrap_or(0)
 }
 
 /// Descriptors open in this process.
@@ -280,6 +282,6 @@ pub fn wait_child(pid: libc::pid_t, timeout: std::time::Duration) -> Result<i32,
 pub fn fork_with(child: impl FnOnce() -> i32) -> libc::pid_t {
     // SAFETY: the child only runs `child` and then `_exit`s; at the fork this
     // process runs no test thread but this one (a child test process).
-    let pid = unsafe { ringpool::process::fork_child(child) }.expect("fork");
+    let pid = unsafe { ringpool_testkit::process::fork_child(child) }.expect("fork");
     pid as libc::pid_t
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::ValueEnum;
-use ringpool::PageKind;
+use ringpool::types::PageKind;
 
 use super::{Figures, Lat, Rw};
 
@@ -106,9 +106,9 @@ fn pct(v: &serde_json::Value, key: &str) -> f64 {
 
 /// Runs fio once and reads its JSON.
 pub(super) fn run_fio(job: &FioJob) -> anyhow::Result<Figures> {
-    let (u0, s0) = ringpool::process::rusage_children_us();
+    let (u0, s0) = ringpool_testkit::process::rusage_children_us();
     let out = std::process::Command::new("fio").args(job.args()).output().context("running fio")?;
-    let (u1, s1) = ringpool::process::rusage_children_us();
+    let (u1, s1) = ringpool_testkit::process::rusage_children_us();
     let process_cpu_us = ((u1 - u0) + (s1 - s0)) as f64;
     let text = String::from_utf8_lossy(&out.stdout);
     let json_at = text

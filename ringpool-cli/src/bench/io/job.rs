@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use ringpool::{BufferTable, Buffers, IoBuf, IoMemory, Op, OpKind, Ring, RingOptions};
+use ringpool::types::OpKind;
+use ringpool::{BufferTable, Buffers, IoBuf, IoMemory, Op, Ring, RingOptions};
 
 use super::target::Target;
 use super::{Figures, IoArgs, Lat, Rw};
@@ -22,7 +23,7 @@ struct WorkerOut {
     hist: Histogram<u64>,
     verified: u64,
     opcode: &'static str,
-    stats: ringpool::RingStats,
+    stats: ringpool::stats::RingStats,
 }
 
 /// What a run's workers share.
@@ -199,8 +200,8 @@ impl Worker<'_, '_> {
     }
 
     /// Accounts one completion; gives the buffers back for the next push.
-    fn complete(&mut self, c: ringpool::Completion, now: Instant) -> anyhow::Result<(usize, Buffers)> {
-        let slot = c.tag as usize;
+    fn complete(&mut self, (tag, c): (u64, ringpool::Done), now: Instant) -> anyhow::Result<(usize, Buffers)> {
+        let slot = tag as usize;
         let s = self.slots[slot].take().expect("a completion for a slot in flight");
         let what = if s.write { "write" } else { "read" };
         let n = c.result.with_context(|| format!("{what} at offset {}", s.offset))?;
@@ -322,7 +323,7 @@ pub(super) fn run_ringpool(p: &Plan<'_>) -> anyhow::Result<RunOut> {
         // Workers set up their rings and buffers first; the clock and the
         // CPU account start when all are ready.
         start.wait();
-        let (u0, s0) = ringpool::process::rusage_self_us();
+        let (u0, s0) = ringpool_testkit::process::rusage_self_us();
         let begun = Instant::now();
         let deadline = begun + Duration::from_secs_f64(a.runtime);
         while Instant::now() < deadline && stop_at.load(Ordering::Relaxed) != 0 {
@@ -332,7 +333,7 @@ pub(super) fn run_ringpool(p: &Plan<'_>) -> anyhow::Result<RunOut> {
         let outs: anyhow::Result<Vec<WorkerOut>> =
             handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("a worker panicked"))?).collect();
         let secs = begun.elapsed().as_secs_f64();
-        let (u1, s1) = ringpool::process::rusage_self_us();
+        let (u1, s1) = ringpool_testkit::process::rusage_self_us();
         Ok((outs?, secs, ((u1 - u0) + (s1 - s0)) as f64))
     })?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
@@ -379,20 +380,20 @@ pub(super) fn final_verify(p: &Plan<'_>, ledger: &Ledger) -> anyhow::Result<u64>
         while outstanding < 32 {
             let Some(&sub) = it.next() else { break };
             let buf = p.mem.alloc_timeout(SUB, Duration::from_secs(60))?;
-            ring.push_read(file, sub * SUB as u64, buf, sub).map_err(|(e, _)| e)?;
+            ring.push(Op::read(file, sub * SUB as u64, buf), sub).map_err(|(e, _)| e)?;
             outstanding += 1;
         }
         if outstanding == 0 {
             break;
         }
         ring.wait(1)?;
-        for c in ring.completions() {
+        for (tag, c) in ring.completions() {
             outstanding -= 1;
-            let off = c.tag * SUB as u64;
+            let off = tag * SUB as u64;
             c.result.with_context(|| format!("verify read at {off}"))?;
             let buf = c.bufs.into_one().expect("reads carry their buffer");
             let seq = check(&buf, off).map_err(|e| anyhow::anyhow!("verify failed: {e}"))?;
-            let want = ledger.seq[c.tag as usize].load(Ordering::Relaxed);
+            let want = ledger.seq[tag as usize].load(Ordering::Relaxed);
             if seq != want {
                 bail!("verify failed: offset {off} holds sequence {seq}, but the last write there was sequence {want}");
             }

@@ -16,8 +16,9 @@ use std::sync::atomic::AtomicU64;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use ringpool::units::{parse_size, Bytes};
-use ringpool::{BufferTable, EnginePolicy, IoMemory, MemoryOptions, PageKind, PagePolicy, Sharing, TableOptions};
+use ringpool::types::{parse_size, Bytes};
+use ringpool::types::{EnginePolicy, PageKind, PagePolicy, Sharing};
+use ringpool::{BufferTable, IoMemory, MemoryOptions, TableOptions};
 use serde::Serialize;
 
 pub use chart::{chart, ChartArgs};
@@ -153,7 +154,7 @@ pub struct IoArgs {
     #[arg(long, default_value = "auto")]
     pub engine: EnginePolicy,
     /// With --engine auto: run inline while fewer than this many operations are outstanding.
-    #[arg(long, default_value_t = ringpool::INLINE_DEPTH)]
+    #[arg(long, default_value_t = ringpool::types::INLINE_DEPTH)]
     pub inline_depth: u32,
     /// Register the file too (IOSQE_FIXED_FILE), as fio's registerfiles.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

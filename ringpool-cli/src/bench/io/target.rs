@@ -5,11 +5,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ringpool::units::Bytes;
-use ringpool::{BufferTable, DirectFile, DirectIo, IoMemory, RingOptions};
+use ringpool::types::Bytes;
+use ringpool::types::DirectIo;
+use ringpool::{BufferTable, DirectFile, IoMemory, RingOptions};
 
 use super::IoArgs;
 use crate::verify::{check, stamp, SUB};
+use ringpool::Op;
 
 pub(super) struct Target {
     pub file: DirectFile,
@@ -91,7 +93,7 @@ fn has_header(file: &DirectFile, mem: &IoMemory, table: &BufferTable, offset: u6
         return Ok(false);
     }
     let mut ring = table.ring()?;
-    let (r, buf) = ring.read_at(file, offset, mem.try_alloc(SUB)?);
+    let (r, buf) = ring.read_at(file, offset, mem.try_alloc(SUB)?).into_one();
     Ok(r? == SUB && check(&buf, offset).is_ok())
 }
 
@@ -112,12 +114,12 @@ fn layout(file: &DirectFile, size: u64, stamped: bool, mem: &IoMemory, table: &B
                     stamp(sub, next + (i * SUB) as u64, 0);
                 }
             }
-            ring.push_write(file, next, buf, next).map_err(|(e, _)| e)?;
+            ring.push(Op::write(file, next, buf), next).map_err(|(e, _)| e)?;
             next += len;
         }
         ring.wait(1)?;
-        for c in ring.completions() {
-            let n = c.result.with_context(|| format!("laying out {} at {}", file.path().display(), c.tag))?;
+        for (tag, c) in ring.completions() {
+            let n = c.result.with_context(|| format!("laying out {} at {}", file.path().display(), tag))?;
             done += n as u64;
             bar.set_position(done);
         }

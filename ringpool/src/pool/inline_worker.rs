@@ -1,44 +1,47 @@
-//! The blocking engine: each operation runs to completion on the worker
-//! thread with preadv2 / pwritev2 / fsync. The pool's backend where io_uring
-//! is unavailable, and the side threads that serve FUSE files.
+//! The inline engine on a worker thread: each operation runs to
+//! completion there with preadv2 / pwritev2 / fsync
+//! ([`Checked::run_inline`], the same function a ring and a waiting caller
+//! run inline operations with). The pool's blocking engine where io_uring
+//! is unavailable or not wanted, and the side threads that serve FUSE
+//! files.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Counters, Engine, EngineFactory, EngineKind, Setup, Wake};
+use super::engine::{Counters, Engine, EngineFactory, Setup, Wake};
 use crate::error::Result;
 use crate::handle::OpState;
-use crate::op::Op;
+use crate::op::Checked;
+use crate::types::EngineKind;
 
-/// Builds blocking engines, reported as `kind` (blocking, or side threads).
-pub(crate) struct BlockingFactory {
+/// Builds inline engines, reported as `kind` (blocking, or side threads).
+pub(crate) struct InlineFactory {
     pub kind: EngineKind,
 }
 
-impl EngineFactory for BlockingFactory {
+impl EngineFactory for InlineFactory {
     fn kind(&self) -> EngineKind {
         self.kind
     }
 
     fn build(&self, _id: usize, counters: Arc<Counters>) -> Result<(Box<dyn Engine>, Wake, Setup)> {
-        let engine = BlockingEngine { counters };
+        let engine = InlineEngine { counters };
         Ok((Box::new(engine), Wake::Thread(std::thread::current()), Setup::default()))
     }
 }
 
-struct BlockingEngine {
+struct InlineEngine {
     counters: Arc<Counters>,
 }
 
-impl Engine for BlockingEngine {
+impl Engine for InlineEngine {
     fn room(&mut self) -> usize {
         1
     }
 
-    fn start(&mut self, op: Op, done: Arc<OpState>) {
-        // Checked again inside: the file may have been closed while queued.
-        let outcome = op.run_blocking();
-        self.counters.finish(&done, outcome);
+    fn start(&mut self, op: Checked, state: Arc<OpState>) {
+        // A file closed while the operation was queued fails it here.
+        self.counters.finish(&state, op.run_inline());
     }
 
     fn reap(&mut self) -> usize {

@@ -17,13 +17,13 @@ fn cpus() -> usize {
 /// A ring's membership: joins at its first operation on such a device,
 /// leaves when the ring is dropped.
 #[derive(Debug, Default)]
-pub(super) struct Member {
+pub(crate) struct Member {
     joined: bool,
 }
 
 impl Member {
     /// Counts the ring (once).
-    pub(super) fn join(&mut self) {
+    pub(crate) fn join(&mut self) {
         if !self.joined {
             self.joined = true;
             RINGS.fetch_add(1, Ordering::Relaxed);
@@ -31,7 +31,7 @@ impl Member {
     }
 
     /// Whether such rings are at least as many as the CPUs.
-    pub(super) fn cpus_busy(&self) -> bool {
+    pub(crate) fn cpus_busy(&self) -> bool {
         RINGS.load(Ordering::Relaxed) >= cpus()
     }
 }

@@ -1,4 +1,5 @@
-//! Reserving hugetlb pages through sysfs, and giving them back.
+//! Machine-wide state changed under one lock, and given back: hugetlb
+//! pages reserved through sysfs.
 //!
 //! Changing `nr_hugepages` changes the whole machine, so every change is made
 //! under [`MachineLock`] (a lock file shared by ringpool's tests and
@@ -9,8 +10,8 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::error::{Error, Result};
-use crate::types::{HugePages, PageKind};
+use ringpool::types::{HugePages, PageKind};
+use ringpool::{Error, Result};
 
 /// The lock file serialising changes to machine-wide state.
 pub const MACHINE_LOCK_PATH: &str = "/tmp/ringpool-machine-state.lock";
@@ -68,7 +69,11 @@ impl HugePageReservation {
     /// restored first).
     pub fn ensure_available(page: PageKind, pages: u64) -> Result<HugePageReservation> {
         if !matches!(page, PageKind::Huge1G | PageKind::Huge2M) {
-            return Err(Error::invalid("page size", page, "only hugetlb pages (1g, 2m) can be reserved"));
+            return Err(Error::InvalidArgument {
+                what: "page size",
+                value: page.to_string(),
+                reason: "only hugetlb pages (1g, 2m) can be reserved".into(),
+            });
         }
         let lock = MachineLock::acquire()?;
         let path = HugePages::nr_hugepages_path(page);

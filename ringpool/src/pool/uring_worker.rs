@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::{Counters, Engine, EngineFactory, EngineKind, Setup, Wake};
+use super::engine::{Counters, Engine, EngineFactory, Setup, Wake};
 use crate::buf::Buffers;
 use crate::error::{Error, Result};
 use crate::handle::OpState;
-use crate::op::Op;
-use crate::ring::{Completion, Ring, RingOptions};
+use crate::op::{Checked, Done};
+use crate::ring::{Ring, RingOptions};
 use crate::table::BufferTable;
-use crate::types::EnginePolicy;
+use crate::types::EngineKind;
 
 const WAKE_TAG: u64 = u64::MAX;
 
@@ -75,7 +75,6 @@ impl Generations {
     }
 }
 
-/// Builds ring workers over a table.
 /// Where worker rings come from.
 pub(crate) enum RingSource {
     /// Made here from the table (by clone).
@@ -89,12 +88,13 @@ pub(crate) enum RingSource {
     },
 }
 
+/// Builds ring workers.
 pub(crate) struct UringFactory {
     pub source: RingSource,
-    pub depth: u32,
+    /// The options of every worker's ring (its depth has one entry more,
+    /// for the wake-up read).
+    pub ring: RingOptions,
     pub gens: Arc<Generations>,
-    /// The engine policy of the workers' rings.
-    pub engine: EnginePolicy,
 }
 
 impl EngineFactory for UringFactory {
@@ -103,17 +103,16 @@ impl EngineFactory for UringFactory {
     }
 
     fn build(&self, id: usize, counters: Arc<Counters>) -> Result<(Box<dyn Engine>, Wake, Setup)> {
-        // One extra entry for the eventfd read that is always in flight.
-        let opts = RingOptions { entries: self.depth + 1, engine: self.engine, ..RingOptions::default() };
+        let opts = &self.ring;
         let mut ring = match &self.source {
-            RingSource::Table(t) => t.ring_with(&opts)?,
+            RingSource::Table(t) => t.ring_with(opts)?,
             RingSource::Broker { path, memory, first } => {
                 let first = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
                 let handed = match first {
                     Some(h) => *h,
                     None => crate::handover::RingBroker::request(path, opts.entries, 0)?,
                 };
-                handed.enable_in(memory, &opts)?
+                handed.enable_in(memory, opts)?
             }
         };
         let efd = Arc::new(crate::sys::os::eventfd().map_err(|e| Error::os("eventfd", e))?);
@@ -127,15 +126,12 @@ impl EngineFactory for UringFactory {
             ring,
             efd: efd.clone(),
             armed: true,
-            pending: Slab::with_capacity(self.depth as usize),
+            pending: Slab::with_capacity(self.ring.entries as usize),
             deferred: VecDeque::new(),
-            table: match &self.source {
-                RingSource::Table(t) => Some(t.clone()),
-                RingSource::Broker { .. } => None,
-            },
             gens: self.gens.clone(),
             id,
-            depth: self.depth as usize,
+            // One entry is the wake-up read's.
+            depth: self.ring.entries.saturating_sub(1) as usize,
             counters,
             reported: ring_generation,
         };
@@ -152,9 +148,7 @@ struct UringEngine {
     pending: Slab<Arc<OpState>>,
     /// Operations taken while the ring was full (a split operation takes
     /// several SQEs): pushed before any new one.
-    deferred: VecDeque<(Op, Arc<OpState>)>,
-    /// The table to follow growth of (none for brokered rings).
-    table: Option<Arc<BufferTable>>,
+    deferred: VecDeque<(Checked, Arc<OpState>)>,
     gens: Arc<Generations>,
     id: usize,
     depth: usize,
@@ -165,16 +159,17 @@ struct UringEngine {
 
 impl UringEngine {
     /// Pushes `op`; `Err` gives it back when the ring is full for now.
-    fn push(&mut self, op: Op, done: Arc<OpState>) -> std::result::Result<(), (Op, Arc<OpState>)> {
+    fn push(&mut self, op: Checked, state: Arc<OpState>) -> std::result::Result<(), (Checked, Arc<OpState>)> {
         let entry = self.pending.vacant_entry();
         let tag = entry.key() as u64;
         let before = self.ring.stats();
-        match self.ring.push(op, tag) {
+        match self.ring.push_checked(op, tag) {
             Ok(()) => {
-                entry.insert(done);
+                entry.insert(state);
             }
-            Err((Error::RingFull { .. }, op)) => return Err((op, done)),
-            Err((e, op)) => self.counters.finish(&done, (Err(e), op.into_buffers())),
+            // Checked already (and unchanged since): it goes back as it was.
+            Err((Error::RingFull { .. }, op)) => return Err((Checked::trusted(op), state)),
+            Err((e, op)) => self.counters.finish(&state, op.fail(e)),
         }
         let after = self.ring.stats();
         if after.split_ops > before.split_ops {
@@ -216,12 +211,12 @@ impl Engine for UringEngine {
         self.depth.saturating_sub(self.pending.len())
     }
 
-    fn start(&mut self, op: Op, done: Arc<OpState>) {
+    fn start(&mut self, op: Checked, state: Arc<OpState>) {
         if !self.deferred.is_empty() {
-            self.deferred.push_back((op, done));
+            self.deferred.push_back((op, state));
             return;
         }
-        if let Err(back) = self.push(op, done) {
+        if let Err(back) = self.push(op, state) {
             self.deferred.push_back(back);
         }
     }
@@ -237,9 +232,9 @@ impl Engine for UringEngine {
         // completions after it stay queued for the recovery.
         self.ring.reap_now();
         let mut n = 0;
-        while let Some(c) = self.ring.pop_completion() {
+        while let Some((tag, done)) = self.ring.pop_completion() {
             n += 1;
-            complete(&mut self.pending, &self.counters, &mut self.armed, c);
+            complete(&mut self.pending, &self.counters, &mut self.armed, tag, done);
         }
         self.rearm();
         n
@@ -253,7 +248,7 @@ impl Engine for UringEngine {
         self.rearm();
         // A growth or shrink published just before this worker became a
         // sleeper sent it no signal: catch up first.
-        if self.table.as_ref().is_some_and(|t| t.generation() != self.ring.table_generation()) {
+        if self.ring.table_is_stale() {
             return;
         }
         if !self.armed {
@@ -268,8 +263,7 @@ impl Engine for UringEngine {
 
     fn upkeep(&mut self) {
         // Pick up growth and shrink (one atomic load when there is none).
-        let Some(table) = &self.table else { return };
-        if table.generation() != self.ring.table_generation() {
+        if self.ring.table_is_stale() {
             if let Err(e) = self.ring.refresh_table() {
                 tracing::warn!(worker = self.id, "cannot catch up with the table: {e}");
             }
@@ -288,9 +282,9 @@ impl Engine for UringEngine {
             in_flight = self.pending.len(),
             "completing the operations of a worker that panicked"
         );
-        for (op, done) in std::mem::take(&mut self.deferred) {
+        for (op, state) in std::mem::take(&mut self.deferred) {
             let lost = Error::Lost("the worker panicked before it could submit the operation".into());
-            self.counters.finish(&done, (Err(lost), op.into_buffers()));
+            self.counters.finish(&state, op.into_op().fail(lost));
         }
         self.reap();
         // Operations still in the kernel (the wake-up read aside).
@@ -302,23 +296,23 @@ impl Engine for UringEngine {
         }
         // Operations whose completion was lost with the ring (it failed):
         // their buffers went with the ring's slots.
-        for done in self.pending.drain() {
+        for state in self.pending.drain() {
             tracing::error!(worker = self.id, "an operation lost its completion after a panic");
             let lost = Error::Lost("the worker's ring failed while recovering from a panic".into());
-            self.counters.finish(&done, (Err(lost), Buffers::None));
+            self.counters.finish(&state, Done { result: Err(lost), bufs: Buffers::None });
         }
     }
 }
 
 /// Completes the handle of one reaped operation (or notes the wake-up).
-fn complete(pending: &mut Slab<Arc<OpState>>, counters: &Counters, armed: &mut bool, c: Completion) {
-    if c.tag == WAKE_TAG {
+fn complete(pending: &mut Slab<Arc<OpState>>, counters: &Counters, armed: &mut bool, tag: u64, done: Done) {
+    if tag == WAKE_TAG {
         *armed = false;
         return;
     }
-    match pending.try_remove(c.tag as usize) {
-        Some(done) => counters.finish(&done, (c.result, c.bufs)),
-        None => tracing::error!(tag = c.tag, "completion for an unknown operation"),
+    match pending.try_remove(tag as usize) {
+        Some(state) => counters.finish(&state, done),
+        None => tracing::error!(tag, "completion for an unknown operation"),
     }
 }
 

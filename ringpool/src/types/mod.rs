@@ -1,10 +1,15 @@
-//! The crate's vocabulary: small value types that many modules share.
+//! The crate's vocabulary: small value types that many modules share
+//! (policies and what they chose, segments, clone ranges, byte sizes).
 //!
-//! This module imports nothing of the crate but [`crate::units`], so any
-//! module may use it without making an import circle.
+//! This module imports nothing else of the crate, so any module may use it
+//! without making an import circle.
+
+mod units;
 
 use std::fmt;
 use std::path::PathBuf;
+
+pub use units::{parse_size, Bytes};
 
 /// Most entries a registered buffer table can hold (kernel limit).
 pub const MAX_SEGMENTS: u64 = 16384;
@@ -307,6 +312,10 @@ pub struct Segment {
     pub offset: u64,
     /// Length in bytes (at most 1 GiB).
     pub len: u64,
+    /// Address of its first byte in this process (where it is mapped here;
+    /// a pool handed over by another process is mapped at other addresses
+    /// there).
+    pub addr: usize,
 }
 
 /// Progress of a long operation: bytes done of bytes total.
@@ -433,19 +442,25 @@ pub enum Nowait {
 }
 
 /// Which engine serves a ring's (or a pool's) operations, as asked for.
+/// The choice for each file, and why, is `engine_for` of the ring or pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EnginePolicy {
     /// io_uring; but on a device without NOWAIT support ([`Nowait`]), an
     /// operation runs inline (preadv2 / pwritev2 on the submitting thread)
     /// while the ring has fewer than its inline depth of operations
     /// outstanding, because there io_uring would hand each request to an
-    /// io-wq thread.
+    /// io-wq thread. A pool falls back to [`EnginePolicy::Blocking`] where
+    /// io_uring cannot be set up, and says so.
     #[default]
     Auto,
-    /// Always io_uring.
+    /// Always io_uring (a pool fails to build without it).
     IoUring,
-    /// Always inline: every operation completes before `push` returns.
+    /// Always inline: every operation completes before `push` returns
+    /// (in a pool, on the thread that waits for it, or on a worker).
     Inline,
+    /// No io_uring at all: a pool's workers run preadv2 / pwritev2 (a
+    /// ring runs every operation inline).
+    Blocking,
 }
 
 impl std::str::FromStr for EnginePolicy {
@@ -455,7 +470,8 @@ impl std::str::FromStr for EnginePolicy {
             "auto" => Ok(EnginePolicy::Auto),
             "io_uring" | "io-uring" | "uring" => Ok(EnginePolicy::IoUring),
             "inline" | "sync" => Ok(EnginePolicy::Inline),
-            _ => Err(format!("unknown engine {s:?}: expected auto, io_uring or inline")),
+            "blocking" => Ok(EnginePolicy::Blocking),
+            _ => Err(format!("unknown engine {s:?}: expected auto, io_uring, inline or blocking")),
         }
     }
 }
@@ -463,3 +479,36 @@ impl std::str::FromStr for EnginePolicy {
 /// Outstanding operations below which [`EnginePolicy::Auto`] runs
 /// operations on a device without NOWAIT inline (measured: BENCHMARKS.md).
 pub const INLINE_DEPTH: u32 = 12;
+
+/// Kernel limit on a ring's submission queue entries.
+pub const MAX_RING_ENTRIES: u32 = 32768;
+
+/// A range of a clone (`IORING_REGISTER_CLONE_BUFFERS`): which slots of the
+/// source table go to which slots of the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CloneRange {
+    /// First source entry.
+    pub src_off: u32,
+    /// First destination entry.
+    pub dst_off: u32,
+    /// Entries; 0 = the whole source table (then both offsets must be 0).
+    pub nr: u32,
+    /// Replace existing destination entries (DST_REPLACE, Linux 6.13+).
+    pub replace: bool,
+}
+
+impl CloneRange {
+    /// The whole table, into an empty ring.
+    pub fn all() -> Self {
+        Self::default()
+    }
+    /// `nr` entries from `src_off` to `dst_off` (ranged clone, Linux 6.13+).
+    pub fn range(src_off: u32, dst_off: u32, nr: u32) -> Self {
+        CloneRange { src_off, dst_off, nr, replace: false }
+    }
+    /// With DST_REPLACE.
+    pub fn replace(mut self) -> Self {
+        self.replace = true;
+        self
+    }
+}
