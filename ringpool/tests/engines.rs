@@ -124,7 +124,11 @@ fn a_forced_engine_is_obeyed() {
         .workers(1, 1)
         .build()
         .unwrap();
-    assert_eq!(pool.engine_for(&disk).0, EngineKind::Inline);
+    // The reason is the forced policy's: nothing goes to io_uring, and the
+    // device's NOWAIT support is not what decided.
+    let (engine, why) = pool.engine_for(&disk);
+    assert_eq!(engine, EngineKind::Inline);
+    assert!(why.contains("as asked") && !why.contains("NOWAIT") && !why.contains("through io_uring"), "{why}");
     let (r, _) = pool.read_at(&disk, 4096, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
     r.unwrap();
 
@@ -142,7 +146,9 @@ fn a_forced_engine_is_obeyed() {
             .workers(1, 1)
             .build()
             .unwrap();
-        assert_eq!(pool.engine_for(&zf).0, EngineKind::IoUring);
+        let (engine, why) = pool.engine_for(&zf);
+        assert_eq!(engine, EngineKind::IoUring);
+        assert!(why.contains("as asked") && !why.contains("serves non-blocking"), "{why}");
         let pool2 = IoPool::builder().existing_memory(mem()).help_while_waiting(false).workers(1, 1).build().unwrap();
         for p in [&pool, &pool2] {
             let (r, _) = p.read_at(&zf, 0, p.memory().try_alloc(4096).unwrap()).wait().into_one();
