@@ -88,7 +88,8 @@ pub(crate) struct FileShared {
     /// and records its engine choice for a file it has not seen.
     seen_by: AtomicUsize,
     /// Whether its device serves RWF_NOWAIT (a trial at first need).
-    nowait: OnceLock<Nowait>,
+    /// The device's profile, found at the first call that needs it.
+    device: OnceLock<Arc<device::Profile>>,
 }
 
 impl AsFd for FileShared {
@@ -187,7 +188,7 @@ impl DirectFile {
                 fuse,
                 closed: AtomicBool::new(false),
                 seen_by: AtomicUsize::new(0),
-                nowait: OnceLock::new(),
+                device: OnceLock::new(),
             }),
         })
     }
@@ -218,14 +219,27 @@ impl DirectFile {
     /// device). Without it, io_uring hands every request to an io-wq thread,
     /// so shallow queues run inline instead ([`EnginePolicy`](crate::EnginePolicy)).
     pub fn nowait(&self) -> Nowait {
-        *self.shared.nowait.get_or_init(|| {
-            let n = if self.shared.direct {
-                crate::device::nowait(self.shared.file.as_fd(), self.shared.offset_align)
+        self.device().nowait
+    }
+
+    /// What ringpool learned of the file's device: NOWAIT support, and
+    /// which engine its operations measured faster at depth 1 in each
+    /// direction (an idle ring runs the faster one).
+    pub fn device_stats(&self) -> crate::stats::DeviceStats {
+        self.device().stats()
+    }
+
+    /// The profile of the file's device: NOWAIT support and the depth-1
+    /// measurements of each engine.
+    pub(crate) fn device(&self) -> &Arc<device::Profile> {
+        self.shared.device.get_or_init(|| {
+            let p = if self.shared.direct {
+                device::profile(self.shared.file.as_fd(), self.shared.offset_align)
             } else {
-                Nowait::Unknown
+                device::Profile::unknown()
             };
-            tracing::debug!(path = %self.shared.path.display(), nowait = ?n, "non-blocking I/O trial");
-            n
+            tracing::debug!(path = %self.shared.path.display(), nowait = ?p.nowait, "non-blocking I/O trial");
+            p
         })
     }
 

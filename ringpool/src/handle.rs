@@ -32,8 +32,12 @@ pub(crate) trait Helper: Send + Sync {
     fn kick(&self);
     /// Takes the job of `state` out of the queue, if it is still there.
     fn withdraw(&self, state: &OpState);
-    /// Counts an operation the waiting caller ran, and how it ended.
-    fn helped(&self, ok: bool);
+    /// Runs `op` on the waiting thread (on its own ring, or inline), and
+    /// counts it.
+    fn run_here(&self, op: Checked) -> Done;
+    /// Counts a task waker that panicked when the operation it ran
+    /// completed (caught).
+    fn waker_panicked(&self);
 }
 
 /// The state a handle shares with the queue and the worker that runs the
@@ -85,9 +89,10 @@ impl OpState {
         // The queue must not keep a job nobody needs.
         helper.withdraw(self);
         let Some(op) = self.lock().op.take() else { return false };
-        let done = op.run_inline();
-        helper.helped(done.is_ok());
-        self.complete(done);
+        let done = helper.run_here(op);
+        if !self.complete(done) {
+            helper.waker_panicked();
+        }
         true
     }
 
@@ -198,9 +203,9 @@ impl OpHandle {
         s.value.is_some() || s.taken
     }
 
-    /// Blocks until the operation completes. On a device without NOWAIT
-    /// support, an operation no worker has started yet runs on this thread
-    /// ([`EngineKind::Inline`](crate::types::EngineKind::Inline)): no hand-off.
+    /// Blocks until the operation completes. An operation no worker has
+    /// started yet runs on this thread, on its own ring (or inline where
+    /// the engine choice says so): no hand-off.
     pub fn wait(self) -> Done {
         if !self.state.home.is_here() {
             return self.state.forked();

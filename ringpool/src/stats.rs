@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::types::{Bytes, EngineKind, PageKind, TablePath};
+use crate::types::{Bytes, EngineKind, Nowait, PageKind, TablePath};
 
 /// Statistics of an [`IoPool`](crate::IoPool): one snapshot, serializable
 /// with the `serde` feature (`ringpool soak --json` prints it).
@@ -60,6 +60,13 @@ pub struct PoolStats {
     pub inline_ops: u64,
     /// Operations the caller that waited ran itself (help-while-waiting).
     pub helped_ops: u64,
+    /// Calling threads that have their own ring for this pool now.
+    pub local_rings: usize,
+    /// Calling threads' rings made since the pool was built.
+    pub local_rings_made: u64,
+    /// Operations run on calling threads' rings ([`IoPool::run`](crate::IoPool::run),
+    /// waiters helping, [`IoPool::with_ring`](crate::IoPool::with_ring) calls).
+    pub local_ops: u64,
     /// The engine chosen for each file the pool served, and why.
     pub files: Vec<FileEngine>,
     /// Operations waiting in the queue now.
@@ -94,6 +101,44 @@ pub struct FileEngine {
     pub engine: EngineKind,
     /// Why.
     pub reason: &'static str,
+    /// What is known of the file's device (when the pool first saw it).
+    pub device: DeviceStats,
+}
+
+/// What ringpool learned of a device: NOWAIT support, and which engine
+/// its operations measured faster at depth 1, in each direction
+/// ([`DirectFile::device_stats`](crate::DirectFile::device_stats)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct DeviceStats {
+    /// The device number (of a regular file's file system, or of the block
+    /// device); 0 when unknown.
+    pub device: u64,
+    /// Whether it serves non-blocking direct I/O (RWF_NOWAIT).
+    pub nowait: Nowait,
+    /// Reads at depth 1.
+    pub reads: ShallowStats,
+    /// Writes at depth 1.
+    pub writes: ShallowStats,
+}
+
+/// The depth-1 measurements of one direction on one device: operations
+/// started on an idle ring, push to completion, an exponentially weighted
+/// mean over about the last 16 of each engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ShallowStats {
+    /// "learning" (too few samples yet), "sync" (preadv2 / pwritev2 faster
+    /// by 2% or more: an idle ring runs them inline), "io_uring".
+    pub verdict: &'static str,
+    /// Mean latency of the synchronous path, ns.
+    pub sync_mean_ns: u64,
+    /// Mean latency of io_uring, ns.
+    pub io_uring_mean_ns: u64,
+    /// Samples of the synchronous path.
+    pub sync_samples: u64,
+    /// Samples of io_uring.
+    pub io_uring_samples: u64,
 }
 
 /// One worker of a pool, now.

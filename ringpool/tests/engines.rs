@@ -80,16 +80,34 @@ fn a_file_system_with_nowait_gets_io_uring() {
     assert_eq!(file.nowait(), Nowait::Supported, "ext4 takes RWF_NOWAIT");
     let m = mem();
     let table = BufferTable::register(&m).unwrap();
-    let mut ring = table.ring().unwrap();
+    // Forced: io_uring only.
+    let mut ring = table.ring_with(&RingOptions::new().engine(EnginePolicy::IoUring)).unwrap();
     assert_eq!(ring.engine_for(&file).0, EngineKind::IoUring);
     let (r, _) = ring.read_at(&file, 0, m.try_alloc(4096).unwrap()).into_one();
     assert_eq!(r.unwrap(), 4096);
     assert_eq!(ring.stats().inline_ops, 0);
+    // Auto: io_uring, and at depth 1 the engine this device's operations
+    // measure faster; while learning, the two alternate, and each read is
+    // a sample of one of them.
+    let before = file.device_stats().reads;
+    let mut ring = table.ring().unwrap();
+    for i in 0..8u64 {
+        let (r, _) = ring.read_at(&file, i * 4096, m.try_alloc(4096).unwrap()).into_one();
+        assert_eq!(r.unwrap(), 4096);
+    }
+    let after = file.device_stats().reads;
+    let samples = |s: ringpool::stats::ShallowStats| s.sync_samples + s.io_uring_samples;
+    assert_eq!(samples(after) - samples(before), 8, "{after:?}");
+    if after.verdict == "learning" {
+        assert_eq!(ring.stats().inline_ops, 4, "alternating while learning");
+        assert!(ring.engine_for(&file).1.contains("alternate"));
+    }
+    // A pool: the caller that waits runs the read on its own ring.
     let pool = IoPool::builder().existing_memory(mem()).workers(1, 1).build().unwrap();
-    assert_eq!(pool.engine_for(&file).0, EngineKind::IoUring);
     let (r, _) = pool.read_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
     r.unwrap();
-    assert_eq!((pool.stats().helped_ops, pool.stats().inline_ops), (0, 0));
+    let st = pool.stats();
+    assert_eq!((st.helped_ops, st.local_ops, st.local_rings), (1, 1, 1), "{st:?}");
 }
 
 #[test]
@@ -149,11 +167,13 @@ fn a_forced_engine_is_obeyed() {
         let (engine, why) = pool.engine_for(&zf);
         assert_eq!(engine, EngineKind::IoUring);
         assert!(why.contains("as asked") && !why.contains("serves non-blocking"), "{why}");
+        // The waiter runs it on its own ring, which obeys the policy: io_uring.
+        let (r, _) = pool.read_at(&zf, 0, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
+        r.unwrap();
+        assert_eq!((pool.stats().helped_ops, pool.stats().inline_ops), (1, 0));
         let pool2 = IoPool::builder().existing_memory(mem()).help_while_waiting(false).workers(1, 1).build().unwrap();
-        for p in [&pool, &pool2] {
-            let (r, _) = p.read_at(&zf, 0, p.memory().try_alloc(4096).unwrap()).wait().into_one();
-            r.unwrap();
-            assert_eq!(p.stats().helped_ops, 0);
-        }
+        let (r, _) = pool2.read_at(&zf, 0, pool2.memory().try_alloc(4096).unwrap()).wait().into_one();
+        r.unwrap();
+        assert_eq!((pool2.stats().helped_ops, pool2.stats().local_ops), (0, 0), "a worker ran it");
     }
 }

@@ -83,7 +83,8 @@ fn vectored_buffers_of_one_segment_take_one_sqe() {
     let mem = four_segments();
     let (_d, file, path) = scratch("one");
     let table = BufferTable::register(&mem).unwrap();
-    let mut ring = table.ring().unwrap();
+    // io_uring forced: these count SQEs.
+    let mut ring = table.ring_with(&RingOptions::new().engine(EnginePolicy::IoUring)).unwrap();
     let bufs = mem.try_alloc_vec(8, K4).unwrap();
     let seg = bufs[0].buf_index();
     assert!(bufs.iter().all(|b| b.buf_index() == seg), "try_alloc_vec leases from one segment");
@@ -109,7 +110,8 @@ fn vectored_buffers_across_segments_are_split_and_counted() {
     let mem = four_segments();
     let (_d, file, path) = scratch("split");
     let table = BufferTable::register(&mem).unwrap();
-    let mut ring = table.ring().unwrap();
+    // io_uring forced: these count SQEs.
+    let mut ring = table.ring_with(&RingOptions::new().engine(EnginePolicy::IoUring)).unwrap();
     // Segments 0, 1, 1, 3: runs [0], [1, 1], [3].
     let mut bufs: Vec<IoBuf> = [0u16, 1, 1, 3].iter().map(|&s| mem.try_alloc_in(s, K4).unwrap()).collect();
     for (i, b) in bufs.iter_mut().enumerate() {
@@ -128,6 +130,7 @@ fn vectored_buffers_across_segments_are_split_and_counted() {
     // The same through a pool: its stats count the split.
     let pool = IoPool::builder()
         .existing_memory(mem.clone())
+        .help_while_waiting(false)
         .ring(RingOptions::new().engine(EnginePolicy::IoUring))
         .workers(1, 1)
         .build()
@@ -252,7 +255,7 @@ fn a_vector_needing_more_sqes_than_the_ring_holds_is_refused() {
     let mem = four_segments();
     let (_d, file, _path) = scratch("parts");
     let table = BufferTable::register(&mem).unwrap();
-    let mut ring = table.ring_with(&RingOptions::new().entries(4)).unwrap();
+    let mut ring = table.ring_with(&RingOptions::new().entries(4).engine(EnginePolicy::IoUring)).unwrap();
     // Segments 0,1,0,1,0,1: six runs, six SQEs, in a ring of four.
     let bufs: Vec<IoBuf> = (0..6u16).map(|i| mem.try_alloc_in(i % 2, K4).unwrap()).collect();
     let (r, back) = ring.readv_at(&file, 0, bufs).into_vec();
@@ -272,7 +275,8 @@ fn a_pool_holds_split_operations_back_while_its_ring_is_full() {
     // A worker ring of 4 (+1) entries; each operation takes 3 SQEs.
     let pool = IoPool::builder()
         .existing_memory(mem.clone())
-        .ring(RingOptions::new().entries(4 + 1))
+        .ring(RingOptions::new().entries(4 + 1).engine(EnginePolicy::IoUring))
+        .help_while_waiting(false)
         .workers(1, 1)
         .build()
         .unwrap();

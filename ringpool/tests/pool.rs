@@ -647,12 +647,20 @@ fn retire_worker_stops_exactly_one_and_reports_none_left() {
     assert!(pool.retire_worker());
     assert_eq!(pool.stats().workers, 0);
     assert!(!pool.retire_worker(), "no worker left");
-    // With no worker, a submission starts one.
+    // With no worker, the caller that waits runs the operation on its own
+    // ring; a handle nobody waits for starts a worker.
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "r");
     let (n, _) = pool.write_at(&file, 0, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
     assert_eq!(n.unwrap(), 4096);
-    assert!(pool.stats().workers >= 1);
+    assert_eq!((pool.stats().workers, pool.stats().local_ops), (0, 1));
+    drop(pool.write_at(&file, 4096, pool.memory().try_alloc(4096).unwrap()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.stats().completed < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let st = pool.stats();
+    assert!(st.workers_started >= 4 && st.completed == 2, "{st:?}");
 }
 
 #[test]
@@ -701,6 +709,11 @@ fn a_panicking_user_waker_does_not_take_the_pool_down() {
     for i in 0..20u64 {
         let (r, _) = pool.write_at(&file, i * 4096, pool.memory().try_alloc(4096).unwrap()).wait().into_one();
         assert_eq!(r.unwrap(), 4096);
+    }
+    // The worker counts the caught panic after it delivered the result.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.stats().waker_panics == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
     let st = pool.stats();
     assert_eq!((st.waker_panics, st.worker_panics), (1, 0), "{st:?}");

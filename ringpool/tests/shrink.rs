@@ -177,6 +177,9 @@ fn every_backend_shrinks() {
     }
     for (sharing, backend) in kinds {
         let p = pool(sharing, Refresh::Auto, backend);
+        // This thread's own ring first (with register-each, it pins the
+        // pool once more).
+        assert!(roundtrip_in(&p, &file, 0, 0, 1), "{sharing:?} {backend:?}");
         let pin0 = vmpin();
         p.grow(2 * SEG).unwrap();
         assert!(roundtrip_in(&p, &file, 5, 0, 1), "{sharing:?} {backend:?}");

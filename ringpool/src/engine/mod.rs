@@ -8,12 +8,15 @@
 //!
 //! The inputs are the policy asked for, what runs the operation (a ring,
 //! or a pool whose main workers run io_uring or blocking calls), and what
-//! is known of the file's device (FUSE, NOWAIT support).
+//! is known of the file's device: FUSE, NOWAIT support, and which engine
+//! its own operations measured faster at depth 1 (the device's
+//! [`Shallow`](crate::device::Shallow) measurements, which a ring feeds).
 
 mod sync_rings;
 
 pub(crate) use sync_rings::Member as SyncRingMember;
 
+pub(crate) use crate::device::Verdict;
 use crate::file::DirectFile;
 use crate::types::{EngineKind, EnginePolicy, Nowait};
 
@@ -50,6 +53,10 @@ pub(crate) enum Inline {
     /// without NOWAIT as there are CPUs (io-wq's threads would only take
     /// CPU time from the rings' threads, which keep every CPU busy).
     WhileShallow,
+    /// On an idle ring (nothing outstanding), on the engine the device's
+    /// depth-1 measurements say is faster in the operation's direction
+    /// (alternating while they learn); io_uring deeper.
+    Measured,
 }
 
 /// What is known of a file's device that the choice weighs.
@@ -60,13 +67,21 @@ pub(crate) struct Device {
     pub fuse: bool,
     /// Whether the device serves non-blocking direct I/O.
     pub nowait: Nowait,
+    /// What the depth-1 measurements of reads on it say (writes are
+    /// measured apart, and obeyed per operation).
+    pub reads_at_depth_1: Verdict,
 }
 
 impl Device {
     /// What is known of `file`'s device (the NOWAIT trial runs once per
     /// device, at the first call).
     pub(crate) fn of(file: &DirectFile) -> Device {
-        Device { fuse: crate::quirks::fuse_bypasses_io_uring(file), nowait: file.nowait() }
+        let profile = file.device();
+        Device {
+            fuse: crate::quirks::fuse_bypasses_io_uring(file),
+            nowait: profile.nowait,
+            reads_at_depth_1: profile.shallow(false).verdict(),
+        }
     }
 }
 
@@ -81,8 +96,9 @@ pub(crate) struct Choice {
     pub lane: LaneId,
     /// When it runs inline.
     pub inline: Inline,
-    /// The pool's caller that waits may run it itself; the submission then
-    /// wakes no worker while the queue is empty.
+    /// The pool's caller that waits may run it itself (on its own ring, or
+    /// inline); the submission then wakes no worker while the queue is
+    /// empty.
     pub help: bool,
 }
 
@@ -96,6 +112,9 @@ impl Choice {
             Inline::Never => false,
             Inline::Always => true,
             Inline::WhileShallow => outstanding < depth || busy(),
+            // Decided per operation by the device's measurements (the ring
+            // asks them: `Shallow::pick_sync`).
+            Inline::Measured => false,
         }
     }
 }
@@ -113,7 +132,13 @@ const INLINE_ASKED_POOL: &str =
                                  worker does, at any depth";
 const INLINE_ASKED_POOL_NO_HELP: &str = "inline, as asked: the workers run preadv2 / pwritev2, at any depth";
 const URING_ASKED: &str = "io_uring, as asked (whatever the device)";
-const URING_NOWAIT: &str = "io_uring with the pool's registered table: the device serves non-blocking I/O";
+const MEASURED_LEARNING: &str = "the device serves non-blocking I/O: io_uring with the registered table; at depth \
+                                 1 the synchronous path and io_uring alternate until this device's operations show \
+                                 which is faster (reads and writes apart)";
+const MEASURED_URING: &str = "the device serves non-blocking I/O: io_uring with the registered table, measured as \
+                              fast as the synchronous path at depth 1 on this device (writes are measured apart)";
+const MEASURED_SYNC: &str = "preadv2 / pwritev2 measured faster than io_uring at depth 1 on this device: an idle \
+                             ring runs them inline, deeper queues go to io_uring (writes are measured apart)";
 const SHALLOW_RING: &str = "the device has no NOWAIT support (io_uring would hand every request to an io-wq thread): \
                             inline while the queue is shallow, io_uring beyond the inline depth";
 const SHALLOW_POOL: &str =
@@ -140,12 +165,14 @@ pub(crate) fn choose(policy: EnginePolicy, runner: Runner, device: Device) -> Ch
                 EnginePolicy::Auto if device.nowait == Nowait::Unsupported => {
                     main(EngineKind::Inline, SHALLOW_RING, Inline::WhileShallow, false)
                 }
-                EnginePolicy::Auto => main(EngineKind::IoUring, URING_NOWAIT, Inline::Never, false),
+                EnginePolicy::Auto => measured(device, false),
             }
         }
         Runner::Pool { main: workers, help } => {
+            // The caller that waits may run any operation itself (on its
+            // own ring, which obeys the same choice, or inline).
             if workers != EngineKind::IoUring {
-                return main(EngineKind::Blocking, BLOCKING_POOL, Inline::Always, false);
+                return main(EngineKind::Blocking, BLOCKING_POOL, Inline::Always, help);
             }
             if device.fuse {
                 let side = Choice {
@@ -153,7 +180,7 @@ pub(crate) fn choose(policy: EnginePolicy, runner: Runner, device: Device) -> Ch
                     reason: FUSE_POOL,
                     lane: LaneId::Side,
                     inline: Inline::Always,
-                    help: false,
+                    help,
                 };
                 return side;
             }
@@ -162,25 +189,36 @@ pub(crate) fn choose(policy: EnginePolicy, runner: Runner, device: Device) -> Ch
                     let reason = if help { INLINE_ASKED_POOL } else { INLINE_ASKED_POOL_NO_HELP };
                     main(EngineKind::Inline, reason, Inline::Always, help)
                 }
-                EnginePolicy::IoUring => main(EngineKind::IoUring, URING_ASKED, Inline::Never, false),
+                EnginePolicy::IoUring => main(EngineKind::IoUring, URING_ASKED, Inline::Never, help),
                 EnginePolicy::Auto if device.nowait == Nowait::Unsupported => {
                     let reason = if help { SHALLOW_POOL } else { SHALLOW_POOL_NO_HELP };
                     main(EngineKind::Inline, reason, Inline::WhileShallow, help)
                 }
-                EnginePolicy::Auto => main(EngineKind::IoUring, URING_NOWAIT, Inline::Never, false),
+                EnginePolicy::Auto => measured(device, help),
             }
         }
     }
+}
+
+/// Auto on a device that serves non-blocking I/O: io_uring, and at depth 1
+/// the engine the device's measurements name.
+fn measured(device: Device, help: bool) -> Choice {
+    let (engine, reason) = match device.reads_at_depth_1 {
+        Verdict::Learning => (EngineKind::IoUring, MEASURED_LEARNING),
+        Verdict::IoUring => (EngineKind::IoUring, MEASURED_URING),
+        Verdict::Sync => (EngineKind::Inline, MEASURED_SYNC),
+    };
+    Choice { engine, reason, lane: LaneId::Main, inline: Inline::Measured, help }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const NOWAIT: Device = Device { fuse: false, nowait: Nowait::Supported };
-    const NO_NOWAIT: Device = Device { fuse: false, nowait: Nowait::Unsupported };
-    const UNKNOWN: Device = Device { fuse: false, nowait: Nowait::Unknown };
-    const FUSE: Device = Device { fuse: true, nowait: Nowait::Supported };
+    const NOWAIT: Device = Device { fuse: false, nowait: Nowait::Supported, reads_at_depth_1: Verdict::Learning };
+    const NO_NOWAIT: Device = Device { fuse: false, nowait: Nowait::Unsupported, reads_at_depth_1: Verdict::Learning };
+    const UNKNOWN: Device = Device { fuse: false, nowait: Nowait::Unknown, reads_at_depth_1: Verdict::Learning };
+    const FUSE: Device = Device { fuse: true, nowait: Nowait::Supported, reads_at_depth_1: Verdict::Learning };
     const POOL: Runner = Runner::Pool { main: EngineKind::IoUring, help: true };
     const POOL_NO_HELP: Runner = Runner::Pool { main: EngineKind::IoUring, help: false };
     const BLOCKING: Runner = Runner::Pool { main: EngineKind::Blocking, help: true };
@@ -189,7 +227,14 @@ mod tests {
     fn auto_follows_the_device() {
         for runner in [Runner::Ring, POOL] {
             let c = choose(EnginePolicy::Auto, runner, NOWAIT);
-            assert_eq!((c.engine, c.inline, c.lane), (EngineKind::IoUring, Inline::Never, LaneId::Main));
+            assert_eq!((c.engine, c.inline, c.lane), (EngineKind::IoUring, Inline::Measured, LaneId::Main));
+            assert!(c.reason.contains("alternate"), "{}", c.reason);
+            let sync = Device { reads_at_depth_1: Verdict::Sync, ..NOWAIT };
+            let c = choose(EnginePolicy::Auto, runner, sync);
+            assert_eq!((c.engine, c.inline), (EngineKind::Inline, Inline::Measured));
+            assert!(c.reason.contains("measured faster"), "{}", c.reason);
+            let uring = Device { reads_at_depth_1: Verdict::IoUring, ..NOWAIT };
+            assert_eq!(choose(EnginePolicy::Auto, runner, uring).engine, EngineKind::IoUring);
             assert_eq!(choose(EnginePolicy::Auto, runner, UNKNOWN).engine, EngineKind::IoUring, "untested: io_uring");
             let c = choose(EnginePolicy::Auto, runner, NO_NOWAIT);
             assert_eq!((c.engine, c.inline), (EngineKind::Inline, Inline::WhileShallow));
@@ -197,7 +242,8 @@ mod tests {
         }
         assert!(choose(EnginePolicy::Auto, POOL, NO_NOWAIT).help);
         assert!(!choose(EnginePolicy::Auto, POOL_NO_HELP, NO_NOWAIT).help);
-        assert!(!choose(EnginePolicy::Auto, POOL, NOWAIT).help, "no help on io_uring devices");
+        assert!(choose(EnginePolicy::Auto, POOL, NOWAIT).help, "the waiter runs it on its own ring");
+        assert!(!choose(EnginePolicy::Auto, POOL_NO_HELP, NOWAIT).help);
     }
 
     #[test]
@@ -220,7 +266,7 @@ mod tests {
     fn fuse_files_never_reach_io_uring() {
         for policy in [EnginePolicy::Auto, EnginePolicy::IoUring, EnginePolicy::Inline] {
             let c = choose(policy, POOL, FUSE);
-            assert_eq!((c.engine, c.lane, c.help), (EngineKind::SideThreads, LaneId::Side, false));
+            assert_eq!((c.engine, c.lane), (EngineKind::SideThreads, LaneId::Side));
             let c = choose(policy, Runner::Ring, FUSE);
             assert_eq!((c.engine, c.inline), (EngineKind::Inline, Inline::Always));
         }
@@ -230,7 +276,7 @@ mod tests {
     fn a_blocking_pool_runs_everything_on_its_workers() {
         for device in [NOWAIT, NO_NOWAIT, FUSE] {
             let c = choose(EnginePolicy::Auto, BLOCKING, device);
-            assert_eq!((c.engine, c.lane, c.help), (EngineKind::Blocking, LaneId::Main, false));
+            assert_eq!((c.engine, c.lane), (EngineKind::Blocking, LaneId::Main));
         }
     }
 
@@ -241,7 +287,7 @@ mod tests {
         assert!(c.runs_inline(11, 12, || false));
         assert!(!c.runs_inline(12, 12, || false));
         assert!(c.runs_inline(100, 12, || true));
-        let never = choose(EnginePolicy::Auto, Runner::Ring, NOWAIT);
+        let never = choose(EnginePolicy::IoUring, Runner::Ring, NOWAIT);
         assert!(!never.runs_inline(0, 12, || panic!("not asked")));
         let always = choose(EnginePolicy::Inline, Runner::Ring, NOWAIT);
         assert!(always.runs_inline(1000, 12, || panic!("not asked")));

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::engine::{Counters, EngineFactory};
 use super::inline_worker::InlineFactory;
 use super::lane::{Lane, LaneConfig};
+use super::local::{Caller, LocalRings};
 use super::uring_worker::{Generations, RingSource, UringFactory};
 use super::worker::LaneHelper;
 use super::{Inner, IoPool};
@@ -293,14 +294,31 @@ impl IoPoolBuilder {
         let side_factory = Box::new(InlineFactory { kind: EngineKind::SideThreads });
         let runner = Runner::Pool { main: factory.kind(), help: self.help_while_waiting };
         let main = Arc::new(Lane::new(main, factory, counters.clone()));
+        let side = Arc::new(Lane::new(side, side_factory, counters.clone()));
+        // Calling threads' rings: the workers' options, without the
+        // wake-up read's entry, and not SINGLE_ISSUER (a shrink catches them
+        // up from its own thread): COOP_TASKRUN instead of DEFER_TASKRUN.
+        let local_opts = RingOptions {
+            entries: self.depth().max(1),
+            single_issuer: false,
+            defer_taskrun: false,
+            coop_taskrun: true,
+            ..self.ring.clone()
+        };
+        let local = table.clone().map(|t| Arc::new(LocalRings::new(t, local_opts)));
+        let caller = Arc::new(Caller { local, counters: counters.clone() });
+        let helper = |lane: &Arc<Lane>| -> Arc<dyn crate::handle::Helper> {
+            Arc::new(LaneHelper { lane: lane.clone(), caller: caller.clone() })
+        };
         let inner = Arc::new(Inner {
-            helper: Arc::new(LaneHelper(main.clone())),
+            helpers: [helper(&main), helper(&side)],
+            caller: caller.clone(),
             policy: self.ring.engine,
             runner,
             files: std::sync::Mutex::new(Vec::new()),
             home: crate::home::Home::here("IoPool"),
             main,
-            side: Arc::new(Lane::new(side, side_factory, counters.clone())),
+            side,
             memory,
             table,
             capacity_slots: capacity,

@@ -6,6 +6,7 @@ mod dispatch;
 mod engine;
 mod inline_worker;
 mod lane;
+mod local;
 mod stats;
 mod uring_worker;
 mod worker;
@@ -38,8 +39,11 @@ pub(crate) struct Inner {
     policy: EnginePolicy,
     /// What runs the operations, for the engine choice.
     runner: Runner,
-    /// The main lane as the helper of operations waiting callers may run.
-    helper: Arc<dyn crate::handle::Helper>,
+    /// Each lane as the helper of operations its waiting callers may run:
+    /// main, then side.
+    helpers: [Arc<dyn crate::handle::Helper>; 2],
+    /// How a calling thread runs an operation itself (its own ring).
+    caller: Arc<local::Caller>,
     /// The engine chosen for each file this pool served, and why.
     files: std::sync::Mutex<Vec<(usize, FileEngine)>>,
     memory: IoMemory,
@@ -74,7 +78,12 @@ impl Inner {
             return;
         }
         tracing::debug!(path = %file.path().display(), engine = %choice.engine, "engine for this file: {}", choice.reason);
-        let fe = FileEngine { path: file.path().to_path_buf(), engine: choice.engine, reason: choice.reason };
+        let fe = FileEngine {
+            path: file.path().to_path_buf(),
+            engine: choice.engine,
+            reason: choice.reason,
+            device: file.device_stats(),
+        };
         files.push((file.id(), fe));
     }
 
@@ -83,6 +92,10 @@ impl Inner {
             LaneId::Main => &self.main,
             LaneId::Side => &self.side,
         }
+    }
+
+    fn helper(&self, id: LaneId) -> &Arc<dyn crate::handle::Helper> {
+        &self.helpers[usize::from(id == LaneId::Side)]
     }
 }
 
@@ -161,7 +174,7 @@ impl IoPool {
         };
         let choice = self.inner.choose(checked.op().file());
         self.inner.note_file(checked.op().file(), &choice);
-        let helper = choice.help.then(|| self.inner.helper.clone());
+        let helper = choice.help.then(|| self.inner.helper(choice.lane).clone());
         let state = OpState::new(checked, helper, self.inner.home);
         let lane = self.inner.lane(choice.lane);
         worker::grow_if(
@@ -176,6 +189,50 @@ impl IoPool {
     pub fn engine_for(&self, file: &DirectFile) -> (EngineKind, &'static str) {
         let c = self.inner.choose(file);
         (c.engine, c.reason)
+    }
+
+    /// Runs `op` on the calling thread and returns when it completed: on
+    /// the thread's own ring (cloned from the table at the thread's first
+    /// call, in microseconds; released when the thread exits or the pool
+    /// is dropped), which submits and reaps it there, or inline where the
+    /// engine choice says so (devices without NOWAIT, FUSE files, depth 1
+    /// where the device measured the synchronous path faster). No queue,
+    /// no wake-up, no worker. Checked first (see [`Op::check`]).
+    ///
+    /// A pool without io_uring (the blocking engine) or whose rings come
+    /// from a broker runs it inline.
+    pub fn run(&self, op: Op) -> crate::op::Done {
+        if let Err(e) = self.inner.home.check() {
+            return op.fail(e);
+        }
+        let checked = match Checked::new(op, Some(&self.inner.memory)) {
+            Ok(c) => c,
+            Err((e, op)) => return op.fail(e),
+        };
+        let c = &self.inner.counters;
+        c.submitted.fetch_add(1, Ordering::Relaxed);
+        let done = self.inner.caller.run(checked);
+        c.count(done.is_ok());
+        done
+    }
+
+    /// Runs `f` with the calling thread's own ring for this pool (the
+    /// ring [`IoPool::run`] uses: made at the thread's first call, by
+    /// clone), for code that drives a [`Ring`](crate::Ring) itself (many
+    /// operations in flight, its own completions). Operations still in
+    /// flight when `f` returns stay on it for the next call; such a ring is
+    /// released with its thread, not with the pool.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a pool without its own table (the
+    /// blocking engine, rings from a broker), or for a call from inside `f`;
+    /// the ring's setup errors; [`Error::Forked`].
+    pub fn with_ring<R>(&self, f: impl FnOnce(&mut crate::Ring) -> R) -> Result<R> {
+        self.inner.home.check()?;
+        let Some(local) = &self.inner.caller.local else {
+            return Err(Error::invalid("pool", "without a table", "it has no rings for calling threads"));
+        };
+        local.with(f)
     }
 
     /// Reads `buf.len()` bytes at `offset`: [`IoPool::submit`] of
@@ -257,10 +314,14 @@ impl IoPool {
     pub fn shrink(&self, bytes: u64, timeout: Duration) -> Result<ShrinkReport> {
         self.inner.home.check()?;
         let Some(t) = &self.inner.table else { return self.inner.memory.shrink(bytes, timeout) };
-        // Once the template dropped the segments, the workers catch up (the
-        // shrink wakes them and waits for them, so that the pages are
-        // unpinned when it returns).
+        // Once the template dropped the segments, every ring catches up:
+        // the calling threads' rings from here, the workers' on their own
+        // threads (the shrink wakes them and waits for them), so that the
+        // pages are unpinned when it returns.
         t.shrink_then(bytes, timeout, |generation, deadline| {
+            if let Some(local) = &self.inner.caller.local {
+                local.catch_up_all();
+            }
             self.inner.main.wake_all();
             let left = deadline.saturating_duration_since(Instant::now());
             if let Err(e) = self.inner.gens.wait_all_at(generation, left.max(Duration::from_millis(100))) {
@@ -299,6 +360,7 @@ impl IoPool {
         let st = guard.as_deref().unwrap_or(&default);
         let c = &self.inner.counters;
         let engine = self.inner.main_engine();
+        let local = self.inner.caller.local.as_ref().map_or((0, 0, 0), |l| l.counts());
         PoolStats {
             engine,
             path: self.inner.table.as_ref().map(|t| t.path()),
@@ -319,6 +381,9 @@ impl IoPool {
             split_ops: c.split_ops.load(Ordering::Relaxed),
             inline_ops: c.inline_ops.load(Ordering::Relaxed),
             helped_ops: c.helped_ops.load(Ordering::Relaxed),
+            local_rings: local.0,
+            local_rings_made: local.1,
+            local_ops: local.2,
             files: if here {
                 self.inner.files.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, f)| f.clone()).collect()
             } else {
@@ -342,20 +407,21 @@ impl IoPool {
                 .collect(),
             segments: self.inner.memory.segment_stats(),
             pool_bytes: self.inner.memory.len(),
-            pinned_bytes: self.pinned_bytes(workers),
+            pinned_bytes: self.pinned_bytes(workers + local.0),
             process_pinned_bytes: crate::sys::os::vm_pinned_kb(std::process::id()).ok().map(|kb| kb * 1024),
             bytes_moved: st.live.iter().map(|b| b.bytes.load(Ordering::Relaxed)).sum::<u64>() + st.retired_bytes,
         }
     }
 
-    /// What the pool's tables pin by ringpool's accounting.
-    fn pinned_bytes(&self, workers: usize) -> u64 {
+    /// What the pool's tables pin by ringpool's accounting (`rings`: the
+    /// workers' and the calling threads').
+    fn pinned_bytes(&self, rings: usize) -> u64 {
         let Some(t) = &self.inner.table else { return 0 };
         let registered = t.registered_bytes();
         match t.path() {
             TablePath::Cloned => registered,
-            // Every worker's ring and the template.
-            TablePath::Registered => registered.saturating_mul(workers as u64 + 1),
+            // Every ring and the template.
+            TablePath::Registered => registered.saturating_mul(rings as u64 + 1),
             _ => 0,
         }
     }
@@ -369,6 +435,9 @@ impl IoPool {
         }
         self.inner.side.shutdown();
         self.inner.main.shutdown();
+        if let Some(local) = &self.inner.caller.local {
+            local.release_idle();
+        }
     }
 }
 

@@ -47,20 +47,29 @@ pub(super) fn spawn(lane: &Arc<Lane>, wait: bool) -> Result<Option<Duration>> {
 }
 
 /// A lane as the helper of the operations its waiting submitters may run.
-pub(super) struct LaneHelper(pub Arc<Lane>);
+pub(super) struct LaneHelper {
+    pub lane: Arc<Lane>,
+    pub caller: Arc<super::local::Caller>,
+}
 
 impl crate::handle::Helper for LaneHelper {
     fn kick(&self) {
-        grow_if(&self.0, self.0.nudge());
+        grow_if(&self.lane, self.lane.nudge());
     }
 
     fn withdraw(&self, state: &crate::handle::OpState) {
-        self.0.withdraw(state);
+        self.lane.withdraw(state);
     }
 
-    fn helped(&self, ok: bool) {
-        self.0.counters.helped_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.0.counters.count(ok);
+    fn waker_panicked(&self) {
+        self.lane.counters.waker_panics.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn run_here(&self, op: crate::op::Checked) -> crate::op::Done {
+        let done = self.caller.run(op);
+        self.lane.counters.helped_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lane.counters.count(done.is_ok());
+        done
     }
 }
 

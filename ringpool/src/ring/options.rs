@@ -23,6 +23,13 @@ pub struct RingOptions {
     /// which can lower latency for operations completed by io-wq workers
     /// (devices without NOWAIT support, such as zram).
     pub defer_taskrun: bool,
+    /// Set the ring up SINGLE_ISSUER (default `true`, Linux 6.0+): only its
+    /// thread submits and registers on it. Without it (and so without
+    /// DEFER_TASKRUN, which needs it), another thread may update its table
+    /// (an [`IoPool`](crate::IoPool)'s shrink catches the calling threads'
+    /// rings up from its own thread), and completions are posted without
+    /// the owner entering the kernel (a runtime's reactor can reap them).
+    pub single_issuer: bool,
     /// Without DEFER_TASKRUN: set the ring up with COOP_TASKRUN |
     /// TASKRUN_FLAG (Linux 5.19+; default `false`): completions are posted
     /// when the thread next enters the kernel, without interrupting it.
@@ -53,6 +60,7 @@ impl Default for RingOptions {
             sharing: None,
             unregister_on_drop: true,
             defer_taskrun: true,
+            single_issuer: true,
             coop_taskrun: false,
             no_sqarray: false,
             iowq_max_workers: None,
@@ -81,6 +89,11 @@ impl RingOptions {
     /// Sets DEFER_TASKRUN (see the field).
     pub fn defer_taskrun(mut self, yes: bool) -> Self {
         self.defer_taskrun = yes;
+        self
+    }
+    /// Sets SINGLE_ISSUER (see the field; `false` also clears DEFER_TASKRUN).
+    pub fn single_issuer(mut self, yes: bool) -> Self {
+        self.single_issuer = yes;
         self
     }
     /// Sets COOP_TASKRUN | TASKRUN_FLAG (see the field).
@@ -120,8 +133,8 @@ impl RingOptions {
         check_depth(self.entries)?;
         Ok(Setup {
             entries: self.entries,
-            single_issuer: true,
-            defer_taskrun: self.defer_taskrun,
+            single_issuer: self.single_issuer,
+            defer_taskrun: self.defer_taskrun && self.single_issuer,
             coop_taskrun: self.coop_taskrun,
             no_sqarray: self.no_sqarray,
             disabled: false,

@@ -2,6 +2,8 @@
 //! slots, splitting vectored operations across segments, submitting,
 //! waiting, and completing.
 
+use std::time::Instant;
+
 use io_uring::{opcode, squeue};
 use slab::Slab;
 
@@ -27,8 +29,10 @@ pub(crate) enum Tag {
 
 /// What an in-flight slot holds.
 pub(crate) enum Pending {
-    /// An operation (or one part of a split one: its group and index).
-    Io { op: Op, route: Route, tag: Tag, part: Option<(usize, usize)> },
+    /// An operation (or one part of a split one: its group and index);
+    /// `sampled`: when an operation started on an idle ring was pushed,
+    /// for the device's depth-1 measurements.
+    Io { op: Op, route: Route, tag: Tag, part: Option<(usize, usize)>, sampled: Option<Instant> },
     /// A wake-up read of an eventfd.
     Wake { tag: u64 },
 }
@@ -104,18 +108,36 @@ impl Ring {
 
     /// The engine choice obeyed, then routing and submission.
     fn push_checked_as(&mut self, c: Checked, tag: Tag) -> Result<(), (Error, Op)> {
+        let op = c.op();
+        if let Err(e) = self.table.admit(self.raw.io_uring(), op.kind(), op.buffers().as_slice()) {
+            return Err((e, c.into_op()));
+        }
         let choice = engine::choose(self.engine, Runner::Ring, Device::of(c.op().file()));
         if choice.inline == Inline::WhileShallow {
             self.sync_rings.join();
         }
         let outstanding = self.outstanding();
-        if choice.runs_inline(outstanding, self.inline_depth, || self.sync_rings.cpus_busy()) {
+        // On an idle ring, the device's depth-1 measurements pick the engine
+        // (and are fed with this operation's latency).
+        let measured = (choice.inline == Inline::Measured && outstanding == 0 && c.op().kind().moves_data())
+            .then(|| (c.op().file().device().clone(), c.op().kind().writes()));
+        let sync = measured.as_ref().map(|(device, writes)| device.shallow(*writes).pick_sync());
+        let inline = match sync {
+            Some(sync) => sync,
+            None => choice.runs_inline(outstanding, self.inline_depth, || self.sync_rings.cpus_busy()),
+        };
+        if inline {
+            let started = Instant::now();
             let done = c.run_inline();
+            if let Some((device, writes)) = &measured {
+                device.shallow(*writes).record(true, nanos(started));
+            }
             self.stats.ops += 1;
             self.stats.inline_ops += 1;
             self.deliver(tag, done);
             return Ok(());
         }
+        let sampled = measured.map(|_| Instant::now());
         if let Err(e) = c.still_open() {
             return Err((e, c.into_op()));
         }
@@ -130,7 +152,7 @@ impl Ring {
         let file_slot = self.fixed_file(op.file());
         match route {
             Routed::One(fixed) => {
-                let pending = Pending::Io { op, route: Route { file_slot, fixed }, tag, part: None };
+                let pending = Pending::Io { op, route: Route { file_slot, fixed }, tag, part: None, sampled };
                 if let Err(p) = self.raw.push(pending) {
                     let op = p.into_op().expect("an operation slot");
                     return Err((self.full(op.kind()), op));
@@ -162,7 +184,8 @@ impl Ring {
         let n = parts.len();
         let key = self.groups.insert(Group { tag, kind, left: n, parts: (0..n).map(|_| None).collect() });
         for (i, (part, (_, fixed))) in parts.into_iter().zip(runs).enumerate() {
-            let pending = Pending::Io { op: part, route: Route { file_slot, fixed }, tag, part: Some((key, i)) };
+            let route = Route { file_slot, fixed };
+            let pending = Pending::Io { op: part, route, tag, part: Some((key, i)), sampled: None };
             if let Err(p) = self.raw.push(pending) {
                 // Not after the room check; should it happen, the part
                 // completes as not done and the rest still run.
@@ -317,6 +340,24 @@ impl Ring {
         if let Err((e, op)) = self.push_tagged(op, Tag::Run) {
             return op.fail(e);
         }
+        self.finish_run()
+    }
+
+    /// [`Ring::run`] of an operation checked already (by a pool over this
+    /// ring's memory).
+    pub(crate) fn run_checked(&mut self, c: Checked) -> Done {
+        if let Err((e, op)) = self.push_checked_as(c, Tag::Run) {
+            return op.fail(e);
+        }
+        self.finish_run()
+    }
+
+    /// Waits for the operation `run` pushed.
+    fn finish_run(&mut self) -> Done {
+        if let Some(done) = self.ran.take() {
+            // It ran inline.
+            return done;
+        }
         if let Err(e) = self.raw.submit() {
             // Submission failed: the op is still queued; waited for below.
             tracing::debug!("submit failed: {e}");
@@ -361,6 +402,11 @@ impl Ring {
     }
 }
 
+/// Nanoseconds since `t`.
+fn nanos(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// What a reaped CQE completes: an operation, a whole split one, a
 /// wake-up, or nothing yet (a part whose siblings are still in flight).
 fn reaped(groups: &mut Slab<Group>, r: Reaped<Pending>) -> Option<(Tag, Done)> {
@@ -373,7 +419,10 @@ fn reaped(groups: &mut Slab<Group>, r: Reaped<Pending>) -> Option<(Tag, Done)> {
             };
             Some((Tag::User(tag), Done { result, bufs: Buffers::None }))
         }
-        Pending::Io { op, tag, part: None, .. } => {
+        Pending::Io { op, tag, part: None, sampled, .. } => {
+            if let Some(started) = sampled {
+                op.file().device().shallow(op.kind().writes()).record(false, nanos(started));
+            }
             let result = op.complete(r.res);
             Some((tag, Done { result, bufs: op.into_buffers() }))
         }

@@ -285,6 +285,43 @@ impl TableView {
         Ok(())
     }
 
+    /// Whether this ring's table can take an operation of `kind` with
+    /// `bufs`, whichever engine runs it (so that a refusal never depends on
+    /// the engine): not a table cloned from a bare fd, and every buffer's
+    /// segment in a slot (catching up with the table once if one is not).
+    pub(crate) fn admit(&mut self, ring: &IoUring, kind: OpKind, bufs: &[IoBuf]) -> Result<()> {
+        if !kind.moves_data() {
+            return Ok(());
+        }
+        if self.opaque {
+            return Err(Error::ForeignBuffer {
+                op: kind.name(),
+                reason: "this ring's table was cloned from a bare fd; it cannot check buffers".into(),
+            });
+        }
+        let fixed = self.map.filled() > 0 || matches!(self.path(), TablePath::Cloned | TablePath::Registered);
+        if self.memory.is_none() || !fixed {
+            return Ok(());
+        }
+        if self.is_stale() {
+            self.refresh(ring)?;
+        }
+        for (i, b) in bufs.iter().enumerate() {
+            let segment = b.buf_index();
+            if self.map.slot(segment).is_none() {
+                self.refresh(ring)?;
+                if self.map.slot(segment).is_none() {
+                    return Err(Error::NotInTable {
+                        op: kind.name(),
+                        segment,
+                        buffer: kind.is_vectored().then_some(i),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Which registered entry each buffer of `op` goes through, catching up
     /// with the table first when it changed (a shrunk slot may hold new
     /// memory now) and once more for a segment the view lacks. `split_max`

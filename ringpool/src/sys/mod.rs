@@ -21,6 +21,7 @@
 //!   handler that only stores an atomic.
 //! - [`socket`]: messages with descriptors (SCM_RIGHTS) in buffers sized
 //!   with `CMSG_SPACE`; received descriptors are owned at once.
+//! - [`send`]: a thread's ring dropped by another thread only when idle.
 //!
 //! Nothing here imports the crate's upper layers: the modules above build
 //! on these, never the reverse.
@@ -31,6 +32,7 @@ pub(crate) mod handoff;
 pub(crate) mod mmap;
 pub(crate) mod os;
 pub(crate) mod pid;
+pub(crate) mod send;
 pub(crate) mod socket;
 pub(crate) mod trial;
 pub(crate) mod uring;

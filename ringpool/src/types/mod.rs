@@ -429,6 +429,7 @@ pub const MAX_IOVECS: usize = 1024;
 /// Whether a file's device serves non-blocking direct I/O (`RWF_NOWAIT`),
 /// found by a one-block read trial, cached per device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Nowait {
     /// It does: io_uring issues its requests from the submitting thread.
     Supported,
