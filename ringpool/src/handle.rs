@@ -22,6 +22,32 @@ struct Slot {
     kicked: bool,
     /// Threads blocked on `done` (a notify is a system call: only then).
     blocked: u32,
+    /// A lane's queue holds a job for it (else whoever awaits or waits
+    /// starts it).
+    queued: bool,
+    /// The ring it is in flight on, when an awaiting task started it there.
+    driver: Option<Arc<dyn Driver>>,
+}
+
+impl Slot {
+    fn new(op: Option<Checked>, value: Option<Done>, queued: bool) -> Slot {
+        Slot { op, value, taken: false, waker: None, kicked: false, blocked: 0, queued, driver: None }
+    }
+}
+
+/// The ring an operation is in flight on, driven by whoever awaits it (a
+/// runtime's reactor wakes the task when the ring has completions).
+pub(crate) trait Driver: Send + Sync {
+    /// Completes what the ring finished and arranges for `cx` to be woken
+    /// at the ring's next completions; whether to call it again at once
+    /// (the ring signalled meanwhile).
+    fn drive(&self, cx: &mut Context<'_>) -> bool;
+    /// Blocks (up to `timeout`) for the ring's next completions and
+    /// completes what finished (a blocking wait on such an operation).
+    fn wait_blocking(&self, timeout: Option<Duration>);
+    /// The handle of an operation in flight on it was dropped: its
+    /// completion is reaped (and its buffers freed) without a waiter.
+    fn orphan(self: Arc<Self>);
 }
 
 /// What a handle may do for an operation its submitter did not hand to a
@@ -38,6 +64,14 @@ pub(crate) trait Helper: Send + Sync {
     /// Counts a task waker that panicked when the operation it ran
     /// completed (caught).
     fn waker_panicked(&self);
+    /// Whether the calling thread has an asynchronous ring to start
+    /// operations on (a tokio runtime's thread, with the `tokio` feature).
+    fn async_here(&self) -> bool;
+    /// Starts `op` on the calling thread's asynchronous ring, whose
+    /// completions complete `state`; gives it back when that fails.
+    fn start_async(&self, op: Checked, state: &Arc<OpState>) -> Result<Arc<dyn Driver>, Checked>;
+    /// Queues a state whose operation no lane holds yet for the workers.
+    fn enqueue(&self, state: &Arc<OpState>);
 }
 
 /// The state a handle shares with the queue and the worker that runs the
@@ -52,14 +86,10 @@ pub(crate) struct OpState {
 }
 
 impl OpState {
-    /// State holding `op`, not yet started.
-    pub(crate) fn new(op: Checked, helper: Option<Arc<dyn Helper>>, home: Home) -> Arc<Self> {
-        Arc::new(OpState {
-            slot: Mutex::new(Slot { op: Some(op), value: None, taken: false, waker: None, kicked: false, blocked: 0 }),
-            done: Condvar::new(),
-            helper,
-            home,
-        })
+    /// State holding `op`, not yet started; `queued`: a lane's queue holds
+    /// a job for it.
+    pub(crate) fn new(op: Checked, helper: Option<Arc<dyn Helper>>, home: Home, queued: bool) -> Arc<Self> {
+        Arc::new(OpState { slot: Mutex::new(Slot::new(Some(op), None, queued)), done: Condvar::new(), helper, home })
     }
 
     /// In a forked child: the outcome of an operation of the parent's pool
@@ -83,11 +113,17 @@ impl OpState {
     /// may be helped; returns whether it did (the outcome is then stored).
     fn help(&self) -> bool {
         let Some(helper) = &self.helper else { return false };
-        if self.lock().op.is_none() {
-            return false;
-        }
+        let queued = {
+            let s = self.lock();
+            if s.op.is_none() {
+                return false;
+            }
+            s.queued
+        };
         // The queue must not keep a job nobody needs.
-        helper.withdraw(self);
+        if queued {
+            helper.withdraw(self);
+        }
         let Some(op) = self.lock().op.take() else { return false };
         let done = helper.run_here(op);
         if !self.complete(done) {
@@ -107,6 +143,84 @@ impl OpState {
         };
         if kick {
             helper.kick();
+        }
+    }
+
+    /// Starts the operation on this thread's asynchronous ring if nobody
+    /// has started it and there is one (else the workers take it); returns
+    /// whether it did.
+    pub(crate) fn start_async(self: &Arc<Self>) -> bool {
+        let Some(helper) = &self.helper else { return false };
+        if !helper.async_here() {
+            return false;
+        }
+        let queued = {
+            let s = self.lock();
+            if s.op.is_none() {
+                return false;
+            }
+            s.queued
+        };
+        if queued {
+            helper.withdraw(self);
+        }
+        let Some(op) = self.lock().op.take() else { return false };
+        match helper.start_async(op, self) {
+            Ok(driver) => {
+                self.lock().driver = Some(driver);
+                true
+            }
+            Err(op) => {
+                // No room or no ring here: the workers take it.
+                {
+                    let mut s = self.lock();
+                    s.op = Some(op);
+                    s.queued = true;
+                }
+                helper.enqueue(self);
+                false
+            }
+        }
+    }
+
+    /// Blocks until the outcome is in (or `deadline`) while the operation
+    /// is in flight on an asynchronous ring, driving that ring (nobody
+    /// else may be).
+    fn drive_blocking(&self, deadline: Option<Instant>) {
+        // Each wait is short: another thread may reap this completion.
+        const STEP: Duration = Duration::from_millis(10);
+        loop {
+            let driver = {
+                let s = self.lock();
+                if s.value.is_some() {
+                    return;
+                }
+                s.driver.clone()
+            };
+            let Some(d) = driver else { return };
+            let step = match deadline {
+                None => STEP,
+                Some(dl) => match dl.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(STEP),
+                    _ => return,
+                },
+            };
+            d.wait_blocking(Some(step));
+        }
+    }
+
+    /// Hands the operation to the workers' queue if nobody started it and
+    /// no lane holds it yet.
+    fn ensure_queued(self: &Arc<Self>) {
+        let Some(helper) = &self.helper else { return };
+        let enqueue = {
+            let mut s = self.lock();
+            let e = s.op.is_some() && !s.queued;
+            s.queued |= e;
+            e
+        };
+        if enqueue {
+            helper.enqueue(self);
         }
     }
 
@@ -185,7 +299,7 @@ impl OpHandle {
     /// A handle that is already complete (an op refused before submission).
     pub(crate) fn ready(v: Done) -> Self {
         let state = Arc::new(OpState {
-            slot: Mutex::new(Slot { op: None, value: Some(v), taken: false, waker: None, kicked: false, blocked: 0 }),
+            slot: Mutex::new(Slot::new(None, Some(v), false)),
             done: Condvar::new(),
             helper: None,
             home: Home::here("OpHandle"),
@@ -211,6 +325,7 @@ impl OpHandle {
             return self.state.forked();
         }
         self.state.help();
+        self.state.drive_blocking(None);
         let mut s = self.state.lock();
         loop {
             if let Some(v) = s.value.take() {
@@ -233,6 +348,7 @@ impl OpHandle {
         }
         let Some(deadline) = Instant::now().checked_add(timeout) else { return Ok(self.wait()) };
         self.state.help();
+        self.state.drive_blocking(Some(deadline));
         {
             let mut s = self.state.lock();
             loop {
@@ -255,9 +371,29 @@ impl OpHandle {
 
 impl Drop for OpHandle {
     fn drop(&mut self) {
-        // An operation nobody waits for any more still runs: a worker takes
-        // it (not in a forked child: the workers are the parent's).
-        if self.state.home.is_here() {
+        // An operation nobody waits for any more still runs (not in a
+        // forked child: the workers and rings are the parent's): on this
+        // thread's asynchronous ring, or a worker takes it; one in flight
+        // on a ring is reaped there without a waiter.
+        if !self.state.home.is_here() {
+            return;
+        }
+        let (unstarted, queued, driver) = {
+            let s = self.state.lock();
+            (s.op.is_some(), s.queued, s.value.is_none().then(|| s.driver.clone()).flatten())
+        };
+        if unstarted && !queued {
+            if self.state.start_async() {
+                if let Some(d) = self.state.lock().driver.clone() {
+                    d.orphan();
+                }
+            } else {
+                self.state.ensure_queued();
+                self.state.kick();
+            }
+        } else if let Some(d) = driver {
+            d.orphan();
+        } else {
             self.state.kick();
         }
     }
@@ -269,17 +405,41 @@ impl Future for OpHandle {
         if !self.state.home.is_here() {
             return Poll::Ready(self.state.forked());
         }
-        // A task is not blocked on the I/O: a worker runs it.
-        self.state.kick();
-        let mut s = self.state.lock();
-        if let Some(v) = s.value.take() {
-            s.taken = true;
-            return Poll::Ready(v);
+        let state = &self.state;
+        loop {
+            let driver = {
+                let mut s = state.lock();
+                if let Some(v) = s.value.take() {
+                    s.taken = true;
+                    return Poll::Ready(v);
+                }
+                match &s.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => s.waker = Some(cx.waker().clone()),
+                }
+                s.driver.clone()
+            };
+            match driver {
+                // In flight on a ring this task drives.
+                Some(d) => {
+                    if !d.drive(cx) {
+                        return Poll::Pending;
+                    }
+                }
+                // On a runtime thread with a ring: started there, no hand-off.
+                None if state.start_async() => {}
+                // A task is not blocked on the I/O: a worker runs it.
+                None => {
+                    state.ensure_queued();
+                    state.kick();
+                    let mut s = state.lock();
+                    if let Some(v) = s.value.take() {
+                        s.taken = true;
+                        return Poll::Ready(v);
+                    }
+                    return Poll::Pending;
+                }
+            }
         }
-        match &s.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => s.waker = Some(cx.waker().clone()),
-        }
-        Poll::Pending
     }
 }

@@ -380,6 +380,16 @@ pub(crate) fn enable(ring: &IoUring) -> Result<()> {
     }
 }
 
+#[cfg(feature = "tokio")]
+/// Has the kernel signal `efd` at every completion posted on the ring
+/// (IORING_REGISTER_EVENTFD).
+///
+/// # Errors
+/// [`Error::Io`].
+pub(crate) fn register_eventfd(ring: &IoUring, efd: RawFd) -> Result<()> {
+    ring.submitter().register_eventfd(efd).map_err(|e| Error::os("register eventfd", e))
+}
+
 /// Registers an empty file table of `slots` slots.
 ///
 /// # Errors

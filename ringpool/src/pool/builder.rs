@@ -305,8 +305,21 @@ impl IoPoolBuilder {
             coop_taskrun: true,
             ..self.ring.clone()
         };
-        let local = table.clone().map(|t| Arc::new(LocalRings::new(t, local_opts)));
-        let caller = Arc::new(Caller { local, counters: counters.clone() });
+        let local = table.clone().map(|t| Arc::new(LocalRings::new(t, local_opts.clone())));
+        // Runtime threads' rings: as the calling threads', without
+        // COOP_TASKRUN, so that completions are posted (and the eventfd
+        // signalled) while the thread sleeps in the reactor.
+        #[cfg(feature = "tokio")]
+        let asyncs = table.clone().map(|t| {
+            let opts = RingOptions { coop_taskrun: false, ..local_opts.clone() };
+            Arc::new(super::reactor::AsyncRings::new(t, opts))
+        });
+        let caller = Arc::new(Caller {
+            local,
+            #[cfg(feature = "tokio")]
+            asyncs,
+            counters: counters.clone(),
+        });
         let helper = |lane: &Arc<Lane>| -> Arc<dyn crate::handle::Helper> {
             Arc::new(LaneHelper { lane: lane.clone(), caller: caller.clone() })
         };

@@ -197,12 +197,74 @@ impl Drop for LocalRings {
 /// where the thread's ring cannot be set up (logged once).
 pub(crate) struct Caller {
     pub(crate) local: Option<Arc<LocalRings>>,
+    /// Runtime threads' asynchronous rings (feature `tokio`).
+    #[cfg(feature = "tokio")]
+    pub(crate) asyncs: Option<Arc<super::reactor::AsyncRings>>,
     /// The pool's counters (splits and inline operations on the thread's
     /// ring are counted there too).
     pub(crate) counters: Arc<super::engine::Counters>,
 }
 
 impl Caller {
+    /// Whether an operation awaited on this thread starts on the thread's
+    /// own asynchronous ring (a tokio runtime's thread, feature `tokio`).
+    pub(crate) fn async_here(&self) -> bool {
+        #[cfg(feature = "tokio")]
+        if self.asyncs.is_some() {
+            return super::reactor::AsyncRings::here();
+        }
+        false
+    }
+
+    /// Catches every calling thread's ring up with the table (after a
+    /// shrink), from this thread.
+    pub(crate) fn catch_up_all(&self) {
+        if let Some(l) = &self.local {
+            l.catch_up_all();
+        }
+        #[cfg(feature = "tokio")]
+        if let Some(a) = &self.asyncs {
+            a.catch_up_all();
+        }
+    }
+
+    /// Releases the calling threads' rings that have nothing in flight.
+    pub(crate) fn release_idle(&self) {
+        if let Some(l) = &self.local {
+            l.release_idle();
+        }
+        #[cfg(feature = "tokio")]
+        if let Some(a) = &self.asyncs {
+            a.release_idle();
+        }
+    }
+
+    /// (threads with a ring now, rings made, operations run on them): the
+    /// blocking callers' and the runtime threads' together.
+    pub(crate) fn counts(&self) -> (usize, u64, u64) {
+        let l = self.local.as_ref().map_or((0, 0, 0), |l| l.counts());
+        #[cfg(feature = "tokio")]
+        if let Some(a) = &self.asyncs {
+            let a = a.counts();
+            return (l.0 + a.0, l.1 + a.1, l.2 + a.2);
+        }
+        l
+    }
+
+    /// Starts `op` on this thread's asynchronous ring.
+    pub(crate) fn start_async(
+        &self,
+        op: crate::op::Checked,
+        state: &Arc<crate::handle::OpState>,
+    ) -> std::result::Result<Arc<dyn crate::handle::Driver>, crate::op::Checked> {
+        #[cfg(feature = "tokio")]
+        if let Some(a) = &self.asyncs {
+            return a.start(op, state).map(|r| r as Arc<dyn crate::handle::Driver>);
+        }
+        let _ = state;
+        Err(op)
+    }
+
     pub(crate) fn run(&self, op: crate::op::Checked) -> crate::op::Done {
         let Some(local) = &self.local else {
             self.counters.inline_ops.fetch_add(1, Ordering::Relaxed);

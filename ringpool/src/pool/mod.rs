@@ -7,6 +7,8 @@ mod engine;
 mod inline_worker;
 mod lane;
 mod local;
+#[cfg(feature = "tokio")]
+mod reactor;
 mod stats;
 mod uring_worker;
 mod worker;
@@ -175,7 +177,15 @@ impl IoPool {
         let choice = self.inner.choose(checked.op().file());
         self.inner.note_file(checked.op().file(), &choice);
         let helper = choice.help.then(|| self.inner.helper(choice.lane).clone());
-        let state = OpState::new(checked, helper, self.inner.home);
+        // On a runtime thread with its own asynchronous ring: started there
+        // now, no hand-off (the workers take it if that fails).
+        let on_runtime = choice.help && choice.lane == LaneId::Main && self.inner.caller.async_here();
+        let state = OpState::new(checked, helper, self.inner.home, !on_runtime);
+        if on_runtime {
+            self.inner.counters.submitted.fetch_add(1, Ordering::Relaxed);
+            state.start_async();
+            return OpHandle::new(state);
+        }
         let lane = self.inner.lane(choice.lane);
         worker::grow_if(
             lane,
@@ -319,9 +329,7 @@ impl IoPool {
         // threads (the shrink wakes them and waits for them), so that the
         // pages are unpinned when it returns.
         t.shrink_then(bytes, timeout, |generation, deadline| {
-            if let Some(local) = &self.inner.caller.local {
-                local.catch_up_all();
-            }
+            self.inner.caller.catch_up_all();
             self.inner.main.wake_all();
             let left = deadline.saturating_duration_since(Instant::now());
             if let Err(e) = self.inner.gens.wait_all_at(generation, left.max(Duration::from_millis(100))) {
@@ -360,7 +368,7 @@ impl IoPool {
         let st = guard.as_deref().unwrap_or(&default);
         let c = &self.inner.counters;
         let engine = self.inner.main_engine();
-        let local = self.inner.caller.local.as_ref().map_or((0, 0, 0), |l| l.counts());
+        let local = self.inner.caller.counts();
         PoolStats {
             engine,
             path: self.inner.table.as_ref().map(|t| t.path()),
@@ -435,9 +443,7 @@ impl IoPool {
         }
         self.inner.side.shutdown();
         self.inner.main.shutdown();
-        if let Some(local) = &self.inner.caller.local {
-            local.release_idle();
-        }
+        self.inner.caller.release_idle();
     }
 }
 

@@ -61,6 +61,23 @@ impl crate::handle::Helper for LaneHelper {
         self.lane.withdraw(state);
     }
 
+    fn async_here(&self) -> bool {
+        self.caller.async_here()
+    }
+
+    fn start_async(
+        &self,
+        op: crate::op::Checked,
+        state: &Arc<crate::handle::OpState>,
+    ) -> std::result::Result<Arc<dyn crate::handle::Driver>, crate::op::Checked> {
+        self.caller.start_async(op, state)
+    }
+
+    fn enqueue(&self, state: &Arc<crate::handle::OpState>) {
+        let job = super::lane::Job { state: state.clone(), enqueued: std::time::Instant::now(), withdrawn: false };
+        grow_if(&self.lane, self.lane.submit(job, false));
+    }
+
     fn waker_panicked(&self) {
         self.lane.counters.waker_panics.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }

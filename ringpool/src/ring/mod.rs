@@ -352,6 +352,12 @@ impl Ring {
         Ok(())
     }
 
+    #[cfg(feature = "tokio")]
+    /// Has the kernel signal `efd` at each of this ring's completions.
+    pub(crate) fn register_eventfd(&self, efd: BorrowedFd<'_>) -> Result<()> {
+        uring::register_eventfd(self.raw.io_uring(), efd.as_raw_fd())
+    }
+
     fn fixed_file(&self, file: &DirectFile) -> Option<u32> {
         self.files.iter().find(|(f, _)| f.same_file(file)).map(|&(_, slot)| slot)
     }

@@ -141,6 +141,53 @@ pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+#[cfg(feature = "tokio")]
+/// A close-on-exec, non-blocking eventfd (for a runtime's reactor).
+pub(crate) fn eventfd_nonblocking() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd has no pointer arguments.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by eventfd and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Registers an owned fd with the current tokio runtime's reactor; an
+/// error when there is no runtime or its IO driver is disabled (tokio
+/// panics there: the panic is caught, after the panic hook has reported it).
+#[cfg(feature = "tokio")]
+pub(crate) fn reactor_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other("not on a tokio runtime"));
+    }
+    let mut fd = Some(fd);
+    // SAFETY: the fd is an OwnedFd moved into the AsyncFd, which owns it
+    // (open, the same description, as_raw_fd constant) until it is dropped.
+    let made = catch_unwind(AssertUnwindSafe(|| unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd.take().expect("once"), tokio::io::Interest::READABLE)
+    }));
+    match made {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(io::Error::other("the tokio runtime's IO driver is disabled (enable_io)")),
+    }
+}
+
+#[cfg(feature = "tokio")]
+/// Reads (and so resets) a non-blocking eventfd's counter: its value, or
+/// WouldBlock when it was 0.
+pub(crate) fn eventfd_read_nonblocking(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a local u64.
+    let n = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
 /// Adds 1 to an eventfd counter (blocks only if the counter would overflow
 /// 2^64 - 2, which a wake-up counter never reaches).
 pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
