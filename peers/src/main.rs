@@ -26,8 +26,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::{hugepages_2m, median, panic_text, JobOut, JobSpec, SpinOut, SpinSpec};
-use ringpool::types::EnginePolicy;
-use ringpool::RingOptions;
 
 const JOB: &str = "randread4k_qd32";
 const POOL_BYTES: u64 = 4 << 30;
@@ -172,7 +170,7 @@ fn resolve(path: &Path, runtime: f64) -> Result<JobSpec, String> {
 fn run_one(peer: &str, spec: &JobSpec) -> Result<JobOut, String> {
     isolated(|| match peer {
         "ringpool" => ringpool::randread(spec, None),
-        "ringpool-io_uring" => ringpool::randread(spec, Some(::ringpool::EnginePolicy::IoUring)),
+        "ringpool-io_uring" => ringpool::randread(spec, Some(::ringpool::types::EnginePolicy::IoUring)),
         "tokio-uring" => tokio_uring::randread(spec),
         "glommio" => glommio::randread(spec),
         "monoio" => monoio::randread(spec),
@@ -285,14 +283,14 @@ fn run_spinups(args: &Args, spin: &mut Vec<Value>, notes: &mut Vec<String>) {
     let pages_needed = POOL_BYTES / (2 << 20);
     let (nr, free) = hugepages_2m();
     let page = if free >= pages_needed {
-        ::ringpool::PagePolicy::Huge2M
+        ::ringpool::types::PagePolicy::Huge2M
     } else {
         notes.push(format!(
             "spin-up pool: only {free} free 2 MiB hugetlb pages of the {pages_needed} a 4 GiB pool needs \
              (nr_hugepages {nr}; this program never reserves pages): transparent huge pages used instead for \
              every peer whose memory this program provides (ringpool, tokio-uring); see README to reserve them"
         ));
-        ::ringpool::PagePolicy::Transparent
+        ::ringpool::types::PagePolicy::Transparent
     };
     let spec = SpinSpec { count: args.spinups, pool_bytes: POOL_BYTES };
 
@@ -329,7 +327,26 @@ fn run_spinups(args: &Args, spin: &mut Vec<Value>, notes: &mut Vec<String>) {
             }
         }
         // The kernel unpins the closed rings' registrations in the background.
-        if page == ::ringpool::PagePolicy::Huge2M {
+        if page == ::ringpool::types::PagePolicy::Huge2M {
+            common::wait_free_hugepages(pages_needed, Duration::from_secs(5));
+        }
+    }
+    if args.wants("glommio") && args.wants("ringpool") {
+        // glommio registers at most 1 GiB: ringpool at the same size too,
+        // so that one row compares like with like.
+        let one_g = SpinSpec { count: spec.count, pool_bytes: 1 << 30 };
+        eprintln!("spin-up: ringpool x {} (1 GiB pool, as glommio's largest)", spec.count);
+        let r = match ringpool::make_pool(one_g.pool_bytes, page) {
+            Ok((_mem, table)) => isolated(|| ringpool::spinup(&Arc::new(table), &one_g)),
+            Err(e) => Err(format!("the 1 GiB pool could not be made: {e}")),
+        };
+        let mut r = spin_row(r, "ringpool", one_g.pool_bytes);
+        if let Some(n) = r.get_mut("note") {
+            *n =
+                Value::String(format!("extra row: 1 GiB, the size glommio can register; {}", n.as_str().unwrap_or("")));
+        }
+        spin.push(r);
+        if page == ::ringpool::types::PagePolicy::Huge2M {
             common::wait_free_hugepages(pages_needed, Duration::from_secs(5));
         }
     }
@@ -376,9 +393,9 @@ fn machine() -> Value {
         .map(|kb| kb * 1024);
     let thp = read("/sys/kernel/mm/transparent_hugepage/enabled").trim().to_string();
     let (nr, free) = hugepages_2m();
-    let f = ::ringpool::Features::get();
+    let f = ::ringpool::probe::Features::get();
     json!({
-        "kernel": ::ringpool::kernel_release(),
+        "kernel": ::ringpool::probe::kernel_release(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu_model": model,
         "mem_total_bytes": mem_total,

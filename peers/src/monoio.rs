@@ -61,7 +61,7 @@ pub fn randread(spec: &JobSpec) -> anyhow::Result<JobOut> {
                 let mut buf = AlignedBuf::new(BS);
                 let mut ios = 0u64;
                 loop {
-                    let (res, b) = file.read_at(buf, offs.next_offset()).await.into_one();
+                    let (res, b) = file.read_at(buf, offs.next_offset()).await;
                     buf = b;
                     let n = res.context("read_at")?;
                     if n != BS {

@@ -26,14 +26,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ::ringpool::{
-    BufferTable, DirectFile, DirectIo, EnginePolicy, IoBuf, IoMemory, MemoryOptions, PagePolicy, RingOptions,
-};
+use ::ringpool::types::DirectIo;
+use ::ringpool::{BufferTable, DirectFile, IoBuf, IoMemory};
 use anyhow::{bail, Context};
 
 use crate::common::{describe_registered, uring_fds, JobOut, JobSpec, Meter, Offsets, SpinOut, SpinSpec, BS, DEPTH};
-use ringpool::types::{EnginePolicy, PagePolicy};
-use ringpool::{MemoryOptions, Op, RingOptions};
+pub use ringpool::types::{EnginePolicy, PagePolicy};
+pub use ringpool::{MemoryOptions, Op, RingOptions};
 
 /// The random-read job. `engine`: `None` for ringpool's default (Auto).
 pub fn randread(spec: &JobSpec, engine: Option<EnginePolicy>) -> anyhow::Result<JobOut> {
@@ -66,9 +65,8 @@ pub fn randread(spec: &JobSpec, engine: Option<EnginePolicy>) -> anyhow::Result<
         // completions are ready as soon as they are pushed.
         let mut drained = true;
         for _ in 0..DEPTH {
-            let Some(c) = ring.next_completion() else { break };
+            let Some((tag, c)) = ring.next_completion() else { break };
             drained = false;
-            let tag = c.tag;
             let n = c.result.context("ringpool read")?;
             if n != BS {
                 bail!("short read: {n} of {BS} bytes");
@@ -87,9 +85,9 @@ pub fn randread(spec: &JobSpec, engine: Option<EnginePolicy>) -> anyhow::Result<
     let stats = ring.stats();
     let note = format!(
         "{} over {} ({}); engine {:?} -> {} ({why}); {} of {} ops inline (preadv2 on the ring's thread)",
-        ring.opcode_for(::ringpool::OpKind::Read),
+        ring.opcode_for(::ringpool::types::OpKind::Read),
         mem.page_kind(),
-        if ring.setup().path == ::ringpool::TablePath::Cloned { "table by clone" } else { "table registered" },
+        if ring.setup().path == ::ringpool::types::TablePath::Cloned { "table by clone" } else { "table registered" },
         engine.unwrap_or_default(),
         engine_kind.name(),
         stats.inline_ops,

@@ -125,6 +125,40 @@ fn rusage_us(who: UsageWho) -> (u64, u64) {
     (us(ru.user_time()), us(ru.system_time()))
 }
 
+/// CPU time (user + system) of process `pid` so far, every thread it has
+/// or had (io_uring's io-wq workers included: they are threads of the
+/// process), from `/proc/<pid>/stat`, in microseconds (its resolution is
+/// the clock tick, 10 ms at USER_HZ 100).
+///
+/// # Errors
+/// The read's error; InvalidData for a line that does not parse.
+pub fn process_cpu_us(pid: u32) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = stat_cpu_ticks(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "/proc/<pid>/stat"))?;
+    Ok(ticks.saturating_mul(1_000_000) / clock_ticks_per_s())
+}
+
+/// utime + stime (fields 14 and 15, in clock ticks) of a `/proc/<pid>/stat`
+/// line; the command name may hold spaces and parentheses, so fields are
+/// counted after its last `)`.
+pub fn stat_cpu_ticks(line: &str) -> Option<u64> {
+    let rest = &line[line.rfind(')')? + 1..];
+    // Field 3 (state) is the first after the name: utime is the 12th of
+    // these, stime the 13th.
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    utime.checked_add(stime)
+}
+
+/// Clock ticks per second (USER_HZ).
+pub fn clock_ticks_per_s() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as u64,
+        _ => 100,
+    }
+}
+
 /// Sets the `RLIMIT_MEMLOCK` soft and hard limits (bytes; `None` = unlimited).
 ///
 /// # Errors
@@ -166,4 +200,22 @@ pub unsafe fn in_scratch_user(memlock: u64, uid: u32, f: impl FnOnce() -> i32) -
     // the child is plain system calls.
     let pid = unsafe { fork_child(child) }?;
     wait_child(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cpu_is_utime_plus_stime_after_the_name() {
+        // A name with spaces and a parenthesis, as a thread may have.
+        let line = "4242 (fio (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 731 269 0 0 20 0 3 0 5 0 0";
+        assert_eq!(stat_cpu_ticks(line), Some(1000));
+        assert_eq!(stat_cpu_ticks("12 (a) R 1"), None);
+        assert_eq!(stat_cpu_ticks("no name at all"), None);
+        let me = process_cpu_us(std::process::id()).unwrap();
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(60) {}
+        assert!(process_cpu_us(std::process::id()).unwrap() >= me + 30_000, "60 ms of spinning shows");
+    }
 }

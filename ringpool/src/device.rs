@@ -102,8 +102,11 @@ impl Profile {
 /// Samples of each engine at depth 1 before the faster one is chosen.
 const LEARN: u64 = 32;
 /// Once chosen, one operation in this many still goes to the other engine,
-/// so that a change of the device's behaviour is seen.
+/// so that a change of the device's behaviour is seen; that many times the
+/// slower engine's latency over the faster's (so that sampling costs about
+/// 1.5% whatever the gap), at most `EXPLORE_MAX`.
 const EXPLORE_EVERY: u64 = 64;
+const EXPLORE_MAX: u64 = 4096;
 
 /// Which engine is faster at depth 1 on one device in one direction, from
 /// the latency of operations started on an idle ring (push to completion):
@@ -135,9 +138,16 @@ impl Shallow {
         let n = self.picks.fetch_add(1, Ordering::Relaxed);
         match self.verdict() {
             Verdict::Learning => n.is_multiple_of(2),
-            Verdict::Sync => !n.is_multiple_of(EXPLORE_EVERY),
-            Verdict::IoUring => n.is_multiple_of(EXPLORE_EVERY),
+            Verdict::Sync => !n.is_multiple_of(self.explore_every()),
+            Verdict::IoUring => n.is_multiple_of(self.explore_every()),
         }
+    }
+
+    /// One operation in this many goes to the slower engine.
+    fn explore_every(&self) -> u64 {
+        let (a, b) = (self.mean_ns[0].load(Ordering::Relaxed), self.mean_ns[1].load(Ordering::Relaxed));
+        let (fast, slow) = (a.min(b).max(1), a.max(b));
+        EXPLORE_EVERY.saturating_mul(slow / fast).clamp(EXPLORE_EVERY, EXPLORE_MAX)
     }
 
     /// Records one operation's latency on `sync` (else io_uring).
@@ -248,6 +258,14 @@ mod tests {
         let tie = Shallow::default();
         feed(&tie, 99_000, 100_000, LEARN);
         assert_eq!(tie.verdict(), Verdict::IoUring);
+        // A slower engine 10x slower is sampled 10x less often.
+        let gap = Shallow::default();
+        feed(&gap, 5_000, 50_000, LEARN);
+        let n = EXPLORE_EVERY * 10 * 4;
+        assert_eq!((0..n).filter(|_| !gap.pick_sync()).count(), 4, "one in {}", EXPLORE_EVERY * 10);
+        let huge = Shallow::default();
+        feed(&huge, 1_000, 10_000_000, LEARN);
+        assert_eq!(huge.explore_every(), EXPLORE_MAX);
         // The device changes: io_uring becomes faster, and the means follow.
         feed(&s, 90_000, 60_000, 64);
         assert_eq!(s.verdict(), Verdict::IoUring);

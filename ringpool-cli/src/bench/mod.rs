@@ -8,6 +8,7 @@ pub mod io;
 pub mod pool_latency;
 pub mod prefork;
 pub mod register;
+pub mod thread_churn;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
@@ -23,6 +24,9 @@ pub enum BenchCmd {
     Grow(grow::GrowArgs),
     /// One caller reading through an IoPool and waiting each time, against pread on its own thread.
     PoolLatency(pool_latency::PoolLatencyArgs),
+    /// N short-lived threads, one verified 4 KiB first read each through the pool, against
+    /// thread-local rings made by hand (Qdrant-style) and per-thread registration (tokio-uring-style).
+    ThreadChurn(thread_churn::ThreadChurnArgs),
     /// N forked worker processes with fixed I/O on the whole pool: clone into handed-over rings vs each registering.
     Prefork(prefork::PreforkArgs),
 }
@@ -36,5 +40,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Grow(a) => grow::run(&a),
         BenchCmd::PoolLatency(a) => pool_latency::run(&a),
         BenchCmd::Prefork(a) => prefork::run(&a),
+        BenchCmd::ThreadChurn(a) => thread_churn::run(&a),
     }
 }

@@ -1,7 +1,16 @@
-//! `ringpool bench pool-latency`: one caller doing `read_at(..).wait()` in a
-//! loop through an `IoPool`, against `pread` on the caller's own thread, on
-//! the same file, alternating, so that the pool's hand-off shows as a ratio.
+//! `ringpool bench pool-latency`: one caller reading through an `IoPool`
+//! and waiting each time (`IoPool::run`: the op runs on the caller's own
+//! ring, cloned at its first call), against the best the caller could do
+//! on its own thread on that device (the baseline): a bare io_uring ring
+//! with one registered buffer (READ_FIXED, SINGLE_ISSUER | DEFER_TASKRUN)
+//! where the device serves NOWAIT, `preadv2` where it does not (io_uring
+//! would hand every read to an io-wq thread there, so the pool runs the
+//! read on the caller's thread itself). The same reads through tokio
+//! (`read_at(..).await` on a current-thread runtime: the runtime thread's
+//! own ring, completions through the reactor) and a plain `pread` are
+//! timed too. Sides alternate within each round, on the same file.
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,12 +19,13 @@ use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
 use ringpool::types::parse_size;
-use ringpool::types::{DirectIo, EnginePolicy, PagePolicy};
-use ringpool::{DirectFile, IoPool};
+use ringpool::types::{DirectIo, EnginePolicy, Nowait, PagePolicy};
+use ringpool::{DirectFile, IoBuf, IoPool, Op};
+use ringpool::{MemoryOptions, RingOptions};
+use ringpool_testkit::baseline::{preadv2, AlignedBuf, FixedReader};
 use serde::Serialize;
 
 use crate::util::median;
-use ringpool::{MemoryOptions, RingOptions};
 
 #[derive(Args, Debug, Clone)]
 pub struct PoolLatencyArgs {
@@ -37,20 +47,26 @@ pub struct PoolLatencyArgs {
     /// The pool's engine policy.
     #[arg(long, default_value = "auto")]
     pub engine: EnginePolicy,
-    /// Let the waiting caller run operations no worker has started.
+    /// Time the same reads awaited on a tokio current-thread runtime too.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub help_while_waiting: bool,
+    pub tokio: bool,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, Default)]
 struct Round {
     pool_p50_us: f64,
     pool_p99_us: f64,
+    baseline_p50_us: f64,
+    baseline_p99_us: f64,
     pread_p50_us: f64,
     pread_p99_us: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokio_p50_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokio_p99_us: Option<f64>,
 }
 
 #[derive(Serialize, Debug)]
@@ -62,13 +78,34 @@ struct Report {
     /// The engine the pool chose for the file.
     engine: &'static str,
     engine_reason: &'static str,
+    /// Who runs the pool's reads: "the caller's own ring" or "the caller
+    /// (inline preadv2: the device has no NOWAIT)".
+    pool_path: &'static str,
     pool_p50_us: f64,
     pool_p99_us: f64,
+    /// "io_uring" (a bare READ_FIXED ring on the caller's thread) or
+    /// "preadv2" (on a device without NOWAIT).
+    baseline: &'static str,
+    baseline_p50_us: f64,
+    baseline_p99_us: f64,
     pread_p50_us: f64,
     pread_p99_us: f64,
-    /// Median over rounds of pool p50 / pread p50.
+    /// Median over rounds of pool p50 / baseline p50.
     ratio_p50: f64,
-    helped_ops: u64,
+    /// Median over rounds of pool p50 / pread p50.
+    ratio_p50_vs_pread: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokio_p50_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokio_p99_us: Option<f64>,
+    /// Median over rounds of tokio p50 / pool (blocking) p50.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_tokio_vs_blocking_p50: Option<f64>,
+    /// Pool operations run by a worker thread (0: no hand-off), and the
+    /// workers started.
+    worker_ops: u64,
+    workers_started: u64,
+    local_ops: u64,
     inline_ops: u64,
 }
 
@@ -80,44 +117,108 @@ fn us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1e3
 }
 
-/// One round: `a.ops` reads through the pool, then as many with pread on
-/// this thread, into the same buffer.
-fn one_round(
-    a: &PoolLatencyArgs,
-    pool: &IoPool,
-    file: &DirectFile,
-    std_file: &std::fs::File,
+/// What every side reads from, and with.
+struct Sides<'a> {
+    a: &'a PoolLatencyArgs,
+    pool: &'a IoPool,
+    file: &'a DirectFile,
+    std_file: &'a std::fs::File,
     blocks: u64,
-    rng: &mut fastrand::Rng,
-    buf: &mut Option<ringpool::IoBuf>,
-) -> anyhow::Result<Round> {
-    let mut hp = hist();
-    for _ in 0..a.ops {
-        let off = rng.u64(0..blocks) * a.bs;
-        let t = Instant::now();
-        let (r, b) = pool.read_at(file, off, buf.take().expect("the buffer is back")).wait().into_one();
-        hp.saturating_record(t.elapsed().as_nanos() as u64);
-        *buf = Some(b);
-        r.with_context(|| format!("pool read at {off}"))?;
-    }
-    let mut hr = hist();
-    let b = buf.as_mut().expect("the buffer is back");
-    for _ in 0..a.ops {
-        let off = rng.u64(0..blocks) * a.bs;
-        let t = Instant::now();
-        let r = std_file.read_at(b, off);
-        hr.saturating_record(t.elapsed().as_nanos() as u64);
-        r.with_context(|| format!("pread at {off}"))?;
-    }
-    Ok(Round {
-        pool_p50_us: us(&hp, 0.5),
-        pool_p99_us: us(&hp, 0.99),
-        pread_p50_us: us(&hr, 0.5),
-        pread_p99_us: us(&hr, 0.99),
-    })
+    fixed: Option<FixedReader>,
+    plain: AlignedBuf,
+    rt: Option<tokio::runtime::Runtime>,
 }
 
-pub fn run(a: &PoolLatencyArgs) -> anyhow::Result<()> {
+impl Sides<'_> {
+    fn offsets(&self, rng: &mut fastrand::Rng) -> Vec<u64> {
+        (0..self.a.ops).map(|_| rng.u64(0..self.blocks) * self.a.bs).collect()
+    }
+
+    fn pool(&self, offs: &[u64], buf: &mut Option<IoBuf>) -> anyhow::Result<Histogram<u64>> {
+        let mut h = hist();
+        for &off in offs {
+            let t = Instant::now();
+            let (r, b) = self.pool.run(Op::read(self.file, off, buf.take().expect("the buffer is back"))).into_one();
+            h.saturating_record(t.elapsed().as_nanos() as u64);
+            *buf = Some(b);
+            r.with_context(|| format!("pool read at {off}"))?;
+        }
+        Ok(h)
+    }
+
+    fn baseline(&mut self, offs: &[u64]) -> anyhow::Result<Histogram<u64>> {
+        let mut h = hist();
+        let fd = self.std_file.as_fd();
+        for &off in offs {
+            let t = Instant::now();
+            let r = match &mut self.fixed {
+                Some(ring) => ring.read(off),
+                None => preadv2(fd, &mut self.plain, off),
+            };
+            h.saturating_record(t.elapsed().as_nanos() as u64);
+            r.with_context(|| format!("baseline read at {off}"))?;
+        }
+        Ok(h)
+    }
+
+    fn pread(&mut self, offs: &[u64]) -> anyhow::Result<Histogram<u64>> {
+        let mut h = hist();
+        for &off in offs {
+            let t = Instant::now();
+            let r = self.std_file.read_at(&mut self.plain, off);
+            h.saturating_record(t.elapsed().as_nanos() as u64);
+            r.with_context(|| format!("pread at {off}"))?;
+        }
+        Ok(h)
+    }
+
+    fn tokio(&self, offs: &[u64], buf: &mut Option<IoBuf>) -> anyhow::Result<Option<Histogram<u64>>> {
+        let Some(rt) = &self.rt else { return Ok(None) };
+        rt.block_on(async {
+            let mut h = hist();
+            for &off in offs {
+                let t = Instant::now();
+                let (r, b) =
+                    self.pool.read_at(self.file, off, buf.take().expect("the buffer is back")).await.into_one();
+                h.saturating_record(t.elapsed().as_nanos() as u64);
+                *buf = Some(b);
+                r.with_context(|| format!("tokio read at {off}"))?;
+            }
+            Ok(Some(h))
+        })
+    }
+
+    /// One round: each side reads the same offsets, in an order that
+    /// rotates with the round.
+    fn round(&mut self, round: u32, rng: &mut fastrand::Rng, buf: &mut Option<IoBuf>) -> anyhow::Result<Round> {
+        let offs = self.offsets(rng);
+        let mut r = Round::default();
+        for k in 0..4 {
+            match (k + round) % 4 {
+                0 => {
+                    let h = self.pool(&offs, buf)?;
+                    (r.pool_p50_us, r.pool_p99_us) = (us(&h, 0.5), us(&h, 0.99));
+                }
+                1 => {
+                    let h = self.baseline(&offs)?;
+                    (r.baseline_p50_us, r.baseline_p99_us) = (us(&h, 0.5), us(&h, 0.99));
+                }
+                2 => {
+                    let h = self.pread(&offs)?;
+                    (r.pread_p50_us, r.pread_p99_us) = (us(&h, 0.5), us(&h, 0.99));
+                }
+                _ => {
+                    if let Some(h) = self.tokio(&offs, buf)? {
+                        (r.tokio_p50_us, r.tokio_p99_us) = (Some(us(&h, 0.5)), Some(us(&h, 0.99)));
+                    }
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+fn open(a: &PoolLatencyArgs) -> anyhow::Result<(DirectFile, std::fs::File, u64)> {
     if a.bs == 0 || a.bs > 64 << 20 {
         bail!("--bs must be from 512 bytes to 64 MiB");
     }
@@ -135,65 +236,129 @@ pub fn run(a: &PoolLatencyArgs) -> anyhow::Result<()> {
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(&a.file)
-        .context("opening for pread")?;
+        .context("opening for the baseline")?;
+    Ok((file, std_file, blocks))
+}
+
+pub fn run(a: &PoolLatencyArgs) -> anyhow::Result<()> {
+    let (file, std_file, blocks) = open(a)?;
     let pool = IoPool::builder()
         .size((a.bs * 4).max(4 << 20))
         .memory(MemoryOptions::new().page(PagePolicy::Base))
         .ring(RingOptions::new().engine(a.engine))
-        .workers(1, 1)
-        .help_while_waiting(a.help_while_waiting)
+        .workers(0, 1)
         .build()?;
     let (engine, reason) = pool.engine_for(&file);
+    let nowait = file.nowait() != Nowait::Unsupported;
+    let fixed = if nowait {
+        Some(FixedReader::new(std_file.as_fd(), a.bs as usize).context("the baseline ring")?)
+    } else {
+        None
+    };
+    let rt = if a.tokio { Some(tokio::runtime::Builder::new_current_thread().enable_all().build()?) } else { None };
+    let mut sides = Sides {
+        a,
+        pool: &pool,
+        file: &file,
+        std_file: &std_file,
+        blocks,
+        fixed,
+        plain: AlignedBuf::new(a.bs as usize),
+        rt,
+    };
     let mut rng = fastrand::Rng::with_seed(0x1a7e);
     let mut buf = Some(pool.memory().try_alloc(a.bs as usize)?);
     let mut rounds = Vec::new();
     for round in 0..a.rounds {
-        let r = one_round(a, &pool, &file, &std_file, blocks, &mut rng, &mut buf)?;
+        let r = sides.round(round, &mut rng, &mut buf)?;
         if !a.json {
             eprintln!(
-                "round {}: pool p50 {:.2} us p99 {:.2} us, pread p50 {:.2} us p99 {:.2} us",
+                "round {}: pool p50 {:.2} us p99 {:.2} us, baseline p50 {:.2} us p99 {:.2} us, pread p50 {:.2} us{}",
                 round + 1,
                 r.pool_p50_us,
                 r.pool_p99_us,
+                r.baseline_p50_us,
+                r.baseline_p99_us,
                 r.pread_p50_us,
-                r.pread_p99_us
+                r.tokio_p50_us.map(|t| format!(", tokio p50 {t:.2} us")).unwrap_or_default()
             );
         }
         rounds.push(r);
     }
-    let m = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
-    let st = pool.stats();
-    let report = Report {
-        file: a.file.clone(),
-        bs: a.bs,
-        ops: a.ops,
-        engine: engine.name(),
-        engine_reason: reason,
-        pool_p50_us: m(|r| r.pool_p50_us),
-        pool_p99_us: m(|r| r.pool_p99_us),
-        pread_p50_us: m(|r| r.pread_p50_us),
-        pread_p99_us: m(|r| r.pread_p99_us),
-        ratio_p50: m(|r| r.pool_p50_us / r.pread_p50_us.max(1e-9)),
-        helped_ops: st.helped_ops,
-        inline_ops: st.inline_ops,
-        rounds,
-    };
+    let report = report(a, &pool, engine.name(), reason, nowait, rounds);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
-            "{} reads of {} B through the pool ({}): p50 {:.2} us, p99 {:.2} us; pread on this thread: p50 {:.2} us, \
-             p99 {:.2} us; pool / pread p50: {:.2}x (median of {} rounds)",
-            a.ops,
-            a.bs,
-            report.engine,
-            report.pool_p50_us,
-            report.pool_p99_us,
-            report.pread_p50_us,
-            report.pread_p99_us,
-            report.ratio_p50,
-            a.rounds
-        );
+        print(a, &report);
     }
     Ok(())
+}
+
+fn report(
+    a: &PoolLatencyArgs,
+    pool: &IoPool,
+    engine: &'static str,
+    reason: &'static str,
+    nowait: bool,
+    rounds: Vec<Round>,
+) -> Report {
+    let m = |f: &dyn Fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    let mo = |f: &dyn Fn(&Round) -> Option<f64>| {
+        rounds.iter().map(f).collect::<Option<Vec<_>>>().filter(|v| !v.is_empty()).map(|v| median(&v))
+    };
+    let st = pool.stats();
+    Report {
+        file: a.file.clone(),
+        bs: a.bs,
+        ops: a.ops,
+        engine,
+        engine_reason: reason,
+        pool_path: if engine == "inline" {
+            "the caller (inline preadv2: the device has no NOWAIT)"
+        } else {
+            "the caller's own ring"
+        },
+        pool_p50_us: m(&|r| r.pool_p50_us),
+        pool_p99_us: m(&|r| r.pool_p99_us),
+        baseline: if nowait { "io_uring" } else { "preadv2" },
+        baseline_p50_us: m(&|r| r.baseline_p50_us),
+        baseline_p99_us: m(&|r| r.baseline_p99_us),
+        pread_p50_us: m(&|r| r.pread_p50_us),
+        pread_p99_us: m(&|r| r.pread_p99_us),
+        ratio_p50: m(&|r| r.pool_p50_us / r.baseline_p50_us.max(1e-9)),
+        ratio_p50_vs_pread: m(&|r| r.pool_p50_us / r.pread_p50_us.max(1e-9)),
+        tokio_p50_us: mo(&|r| r.tokio_p50_us),
+        tokio_p99_us: mo(&|r| r.tokio_p99_us),
+        ratio_tokio_vs_blocking_p50: mo(&|r| r.tokio_p50_us.map(|t| t / r.pool_p50_us.max(1e-9))),
+        worker_ops: st.per_worker.iter().map(|w| w.ops).sum::<u64>(),
+        workers_started: st.workers_started,
+        local_ops: st.local_ops,
+        inline_ops: st.inline_ops,
+        rounds,
+    }
+}
+
+fn print(a: &PoolLatencyArgs, r: &Report) {
+    println!(
+        "{} reads of {} B, median of {} rounds (sides alternating):\n  pool (run on {}): p50 {:.2} us, p99 {:.2} \
+         us\n  baseline ({} on the caller's thread): p50 {:.2} us, p99 {:.2} us\n  pread: p50 {:.2} us\n  pool / \
+         baseline p50: {:.3}x; pool / pread p50: {:.3}x",
+        a.ops,
+        a.bs,
+        a.rounds,
+        r.pool_path,
+        r.pool_p50_us,
+        r.pool_p99_us,
+        r.baseline,
+        r.baseline_p50_us,
+        r.baseline_p99_us,
+        r.pread_p50_us,
+        r.ratio_p50,
+        r.ratio_p50_vs_pread
+    );
+    if let (Some(t), Some(x)) = (r.tokio_p50_us, r.ratio_tokio_vs_blocking_p50) {
+        println!(
+            "  tokio (current-thread runtime, the runtime thread's ring): p50 {t:.2} us, {x:.3}x the blocking call"
+        );
+    }
 }

@@ -79,6 +79,9 @@ impl Default for IoPoolBuilder {
     }
 }
 
+/// Entries of a calling thread's ring (`IoPool::run`, `IoPool::with_ring`).
+pub(crate) const LOCAL_ENTRIES: u32 = 32;
+
 impl IoPoolBuilder {
     /// Size of the IO memory pool to map (default 64 MiB).
     pub fn size(mut self, bytes: u64) -> Self {
@@ -298,8 +301,11 @@ impl IoPoolBuilder {
         // Calling threads' rings: the workers' options, without the
         // wake-up read's entry, and not SINGLE_ISSUER (a shrink catches them
         // up from its own thread): COOP_TASKRUN instead of DEFER_TASKRUN.
+        // A blocking caller runs one operation at a time: a ring of at most
+        // LOCAL_ENTRIES is set up faster (about 5 µs less than 128 here),
+        // which is most of a short-lived thread's first call.
         let local_opts = RingOptions {
-            entries: self.depth().max(1),
+            entries: self.depth().clamp(1, LOCAL_ENTRIES),
             single_issuer: false,
             defer_taskrun: false,
             coop_taskrun: true,
@@ -311,7 +317,8 @@ impl IoPoolBuilder {
         // signalled) while the thread sleeps in the reactor.
         #[cfg(feature = "tokio")]
         let asyncs = table.clone().map(|t| {
-            let opts = RingOptions { coop_taskrun: false, ..local_opts.clone() };
+            // Many operations in flight at once: the workers' depth.
+            let opts = RingOptions { coop_taskrun: false, entries: self.depth().max(1), ..local_opts.clone() };
             Arc::new(super::reactor::AsyncRings::new(t, opts))
         });
         let caller = Arc::new(Caller {

@@ -126,14 +126,17 @@ impl LocalRings {
             || Error::invalid("pool call", "nested", "a call on this thread's ring made from inside a call on it");
         let r = MINE.try_with(|m| {
             let mut m = m.borrow_mut();
-            m.0.retain(|e| e.pool.strong_count() > 0);
-            if let Some(e) = m.0.iter_mut().find(|e| std::ptr::eq(e.pool.as_ptr(), Arc::as_ptr(self))) {
+            // A dead entry may name the address of a new pool: alive only.
+            let mine = |e: &&mut Entry| std::ptr::eq(e.pool.as_ptr(), Arc::as_ptr(self)) && e.pool.strong_count() > 0;
+            if let Some(e) = m.0.iter_mut().find(mine) {
                 if e.busy {
                     return Err(reentered());
                 }
                 e.busy = true;
                 return Ok(e.slot.clone());
             }
+            // Entries of pools that are gone go when a new one comes.
+            m.0.retain(|e| e.pool.strong_count() > 0);
             let slot = Arc::new(Slot { ring: Mutex::new(None) });
             self.slots().push(slot.clone());
             m.0.push(Entry { pool: Arc::downgrade(self), slot: slot.clone(), busy: true });
@@ -144,7 +147,8 @@ impl LocalRings {
 
     fn leave(self: &Arc<Self>) {
         let _ = MINE.try_with(|m| {
-            if let Some(e) = m.borrow_mut().0.iter_mut().find(|e| std::ptr::eq(e.pool.as_ptr(), Arc::as_ptr(self))) {
+            let mine = |e: &&mut Entry| std::ptr::eq(e.pool.as_ptr(), Arc::as_ptr(self)) && e.pool.strong_count() > 0;
+            if let Some(e) = m.borrow_mut().0.iter_mut().find(mine) {
                 e.busy = false;
             }
         });

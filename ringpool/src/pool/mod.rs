@@ -229,7 +229,9 @@ impl IoPool {
     /// Runs `f` with the calling thread's own ring for this pool (the
     /// ring [`IoPool::run`] uses: made at the thread's first call, by
     /// clone), for code that drives a [`Ring`](crate::Ring) itself (many
-    /// operations in flight, its own completions). Operations still in
+    /// operations in flight, its own completions). It holds up to 32
+    /// operations in flight, or the pool's ring depth if that is smaller
+    /// (a push beyond fails with [`Error::RingFull`]). Operations still in
     /// flight when `f` returns stay on it for the next call; such a ring is
     /// released with its thread, not with the pool.
     ///

@@ -6,6 +6,7 @@ use anyhow::{bail, Context};
 use clap::ValueEnum;
 use ringpool::types::PageKind;
 
+use super::cpu::{per_io, Window};
 use super::{Figures, Lat, Rw};
 
 /// An fio I/O engine ringpool compares with.
@@ -44,9 +45,19 @@ pub struct FioJob {
     pub fixedbufs: bool,
     pub registerfiles: bool,
     pub hugepages: Option<PageKind>,
+    /// Submit queued I/Os once this many wait (fio's iodepth_batch_submit,
+    /// ringpool's --submit-batch).
+    pub batch_submit: u32,
+    /// fio's scramble_buffers (ringpool's --scramble).
+    pub scramble: bool,
 }
 
 impl FioJob {
+    /// The run's length as fio is given it (whole seconds, at least 1).
+    pub fn runtime_s(&self) -> u64 {
+        (self.runtime.ceil() as u64).max(1)
+    }
+
     /// fio's command-line arguments (JSON output on stdout).
     pub fn args(&self) -> Vec<String> {
         let mut v = vec![
@@ -57,9 +68,11 @@ impl FioJob {
             format!("--bs={}", self.bs),
             format!("--iodepth={}", self.iodepth),
             format!("--numjobs={}", self.numjobs),
-            format!("--runtime={}", (self.runtime.ceil() as u64).max(1)),
+            format!("--runtime={}", self.runtime_s()),
             "--time_based=1".into(),
             format!("--ioengine={}", self.engine.name()),
+            format!("--iodepth_batch_submit={}", self.batch_submit),
+            format!("--scramble_buffers={}", u8::from(self.scramble)),
             "--direct=1".into(),
             "--thread=1".into(),
             "--group_reporting=1".into(),
@@ -104,12 +117,28 @@ fn pct(v: &serde_json::Value, key: &str) -> f64 {
     v.get("percentile").and_then(|p| p.get(key)).and_then(|x| x.as_f64()).unwrap_or(0.0) / 1e3
 }
 
-/// Runs fio once and reads its JSON.
+/// Runs fio once and reads its JSON; its CPU per I/O is counted over the
+/// I/O window (see [`super::cpu`]).
 pub(super) fn run_fio(job: &FioJob) -> anyhow::Result<Figures> {
+    use std::process::Stdio;
     let (u0, s0) = ringpool_testkit::process::rusage_children_us();
-    let out = std::process::Command::new("fio").args(job.args()).output().context("running fio")?;
+    let child = std::process::Command::new("fio")
+        .args(job.args())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running fio")?;
+    let pid = child.id();
+    let window = Window::inside(job.runtime_s() as f64);
+    std::thread::sleep(window.lead);
+    let c0 = ringpool_testkit::process::process_cpu_us(pid);
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(window.len);
+    let c1 = ringpool_testkit::process::process_cpu_us(pid);
+    let window_s = t0.elapsed().as_secs_f64();
+    let out = child.wait_with_output().context("waiting for fio")?;
     let (u1, s1) = ringpool_testkit::process::rusage_children_us();
-    let process_cpu_us = ((u1 - u0) + (s1 - s0)) as f64;
+    let lifetime_cpu_us = ((u1 - u0) + (s1 - s0)) as f64;
     let text = String::from_utf8_lossy(&out.stdout);
     let json_at = text
         .find('{')
@@ -120,11 +149,16 @@ pub(super) fn run_fio(job: &FioJob) -> anyhow::Result<Figures> {
     if !out.status.success() || err != 0 {
         bail!("fio failed (error {err}): {}{}", &text[..json_at], String::from_utf8_lossy(&out.stderr));
     }
+    let (c0, c1) = match (c0, c1) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => bail!("reading fio's CPU time in /proc (did it end before its runtime?): {e}"),
+    };
     let (r, w) = (&j["read"], &j["write"]);
     let ios = r["total_ios"].as_u64().unwrap_or(0) + w["total_ios"].as_u64().unwrap_or(0);
     let bytes = r["io_bytes"].as_u64().unwrap_or(0) + w["io_bytes"].as_u64().unwrap_or(0);
     let runtime_ms = r["runtime"].as_u64().unwrap_or(0).max(w["runtime"].as_u64().unwrap_or(0)).max(1);
     let secs = runtime_ms as f64 / 1e3;
+    let iops = ios as f64 / secs;
     // usr_cpu / sys_cpu: percent of one CPU over the job's run, summed over
     // the group's jobs.
     let cpu_pct = j["usr_cpu"].as_f64().unwrap_or(0.0) + j["sys_cpu"].as_f64().unwrap_or(0.0);
@@ -132,11 +166,13 @@ pub(super) fn run_fio(job: &FioJob) -> anyhow::Result<Figures> {
     // The dominant direction's total latency percentiles (randrw: reads).
     let lat = if r["total_ios"].as_u64().unwrap_or(0) > 0 { &r["lat_ns"] } else { &w["lat_ns"] };
     Ok(Figures {
-        iops: ios as f64 / secs,
+        iops,
         mib_s: bytes as f64 / secs / (1 << 20) as f64,
         lat_us: Lat { p50: pct(lat, "50.000000"), p99: pct(lat, "99.000000"), p999: pct(lat, "99.900000") },
-        cpu_us_per_io: process_cpu_us / ios.max(1) as f64,
+        cpu_us_per_io: per_io(c1.saturating_sub(c0), iops, window_s),
+        cpu_window: "io",
         fio_reported_cpu_us_per_io: Some(cpu_us / ios.max(1) as f64),
+        lifetime_cpu_us_per_io: Some(lifetime_cpu_us / ios.max(1) as f64),
         ios,
         seconds: secs,
     })
@@ -159,6 +195,8 @@ mod tests {
             fixedbufs: true,
             registerfiles: true,
             hugepages: None,
+            batch_submit: 1,
+            scramble: false,
         }
     }
 
@@ -177,6 +215,8 @@ mod tests {
                 "--runtime=10",
                 "--time_based=1",
                 "--ioengine=io_uring",
+                "--iodepth_batch_submit=1",
+                "--scramble_buffers=0",
                 "--direct=1",
                 "--thread=1",
                 "--group_reporting=1",
@@ -209,6 +249,10 @@ mod tests {
         assert!(args.contains(&"--ioengine=libaio".to_string()));
         assert!(!args.iter().any(|a| a.starts_with("--fixedbufs") || a.starts_with("--registerfiles")), "{args:?}");
         assert!(args.contains(&"--iomem=mmaphuge".to_string()), "every engine gets the pool's huge pages");
+        let batched = FioJob { batch_submit: 4, scramble: true, ..job() };
+        let args = batched.args();
+        assert!(args.contains(&"--iodepth_batch_submit=4".to_string()), "{args:?}");
+        assert!(args.contains(&"--scramble_buffers=1".to_string()), "{args:?}");
         let sync = FioJob { engine: FioEngine::Pvsync2, ..job() };
         assert!(sync.args().contains(&"--ioengine=pvsync2".to_string()));
         let thp = FioJob { hugepages: Some(PageKind::Transparent), ..job() };

@@ -10,20 +10,20 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use ringpool::types::OpKind;
-use ringpool::{BufferTable, Buffers, IoBuf, IoMemory, Op, Ring, RingOptions};
+use ringpool::{BufferTable, Buffers, DirectFile, IoBuf, IoMemory, IoPool, Op, RingOptions};
 
 use super::target::Target;
 use super::{Figures, IoArgs, Lat, Rw};
 use crate::verify::{check, stamp, Ledger, SUB};
 
 /// What one worker did.
-struct WorkerOut {
-    ios: u64,
-    bytes: u64,
-    hist: Histogram<u64>,
-    verified: u64,
-    opcode: &'static str,
-    stats: ringpool::stats::RingStats,
+pub(super) struct WorkerOut {
+    pub ios: u64,
+    pub bytes: u64,
+    pub hist: Histogram<u64>,
+    pub verified: u64,
+    pub opcode: &'static str,
+    pub stats: ringpool::stats::RingStats,
 }
 
 /// What a run's workers share.
@@ -34,11 +34,13 @@ pub(super) struct Plan<'a> {
     pub table: &'a BufferTable,
     pub ledger: Option<&'a Ledger>,
     pub seq: &'a AtomicU64,
+    /// With `--api pool`: the pool whose blocking API the workers call.
+    pub pool: Option<&'a IoPool>,
 }
 
 impl Plan<'_> {
     /// Bytes one operation moves.
-    fn unit(&self) -> u64 {
+    pub(super) fn unit(&self) -> u64 {
         self.a.bs * u64::from(self.a.vec)
     }
 }
@@ -55,7 +57,7 @@ pub(super) struct RunOut {
 }
 
 /// An operation in flight in one slot.
-struct Slot {
+pub(super) struct Slot {
     offset: u64,
     write: bool,
     seq: u64,
@@ -63,7 +65,7 @@ struct Slot {
 }
 
 /// Picks the file offset (in units) and the direction of the next operation.
-struct Picker<'a> {
+pub(super) struct Picker<'a> {
     a: &'a IoArgs,
     w: u64,
     units: u64,
@@ -77,7 +79,7 @@ struct Picker<'a> {
 }
 
 impl Picker<'_> {
-    fn next(&mut self, rng: &mut fastrand::Rng, busy: &[Option<Slot>]) -> (u64, bool) {
+    pub(super) fn next(&mut self, rng: &mut fastrand::Rng, busy: &[Option<Slot>]) -> (u64, bool) {
         let write = match self.a.rw {
             Rw::Randread | Rw::Read => false,
             Rw::Randwrite | Rw::Write => true,
@@ -125,6 +127,46 @@ fn lease_unit(mem: &IoMemory, vec: u32, bs: u64, rng: &mut fastrand::Rng) -> any
     Ok(bufs)
 }
 
+/// Worker `w`'s picker of offsets and its random generator.
+pub(super) fn picker<'a>(p: &Plan<'a>, w: u32, t0: Instant) -> (Picker<'a>, fastrand::Rng) {
+    let a = p.a;
+    let units = p.target.size / p.unit();
+    let span = units / u64::from(a.workers);
+    let w64 = u64::from(w);
+    let pick = Picker {
+        a,
+        w: w64,
+        units,
+        span,
+        cursor: w64 * span,
+        unit: p.unit(),
+        stripes: p.ledger.is_some() && a.rw.writes(),
+    };
+    (pick, fastrand::Rng::with_seed(0x5eed ^ w64 ^ t0.elapsed().as_nanos() as u64))
+}
+
+/// The buffers of every slot of one worker.
+pub(super) fn leases(p: &Plan<'_>, rng: &mut fastrand::Rng) -> anyhow::Result<Vec<Buffers>> {
+    (0..p.a.iodepth).map(|_| lease_unit(p.mem, p.a.vec, p.a.bs, rng)).collect()
+}
+
+/// The kind of the run's operations (randrw: reads).
+pub(super) fn op_kind(a: &IoArgs) -> OpKind {
+    match (a.vec, a.rw.writes() && !a.rw.reads()) {
+        (1, false) => OpKind::Read,
+        (1, true) => OpKind::Write,
+        (_, false) => OpKind::Readv,
+        (_, true) => OpKind::Writev,
+    }
+}
+
+impl WorkerOut {
+    pub(super) fn new(opcode: &'static str) -> WorkerOut {
+        let hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
+        WorkerOut { ios: 0, bytes: 0, hist, verified: 0, opcode, stats: Default::default() }
+    }
+}
+
 /// Writes the data of a write at `offset`: verify headers, or (as fio's
 /// scramble_buffers) the offset in every 512-byte sector so that no two
 /// writes carry the same data (no dedupe, no same-page merging).
@@ -163,144 +205,54 @@ fn check_read(bufs: &[IoBuf], offset: u64, seq: &AtomicU64) -> anyhow::Result<u6
     Ok(n)
 }
 
-/// One worker: its ring, its own open of the file, `iodepth` slots,
-/// until `stop_at`.
-struct Worker<'p, 'a> {
-    p: &'p Plan<'a>,
-    ring: Ring,
-    file: ringpool::DirectFile,
-    slots: Vec<Option<Slot>>,
-    out: WorkerOut,
-}
-
-impl Worker<'_, '_> {
-    fn push(&mut self, slot: usize, mut bufs: Buffers, offset: u64, write: bool) -> anyhow::Result<()> {
-        let p = self.p;
-        let seq = if write { p.seq.fetch_add(1, Ordering::Relaxed) + 1 } else { 0 };
-        if write {
-            fill_write(bufs.as_mut_slice(), offset, seq, p.ledger.is_some());
-        }
-        self.slots[slot] = Some(Slot { offset, write, seq, at: Instant::now() });
-        let file = &self.file;
-        let op = match (bufs, write) {
-            (Buffers::One(b), false) => Op::read(file, offset, b),
-            (Buffers::One(b), true) => Op::write(file, offset, b),
-            (b, false) => Op::readv(file, offset, b.into_vec()),
-            (b, true) => Op::writev(file, offset, b.into_vec()),
-        };
-        let a = p.a;
-        self.ring.push(op, slot as u64).map_err(|(e, _)| anyhow::anyhow!(e))?;
-        // --submit-batch N: hand the queued operations to the kernel once N
-        // wait (1 = each at once, as fio's default iodepth_batch_submit);
-        // 0 = all the replacements of a completion batch in one call.
-        if a.submit_batch > 0 && self.ring.queued() >= a.submit_batch as usize {
-            self.ring.submit()?;
-        }
-        Ok(())
+/// The operation of one unit at `offset` (a write's data written into its
+/// buffers first), and its slot record, timed from now.
+pub(super) fn make_op(p: &Plan<'_>, file: &DirectFile, mut bufs: Buffers, offset: u64, write: bool) -> (Op, Slot) {
+    let seq = if write { p.seq.fetch_add(1, Ordering::Relaxed) + 1 } else { 0 };
+    if write && (p.ledger.is_some() || p.a.scramble) {
+        fill_write(bufs.as_mut_slice(), offset, seq, p.ledger.is_some());
     }
-
-    /// Accounts one completion; gives the buffers back for the next push.
-    fn complete(&mut self, (tag, c): (u64, ringpool::Done), now: Instant) -> anyhow::Result<(usize, Buffers)> {
-        let slot = tag as usize;
-        let s = self.slots[slot].take().expect("a completion for a slot in flight");
-        let what = if s.write { "write" } else { "read" };
-        let n = c.result.with_context(|| format!("{what} at offset {}", s.offset))?;
-        let unit = self.p.unit();
-        if n as u64 != unit {
-            bail!("short {what} at offset {}: {n} of {unit} bytes", s.offset);
-        }
-        let bufs = c.bufs;
-        if let Some(ledger) = self.p.ledger {
-            if s.write {
-                ledger.record(s.offset, unit, s.seq);
-            } else {
-                self.out.verified += check_read(bufs.as_slice(), s.offset, self.p.seq)?;
-            }
-        }
-        self.out.hist.saturating_record((now - s.at).as_nanos() as u64);
-        self.out.ios += 1;
-        self.out.bytes += n as u64;
-        Ok((slot, bufs))
-    }
-}
-
-fn worker(p: &Plan<'_>, w: u32, start: &Barrier, stop_at: &AtomicU64, t0: Instant) -> anyhow::Result<WorkerOut> {
-    let a = p.a;
-    let mut opts = RingOptions::new()
-        .entries(a.iodepth)
-        .defer_taskrun(a.defer_taskrun)
-        .coop_taskrun(a.coop_taskrun)
-        .no_sqarray(a.no_sqarray)
-        .engine(a.engine)
-        .inline_depth(a.inline_depth);
-    opts.iowq_max_workers = a.iowq_max;
-    opts.min_wait = a.min_wait_us.map(|us| Duration::from_micros(u64::from(us)));
-    let mut ring = p.table.ring_with(&opts)?;
-    let file = p.target.reopen()?;
-    if a.fixed_files {
-        ring.register_file(&file)?;
-    }
-    let units = p.target.size / p.unit();
-    let span = units / u64::from(a.workers);
-    let w64 = u64::from(w);
-    let mut pick = Picker {
-        a,
-        w: w64,
-        units,
-        span,
-        cursor: w64 * span,
-        unit: p.unit(),
-        stripes: p.ledger.is_some() && a.rw.writes(),
+    let op = match (bufs, write) {
+        (Buffers::One(b), false) => Op::read(file, offset, b),
+        (Buffers::One(b), true) => Op::write(file, offset, b),
+        (b, false) => Op::readv(file, offset, b.into_vec()),
+        (b, true) => Op::writev(file, offset, b.into_vec()),
     };
-    let mut rng = fastrand::Rng::with_seed(0x5eed ^ w64 ^ t0.elapsed().as_nanos() as u64);
-    let leased: Vec<Buffers> =
-        (0..a.iodepth).map(|_| lease_unit(p.mem, a.vec, a.bs, &mut rng)).collect::<anyhow::Result<_>>()?;
-    let kind = match (a.vec, a.rw.writes() && !a.rw.reads()) {
-        (1, false) => OpKind::Read,
-        (1, true) => OpKind::Write,
-        (_, false) => OpKind::Readv,
-        (_, true) => OpKind::Writev,
-    };
-    let opcode = ring.opcode_for(kind);
-    let hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
-    let out = WorkerOut { ios: 0, bytes: 0, hist, verified: 0, opcode, stats: Default::default() };
-    let mut wk = Worker { p, ring, file, slots: (0..a.iodepth).map(|_| None).collect(), out };
-    start.wait();
-    for (slot, bufs) in leased.into_iter().enumerate() {
-        let (off, write) = pick.next(&mut rng, &wk.slots);
-        wk.push(slot, bufs, off, write)?;
-    }
-    loop {
-        wk.ring.wait(1)?;
-        // At most a queue's worth per pass: inline completions are ready as
-        // soon as they are pushed.
-        let mut drained = true;
-        let mut running = true;
-        for _ in 0..a.iodepth {
-            let Some(c) = wk.ring.next_completion() else { break };
-            let now = Instant::now();
-            // The main thread moves the deadline from "never" to "now" when the run ends.
-            running = (now - t0).as_nanos() < u128::from(stop_at.load(Ordering::Relaxed));
-            let (slot, bufs) = wk.complete(c, now)?;
-            if running {
-                let (off, write) = pick.next(&mut rng, &wk.slots);
-                wk.push(slot, bufs, off, write)?;
-            }
-            drained = false;
-        }
-        if drained {
-            running = t0.elapsed().as_nanos() < u128::from(stop_at.load(Ordering::Relaxed));
-        }
-        if !running && drained && wk.ring.in_flight() == 0 {
-            break;
-        }
-    }
-    wk.out.stats = wk.ring.stats();
-    Ok(wk.out)
+    (op, Slot { offset, write, seq, at: Instant::now() })
 }
 
-/// Runs the workers for `--runtime`; their figures, whole-process CPU
-/// included (io-wq threads too).
+/// Accounts the completion `c` of the operation of slot `s` (its latency,
+/// its bytes, its check with --verify); the buffers, for the next push.
+pub(super) fn account(
+    p: &Plan<'_>,
+    out: &mut WorkerOut,
+    s: &Slot,
+    c: ringpool::Done,
+    now: Instant,
+) -> anyhow::Result<Buffers> {
+    let what = if s.write { "write" } else { "read" };
+    let n = c.result.with_context(|| format!("{what} at offset {}", s.offset))?;
+    let unit = p.unit();
+    if n as u64 != unit {
+        bail!("short {what} at offset {}: {n} of {unit} bytes", s.offset);
+    }
+    let bufs = c.bufs;
+    if let Some(ledger) = p.ledger {
+        if s.write {
+            ledger.record(s.offset, unit, s.seq);
+        } else {
+            out.verified += check_read(bufs.as_slice(), s.offset, p.seq)?;
+        }
+    }
+    out.hist.saturating_record((now - s.at).as_nanos() as u64);
+    out.ios += 1;
+    out.bytes += n as u64;
+    Ok(bufs)
+}
+
+/// Runs the workers for `--runtime`; their figures, with the whole
+/// process's CPU over the I/O window (io-wq threads included), read from
+/// /proc/self/stat as fio's is from /proc/<fio>/stat (see `cpu`).
 pub(super) fn run_ringpool(p: &Plan<'_>) -> anyhow::Result<RunOut> {
     let a = p.a;
     let start = Barrier::new(a.workers as usize + 1);
@@ -311,7 +263,10 @@ pub(super) fn run_ringpool(p: &Plan<'_>) -> anyhow::Result<RunOut> {
             .map(|w| {
                 let (start, stop_at) = (&start, &stop_at);
                 s.spawn(move || {
-                    let r = worker(p, w, start, stop_at, t0);
+                    let r = match p.pool {
+                        None => super::ring_worker::worker(p, w, start, stop_at, t0),
+                        Some(pool) => super::pool_worker::worker(p, pool, w, start, stop_at, t0),
+                    };
                     if r.is_err() {
                         // Release the others: a failed worker must not hang the run.
                         stop_at.store(0, Ordering::Relaxed);
@@ -323,7 +278,8 @@ pub(super) fn run_ringpool(p: &Plan<'_>) -> anyhow::Result<RunOut> {
         // Workers set up their rings and buffers first; the clock and the
         // CPU account start when all are ready.
         start.wait();
-        let (u0, s0) = ringpool_testkit::process::rusage_self_us();
+        let before = p.pool.map(IoPool::stats);
+        let c0 = super::cpu::self_cpu_us()?;
         let begun = Instant::now();
         let deadline = begun + Duration::from_secs_f64(a.runtime);
         while Instant::now() < deadline && stop_at.load(Ordering::Relaxed) != 0 {
@@ -333,8 +289,17 @@ pub(super) fn run_ringpool(p: &Plan<'_>) -> anyhow::Result<RunOut> {
         let outs: anyhow::Result<Vec<WorkerOut>> =
             handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("a worker panicked"))?).collect();
         let secs = begun.elapsed().as_secs_f64();
-        let (u1, s1) = ringpool_testkit::process::rusage_self_us();
-        Ok((outs?, secs, ((u1 - u0) + (s1 - s0)) as f64))
+        let c1 = super::cpu::self_cpu_us()?;
+        let mut outs = outs?;
+        if let (Some(pool), Some(b)) = (p.pool, before) {
+            // The pool's counter stands for every worker's.
+            let inline = pool.stats().inline_ops.saturating_sub(b.inline_ops);
+            for (i, o) in outs.iter_mut().enumerate() {
+                o.stats.ops = o.ios;
+                o.stats.inline_ops = if i == 0 { inline } else { 0 };
+            }
+        }
+        Ok((outs, secs, c1.saturating_sub(c0) as f64))
     })?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
     let (mut ios, mut bytes, mut verified) = (0, 0, 0);
@@ -353,7 +318,9 @@ pub(super) fn run_ringpool(p: &Plan<'_>) -> anyhow::Result<RunOut> {
             p999: hist.value_at_quantile(0.999) as f64 / 1e3,
         },
         cpu_us_per_io: cpu_us / ios.max(1) as f64,
+        cpu_window: "io",
         fio_reported_cpu_us_per_io: None,
+        lifetime_cpu_us_per_io: None,
         ios,
         seconds: secs,
     };

@@ -6,8 +6,11 @@
 //! operations in flight, like one fio job (`numjobs` = workers).
 
 mod chart;
+mod cpu;
 mod fio;
 mod job;
+mod pool_worker;
+mod ring_worker;
 mod target;
 
 use std::collections::BTreeMap;
@@ -60,6 +63,16 @@ impl Rw {
     fn reads(self) -> bool {
         matches!(self, Rw::Randread | Rw::Read | Rw::Randrw)
     }
+}
+
+/// Which API ringpool's workers call.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// A ring of their own from the table (Ring::push / wait).
+    Ring,
+    /// IoPool's blocking API (run at depth 1; submit and wait deeper).
+    Pool,
 }
 
 /// How worker rings get the table.
@@ -132,8 +145,21 @@ pub struct IoArgs {
     pub rounds: u32,
     /// Submit queued operations once this many wait (1: each at once, fio's default
     /// iodepth_batch_submit); 0: all replacements of a completion batch in one io_uring_enter.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=4096))]
+    /// fio is given the same (--iodepth_batch_submit; 0 as the depth).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=4096))]
     pub submit_batch: u32,
+    /// Scramble every write's buffer (the offset in every 512-byte sector), as fio's
+    /// scramble_buffers=1; by default both sides write buffers filled with random bytes once
+    /// (fio: --scramble_buffers=0).
+    #[arg(long)]
+    pub scramble: bool,
+    /// Which API ringpool's workers call: their own ring, or IoPool's blocking API.
+    #[arg(long, value_enum, default_value = "ring")]
+    pub api: Api,
+    /// Read a zram device even though most of it was never written (such reads return zeroes
+    /// without decompressing anything, and measure nothing real).
+    #[arg(long)]
+    pub allow_unfilled_zram: bool,
     /// Set worker rings up with DEFER_TASKRUN (completions posted when the worker waits).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub defer_taskrun: bool,
@@ -171,11 +197,17 @@ pub struct Figures {
     pub mib_s: f64,
     pub lat_us: Lat,
     /// Whole-process CPU (user + system, every thread including io_uring's
-    /// io-wq workers) per I/O: getrusage of ringpool's run, wait4 of fio's.
+    /// io-wq workers) per I/O over the I/O window (see `cpu`).
     pub cpu_us_per_io: f64,
+    /// How CPU was counted: "io" (the I/O window, both sides).
+    pub cpu_window: &'static str,
     /// fio only: the CPU fio itself reports (its job threads' RUSAGE_THREAD).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fio_reported_cpu_us_per_io: Option<f64>,
+    /// fio only: its whole lifetime's CPU (wait4: start-up and teardown
+    /// included), per I/O; not the compared figure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifetime_cpu_us_per_io: Option<f64>,
     pub ios: u64,
     pub seconds: f64,
 }
@@ -200,6 +232,14 @@ struct Report {
     opcode: &'static str,
     /// What served ringpool's side: io_uring, inline, or inline+io_uring.
     engine: String,
+    /// The API ringpool's workers called (ring, pool).
+    api: Api,
+    /// Submit batch of both sides (ringpool's --submit-batch, fio's iodepth_batch_submit).
+    submit_batch: u32,
+    /// What both sides write: "random-once" or "scrambled" (see --scramble).
+    buffers: &'static str,
+    /// How CPU was counted on every side ("io": the I/O window).
+    cpu_window: &'static str,
     /// Share of ringpool's operations run inline.
     inline_share: f64,
     iodepth: u32,
@@ -292,6 +332,8 @@ fn fio_job(a: &IoArgs, engine: FioEngine, size: u64, hugepages: Option<PageKind>
         fixedbufs: a.sharing != SharingArg::Unregistered,
         registerfiles: a.fixed_files,
         hugepages,
+        batch_submit: if a.submit_batch == 0 { a.iodepth } else { a.submit_batch },
+        scramble: a.scramble,
     }
 }
 
@@ -397,7 +439,19 @@ pub fn run(a: &IoArgs) -> anyhow::Result<()> {
     let seq = AtomicU64::new(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64),
     );
-    let plan = Plan { a, target: &target, mem: &mem, table: &table, ledger: ledger.as_ref(), seq: &seq };
+    let pool = match a.api {
+        Api::Ring => None,
+        Api::Pool => Some(
+            ringpool::IoPool::builder()
+                .existing_memory(mem.clone())
+                .ring(ringpool::RingOptions::new().engine(a.engine).inline_depth(a.inline_depth))
+                .workers(0, a.workers as usize)
+                .build()
+                .context("building the pool for --api pool")?,
+        ),
+    };
+    let plan =
+        Plan { a, target: &target, mem: &mem, table: &table, ledger: ledger.as_ref(), seq: &seq, pool: pool.as_ref() };
     let hugepages = matches!(mem.page_kind(), PageKind::Huge1G | PageKind::Huge2M).then_some(mem.page_kind());
     let fio_ok = a.vs_fio && fio_available();
     if a.vs_fio && !fio_ok {
@@ -459,6 +513,10 @@ fn report(
         vec: a.vec,
         opcode: served.opcode,
         engine: served.engine(),
+        api: a.api,
+        submit_batch: a.submit_batch,
+        buffers: if a.scramble { "scrambled" } else { "random-once" },
+        cpu_window: "io",
         inline_share: served.inline_ops as f64 / served.ops.max(1) as f64,
         iodepth: a.iodepth,
         workers: a.workers,
@@ -539,13 +597,15 @@ fn print_report(a: &IoArgs, report: &Report, target: &Target, mem: &IoMemory, mi
     if let Some(best) = &report.fio_best {
         println!(
             "median of {} alternations, ringpool ({}) / best fio engine ({}): IOPS {:.2}x, CPU per I/O {:.2}x, p50 \
-             latency {:.2}x (CPU is whole-process for both sides)",
+             latency {:.2}x (CPU: whole process over the I/O window, io-wq included, both sides; submit batch {}, buffers {})",
             report.runs.len(),
             report.engine,
             best.engine,
             report.ratio_best_iops.unwrap_or(0.0),
             report.ratio_best_cpu_per_io.unwrap_or(0.0),
-            report.ratio_best_lat_p50.unwrap_or(0.0)
+            report.ratio_best_lat_p50.unwrap_or(0.0),
+            report.submit_batch,
+            report.buffers
         );
     }
     if a.verify {
@@ -560,6 +620,12 @@ fn median_figures(runs: &[Figures]) -> Figures {
         mib_s: m(|f| f.mib_s),
         lat_us: Lat { p50: m(|f| f.lat_us.p50), p99: m(|f| f.lat_us.p99), p999: m(|f| f.lat_us.p999) },
         cpu_us_per_io: m(|f| f.cpu_us_per_io),
+        cpu_window: "io",
+        lifetime_cpu_us_per_io: runs
+            .iter()
+            .map(|f| f.lifetime_cpu_us_per_io)
+            .collect::<Option<Vec<_>>>()
+            .map(|v| median(&v)),
         fio_reported_cpu_us_per_io: runs
             .iter()
             .map(|f| f.fio_reported_cpu_us_per_io)

@@ -71,6 +71,19 @@ pub(super) fn prepare_target(a: &IoArgs, mem: &IoMemory, table: &BufferTable) ->
             a.file.display()
         );
     }
+    if is_block && a.rw.reads() {
+        if let Some(why) = zram_unfilled(&a.file, size)? {
+            if !a.allow_unfilled_zram {
+                bail!(
+                    "{why}: reads of never-written zram slots return zeroes without decompressing anything. Fill it \
+                     with incompressible data first (e.g. fio --name=fill --filename={} --rw=write --bs=1m \
+                     --direct=1 --ioengine=psync --refill_buffers=1), or pass --allow-unfilled-zram",
+                    a.file.display()
+                );
+            }
+            eprintln!("warning: {why}: the figures do not measure decompression");
+        }
+    }
     let needs_layout = if is_block {
         a.verify && !a.rw.writes() && !has_header(&file, mem, table, 0)?
     } else {
@@ -86,6 +99,29 @@ pub(super) fn prepare_target(a: &IoArgs, mem: &IoMemory, table: &BufferTable) ->
         layout(&file, size, a.verify || !is_block, mem, table)?;
     }
     Ok(Target { file, size, device, options: options.create(false) })
+}
+
+/// When `path` is a zram device holding less data than 90% of the `size`
+/// bytes to be read (its `mm_stat` orig_data_size; same-filled pages are
+/// not decompressed either and do not count): why, in words.
+fn zram_unfilled(path: &Path, size: u64) -> anyhow::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(path)?.rdev();
+    let sys = format!("/sys/dev/block/{}:{}", libc::major(rdev), libc::minor(rdev));
+    let Ok(dev) = std::fs::canonicalize(&sys) else { return Ok(None) };
+    let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if !name.starts_with("zram") {
+        return Ok(None);
+    }
+    let stat = std::fs::read_to_string(dev.join("mm_stat")).with_context(|| format!("reading {name}'s mm_stat"))?;
+    let stored: u64 = stat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(zram_unfilled_by(stored, size)
+        .then(|| format!("{} ({name}) holds {} of data for {} to read", path.display(), Bytes(stored), Bytes(size))))
+}
+
+/// Whether `stored` bytes of data fall short of 90% of `size`.
+fn zram_unfilled_by(stored: u64, size: u64) -> bool {
+    (stored as u128) * 10 < (size as u128) * 9
 }
 
 fn has_header(file: &DirectFile, mem: &IoMemory, table: &BufferTable, offset: u64) -> anyhow::Result<bool> {
@@ -128,4 +164,15 @@ fn layout(file: &DirectFile, size: u64, stamped: bool, mem: &IoMemory, table: &B
     file.sync_data()?;
     eprintln!("laid out {} of {}", Bytes(size), file.path().display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zram_counts_as_filled_from_ninety_percent() {
+        assert!(super::zram_unfilled_by(0, 1 << 30));
+        assert!(super::zram_unfilled_by(900, 1001));
+        assert!(!super::zram_unfilled_by(900, 1000));
+        assert!(!super::zram_unfilled_by(u64::MAX, u64::MAX));
+    }
 }
