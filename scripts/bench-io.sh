@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The I/O comparison of BENCHMARKS.md: `ringpool bench io --vs-fio` (fio's
 # io_uring, libaio and pvsync2 engines, alternating with ringpool) on three
-# devices:
+# devices. Both sides: CPU over the I/O window (io-wq included), the same
+# submit batch (1) and buffers (random bytes, filled once):
 #   disk  an ext4 file on the virtio disk
 #   zram  /dev/zram0, set up through sysfs, filled with incompressible data
 #   loop  a loop device with direct I/O over an ext4 file
@@ -65,12 +66,13 @@ if [[ " $DEVICES " == *" loop "* ]]; then
 fi
 flock -u 9
 
-run() { # device-label file rw bs iodepth workers
+run() { # device-label file rw bs iodepth workers [extra args]
   local label=$1 file=$2 rw=$3 bs=$4 qd=$5 w=$6
+  shift 6
   local out="$OUT/$label-$rw-$bs-qd$qd-w$w.json"
-  echo ">> $label $rw bs=$bs iodepth=$qd workers=$w" >&2
+  echo ">> $label $rw bs=$bs iodepth=$qd workers=$w $*" >&2
   "$BIN" bench io --file "$file" --size "$SIZE" --rw "$rw" --bs "$bs" --iodepth "$qd" --workers "$w" \
-    --runtime "$RUNTIME" --vs-fio --rounds "$ROUNDS" --page "$PAGE" --reserve --json > "$out"
+    --runtime "$RUNTIME" --vs-fio --rounds "$ROUNDS" --page "$PAGE" --reserve --json "$@" > "$out"
 }
 
 for dev in $DEVICES; do
@@ -80,8 +82,12 @@ for dev in $DEVICES; do
     loop) f=$LOOPDEV ;;
   esac
   for w in 1 2; do
-    for qd in 1 8 32 128; do run $dev "$f" randread 4k $qd $w; done
-    for qd in 1 32; do run $dev "$f" randwrite 4k $qd $w; done
+    # At depth 1 the pool's blocking API (IoPool::run from the workers)
+    # runs in every round too (--compare-api).
+    run $dev "$f" randread 4k 1 $w --compare-api
+    for qd in 8 32 128; do run $dev "$f" randread 4k $qd $w; done
+    run $dev "$f" randwrite 4k 1 $w --compare-api
+    run $dev "$f" randwrite 4k 32 $w
     run $dev "$f" read 128k 32 $w
   done
   "$BIN" bench io-chart --out "$OUT/$dev-randread-iops-vs-iodepth.svg" \
@@ -89,3 +95,21 @@ for dev in $DEVICES; do
 done
 python3 scripts/io-table.py "$OUT"/*-w[12].json > "$OUT/table.md"
 cat "$OUT/table.md"
+
+# One caller waiting on each read (IoPool::run on its thread's ring, and
+# tokio) against the best it could do on its own thread; and 10,000
+# short-lived threads' first reads. SKIP_EXTRAS=1 to leave them out.
+if [ "${SKIP_EXTRAS:-0}" != 1 ]; then
+  for dev in $DEVICES; do
+    case $dev in
+      disk) f=$FILE ;;
+      zram) f=/dev/zram0 ;;
+      loop) f=$LOOPDEV ;;
+    esac
+    echo ">> $dev pool-latency" >&2
+    "$BIN" bench pool-latency --file "$f" --rounds 5 --ops 100000 --json > "$OUT/$dev-pool-latency.json"
+    echo ">> $dev thread-churn" >&2
+    "$BIN" bench thread-churn --threads 10000 --pool 4G --page "$PAGE" --reserve --file "$f" --json \
+      > "$OUT/$dev-thread-churn.json"
+  done
+fi

@@ -156,6 +156,10 @@ pub struct IoArgs {
     /// Which API ringpool's workers call: their own ring, or IoPool's blocking API.
     #[arg(long, value_enum, default_value = "ring")]
     pub api: Api,
+    /// Also run the same job through the other API (--api) in every round, alternating, and
+    /// report its figures and its IOPS ratio to the main side.
+    #[arg(long)]
+    pub compare_api: bool,
     /// Read a zram device even though most of it was never written (such reads return zeroes
     /// without decompressing anything, and measure nothing real).
     #[arg(long)]
@@ -267,6 +271,11 @@ struct Report {
     ratio_cpu_per_io: Option<f64>,
     ratio_lat_p50: Option<f64>,
     fio_command: Option<String>,
+    /// With --compare-api: the other API's medians, and its IOPS over
+    /// the main side's (median of the per-round ratios).
+    other_api: Option<Api>,
+    other_api_figures: Option<Figures>,
+    ratio_other_api_iops: Option<f64>,
     /// Each fio engine's medians.
     fio_engines: BTreeMap<&'static str, EngineFigures>,
     /// The engine with the most IOPS (median), and its medians.
@@ -370,10 +379,16 @@ impl Served {
 /// fio's runs, per engine.
 type FioRuns = BTreeMap<FioEngine, Vec<Figures>>;
 
-/// Alternates ringpool and each fio engine; (ringpool's, fio's, what served).
-fn alternate(a: &IoArgs, plan: &Plan<'_>, fio: &[FioJob]) -> anyhow::Result<(Vec<Figures>, FioRuns, Served)> {
-    let rounds = if fio.is_empty() { 1 } else { a.rounds };
-    let (mut runs, mut fio_runs) = (Vec::new(), FioRuns::new());
+/// Alternates ringpool, the other API (--compare-api) and each fio engine;
+/// (ringpool's, the other API's, fio's, what served).
+fn alternate(
+    a: &IoArgs,
+    plan: &Plan<'_>,
+    other: Option<&Plan<'_>>,
+    fio: &[FioJob],
+) -> anyhow::Result<(Vec<Figures>, Vec<Figures>, FioRuns, Served)> {
+    let rounds = if fio.is_empty() && other.is_none() { 1 } else { a.rounds };
+    let (mut runs, mut other_runs, mut fio_runs) = (Vec::new(), Vec::new(), FioRuns::new());
     let mut served = Served { verified: 0, opcode: "none", ops: 0, inline_ops: 0 };
     for round in 0..rounds {
         let out = run_ringpool(plan)?;
@@ -383,13 +398,19 @@ fn alternate(a: &IoArgs, plan: &Plan<'_>, fio: &[FioJob]) -> anyhow::Result<(Vec
         served.inline_ops += out.inline_ops;
         say(a, "ringpool", round, &out.figures);
         runs.push(out.figures);
+        if let Some(o) = other {
+            let out = run_ringpool(o)?;
+            served.verified += out.verified;
+            say(a, if o.pool.is_some() { "  api pool" } else { "  api ring" }, round, &out.figures);
+            other_runs.push(out.figures);
+        }
         for job in fio {
             let f = run_fio(job).with_context(|| format!("fio with {}", job.engine.name()))?;
             say(a, &format!("fio {:<8}", job.engine.name()), round, &f);
             fio_runs.entry(job.engine).or_default().push(f);
         }
     }
-    Ok((runs, fio_runs, served))
+    Ok((runs, other_runs, fio_runs, served))
 }
 
 /// Median over rounds of `f(ringpool) / f(fio)`, the two from the same round.
@@ -439,19 +460,28 @@ pub fn run(a: &IoArgs) -> anyhow::Result<()> {
     let seq = AtomicU64::new(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64),
     );
-    let pool = match a.api {
-        Api::Ring => None,
-        Api::Pool => Some(
+    let pool = if a.api == Api::Pool || a.compare_api {
+        Some(
             ringpool::IoPool::builder()
                 .existing_memory(mem.clone())
                 .ring(ringpool::RingOptions::new().engine(a.engine).inline_depth(a.inline_depth))
                 .workers(0, a.workers as usize)
                 .build()
-                .context("building the pool for --api pool")?,
-        ),
+                .context("building the pool for the pool API")?,
+        )
+    } else {
+        None
     };
-    let plan =
-        Plan { a, target: &target, mem: &mem, table: &table, ledger: ledger.as_ref(), seq: &seq, pool: pool.as_ref() };
+    let plan = Plan {
+        a,
+        target: &target,
+        mem: &mem,
+        table: &table,
+        ledger: ledger.as_ref(),
+        seq: &seq,
+        pool: if a.api == Api::Pool { pool.as_ref() } else { None },
+    };
+    let other = a.compare_api.then(|| Plan { pool: if a.api == Api::Pool { None } else { pool.as_ref() }, ..plan });
     let hugepages = matches!(mem.page_kind(), PageKind::Huge1G | PageKind::Huge2M).then_some(mem.page_kind());
     let fio_ok = a.vs_fio && fio_available();
     if a.vs_fio && !fio_ok {
@@ -464,14 +494,19 @@ pub fn run(a: &IoArgs) -> anyhow::Result<()> {
     engines.dedup();
     let jobs: Vec<FioJob> =
         if fio_ok { engines.iter().map(|&e| fio_job(a, e, target.size, hugepages)).collect() } else { Vec::new() };
-    let (runs, fio_runs, served) = alternate(a, &plan, &jobs)?;
+    let (runs, other_runs, fio_runs, served) = alternate(a, &plan, other.as_ref(), &jobs)?;
     let mut verified = served.verified;
     if let Some(l) = &ledger {
         if a.rw.writes() {
             verified += final_verify(&plan, l)?;
         }
     }
-    let report = report(a, &target, &mem, &table, &runs, &fio_runs, &jobs, &served, verified);
+    let mut report = report(a, &target, &mem, &table, &runs, &fio_runs, &jobs, &served, verified);
+    if !other_runs.is_empty() {
+        report.other_api = Some(if a.api == Api::Pool { Api::Ring } else { Api::Pool });
+        report.other_api_figures = Some(median_figures(&other_runs));
+        report.ratio_other_api_iops = ratio(&other_runs, &runs, |f| f.iops);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -538,6 +573,9 @@ fn report(
         fio: (!legacy_runs.is_empty()).then(|| median_figures(&legacy_runs)),
         fio_runs: legacy_runs,
         fio_command: legacy.and_then(command),
+        other_api: None,
+        other_api_figures: None,
+        ratio_other_api_iops: None,
         fio_engines: fio_runs.iter().map(|(e, r)| (e.name(), engine_figures(r))).collect(),
         fio_best: best.map(|e| {
             let f = engine_figures(&best_runs);
@@ -606,6 +644,12 @@ fn print_report(a: &IoArgs, report: &Report, target: &Target, mem: &IoMemory, mi
             report.ratio_best_lat_p50.unwrap_or(0.0),
             report.submit_batch,
             report.buffers
+        );
+    }
+    if let (Some(api), Some(f), Some(r)) = (report.other_api, &report.other_api_figures, report.ratio_other_api_iops) {
+        println!(
+            "api {api:?}, alternating: {:.0} IOPS, p50 {:.1} us, {:.2} us CPU/IO: {r:.3}x the main side's IOPS",
+            f.iops, f.lat_us.p50, f.cpu_us_per_io
         );
     }
     if a.verify {
