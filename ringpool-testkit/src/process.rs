@@ -159,6 +159,20 @@ pub fn clock_ticks_per_s() -> u64 {
     }
 }
 
+/// Empties the page cache of `paths` (written back, then dropped with
+/// POSIX_FADV_DONTNEED) and, as root, the whole page cache
+/// (/proc/sys/vm/drop_caches): the next read of them goes to the device.
+pub fn drop_page_cache(paths: &[&std::path::Path]) {
+    for p in paths {
+        if let Ok(f) = std::fs::File::open(p) {
+            let _ = f.sync_all();
+            let _ = nix::fcntl::posix_fadvise(&f, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+        }
+    }
+    nix::unistd::sync();
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3\n");
+}
+
 /// Sets the `RLIMIT_MEMLOCK` soft and hard limits (bytes; `None` = unlimited).
 ///
 /// # Errors

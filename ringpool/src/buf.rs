@@ -24,6 +24,11 @@ pub struct IoBuf {
 }
 
 impl IoBuf {
+    /// The lease under it (for slices over adjacent leases).
+    pub(crate) fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
     pub(crate) fn new(lease: Lease, segment: u16) -> IoBuf {
         let len = lease.capacity();
         IoBuf { lease, start: 0, len, segment }

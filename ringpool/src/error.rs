@@ -439,6 +439,19 @@ pub enum Error {
         size: u64,
     },
 
+    /// A ranged read that ends past the end of the file.
+    #[error("read on {path}: the range [{offset}, {end}) goes past the end of the file ({size} bytes)")]
+    RangePastEnd {
+        /// The file.
+        path: PathBuf,
+        /// The range's first byte.
+        offset: u64,
+        /// One past its last byte.
+        end: u64,
+        /// File size.
+        size: u64,
+    },
+
     /// The file was opened without the access the op needs.
     #[error("{op} on {path}: the file was opened without {access} access")]
     NotPermitted {
@@ -654,7 +667,7 @@ impl Error {
             Error::EmptySource | Error::NotInTable { .. } => libc::ENXIO,
             Error::RangeOutOfBounds { .. } => libc::EOVERFLOW,
             Error::Timeout { .. } | Error::ShrinkTimeout { .. } => libc::ETIMEDOUT,
-            Error::PastEndOfFile { .. } => libc::ENODATA,
+            Error::PastEndOfFile { .. } | Error::RangePastEnd { .. } => libc::ENODATA,
             Error::NotPermitted { .. } | Error::PeerRefused { .. } => libc::EACCES,
             Error::FileClosed { .. } | Error::RingAlreadyEnabled | Error::BadHandover { .. } => libc::EBADFD,
             Error::Forked { .. } => libc::ECHILD,

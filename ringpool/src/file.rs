@@ -271,6 +271,15 @@ impl DirectFile {
         file_size(&self.shared).map_err(|e| self.io_error("size", None, e))
     }
 
+    /// The file's metadata now (`fstat` of the open file: its inode, size
+    /// and times, whatever its path names meanwhile).
+    ///
+    /// # Errors
+    /// [`Error::Io`] from fstat.
+    pub fn metadata(&self) -> Result<fs::Metadata> {
+        self.with_std(|f| f.metadata()).map_err(|e| self.io_error("metadata", None, e))
+    }
+
     /// Sets the size of a regular file.
     ///
     /// # Errors

@@ -323,6 +323,7 @@ impl IoPoolBuilder {
         });
         let caller = Arc::new(Caller {
             local,
+            policy: local_opts.engine,
             #[cfg(feature = "tokio")]
             asyncs,
             counters: counters.clone(),

@@ -201,6 +201,8 @@ impl Drop for LocalRings {
 /// where the thread's ring cannot be set up (logged once).
 pub(crate) struct Caller {
     pub(crate) local: Option<Arc<LocalRings>>,
+    /// The engine policy of the calling threads' rings.
+    pub(crate) policy: crate::types::EnginePolicy,
     /// Runtime threads' asynchronous rings (feature `tokio`).
     #[cfg(feature = "tokio")]
     pub(crate) asyncs: Option<Arc<super::reactor::AsyncRings>>,
@@ -274,6 +276,17 @@ impl Caller {
             self.counters.inline_ops.fetch_add(1, Ordering::Relaxed);
             return op.run_inline();
         };
+        // Where the thread's ring would run it inline anyway (a device
+        // without NOWAIT, FUSE, an inline policy: one blocking call is a
+        // shallow queue), it runs here without touching the ring: fewer
+        // cache lines per operation (measured on zram, whose decompression
+        // evicts them: 0.2-0.4 µs of a 3.5 µs read).
+        use crate::engine::{choose, Device, Inline, Runner};
+        let choice = choose(self.policy, Runner::Ring, Device::of(op.op().file()));
+        if matches!(choice.inline, Inline::Always | Inline::WhileShallow) {
+            self.counters.inline_ops.fetch_add(1, Ordering::Relaxed);
+            return op.run_inline();
+        }
         let mut op = Some(op);
         let ran = local.with(|ring| {
             let before = ring.stats();

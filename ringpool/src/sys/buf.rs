@@ -157,6 +157,30 @@ impl Lease {
     }
 }
 
+/// `[start, start + len)` of the concatenation of `leases`, which must lie
+/// back to back in memory (each ending where the next begins) and be mapped
+/// here: one slice over several leases. `None` when they are not adjacent,
+/// not mapped in this process, or the range passes their end.
+pub(crate) fn adjacent_bytes<'a>(leases: &[&'a Lease], start: usize, len: usize) -> Option<&'a [u8]> {
+    let first = leases.first()?;
+    let mut end = first.ptr.as_ptr() as usize;
+    for l in leases {
+        if !l.is_usable() || l.ptr.as_ptr() as usize != end {
+            return None;
+        }
+        end = end.checked_add(l.capacity())?;
+    }
+    let total = end - first.ptr.as_ptr() as usize;
+    if start.checked_add(len)? > total {
+        return None;
+    }
+    // SAFETY: the leases are mapped here and lie back to back (checked), so
+    // [first, end) is exactly their union, and each lease owns its bytes
+    // alone (module doc); they are borrowed shared for 'a, so nothing
+    // mutates them through a lease meanwhile. The range lies inside it.
+    Some(unsafe { std::slice::from_raw_parts(first.ptr.as_ptr().add(start), len) })
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(g) = self.grant.take() {
