@@ -188,12 +188,25 @@ impl AsyncRings {
                 return Err(op);
             }
         };
+        // Where the ring would run it inline anyway (a device without
+        // NOWAIT, FUSE, an inline policy) and nothing is outstanding on it:
+        // run it now, without the ring's push, submit and reap.
+        use crate::engine::{choose, Device, Inline, Runner};
+        let inline = matches!(
+            choose(self.opts.engine, Runner::Ring, Device::of(op.op().file())).inline,
+            Inline::Always | Inline::WhileShallow
+        );
         let done = {
             let mut d = ring.lock();
             if d.ring.is_none() {
                 return Err(op);
             }
             self.ops.fetch_add(1, Ordering::Relaxed);
+            if inline && d.pending.is_empty() && d.waiting.is_empty() {
+                drop(d);
+                state.complete(op.run_inline());
+                return Ok(ring);
+            }
             let done = d.push(op, state.clone());
             if let Some(Err(e)) = d.ring.as_mut().map(|r| r.0.submit()) {
                 tracing::warn!("submitting on a runtime thread's ring: {e}");
