@@ -49,7 +49,7 @@ trap 'exit 130' INT TERM
 
 # 2 MiB pages for ringpool's pool (the checkpoint's size and some room).
 if [ "$PAGE" = 2m ]; then
-  need=$(( $("$PY" -c "import ringpool; print(ringpool.parse_size('$SIZE'))") / 2097152 + 96 ))
+  need=$(( ($("$PY" -c "import ringpool; print(ringpool.parse_size('$SIZE'))") / 1073741824 + 2) * 512 ))
   echo $(( PREV_HP + need )) > $HP/nr_hugepages
   export RINGPOOL_BENCH_PAGE=2m
 fi

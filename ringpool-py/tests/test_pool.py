@@ -215,3 +215,13 @@ def test_memlock_limit_is_a_memlock_error():
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith("MEMLOCK"), r.stdout
     assert "memlock" in r.stdout.lower(), "the message names the limit to raise"
+
+
+def test_a_read_into_the_pools_shorter_last_segment(data_file):
+    path, data = data_file
+    # 10 MiB in 4 MiB segments: 4 + 4 + 2; a 9 MiB read takes all three,
+    # only what it needs of the last.
+    with ringpool.Pool("10M", page="4k", segment_size="4M") as pool:
+        a = pool.read(path, 1000, 9 << 20)
+        assert a.tobytes() == data[1000 : 1000 + (9 << 20)]
+        assert pool.contains(a)

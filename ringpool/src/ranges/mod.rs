@@ -240,7 +240,15 @@ fn span(mem: &IoMemory, cover: u64) -> Result<Vec<IoBuf>> {
             {
                 continue;
             }
-            let taken: Result<Vec<IoBuf>> = run.iter().map(|s| mem.try_alloc_in(s.index, s.len as usize)).collect();
+            // Whole segments, but only what the cover needs of the last (a
+            // lease of a partial segment must be a block its buddy allocator
+            // has: the last one may be the pool's shorter tail).
+            let last_need = cover - seg * (k as u64 - 1);
+            let taken: Result<Vec<IoBuf>> = run
+                .iter()
+                .enumerate()
+                .map(|(j, s)| mem.try_alloc_in(s.index, if j + 1 == k { last_need.min(s.len) } else { s.len } as usize))
+                .collect();
             match taken {
                 Ok(bufs)
                     if bufs.windows(2).all(|w| w[0].as_ptr() as usize + w[0].capacity() == w[1].as_ptr() as usize) =>
