@@ -27,7 +27,7 @@ LOCK=/tmp/ringpool-machine-state.lock
 [ "$(id -u)" = 0 ] || { echo "run as root: the page cache is dropped and a loop device set up" >&2; exit 1; }
 [ -x "$VENV/bin/python" ] || scripts/test-python.sh -q -x -k sizes >/dev/null
 PY="$PWD/$VENV/bin/python"
-"$PY" -m pip install --quiet --disable-pip-version-check safetensors ml_dtypes || true
+"$PY" -m pip install --quiet --disable-pip-version-check safetensors ml_dtypes matplotlib || true
 for peer in runai-model-streamer fastsafetensors; do
   "$PY" -m pip install --quiet --disable-pip-version-check "$peer" >/dev/null 2>&1 || echo "note: pip could not install $peer" >&2
 done
@@ -82,3 +82,4 @@ for dev in ("disk", "loop"):
             print(f"  {name:22} {f['gbps']:.3f} GB/s  {f['cpu_s_per_gb']:.3f} CPU s/GB  {f.get('peak_rss_mb', 0):.0f} MB")
     print("  ratios:", {k: r[k] for k in ("ratio_to_device_limit", "ratio_vs_safetensors", "ratio_vs_best_peer", "cpu_ratio_vs_safetensors")})
 PYEOF
+"$PY" scripts/load-chart.py "$OUT" || echo "note: no chart (matplotlib missing)" >&2
