@@ -328,6 +328,53 @@ impl IoMemory {
         let owner: Arc<dyn LeaseOwner> = sh.clone();
         Ok(IoBuf::new(Lease::new(owner, Grant::region(offset, len)), segment))
     }
+
+    /// Pool bytes `[offset, offset + len)` as one buffer per segment they
+    /// touch, in order: a range an application manages that crosses
+    /// segment edges (a registered buffer is at most 1 GiB, so a pool of
+    /// several GiB has edges wherever its segments meet). Give the pieces
+    /// to [`Op::readv`](crate::Op::readv) / [`Op::writev`](crate::Op::writev):
+    /// a ring submits one fixed operation per segment and reports them as
+    /// one result; the blocking and inline engines make one
+    /// `preadv2` / `pwritev2` of them. Every piece obeys
+    /// [`IoMemory::region`]'s rules (no segment this process leases from).
+    ///
+    /// # Safety
+    /// As [`IoMemory::region`], for every byte of the range.
+    ///
+    /// # Errors
+    /// [`Error::BadRegion`] for an empty or overflowing range, one past the
+    /// pool, one over a hole between segments, or one touching a segment
+    /// this process leases from; [`Error::Forked`].
+    #[allow(unsafe_code)]
+    pub unsafe fn region_span(&self, offset: u64, len: u64) -> Result<Vec<IoBuf>> {
+        self.check_home()?;
+        let bad = |why: String| Error::BadRegion { offset, len, reason: why };
+        let end =
+            offset.checked_add(len).filter(|_| len > 0).ok_or_else(|| bad("an empty or overflowing range".into()))?;
+        let mut pieces: Vec<(u64, usize)> = Vec::new();
+        {
+            let segs = self.inner.map.segs();
+            let mut at = offset;
+            while at < end {
+                let Some(s) = segs.iter().find(|s| s.seg.offset <= at && at < s.seg.offset + s.seg.len) else {
+                    return Err(if at == offset {
+                        bad(format!("past the pool ({} bytes)", self.len()))
+                    } else {
+                        bad(format!("byte {at} of the pool is in no segment"))
+                    });
+                };
+                let stop = end.min(s.seg.offset + s.seg.len);
+                // A segment is at most 1 GiB: its piece fits in a usize.
+                let n = usize::try_from(stop - at).map_err(|_| bad("a piece larger than memory".into()))?;
+                pieces.push((at, n));
+                at = stop;
+            }
+        }
+        // SAFETY: the caller's promise covers every byte of the range, so
+        // every piece of it.
+        pieces.into_iter().map(|(at, n)| unsafe { self.region(at, n) }).collect()
+    }
 }
 
 /// Segments kept out of a pool's leasing ([`IoMemory::reserve_segments`]);
