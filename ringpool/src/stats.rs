@@ -268,6 +268,9 @@ pub struct GrowReport {
     pub register_time: Duration,
     /// When registration began (rings can pick the growth up from then on).
     pub register_started: Instant,
+    /// Rings handed to other processes that got the new slots
+    /// ([`HandoverOptions::follow_growth`](crate::handover::HandoverOptions::follow_growth)).
+    pub handed_rings: u32,
 }
 
 /// What a shrink released and how long each step took.

@@ -253,7 +253,9 @@ impl BufferTable {
             }
             Ok(())
         };
-        t.memory.grow_with(bytes, u64::from(t.capacity), whole, |range| t.publish(range))
+        let mut report = t.memory.grow_with(bytes, u64::from(t.capacity), whole, |range| t.publish(range))?;
+        report.handed_rings = t.handed_rings_reached();
+        Ok(report)
     }
 
     /// Bytes of the pool registered in the table (its filled slots).

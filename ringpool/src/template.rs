@@ -43,6 +43,10 @@ pub(crate) struct Template {
     /// The process that registered it (a forked child shares the ring fd:
     /// it must not unregister the parent's table).
     pub(crate) home: Home,
+    /// Rings handed to other processes that follow its growth.
+    pub(crate) followers: crate::handover::follow::Followers,
+    /// How many of them the last growth reached.
+    reached: std::sync::atomic::AtomicU32,
 }
 
 impl Template {
@@ -64,8 +68,17 @@ impl Template {
         let took = start.elapsed();
         let link = std::sync::Arc::new(TableLink::new(entries));
         memory.add_link(&link);
-        let t =
-            Template { ring, memory: memory.clone(), capacity, link, path, refresh, home: Home::here("BufferTable") };
+        let t = Template {
+            ring,
+            memory: memory.clone(),
+            capacity,
+            link,
+            path,
+            refresh,
+            home: Home::here("BufferTable"),
+            followers: Default::default(),
+            reached: Default::default(),
+        };
         Ok((t, took))
     }
 
@@ -123,7 +136,9 @@ impl Template {
 
     /// The growth's publish step: registers the new segments `range` into
     /// the template's free slots, then publishes the new entry count and
-    /// generation (returned). Rings pick them up from then on.
+    /// generation (returned). Rings pick them up from then on; rings handed
+    /// to other processes that follow growth get the slots cloned in now,
+    /// and their processes the new memfds.
     pub(crate) fn publish(&self, range: Range<u16>) -> Result<u64> {
         if self.path != TablePath::Unregistered {
             let iovs = self.memory.iovs(range.start, range.end);
@@ -135,7 +150,19 @@ impl Template {
                 uring::update("grow register", &self.ring, range.start, &iovs)?;
             }
         }
-        Ok(self.link.advance(range.end))
+        let generation = self.link.advance(range.end);
+        let reached = if self.followers.len() > 0 {
+            self.followers.reach(self.fd(), u32::from(self.source_len()), &self.memory, range)
+        } else {
+            0
+        };
+        self.reached.store(reached, std::sync::atomic::Ordering::Relaxed);
+        Ok(generation)
+    }
+
+    /// How many handed rings the last growth reached.
+    pub(crate) fn handed_rings_reached(&self) -> u32 {
+        self.reached.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Registers segments `[0, entries)` of the pool on `ring`, in a table

@@ -391,7 +391,7 @@ impl Server {
         } else {
             Some(self.reserve(q.leases)?)
         };
-        let mut handed = self.table.handover_reserved(q.entries, reservation)?;
+        let mut handed = self.table.handover_reserved(q.entries, reservation, false)?;
         let c = &mut self.clients[i];
         handed.send(&c.stream)?;
         tracing::debug!(pid = c.pid, entries = q.entries, leases = ?handed.leases(), "broker handed a ring over");

@@ -27,6 +27,7 @@
 //! the same part for rings the broker served.
 
 mod broker;
+pub(crate) mod follow;
 pub(crate) mod wire;
 
 pub use broker::{BrokerOptions, RingBroker};
@@ -56,11 +57,13 @@ pub struct HandoverOptions {
     /// out of the owner's leasing until that process is done with them);
     /// `None`: no leases (I/O with regions only).
     pub leases: Option<Range<u16>>,
+    /// The ring follows the pool's growth ([`HandoverOptions::follow_growth`]).
+    pub follow_growth: bool,
 }
 
 impl Default for HandoverOptions {
     fn default() -> Self {
-        HandoverOptions { entries: 128, leases: None }
+        HandoverOptions { entries: 128, leases: None, follow_growth: false }
     }
 }
 
@@ -77,6 +80,21 @@ impl HandoverOptions {
     /// Sets the lease segments.
     pub fn leases(mut self, segments: Range<u16>) -> Self {
         self.leases = Some(segments);
+        self
+    }
+    /// The ring follows the pool's growth: after each
+    /// [`BufferTable::grow`] the owner clones the new slots into it
+    /// (DST_REPLACE, not charged again) and sends the process that drives
+    /// it the new memfds, which its view maps at its next
+    /// [`IoMemory::catch_up`] (a region past the memory it knows calls it).
+    /// Such a ring is set up without SINGLE_ISSUER and DEFER_TASKRUN (the
+    /// kernel refuses a clone into a SINGLE_ISSUER ring from any task but
+    /// its issuer), and crosses `fork` only ([`HandedRing::try_clone`]);
+    /// the owner keeps a handle on it until its process is gone (noticed at
+    /// the next growth). Needs a table with room to grow
+    /// ([`TableOptions::capacity`](crate::TableOptions::capacity)).
+    pub fn follow_growth(mut self) -> Self {
+        self.follow_growth = true;
         self
     }
 }
@@ -129,6 +147,9 @@ pub struct HandedRing {
     /// The connection to the broker that served it (the broker keeps the
     /// lease segments while it is open).
     conn: Option<UnixStream>,
+    /// For a ring that follows growth: the end of the growth channel the
+    /// process that enables it reads the owner's notices from.
+    growth: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for HandedRing {
@@ -168,7 +189,7 @@ impl BufferTable {
     pub fn handover(&self, opts: &HandoverOptions) -> Result<HandedRing> {
         self.template.home.check()?;
         let reservation = opts.leases.clone().map(|r| self.template.memory.reserve_segments(r)).transpose()?;
-        self.handover_reserved(opts.entries, reservation)
+        self.handover_reserved(opts.entries, reservation, opts.follow_growth)
     }
 
     /// [`BufferTable::handover`] with the lease segments reserved already.
@@ -176,6 +197,7 @@ impl BufferTable {
         &self,
         entries: u32,
         reservation: Option<SegmentReservation>,
+        follow_growth: bool,
     ) -> Result<HandedRing> {
         let t = &self.template;
         t.home.check()?;
@@ -188,7 +210,22 @@ impl BufferTable {
             ));
         }
         let (layout, memfds) = t.memory.layout(t.entries())?;
-        let setup = Setup { single_issuer: true, defer_taskrun: true, disabled: true, ..Setup::plain(entries) };
+        if follow_growth && t.capacity <= t.entries() {
+            return Err(Error::invalid(
+                "handover",
+                "follow_growth",
+                "the table has no room to grow (set TableOptions::capacity)",
+            ));
+        }
+        // A ring that follows growth is cloned into by this process after
+        // another one enabled it: the kernel allows that only for a ring
+        // that is not SINGLE_ISSUER (KERNEL.md), hence no DEFER_TASKRUN.
+        let setup = Setup {
+            single_issuer: !follow_growth,
+            defer_taskrun: !follow_growth,
+            disabled: true,
+            ..Setup::plain(entries)
+        };
         let (ring, _) = uring::setup(&setup)?;
         // A disabled ring accepts the clone (measured on 6.18).
         uring::clone_into(&ring, t.fd(), u32::from(t.source_len()), CloneRange::all())?;
@@ -197,8 +234,16 @@ impl BufferTable {
         // learn the layout.
         sys::handoff::remember_layout(&ring);
         let fd = ring.as_fd().try_clone_to_owned().map_err(|e| Error::os("dup ring fd", e))?;
-        // The dup keeps the ring; this process's mapping of its queues goes.
-        drop(ring);
+        // The dup keeps the ring; this process's mapping of its queues goes,
+        // unless the ring follows growth (the owner clones into it).
+        let growth = if follow_growth {
+            let (follower, theirs) = follow::Follower::new(ring)?;
+            t.followers.add(follower);
+            Some(theirs)
+        } else {
+            drop(ring);
+            None
+        };
         let leases = reservation.as_ref().map_or(0..0, SegmentReservation::segments);
         let (token, reservation) = match reservation {
             Some(r) => {
@@ -217,6 +262,7 @@ impl BufferTable {
             token,
             reservation,
             conn: None,
+            growth,
         })
     }
 }
@@ -245,6 +291,7 @@ impl HandedRing {
             token: self.token.as_ref().map(dup).transpose()?,
             reservation: None,
             conn: None,
+            growth: self.growth.as_ref().map(dup).transpose()?,
         })
     }
 
@@ -340,6 +387,9 @@ impl HandedRing {
         // Charged to the process that set it up.
         let io = sys::uring::Uring::new(io, 0);
         uring::enable(&io)?;
+        if let Some(channel) = self.growth.take() {
+            memory.follow_growth(channel)?;
+        }
         // This process is the one that enabled the ring: it alone leases
         // from its segments, for as long as its view keeps the token.
         if !self.msg.leases.is_empty() {
@@ -347,7 +397,8 @@ impl HandedRing {
             memory.add_lease_segments(self.msg.leases.clone(), keep);
         }
         let segments = self.segments();
-        Ok(Ring::from_handed(io, memory.clone(), segments, opts))
+        let defer = sys::handoff::defers_taskrun(&self.msg.params);
+        Ok(Ring::from_handed(io, memory.clone(), segments, opts, defer))
     }
 
     /// Sends the ring over a connected, blocking Unix socket to a process of
@@ -362,6 +413,13 @@ impl HandedRing {
     /// [`Error::BadHandover`] when the memfds were mapped here already
     /// ([`HandedRing::map_pool`]); [`Error::Io`] from `sendmsg`.
     pub fn send(&self, sock: &UnixStream) -> Result<()> {
+        if self.growth.is_some() {
+            return Err(Error::invalid(
+                "send",
+                "a ring that follows growth",
+                "it crosses fork only (HandedRing::try_clone)",
+            ));
+        }
         if self.memfds.len() != self.msg.layout.maps.len() {
             return Err(Error::BadHandover {
                 reason: "the pool was mapped from this handover: it cannot be sent".into(),
@@ -421,7 +479,7 @@ impl HandedRing {
         // The sender may close its copy now (a failed answer only keeps it
         // open longer).
         let _ = sys::socket::send_with_fds(sock.as_fd(), ACK, &[]);
-        Ok(HandedRing { fd, msg, memfds, ids: None, token, reservation: None, conn: None })
+        Ok(HandedRing { fd, msg, memfds, ids: None, token, reservation: None, conn: None, growth: None })
     }
 
     /// The memfds and the lease token among the descriptors that came with

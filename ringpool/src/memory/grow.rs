@@ -116,6 +116,7 @@ impl IoMemory {
             prefault_time,
             register_time,
             register_started,
+            handed_rings: 0,
         })
     }
 

@@ -309,6 +309,10 @@ impl IoMemory {
             .checked_add(len as u64)
             .filter(|_| len > 0)
             .ok_or_else(|| bad("an empty or overflowing range".into()))?;
+        if end > self.len() {
+            // Memory the owner added since (a view that follows growth).
+            self.catch_up()?;
+        }
         let sh = &self.inner;
         let segment = {
             let segs = sh.map.segs();
@@ -352,6 +356,9 @@ impl IoMemory {
         let bad = |why: String| Error::BadRegion { offset, len, reason: why };
         let end =
             offset.checked_add(len).filter(|_| len > 0).ok_or_else(|| bad("an empty or overflowing range".into()))?;
+        if end > self.len() {
+            self.catch_up()?;
+        }
         let mut pieces: Vec<(u64, usize)> = Vec::new();
         {
             let segs = self.inner.map.segs();

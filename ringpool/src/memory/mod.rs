@@ -8,6 +8,7 @@
 //! - [`view`]: the process-shared view (the layout another process maps,
 //!   and the registrar's addresses).
 
+mod follow;
 mod grow;
 mod leasing;
 mod pages;
@@ -432,7 +433,8 @@ impl IoMemory {
             None => 0,
             Some(v) => {
                 let local = self.inner.map.segs().get(segment as usize).map_or(0, |s| s.seg.addr);
-                v.addrs.get(segment as usize).map_or(0, |&a| (a as usize).wrapping_sub(local))
+                let addrs = v.addrs.read().unwrap_or_else(|p| p.into_inner());
+                addrs.get(segment as usize).map_or(0, |&a| (a as usize).wrapping_sub(local))
             }
         }
     }

@@ -34,8 +34,14 @@ pub(crate) struct SegDesc {
 /// registered buffers by them), and the identity of the memfds.
 #[derive(Debug)]
 pub(crate) struct View {
-    pub addrs: Vec<u64>,
-    pub memfds: Vec<(u64, u64)>,
+    /// The registrar's address of each segment (grows with the pool when
+    /// a ring that follows growth was enabled here).
+    pub addrs: RwLock<Vec<u64>>,
+    /// The identity (device, inode) of each mapping's memfd.
+    pub memfds: RwLock<Vec<(u64, u64)>>,
+    /// The growth channels of the rings enabled here that follow growth
+    /// (the owner's notices: the new layout and memfds).
+    pub channels: Mutex<Vec<std::os::unix::net::UnixDatagram>>,
 }
 
 /// The layout of a shared pool as another process needs it.
@@ -199,7 +205,11 @@ impl IoMemory {
             prefault: Mutex::new(None),
             growing: Mutex::new(()),
         };
-        let view = View { addrs: layout.segs.iter().map(|d| d.addr).collect(), memfds: ids };
+        let view = View {
+            addrs: RwLock::new(layout.segs.iter().map(|d| d.addr).collect()),
+            memfds: RwLock::new(ids),
+            channels: Mutex::new(Vec::new()),
+        };
         Ok(IoMemory::from_parts(map, Leasing::new(buddy), Some(view), true))
     }
 
@@ -215,18 +225,24 @@ impl IoMemory {
             .collect()
     }
 
+    /// Whether this memory is a view of a pool another process registered.
+    pub(crate) fn is_view(&self) -> bool {
+        self.inner.view.is_some()
+    }
+
     /// Whether this is a view of the pool `layout` and memfds `ids`
     /// describe: the same memfds (device and inode), the same segments at
     /// the same registrar addresses.
     pub(crate) fn is_view_of(&self, layout: &Layout, ids: &[(u64, u64)]) -> bool {
         let Some(v) = &self.inner.view else { return false };
         let segs = self.inner.map.segs();
-        v.memfds == ids
-            && v.addrs.len() == layout.segs.len()
+        let addrs = v.addrs.read().unwrap_or_else(|p| p.into_inner());
+        *v.memfds.read().unwrap_or_else(|p| p.into_inner()) == ids
+            && addrs.len() == layout.segs.len()
             && layout
                 .segs
                 .iter()
-                .zip(v.addrs.iter().zip(segs.iter()))
+                .zip(addrs.iter().zip(segs.iter()))
                 .all(|(d, (&a, s))| d.addr == a && d.len == s.seg.len)
     }
 }

@@ -217,8 +217,8 @@ impl Ring {
     /// ([`HandedRing::enable`](crate::handover::HandedRing::enable)),
     /// enabled here (DEFER_TASKRUN), over this process's view of the pool;
     /// slots `[0, segments)` hold the pool's segments.
-    pub(crate) fn from_handed(io: Uring, memory: IoMemory, segments: u16, opts: &RingOptions) -> Ring {
-        let task_run = uring::TaskRun { defer: true, coop: false };
+    pub(crate) fn from_handed(io: Uring, memory: IoMemory, segments: u16, opts: &RingOptions, defer: bool) -> Ring {
+        let task_run = uring::TaskRun { defer, coop: false };
         let mut r = Ring::with_io(io, task_run, opts, Duration::ZERO);
         r.table = TableView::handed(memory, segments);
         r.setup.path = TablePath::Cloned;

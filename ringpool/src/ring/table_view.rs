@@ -74,6 +74,22 @@ impl TableView {
         self.memory.as_ref()
     }
 
+    /// A ring handed over by another process that follows its growth: the
+    /// owner cloned each new segment into the slot of its index before the
+    /// view learnt of it, so the slots are the view's segments.
+    fn follow_handed_growth(&mut self) {
+        if self.template.is_some() || self.link.is_some() || self.opaque {
+            return;
+        }
+        let Some(m) = &self.memory else { return };
+        let n = m.segment_count();
+        if m.is_view() && n > self.map.filled() {
+            self.map = SlotMap::identity(n);
+            self.size = self.size.max(n);
+            self.synced = n;
+        }
+    }
+
     pub(crate) fn path(&self) -> TablePath {
         self.path.unwrap_or(TablePath::Empty)
     }
@@ -310,6 +326,7 @@ impl TableView {
             let segment = b.buf_index();
             if self.map.slot(segment).is_none() {
                 self.refresh(ring)?;
+                self.follow_handed_growth();
                 if self.map.slot(segment).is_none() {
                     return Err(Error::NotInTable {
                         op: kind.name(),
@@ -360,6 +377,7 @@ impl TableView {
             Err(Error::NotInTable { .. }) => {
                 // A segment the table gained since this view got it.
                 self.refresh(ring)?;
+                self.follow_handed_growth();
                 plan_route(kind, &segments, |s| self.map.slot(s), split_max, readv_fixed)
             }
             r => r,

@@ -60,6 +60,13 @@ pub(crate) fn remember_layout(ring: &IoUring) {
     }
 }
 
+/// Whether the ring the parameters `params` describe was set up with
+/// DEFER_TASKRUN (completions posted only when its issuer waits).
+pub(crate) fn defers_taskrun(params: &[u8]) -> bool {
+    const DEFER_TASKRUN: u32 = 1 << 13;
+    params.get(8..12).is_some_and(|w| u32::from_ne_bytes(w.try_into().expect("4 bytes")) & DEFER_TASKRUN != 0)
+}
+
 /// Rebuilds a ring from its fd and the parameters it was set up with (sent
 /// by the process that made it). The parameters are not trusted: they must
 /// name the same queue layout as a ring this kernel sets up with the same

@@ -167,6 +167,10 @@ pub struct IoArgs {
     /// Set worker rings up with DEFER_TASKRUN (completions posted when the worker waits).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub defer_taskrun: bool,
+    /// Set worker rings up with SINGLE_ISSUER (`false` also clears DEFER_TASKRUN: the rings of
+    /// other processes that follow the pool's growth are set up that way).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub single_issuer: bool,
     /// Without DEFER_TASKRUN: COOP_TASKRUN | TASKRUN_FLAG.
     #[arg(long)]
     pub coop_taskrun: bool,

@@ -56,6 +56,7 @@ pub(super) fn worker(
     let mut opts = RingOptions::new()
         .entries(a.iodepth)
         .defer_taskrun(a.defer_taskrun)
+        .single_issuer(a.single_issuer)
         .coop_taskrun(a.coop_taskrun)
         .no_sqarray(a.no_sqarray)
         .engine(a.engine)

@@ -1,0 +1,129 @@
+//! A view of a pool another process owns that follows the owner's growth:
+//! the owner's notices (the pool's layout after a growth, with the memfds)
+//! arrive on the growth channels of the rings enabled here
+//! ([`HandoverOptions::follow_growth`](crate::handover::HandoverOptions::follow_growth));
+//! catching up maps the new memfds and adds their segments, at the same
+//! pool offsets and table slots as the owner's. The new segments are not
+//! leased from here (the owner leases them, or the application manages
+//! them as regions: [`IoMemory::region`]).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+
+use super::view::Layout;
+use super::{pages, IoMemory, SegInfo};
+use crate::error::{Error, Result};
+use crate::handover::wire;
+use crate::sys::mmap::Mapping;
+use crate::types::Segment;
+
+impl IoMemory {
+    /// Keeps `channel` (a handed ring's growth channel) to read the owner's
+    /// growth notices from.
+    pub(crate) fn follow_growth(&self, channel: OwnedFd) -> Result<()> {
+        let Some(view) = &self.inner.view else {
+            return Err(Error::invalid("growth channel", "this pool", "it is not a view of another process's pool"));
+        };
+        let channel = UnixDatagram::from(channel);
+        channel.set_nonblocking(true).map_err(|e| Error::os("growth channel", e))?;
+        view.channels.lock().unwrap_or_else(|p| p.into_inner()).push(channel);
+        Ok(())
+    }
+
+    /// In a process that enabled a ring that follows the owner's growth
+    /// ([`HandoverOptions::follow_growth`](crate::handover::HandoverOptions::follow_growth)):
+    /// maps what the owner added since and gives its segments (the rings
+    /// enabled here have their slots already: the owner cloned them in
+    /// before it sent the notice). [`IoMemory::region`] and
+    /// [`IoMemory::region_span`] call it for a range past the memory this
+    /// view knows. Returns the pool's segment count as this process sees
+    /// it now. Elsewhere it changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::BadHandover`] for a notice that does not extend this view
+    /// (another pool, changed segments, wrong descriptors); mapping errors;
+    /// [`Error::Io`] reading the channel.
+    pub fn catch_up(&self) -> Result<u16> {
+        let Some(view) = &self.inner.view else { return Ok(self.segment_count()) };
+        let channels = view.channels.lock().unwrap_or_else(|p| p.into_inner());
+        for ch in channels.iter() {
+            loop {
+                let (bytes, fds) = match crate::sys::socket::recv_with_fds(ch.as_fd(), wire::MAX_MESSAGE) {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(Error::os("read the owner's growth notice", e)),
+                };
+                if bytes.is_empty() {
+                    break;
+                }
+                let msg = wire::decode(&bytes).map_err(|reason| Error::BadHandover { reason })?;
+                self.extend_view(&msg.layout, fds)?;
+            }
+        }
+        Ok(self.segment_count())
+    }
+
+    /// Maps the segments of `layout` this view lacks (their memfds among
+    /// `memfds`, one per mapping of the layout).
+    fn extend_view(&self, layout: &Layout, memfds: Vec<OwnedFd>) -> Result<()> {
+        let bad = |reason: String| Error::BadHandover { reason };
+        let Some(view) = &self.inner.view else { return Ok(()) };
+        if memfds.len() != layout.maps.len() {
+            return Err(bad(format!("{} memfds for {} mappings", memfds.len(), layout.maps.len())));
+        }
+        let map = &self.inner.map;
+        if layout.page != map.kind || layout.segment_size != map.segment_size || layout.alignment != map.align {
+            return Err(bad("a growth notice of another pool (page kind, segment size or alignment differ)".into()));
+        }
+        let _growing = self.growth_lock();
+        let mut addrs = view.addrs.write().unwrap_or_else(|p| p.into_inner());
+        let known = addrs.len();
+        if layout.segs.len() < known
+            || layout.segs.iter().zip(addrs.iter()).any(|(d, &a)| d.addr != a)
+            || layout.segs.iter().zip(map.segs().iter()).any(|(d, s)| d.len != s.seg.len)
+        {
+            return Err(bad("a growth notice that does not extend this view's segments".into()));
+        }
+        let mut ids = view.memfds.write().unwrap_or_else(|p| p.into_inner());
+        let mut mapped: Vec<Option<Arc<Mapping>>> = vec![None; layout.maps.len()];
+        let mut memfds: Vec<Option<OwnedFd>> = memfds.into_iter().map(Some).collect();
+        let mut new = Vec::new();
+        for d in &layout.segs[known..] {
+            let m = usize::from(d.map);
+            if mapped[m].is_none() {
+                let fd = memfds[m].take().ok_or_else(|| bad(format!("mapping {m} twice")))?;
+                let (dev, ino, size) = crate::sys::socket::file_identity(fd.as_fd())
+                    .map_err(|e| bad(format!("a memfd of the growth: {e}")))?;
+                let len = layout.maps[m].len;
+                if size < len {
+                    return Err(bad(format!("a memfd of {size} bytes for a mapping of {len}")));
+                }
+                // Checked by Layout::check: at most half the address space.
+                let mapping =
+                    Mapping::map_memfd(fd, len as usize, pages::backing(layout.page), layout.alignment as usize)
+                        .map_err(|e| Error::os("map the pool's growth", e))?;
+                mapped[m] = Some(Arc::new(mapping));
+                ids.push((dev, ino));
+            }
+            let mapping = mapped[m].clone().expect("mapped above");
+            // Checked by Layout::check: inside the mapping.
+            let map_off = d.map_off as usize;
+            let seg = Segment {
+                index: d.index,
+                offset: u64::from(d.index) * layout.segment_size,
+                len: d.len,
+                addr: mapping.addr() + map_off,
+            };
+            new.push((SegInfo { seg, map: mapping, map_off }, d.addr));
+        }
+        let added = new.len();
+        let mut segs = map.segs.write().unwrap_or_else(|p| p.into_inner());
+        for (info, addr) in new {
+            segs.push(info);
+            addrs.push(addr);
+        }
+        tracing::debug!(added, segments = segs.len(), "the view caught up with the owner's growth");
+        Ok(())
+    }
+}
