@@ -131,3 +131,72 @@ fn follow_growth_child() {
     let report = table.grow(SEG).unwrap();
     assert_eq!(report.handed_rings, 0);
 }
+
+#[test]
+fn a_growth_reaches_a_ring_served_by_the_broker() {
+    if !common::require_clone("a_growth_reaches_a_ring_served_by_the_broker") {
+        return;
+    }
+    let (ok, out) = common::run_child("follow_growth_broker_child", &[("RINGPOOL_FOLLOW_BROKER_CHILD", "1")]);
+    assert!(ok, "{out}");
+}
+
+/// Child side of `a_growth_reaches_a_ring_served_by_the_broker`: the ring
+/// and its growth channel travel over the broker's socket.
+#[test]
+#[ignore = "runs in a child process started by a_growth_reaches_a_ring_served_by_the_broker"]
+fn follow_growth_broker_child() {
+    use ringpool::handover::{BrokerOptions, RingBroker};
+    assert_eq!(std::env::var("RINGPOOL_FOLLOW_BROKER_CHILD").as_deref(), Ok("1"), "run only as a child");
+    let dir = common::disk_dir();
+    let path = dir.path().join("follow-broker");
+    let file = common::direct_file(dir.path(), "follow-broker");
+    file.set_len(2 * SEG).unwrap();
+    let mem = IoMemory::map_with(2 * SEG, &MemoryOptions::new().page(PagePolicy::Base).segment_size(SEG).shared())
+        .expect("a shared pool");
+    mem.prefault(|_| {}).unwrap();
+    let table = BufferTable::register_with(&mem, &TableOptions::new().capacity(6 * SEG)).unwrap();
+    let sock = dir.path().join("rings.sock");
+    let opts = BrokerOptions { follow_growth: true, ..BrokerOptions::default() };
+    let broker = RingBroker::serve(&table, &sock, &opts).unwrap();
+
+    let (mut go_rx, mut go_tx) = std::io::pipe().unwrap();
+    let (mut up_rx, mut up_tx) = std::io::pipe().unwrap();
+    let file_ref = &file;
+    let sock_ref = &sock;
+    let pid = fork_with(move || {
+        // One lease segment of its own, and the ring by the broker.
+        let handed = RingBroker::request(sock_ref, 32, 1).expect("a ring from the broker");
+        let mut ring = handed.enable_with(&RingOptions::new().engine(EnginePolicy::IoUring)).expect("enable");
+        let view = ring.memory().expect("a view").clone();
+        assert_eq!(view.segment_count(), 2);
+        up_tx.write_all(b"r").unwrap();
+        let mut b = [0u8; 1];
+        go_rx.read_exact(&mut b).unwrap();
+        assert_eq!(view.catch_up().expect("catch up"), 4, "two segments more");
+        // SAFETY: the owner reserved segments 2 and 3 and wrote them before the go.
+        let pieces = unsafe { view.region_span(2 * SEG + 4096, SEG) }.expect("a region of the new memory");
+        let (r, _) = ring.run(Op::writev(file_ref, 0, pieces)).into_vec();
+        assert_eq!(r.expect("fixed write from the new segments"), SEG as usize);
+        up_tx.write_all(b"d").unwrap();
+        0
+    });
+    let mut b = [0u8; 1];
+    up_rx.read_exact(&mut b).unwrap();
+    let report = table.grow(2 * SEG).unwrap();
+    assert_eq!(report.handed_rings, 1, "the broker's ring got the new slots");
+    let _reserved = mem.reserve_segments(2..4).unwrap();
+    // SAFETY: segments 2 and 3 are reserved; the child reads them after the go.
+    for mut p in unsafe { mem.region_span(2 * SEG, 2 * SEG) }.unwrap() {
+        let base = p.pool_offset();
+        for (k, x) in p.iter_mut().enumerate() {
+            *x = byte(base + k as u64);
+        }
+    }
+    go_tx.write_all(b"g").unwrap();
+    up_rx.read_exact(&mut b).expect("the child's write");
+    assert_eq!(wait_child(pid, std::time::Duration::from_secs(30)), Ok(0));
+    let want: Vec<u8> = (0..SEG).map(|k| byte(2 * SEG + 4096 + k)).collect();
+    assert!(common::std_read(&path, 0, SEG as usize) == want, "the child's write");
+    drop(broker);
+}

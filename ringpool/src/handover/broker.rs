@@ -37,11 +37,15 @@ pub struct BrokerOptions {
     pub max_clients: usize,
     /// Mode of the socket file (default 0o600: the owner's user only).
     pub mode: u32,
+    /// Rings served follow the pool's growth
+    /// ([`HandoverOptions::follow_growth`](super::HandoverOptions::follow_growth);
+    /// the table needs room to grow). Default `false`.
+    pub follow_growth: bool,
 }
 
 impl Default for BrokerOptions {
     fn default() -> Self {
-        BrokerOptions { max_entries: 4096, max_leases: u16::MAX, max_clients: 1024, mode: 0o600 }
+        BrokerOptions { max_entries: 4096, max_leases: u16::MAX, max_clients: 1024, mode: 0o600, follow_growth: false }
     }
 }
 
@@ -391,9 +395,12 @@ impl Server {
         } else {
             Some(self.reserve(q.leases)?)
         };
-        let mut handed = self.table.handover_reserved(q.entries, reservation, false)?;
+        let mut handed = self.table.handover_reserved(q.entries, reservation, self.opts.follow_growth)?;
         let c = &mut self.clients[i];
         handed.send(&c.stream)?;
+        // The client holds the growth channel now: the owner's copy of its
+        // end would keep it open after the client is gone.
+        drop(handed.growth.take());
         tracing::debug!(pid = c.pid, entries = q.entries, leases = ?handed.leases(), "broker handed a ring over");
         // The connection holds the lease segments; the ring's fd and the
         // memfds sent are closed here.

@@ -57,6 +57,7 @@ impl Follower {
             leases: 0..0,
             owner: sys::pid::current_pid(),
             ring_fd: -1,
+            follows_growth: false,
         };
         let fds: Vec<BorrowedFd<'_>> = memfds.iter().map(AsFd::as_fd).collect();
         sys::socket::send_with_fds(self.channel.as_fd(), &wire::encode(&msg), &fds)

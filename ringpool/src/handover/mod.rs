@@ -89,9 +89,10 @@ impl HandoverOptions {
     /// [`IoMemory::catch_up`] (a region past the memory it knows calls it).
     /// Such a ring is set up without SINGLE_ISSUER and DEFER_TASKRUN (the
     /// kernel refuses a clone into a SINGLE_ISSUER ring from any task but
-    /// its issuer), and crosses `fork` only ([`HandedRing::try_clone`]);
-    /// the owner keeps a handle on it until its process is gone (noticed at
-    /// the next growth). Needs a table with room to grow
+    /// its issuer); the owner keeps a handle on it until its process is
+    /// gone (noticed at the next growth). It crosses `fork`
+    /// ([`HandedRing::try_clone`]) or a socket ([`HandedRing::send`],
+    /// [`BrokerOptions::follow_growth`]). Needs a table with room to grow
     /// ([`TableOptions::capacity`](crate::TableOptions::capacity)).
     pub fn follow_growth(mut self) -> Self {
         self.follow_growth = true;
@@ -256,7 +257,7 @@ impl BufferTable {
         tracing::debug!(owner, ?leases, segments = layout.segs.len(), "ring set up for another process");
         Ok(HandedRing {
             fd,
-            msg: wire::Message { params, layout, leases, owner, ring_fd: -1 },
+            msg: wire::Message { params, layout, leases, owner, ring_fd: -1, follows_growth: follow_growth },
             memfds,
             ids: None,
             token,
@@ -413,13 +414,6 @@ impl HandedRing {
     /// [`Error::BadHandover`] when the memfds were mapped here already
     /// ([`HandedRing::map_pool`]); [`Error::Io`] from `sendmsg`.
     pub fn send(&self, sock: &UnixStream) -> Result<()> {
-        if self.growth.is_some() {
-            return Err(Error::invalid(
-                "send",
-                "a ring that follows growth",
-                "it crosses fork only (HandedRing::try_clone)",
-            ));
-        }
         if self.memfds.len() != self.msg.layout.maps.len() {
             return Err(Error::BadHandover {
                 reason: "the pool was mapped from this handover: it cannot be sent".into(),
@@ -434,6 +428,12 @@ impl HandedRing {
         let mut fds: Vec<std::os::fd::BorrowedFd<'_>> = self.memfds.iter().map(|f| f.as_fd()).collect();
         if !self.msg.leases.is_empty() {
             fds.extend(self.token.as_ref().map(|t| t.as_fd()));
+        }
+        if self.msg.follows_growth {
+            let Some(channel) = &self.growth else {
+                return Err(Error::BadHandover { reason: "the growth channel went to the view that follows".into() });
+            };
+            fds.push(channel.as_fd());
         }
         sys::socket::send_with_fds(sock.as_fd(), &bytes, &fds).map_err(|e| Error::os("send handed ring", e))
     }
@@ -470,7 +470,7 @@ impl HandedRing {
             })?;
         }
         let msg = wire::decode(&bytes).map_err(|reason| Error::BadHandover { reason })?;
-        let (memfds, token) = Self::split_fds(&msg, fds)?;
+        let (memfds, token, growth) = Self::split_fds(&msg, fds)?;
         let (peer, _, _) = sys::socket::peer_cred(sock.as_fd())
             .map_err(|e| Error::BadHandover { reason: format!("the sender's credentials: {e}") })?;
         let fd = sys::os::pull_fd(peer, msg.ring_fd).map_err(|e| Error::BadHandover {
@@ -479,23 +479,30 @@ impl HandedRing {
         // The sender may close its copy now (a failed answer only keeps it
         // open longer).
         let _ = sys::socket::send_with_fds(sock.as_fd(), ACK, &[]);
-        Ok(HandedRing { fd, msg, memfds, ids: None, token, reservation: None, conn: None, growth: None })
+        Ok(HandedRing { fd, msg, memfds, ids: None, token, reservation: None, conn: None, growth })
     }
 
-    /// The memfds and the lease token among the descriptors that came with
-    /// `msg`, or why they do not fit it (they are closed).
-    fn split_fds(msg: &wire::Message, mut fds: Vec<OwnedFd>) -> Result<(Vec<OwnedFd>, Option<OwnedFd>)> {
+    /// The memfds, the lease token and the growth channel among the
+    /// descriptors that came with `msg`, or why they do not fit it (they
+    /// are closed).
+    #[allow(clippy::type_complexity)]
+    fn split_fds(
+        msg: &wire::Message,
+        mut fds: Vec<OwnedFd>,
+    ) -> Result<(Vec<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>)> {
         if fds.len() != msg.fds() {
             let reason = format!(
-                "{} descriptors; {} memfds{} were expected",
+                "{} descriptors; {} memfds{}{} were expected",
                 fds.len(),
                 msg.layout.maps.len(),
-                if msg.leases.is_empty() { "" } else { " and a lease token" }
+                if msg.leases.is_empty() { "" } else { " and a lease token" },
+                if msg.follows_growth { " and a growth channel" } else { "" }
             );
             return Err(Error::BadHandover { reason });
         }
+        let growth = if msg.follows_growth { fds.pop() } else { None };
         let token = if msg.leases.is_empty() { None } else { fds.pop() };
-        Ok((fds, token))
+        Ok((fds, token, growth))
     }
 }
 

@@ -7,11 +7,12 @@
 //! | page u8 | segment_size u64 | alignment u64
 //! | maps u16 | map len u64 ...
 //! | segments u16 | (index u16, map u16, map_off u64, len u64, addr u64) ...
-//! | lease_start u16 | lease_end u16 | owner u32 | ring_fd i32
+//! | lease_start u16 | lease_end u16 | owner u32 | ring_fd i32 | flags u32
 //! ```
-//! The descriptors travel in the same message: one memfd per mapping, in
-//! order, then the lease token (a pipe's write end) when the lease range is
-//! not empty. The ring's own fd cannot travel (Linux refuses io_uring fds
+//! `flags` bit 0: the ring follows the pool's growth. The descriptors
+//! travel in the same message: one memfd per mapping, in order, then the
+//! lease token (a pipe's write end) when the lease range is not empty, then
+//! the growth channel (a datagram socket) when the ring follows growth. The ring's own fd cannot travel (Linux refuses io_uring fds
 //! in SCM_RIGHTS since 6.7): `ring_fd` is its number in the sender, which
 //! the receiver duplicates with `pidfd_getfd` (same user) while the sender
 //! keeps it open, then acknowledges with one byte.
@@ -22,7 +23,9 @@ use crate::memory::{Layout, MapDesc, SegDesc};
 use crate::types::PageKind;
 
 const MAGIC: &[u8; 4] = b"RPH1";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// `flags` bit: the ring follows the pool's growth (a channel follows).
+const FOLLOWS_GROWTH: u32 = 1;
 /// Largest message accepted: 16384 segments of 28 bytes, and the rest.
 pub(crate) const MAX_MESSAGE: usize = 16384 * 28 + 64 * 8 + 4096;
 
@@ -38,13 +41,15 @@ pub(crate) struct Message {
     pub owner: u32,
     /// The ring's fd in the sending process (-1 where it does not apply).
     pub ring_fd: i32,
+    /// The ring follows the pool's growth: its growth channel travels last.
+    pub follows_growth: bool,
 }
 
 impl Message {
     /// Descriptors that travel with it: one memfd per mapping, and the
     /// lease token when it has lease segments.
     pub(crate) fn fds(&self) -> usize {
-        self.layout.maps.len() + usize::from(!self.leases.is_empty())
+        self.layout.maps.len() + usize::from(!self.leases.is_empty()) + usize::from(self.follows_growth)
     }
 }
 
@@ -86,6 +91,7 @@ pub(crate) fn encode(m: &Message) -> Vec<u8> {
     v.extend_from_slice(&m.leases.end.to_le_bytes());
     v.extend_from_slice(&m.owner.to_le_bytes());
     v.extend_from_slice(&m.ring_fd.to_le_bytes());
+    v.extend_from_slice(&(if m.follows_growth { FOLLOWS_GROWTH } else { 0 }).to_le_bytes());
     // At most MAX_MESSAGE bytes (Layout::check bounds the counts).
     let total = v.len() as u32;
     v[6..10].copy_from_slice(&total.to_le_bytes());
@@ -181,6 +187,10 @@ pub(crate) fn decode(b: &[u8]) -> Result<Message, String> {
     let leases = r.u16("lease start")?..r.u16("lease end")?;
     let owner = r.u32("owner")?;
     let ring_fd = r.u32("ring fd")? as i32;
+    let flags = r.u32("flags")?;
+    if flags & !FOLLOWS_GROWTH != 0 {
+        return Err(format!("unknown flags {flags:#x}"));
+    }
     if r.at != b.len() {
         return Err(format!("{} bytes after the end of the message", b.len() - r.at));
     }
@@ -189,7 +199,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Message, String> {
     if leases.start > leases.end || usize::from(leases.end) > layout.segs.len() {
         return Err(format!("lease segments {leases:?} of a pool of {} segments", layout.segs.len()));
     }
-    Ok(Message { params, layout, leases, owner, ring_fd })
+    Ok(Message { params, layout, leases, owner, ring_fd, follows_growth: flags & FOLLOWS_GROWTH != 0 })
 }
 
 /// What a process asks a ring broker for: `"RPQ1" | version u16 | entries
@@ -312,6 +322,7 @@ mod tests {
             leases: 1..2,
             owner: 4242,
             ring_fd: 7,
+            follows_growth: false,
         }
     }
 
@@ -320,6 +331,13 @@ mod tests {
         let m = message();
         assert_eq!(decode(&encode(&m)).unwrap(), m);
         assert_eq!(m.fds(), 2, "one memfd, the lease token (the ring is pulled)");
+        let m = Message { follows_growth: true, ..message() };
+        assert_eq!(decode(&encode(&m)).unwrap(), m);
+        assert_eq!(m.fds(), 3, "and the growth channel");
+        let mut b = encode(&m);
+        let n = b.len();
+        b[n - 4] = 2;
+        assert!(decode(&b).unwrap_err().contains("unknown flags"));
     }
 
     #[test]
