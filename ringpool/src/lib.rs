@@ -62,6 +62,7 @@ mod device;
 mod engine;
 mod error;
 mod file;
+mod followers;
 mod handle;
 pub mod handover;
 mod home;

@@ -44,7 +44,7 @@ pub(crate) struct Template {
     /// it must not unregister the parent's table).
     pub(crate) home: Home,
     /// Rings handed to other processes that follow its growth.
-    pub(crate) followers: crate::handover::follow::Followers,
+    pub(crate) followers: crate::followers::Followers,
     /// How many of them the last growth reached.
     reached: std::sync::atomic::AtomicU32,
 }

@@ -27,7 +27,6 @@
 //! the same part for rings the broker served.
 
 mod broker;
-pub(crate) mod follow;
 pub(crate) mod wire;
 
 pub use broker::{BrokerOptions, RingBroker};
@@ -238,7 +237,7 @@ impl BufferTable {
         // The dup keeps the ring; this process's mapping of its queues goes,
         // unless the ring follows growth (the owner clones into it).
         let growth = if follow_growth {
-            let (follower, theirs) = follow::Follower::new(ring)?;
+            let (follower, theirs) = crate::followers::Follower::new(ring)?;
             t.followers.add(follower);
             Some(theirs)
         } else {

@@ -19,7 +19,10 @@
 
 use std::ops::Range;
 
-use crate::memory::{Layout, MapDesc, SegDesc};
+use crate::memory::{Layout, Reader};
+#[cfg(test)]
+use crate::memory::{MapDesc, SegDesc};
+#[cfg(test)]
 use crate::types::PageKind;
 
 const MAGIC: &[u8; 4] = b"RPH1";
@@ -53,15 +56,6 @@ impl Message {
     }
 }
 
-fn page_code(p: PageKind) -> u8 {
-    match p {
-        PageKind::Base => 0,
-        PageKind::Transparent => 1,
-        PageKind::Huge2M => 2,
-        PageKind::Huge1G => 3,
-    }
-}
-
 pub(crate) fn encode(m: &Message) -> Vec<u8> {
     let mut v = Vec::with_capacity(64 + m.params.len() + m.layout.segs.len() * 28);
     v.extend_from_slice(MAGIC);
@@ -72,21 +66,7 @@ pub(crate) fn encode(m: &Message) -> Vec<u8> {
     // (Layout::check bounds what is encoded).
     v.extend_from_slice(&(m.params.len() as u16).to_le_bytes());
     v.extend_from_slice(&m.params);
-    v.push(page_code(m.layout.page));
-    v.extend_from_slice(&m.layout.segment_size.to_le_bytes());
-    v.extend_from_slice(&m.layout.alignment.to_le_bytes());
-    v.extend_from_slice(&(m.layout.maps.len() as u16).to_le_bytes());
-    for map in &m.layout.maps {
-        v.extend_from_slice(&map.len.to_le_bytes());
-    }
-    v.extend_from_slice(&(m.layout.segs.len() as u16).to_le_bytes());
-    for s in &m.layout.segs {
-        v.extend_from_slice(&s.index.to_le_bytes());
-        v.extend_from_slice(&s.map.to_le_bytes());
-        v.extend_from_slice(&s.map_off.to_le_bytes());
-        v.extend_from_slice(&s.len.to_le_bytes());
-        v.extend_from_slice(&s.addr.to_le_bytes());
-    }
+    m.layout.encode_into(&mut v);
     v.extend_from_slice(&m.leases.start.to_le_bytes());
     v.extend_from_slice(&m.leases.end.to_le_bytes());
     v.extend_from_slice(&m.owner.to_le_bytes());
@@ -107,39 +87,9 @@ pub(crate) fn declared_len(b: &[u8]) -> Option<usize> {
     Some(u32::from_le_bytes(b[6..10].try_into().expect("4 bytes")) as usize)
 }
 
-/// A cursor that fails, instead of panicking, past the end.
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
-        let Some(end) = end else {
-            return Err(format!("truncated message: {what} at byte {} of {}", self.at, self.b.len()));
-        };
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self, what: &str) -> Result<u8, String> {
-        Ok(self.take(1, what)?[0])
-    }
-    fn u16(&mut self, what: &str) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
-    }
-    fn u32(&mut self, what: &str) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
-    }
-    fn u64(&mut self, what: &str) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
-    }
-}
-
 /// Decodes and checks a message (not its descriptors: see `Message::fds`).
 pub(crate) fn decode(b: &[u8]) -> Result<Message, String> {
-    let mut r = Reader { b, at: 0 };
+    let mut r = Reader::new(b);
     if r.take(4, "magic")? != MAGIC {
         return Err("not a ringpool handover message (bad magic)".into());
     }
@@ -159,31 +109,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Message, String> {
         ));
     }
     let params = r.take(params_len, "ring parameters")?.to_vec();
-    let page = match r.u8("page kind")? {
-        0 => PageKind::Base,
-        1 => PageKind::Transparent,
-        2 => PageKind::Huge2M,
-        3 => PageKind::Huge1G,
-        x => return Err(format!("unknown page kind {x}")),
-    };
-    let segment_size = r.u64("segment size")?;
-    let alignment = r.u64("alignment")?;
-    let nmaps = r.u16("mapping count")? as usize;
-    if nmaps == 0 || nmaps > crate::sys::socket::MAX_FDS - 1 {
-        return Err(format!("{nmaps} mappings"));
-    }
-    let maps = (0..nmaps).map(|_| r.u64("mapping length").map(|len| MapDesc { len })).collect::<Result<Vec<_>, _>>()?;
-    let nsegs = r.u16("segment count")? as usize;
-    let mut segs = Vec::with_capacity(nsegs.min(16384));
-    for _ in 0..nsegs {
-        segs.push(SegDesc {
-            index: r.u16("segment index")?,
-            map: r.u16("segment mapping")?,
-            map_off: r.u64("segment offset")?,
-            len: r.u64("segment length")?,
-            addr: r.u64("segment address")?,
-        });
-    }
+    let layout = Layout::decode_from(&mut r)?;
     let leases = r.u16("lease start")?..r.u16("lease end")?;
     let owner = r.u32("owner")?;
     let ring_fd = r.u32("ring fd")? as i32;
@@ -194,7 +120,6 @@ pub(crate) fn decode(b: &[u8]) -> Result<Message, String> {
     if r.at != b.len() {
         return Err(format!("{} bytes after the end of the message", b.len() - r.at));
     }
-    let layout = Layout { page, segment_size, alignment, maps, segs };
     layout.check()?;
     if leases.start > leases.end || usize::from(leases.end) > layout.segs.len() {
         return Err(format!("lease segments {leases:?} of a pool of {} segments", layout.segs.len()));
@@ -228,7 +153,7 @@ pub(crate) fn encode_request(q: &Request) -> Vec<u8> {
 
 /// Decodes a request (the broker never trusts it).
 pub(crate) fn decode_request(b: &[u8]) -> Result<Request, String> {
-    let mut r = Reader { b, at: 0 };
+    let mut r = Reader::new(b);
     if r.take(4, "magic")? != REQUEST {
         return Err("not a ringpool ring request (bad magic)".into());
     }

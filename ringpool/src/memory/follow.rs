@@ -14,9 +14,11 @@ use std::sync::Arc;
 use super::view::Layout;
 use super::{pages, IoMemory, SegInfo};
 use crate::error::{Error, Result};
-use crate::handover::wire;
 use crate::sys::mmap::Mapping;
 use crate::types::Segment;
+
+/// Largest growth notice: 16384 segments of 28 bytes, and the rest.
+pub(crate) const MAX_NOTICE: usize = 16384 * 28 + 64 * 8 + 64;
 
 impl IoMemory {
     /// Keeps `channel` (a handed ring's growth channel) to read the owner's
@@ -49,7 +51,7 @@ impl IoMemory {
         let channels = view.channels.lock().unwrap_or_else(|p| p.into_inner());
         for ch in channels.iter() {
             loop {
-                let (bytes, fds) = match crate::sys::socket::recv_with_fds(ch.as_fd(), wire::MAX_MESSAGE) {
+                let (bytes, fds) = match crate::sys::socket::recv_with_fds(ch.as_fd(), MAX_NOTICE) {
                     Ok(x) => x,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(Error::os("read the owner's growth notice", e)),
@@ -57,8 +59,8 @@ impl IoMemory {
                 if bytes.is_empty() {
                     break;
                 }
-                let msg = wire::decode(&bytes).map_err(|reason| Error::BadHandover { reason })?;
-                self.extend_view(&msg.layout, fds)?;
+                let layout = Layout::decode_notice(&bytes).map_err(|reason| Error::BadHandover { reason })?;
+                self.extend_view(&layout, fds)?;
             }
         }
         Ok(self.segment_count())

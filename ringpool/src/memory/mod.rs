@@ -8,6 +8,7 @@
 //! - [`view`]: the process-shared view (the layout another process maps,
 //!   and the registrar's addresses).
 
+mod codec;
 mod follow;
 mod grow;
 mod leasing;
@@ -21,10 +22,13 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
+pub(crate) use codec::Reader;
 use leasing::Leasing;
 pub use leasing::{AllocFuture, SegmentReservation};
+pub(crate) use view::Layout;
 use view::View;
-pub(crate) use view::{Layout, MapDesc, SegDesc};
+#[cfg(test)]
+pub(crate) use view::{MapDesc, SegDesc};
 
 /// The page kind `policy` gives a pool of `size` bytes now, and why.
 pub(crate) fn choose_pages(size: u64, policy: PagePolicy) -> Result<(PageKind, String)> {

@@ -239,7 +239,7 @@ impl IoPool {
     /// [`Error::InvalidArgument`] for a pool without its own table (the
     /// blocking engine, rings from a broker), or for a call from inside `f`;
     /// the ring's setup errors; [`Error::Forked`].
-    pub fn with_ring<R>(&self, f: impl FnOnce(&mut crate::Ring) -> R) -> Result<R> {
+    pub fn with_ring<R>(&self, f: impl FnOnce(&mut crate::ring::Ring) -> R) -> Result<R> {
         self.inner.home.check()?;
         let Some(local) = &self.inner.caller.local else {
             return Err(Error::invalid("pool", "without a table", "it has no rings for calling threads"));

@@ -99,7 +99,7 @@ fn on_ring(ring: &mut Ring, reqs: &[RangeRequest], pieces: Vec<Piece>) -> Result
 /// rest is submitted when it is seen). A dropped future leaves its reads in
 /// flight with their buffers (the pool reaps them), never freed early.
 pub(super) async fn awaited(pool: &IoPool, reqs: &[RangeRequest], pieces: Vec<Piece>) -> Result<Vec<Piece>> {
-    let mut flight: VecDeque<(Meta, crate::OpHandle)> = VecDeque::with_capacity(pieces.len());
+    let mut flight: VecDeque<(Meta, crate::handle::OpHandle)> = VecDeque::with_capacity(pieces.len());
     for p in pieces {
         let (m, op) = read_op(reqs, p);
         flight.push_back((m, pool.submit(op)));

@@ -11,6 +11,7 @@ mod fio;
 mod job;
 mod pool_worker;
 mod ring_worker;
+mod run;
 mod target;
 
 use std::collections::BTreeMap;
@@ -27,7 +28,8 @@ use serde::Serialize;
 pub use chart::{chart, ChartArgs};
 pub use fio::FioEngine;
 use fio::{fio_available, run_fio, FioJob};
-use job::{final_verify, run_ringpool, Plan};
+use job::{final_verify, Plan};
+use run::run_ringpool;
 use target::{prepare_target, Target};
 
 use crate::util::median;

@@ -1,19 +1,19 @@
 //! Handed rings that follow the pool's growth (issue 20): the owner keeps
 //! a handle on each ring it handed over with
-//! [`HandoverOptions::follow_growth`](super::HandoverOptions::follow_growth)
+//! [`HandoverOptions::follow_growth`](crate::handover::HandoverOptions::follow_growth)
 //! and a datagram socket to the process that drives it. After a growth has
 //! been registered into the template, the owner clones just the new slots
 //! into every such ring (DST_REPLACE; the kernel allows it because the ring
 //! is not SINGLE_ISSUER, and the clone is not charged again), then sends
 //! that process the new layout with the memfds, which its view maps at its
-//! next catch-up ([`IoMemory::catch_up`]).
+//! next catch-up ([`IoMemory::catch_up`]). The handover makes the
+//! followers; the template reaches them at each growth.
 
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
 
-use super::wire;
 use crate::error::{Error, Result};
 use crate::memory::IoMemory;
 use crate::sys;
@@ -51,16 +51,8 @@ impl Follower {
         };
         uring::clone_into(&self.ring, src, source_len, clone)?;
         let (layout, memfds) = memory.layout(range.end)?;
-        let msg = wire::Message {
-            params: vec![0; sys::handoff::PARAMS_LEN],
-            layout,
-            leases: 0..0,
-            owner: sys::pid::current_pid(),
-            ring_fd: -1,
-            follows_growth: false,
-        };
         let fds: Vec<BorrowedFd<'_>> = memfds.iter().map(AsFd::as_fd).collect();
-        sys::socket::send_with_fds(self.channel.as_fd(), &wire::encode(&msg), &fds)
+        sys::socket::send_with_fds(self.channel.as_fd(), &layout.encode_notice(), &fds)
             .map_err(|e| Error::os("send the growth to a handed ring's process", e))
     }
 }
