@@ -5,6 +5,7 @@ mod plan;
 mod plot;
 mod probe;
 mod quirk_fuse;
+mod serve;
 mod soak;
 mod util;
 mod verify;
@@ -29,6 +30,8 @@ enum Cmd {
     Soak(soak::SoakArgs),
     /// What a pool configuration pins and is charged against RLIMIT_MEMLOCK, and whether it fits.
     Plan(plan::PlanArgs),
+    /// A daemon that owns one shared pool and hands rings to client processes (--status: its state).
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -45,6 +48,7 @@ fn main() {
         Cmd::Bench(cmd) => bench::run(cmd),
         Cmd::Soak(args) => soak::run(&args),
         Cmd::Plan(args) => plan::run(&args),
+        Cmd::Serve(args) => serve::run(&args),
     };
     if let Err(e) = result {
         // ringpool's errors already include their OS cause in their text:

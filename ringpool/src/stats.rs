@@ -293,6 +293,42 @@ pub struct ShrinkReport {
     pub total: Duration,
 }
 
+/// A ring broker's state, as [`RingBroker::status`](crate::handover::RingBroker::status)
+/// asks it over its socket (`ringpool serve --status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct BrokerStatus {
+    /// The serving process.
+    pub pid: u32,
+    /// Bytes of the pool now.
+    pub pool_bytes: u64,
+    /// Segments of the pool (filled table slots).
+    pub segments: u16,
+    /// Table slots (the most segments the pool may grow to).
+    pub capacity: u16,
+    /// Rings handed over since the start.
+    pub served: u64,
+    /// Connections or requests refused since the start.
+    pub refused: u64,
+    /// Handed rings that follow the pool's growth, as the owner keeps them
+    /// (a ring whose process is gone goes at the next growth).
+    pub following_rings: u32,
+    /// The connections open now.
+    pub clients: Vec<BrokerClient>,
+}
+
+/// One connection of a ring broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct BrokerClient {
+    /// The peer's process id (SO_PEERCRED at connect).
+    pub pid: u32,
+    /// Rings handed to it.
+    pub rings: u32,
+    /// The segments it leases from alone (empty: none).
+    pub lease_segments: std::ops::Range<u16>,
+}
+
 /// What a ring broker has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BrokerStats {

@@ -31,7 +31,8 @@ use crate::table::BufferTable;
 pub struct BrokerOptions {
     /// Most submission queue entries a client may ask for (default 4096).
     pub max_entries: u32,
-    /// Most lease segments one connection may hold (default: all).
+    /// Most lease segments one client process may hold, over all its
+    /// connections (default: all).
     pub max_leases: u16,
     /// Most connections at once (default 1024); more are refused.
     pub max_clients: usize,
@@ -41,11 +42,26 @@ pub struct BrokerOptions {
     /// ([`HandoverOptions::follow_growth`](super::HandoverOptions::follow_growth);
     /// the table needs room to grow). Default `false`.
     pub follow_growth: bool,
+    /// Most rings one client process may get, over all its connections
+    /// (default: no limit).
+    pub max_rings_per_client: u32,
+    /// Grow the pool on demand, up to this many bytes, when a client asks
+    /// for more lease segments than are free (0, the default: never; the
+    /// table needs the room: [`TableOptions::capacity`](crate::TableOptions::capacity)).
+    pub grow_to: u64,
 }
 
 impl Default for BrokerOptions {
     fn default() -> Self {
-        BrokerOptions { max_entries: 4096, max_leases: u16::MAX, max_clients: 1024, mode: 0o600, follow_growth: false }
+        BrokerOptions {
+            max_entries: 4096,
+            max_leases: u16::MAX,
+            max_clients: 1024,
+            mode: 0o600,
+            follow_growth: false,
+            max_rings_per_client: u32::MAX,
+            grow_to: 0,
+        }
     }
 }
 
@@ -98,6 +114,8 @@ struct Client {
     /// the client has duplicated them (pidfd_getfd).
     sent: Vec<HandedRing>,
     pid: u32,
+    /// Rings handed to it.
+    rings: u32,
 }
 
 impl RingBroker {
@@ -150,6 +168,15 @@ impl RingBroker {
         };
         tracing::info!(path = %path.display(), "ring broker serving");
         Ok(RingBroker { path, stop, wake, counters, thread: Some(thread) })
+    }
+
+    /// Stops accepting connections (the socket file goes); the open ones
+    /// that hold lease segments are served until they close or the broker
+    /// is dropped (a daemon's graceful stop: [`RingBroker::stats`] counts
+    /// them).
+    pub fn stop_accepting(&self) {
+        self.stop.store(true, Ordering::Release);
+        sys::os::eventfd_signal(self.wake.as_fd());
     }
 
     /// The socket's path.
@@ -329,7 +356,7 @@ impl Server {
                 tracing::warn!("ring broker: {e}");
                 continue;
             }
-            self.clients.push(Client { stream, reservation: None, sent: Vec::new(), pid });
+            self.clients.push(Client { stream, reservation: None, sent: Vec::new(), pid, rings: 0 });
         }
     }
 
@@ -359,6 +386,10 @@ impl Server {
             return true;
         }
         let c = &self.clients[i];
+        if rest == super::status::ASK {
+            let answer = super::status::encode(&self.status());
+            return sys::socket::send_with_fds(c.stream.as_fd(), &answer, &[]).is_ok() || c.reservation.is_some();
+        }
         // A connection that holds lease segments stays open whatever it
         // sends: closing it would give back segments its process leases.
         let holds = c.reservation.is_some();
@@ -388,6 +419,26 @@ impl Server {
         if q.leases > self.opts.max_leases {
             return Err(Error::invalid("lease segments", q.leases, format!("at most {}", self.opts.max_leases)));
         }
+        // Quotas count every connection of the client's process.
+        let pid = self.clients[i].pid;
+        let of_pid = self.clients.iter().filter(|c| c.pid == pid);
+        let rings: u32 = of_pid.clone().map(|c| c.rings).sum();
+        if rings >= self.opts.max_rings_per_client {
+            return Err(Error::invalid(
+                "rings",
+                rings + 1,
+                format!("at most {} per client process", self.opts.max_rings_per_client),
+            ));
+        }
+        let held: u32 =
+            of_pid.filter_map(|c| c.reservation.as_ref()).map(|r| u32::from(r.segments().len() as u16)).sum();
+        if held + u32::from(q.leases) > u32::from(self.opts.max_leases) {
+            return Err(Error::invalid(
+                "lease segments",
+                held + u32::from(q.leases),
+                format!("at most {} per client process", self.opts.max_leases),
+            ));
+        }
         let reservation = if q.leases == 0 {
             None
         } else if self.clients[i].reservation.is_some() {
@@ -395,7 +446,9 @@ impl Server {
         } else {
             Some(self.reserve(q.leases)?)
         };
-        let mut handed = self.table.handover_reserved(q.entries, reservation, self.opts.follow_growth)?;
+        // A pool at its largest has no growth to follow.
+        let follow = self.opts.follow_growth && self.table.capacity() > self.table.template.entries();
+        let mut handed = self.table.handover_reserved(q.entries, reservation, follow)?;
         let c = &mut self.clients[i];
         handed.send(&c.stream)?;
         // The client holds the growth channel now: the owner's copy of its
@@ -406,12 +459,62 @@ impl Server {
         // memfds sent are closed here.
         c.reservation = handed.reservation.take().map(|(r, _token)| r);
         c.sent.push(handed);
+        c.rings += 1;
         self.counters.served.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// The first `n` consecutive segments that hold no lease.
+    /// The first `n` consecutive segments that hold no lease; when there
+    /// are none, the pool grows by `n` segments first if `grow_to` allows.
     fn reserve(&self, n: u16) -> Result<SegmentReservation> {
+        match self.reserve_free(n) {
+            Err(Error::SegmentsInUse { .. }) if self.may_grow(n) => {
+                let seg = self.table.memory().segment_size();
+                let report = self.table.grow(u64::from(n) * seg)?;
+                tracing::info!(
+                    segments = ?report.segments,
+                    handed_rings = report.handed_rings,
+                    "broker grew the pool for a client"
+                );
+                self.reserve_free(n)
+            }
+            r => r,
+        }
+    }
+
+    /// Whether growing by `n` segments stays within `grow_to` and the
+    /// table's room.
+    fn may_grow(&self, n: u16) -> bool {
+        let mem = self.table.memory();
+        let more = u64::from(n) * mem.segment_size();
+        let room = u32::from(self.table.capacity()) >= u32::from(self.table.template.entries()) + u32::from(n);
+        room && mem.len().checked_add(more).is_some_and(|after| after <= self.opts.grow_to)
+    }
+
+    /// The broker's state.
+    fn status(&self) -> crate::stats::BrokerStatus {
+        let t = &self.table.template;
+        crate::stats::BrokerStatus {
+            pid: sys::pid::current_pid(),
+            pool_bytes: self.table.memory().len(),
+            segments: t.entries(),
+            capacity: self.table.capacity(),
+            served: self.counters.served.load(Ordering::Relaxed),
+            refused: self.counters.refused.load(Ordering::Relaxed),
+            following_rings: u32::try_from(t.followers.len()).unwrap_or(u32::MAX),
+            clients: self
+                .clients
+                .iter()
+                .map(|c| crate::stats::BrokerClient {
+                    pid: c.pid,
+                    rings: c.rings,
+                    lease_segments: c.reservation.as_ref().map_or(0..0, SegmentReservation::segments),
+                })
+                .collect(),
+        }
+    }
+
+    fn reserve_free(&self, n: u16) -> Result<SegmentReservation> {
         let mem = self.table.memory();
         // The segments the table holds (its rings reach no others).
         let count = self.table.template.entries();

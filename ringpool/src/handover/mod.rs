@@ -27,6 +27,7 @@
 //! the same part for rings the broker served.
 
 mod broker;
+mod status;
 pub(crate) mod wire;
 
 pub use broker::{BrokerOptions, RingBroker};

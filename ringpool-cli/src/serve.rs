@@ -1,0 +1,202 @@
+//! `ringpool serve`: a daemon that owns one process-shared pool, registered
+//! once, and hands rings with the table cloned in to client processes over
+//! a Unix socket (the ring broker's protocol: `IoPoolBuilder::broker`, C
+//! `rp_pool_from_broker`). Rings follow the pool's growth; the pool grows
+//! on demand up to `--grow-to`; a client's rings and lease segments are
+//! reclaimed when its connection closes (its process exits, however it
+//! dies). SIGTERM and SIGINT stop accepting, wait up to `--drain` for
+//! clients to detach, then exit; SIGHUP logs the status.
+//! `ringpool serve --status SOCKET` prints a running daemon's state.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ringpool::handover::{BrokerOptions, RingBroker};
+use ringpool::stats::BrokerStatus;
+use ringpool::types::{parse_size, Bytes, PagePolicy};
+use ringpool::{BufferTable, IoMemory, MemoryOptions, TableOptions};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The socket clients attach to (with --status: the daemon to ask).
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Print the state of the daemon at --socket and exit.
+    #[arg(long)]
+    pub status: bool,
+    /// Pool size.
+    #[arg(long, value_parser = parse_size, required_unless_present = "status")]
+    pub pool: Option<u64>,
+    /// Page size: auto, 1g, 2m, thp or 4k.
+    #[arg(long, default_value = "auto")]
+    pub page: PagePolicy,
+    /// Segment size (a lease segment is the unit a client leases from).
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub segment_size: u64,
+    /// Grow the pool on demand up to this size when clients ask for more
+    /// lease segments than are free (default: the pool never grows).
+    #[arg(long, value_parser = parse_size)]
+    pub grow_to: Option<u64>,
+    /// Mode of the socket file (octal). Clients must run as the daemon's
+    /// user whatever the mode: they duplicate the ring's fd from the daemon
+    /// with pidfd_getfd, and the daemon refuses other users.
+    #[arg(long, default_value = "600", value_parser = parse_mode)]
+    pub mode: u32,
+    /// Most rings one client connection may get.
+    #[arg(long, default_value_t = 64)]
+    pub max_rings_per_client: u32,
+    /// Most lease bytes one client connection may hold (whole segments).
+    #[arg(long, value_parser = parse_size)]
+    pub max_lease_bytes_per_client: Option<u64>,
+    /// Most client connections at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_clients: usize,
+    /// How long a stop waits for clients to detach.
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub drain: Duration,
+    /// With --status: one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| format!("{s} is not an octal file mode"))
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.trim_end_matches('s')
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s} is not a number of seconds"))
+}
+
+pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
+    if a.status {
+        let s = RingBroker::status(&a.socket).with_context(|| format!("ask {}", a.socket.display()))?;
+        print_status(&s, a.json)?;
+        return Ok(());
+    }
+    let pool = a.pool.context("--pool is required")?;
+    let broker_opts = options(a, pool)?;
+    let (mem, table) = build_pool(a, pool, broker_opts.grow_to)?;
+    let broker = RingBroker::serve(&table, &a.socket, &broker_opts)
+        .with_context(|| format!("serve on {}", a.socket.display()))?;
+    eprintln!(
+        "ringpool serve: {} of {} pages in {} segments, registered once; socket {} (mode {:o}); pid {}",
+        Bytes(mem.len()),
+        mem.page_kind(),
+        table.len(),
+        a.socket.display(),
+        a.mode,
+        std::process::id()
+    );
+    wait_for_signals(&a.socket)?;
+    drain(broker, a.drain)
+}
+
+/// The broker's options from the command line.
+fn options(a: &ServeArgs, pool: u64) -> anyhow::Result<BrokerOptions> {
+    let grow_to = a.grow_to.unwrap_or(0);
+    if grow_to != 0 && grow_to < pool {
+        bail!("--grow-to {} is below --pool {}", Bytes(grow_to), Bytes(pool));
+    }
+    let max_leases = match a.max_lease_bytes_per_client {
+        None => u16::MAX,
+        Some(b) => u16::try_from(b / a.segment_size).unwrap_or(u16::MAX),
+    };
+    Ok(BrokerOptions {
+        max_entries: 4096,
+        max_leases,
+        max_clients: a.max_clients,
+        mode: a.mode,
+        follow_growth: grow_to > pool,
+        max_rings_per_client: a.max_rings_per_client,
+        grow_to,
+    })
+}
+
+/// The shared pool, prefaulted, and its table (room to grow to `grow_to`).
+fn build_pool(a: &ServeArgs, pool: u64, grow_to: u64) -> anyhow::Result<(IoMemory, BufferTable)> {
+    let opts = MemoryOptions::new().page(a.page).segment_size(a.segment_size).shared();
+    let mem = IoMemory::map_with(pool, &opts).context("map the pool")?;
+    let t = Instant::now();
+    mem.prefault(|_| {}).context("prefault the pool")?;
+    tracing::info!(took = ?t.elapsed(), "pool prefaulted");
+    let table = BufferTable::register_with(&mem, &TableOptions::new().capacity(grow_to.max(pool)))
+        .context("register the pool")?;
+    Ok((mem, table))
+}
+
+/// Blocks until SIGTERM or SIGINT; SIGHUP logs the status and goes on.
+fn wait_for_signals(socket: &std::path::Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => return Ok(()),
+                _ = int.recv() => return Ok(()),
+                _ = hup.recv() => match RingBroker::status(socket) {
+                    Ok(s) => eprintln!("ringpool serve: {}", summary(&s)),
+                    Err(e) => eprintln!("ringpool serve: status: {e}"),
+                },
+            }
+        }
+    })
+}
+
+/// Stops accepting, then waits up to `deadline` for clients to detach.
+fn drain(broker: RingBroker, deadline: Duration) -> anyhow::Result<()> {
+    broker.stop_accepting();
+    let clients = broker.stats().clients;
+    eprintln!("ringpool serve: stopped accepting; {clients} client(s) attached");
+    let t = Instant::now();
+    while broker.stats().clients > 0 && t.elapsed() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = broker.stats().clients;
+    drop(broker);
+    if left > 0 {
+        eprintln!("ringpool serve: {left} client(s) still attached after {deadline:?}; exiting");
+    }
+    Ok(())
+}
+
+fn summary(s: &BrokerStatus) -> String {
+    format!(
+        "pid {}, pool {} in {} of {} slots, {} client(s), {} ring(s) served, {} refused, {} following growth",
+        s.pid,
+        Bytes(s.pool_bytes),
+        s.segments,
+        s.capacity,
+        s.clients.len(),
+        s.served,
+        s.refused,
+        s.following_rings
+    )
+}
+
+fn print_status(s: &BrokerStatus, json: bool) -> anyhow::Result<()> {
+    let vmpin_kb = ringpool_testkit::process::vm_pinned_kb(s.pid).ok();
+    if json {
+        let mut v = serde_json::to_value(s)?;
+        v["vmpin_kb"] = serde_json::json!(vmpin_kb);
+        println!("{v}");
+        return Ok(());
+    }
+    println!("{}", summary(s));
+    if let Some(kb) = vmpin_kb {
+        println!("daemon VmPin: {}", Bytes(kb * 1024));
+    }
+    for c in &s.clients {
+        println!("  client pid {:>8}: {} ring(s), lease segments {:?}", c.pid, c.rings, c.lease_segments);
+    }
+    Ok(())
+}
