@@ -55,6 +55,22 @@ impl Pool {
         Ok(Pool { inner: RwLock::new(Some(Arc::new(pool))), memory })
     }
 
+    /// A pool served by a ring broker (`ringpool serve`) at `socket`: the
+    /// daemon's pool, mapped here, with `leases` segments set aside for
+    /// this process to lease from and rings cloned by the daemon.
+    #[staticmethod]
+    #[pyo3(signature = (socket, leases = 1, workers = None))]
+    fn from_broker(py: Python<'_>, socket: std::path::PathBuf, leases: u16, workers: Option<usize>) -> PyResult<Self> {
+        let max = workers.unwrap_or(2);
+        if max == 0 {
+            return Err(Fail::Value("workers must be at least 1".into()).into());
+        }
+        let pool =
+            py.detach(|| IoPool::builder().broker(socket, leases).workers(1, max).build()).map_err(Fail::from)?;
+        let memory = pool.memory().clone();
+        Ok(Pool { inner: RwLock::new(Some(Arc::new(pool))), memory })
+    }
+
     /// Reads each `(file, offset, length)` into the pool, all in flight at
     /// once on this thread's ring with the GIL released; a Lease per
     /// request (all or nothing).

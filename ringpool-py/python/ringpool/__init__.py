@@ -124,6 +124,17 @@ class Pool:
         seg = None if segment_size is None else parse_size(segment_size)
         self._native = _ringpool.Pool(parse_size(size), page, workers, seg)
 
+    @classmethod
+    def from_broker(cls, socket: Union[str, "os.PathLike[str]"], leases: int = 1, workers: Optional[int] = None) -> "Pool":
+        """The pool of a ``ringpool serve`` daemon (or any ring broker) at
+        ``socket``: mapped here, with ``leases`` segments set aside for this
+        process's reads, and rings the daemon cloned its registration into
+        (this process registers and pins nothing). The process must run as
+        the daemon's user."""
+        self = cls.__new__(cls)
+        self._native = _ringpool.Pool.from_broker(os.fspath(socket), leases, workers)
+        return self
+
     def read(self, file: FileLike, offset: int, length: int) -> np.ndarray:
         """Reads ``length`` bytes at ``offset`` of ``file`` (a path or a
         :class:`File`) into the pool: a ``uint8`` array over the pool's
