@@ -217,7 +217,7 @@ impl DirectFile {
     /// Whether its device serves non-blocking direct I/O (`RWF_NOWAIT`),
     /// found by a one-block read trial at the first call (cached per
     /// device). Without it, io_uring hands every request to an io-wq thread,
-    /// so shallow queues run inline instead ([`EnginePolicy`](crate::EnginePolicy)).
+    /// so shallow queues run inline instead ([`EnginePolicy`](crate::types::EnginePolicy)).
     pub fn nowait(&self) -> Nowait {
         self.device().nowait
     }

@@ -75,7 +75,7 @@ struct Counters {
 }
 
 /// Serves rings of a [`BufferTable`] over a shared pool on a Unix socket
-/// (see the [module docs](self)). Dropping it stops accepting and removes
+/// (see the [module docs](crate::handover)). Dropping it stops accepting and removes
 /// the socket file; connections that hold lease segments keep them until
 /// they close (the serving thread stays for them).
 ///

@@ -286,7 +286,7 @@ impl IoMemory {
     /// goes through the registered table like a lease's. The range must lie
     /// in one segment that this process does not lease from: one reserved
     /// with [`IoMemory::reserve_segments`], or, in a process that received a
-    /// ring ([`HandedRing::enable`](crate::HandedRing::enable)), any segment
+    /// ring ([`HandedRing::enable`](crate::handover::HandedRing::enable)), any segment
     /// outside its lease range. Dropping the buffer gives nothing back.
     ///
     /// # Safety

@@ -264,7 +264,7 @@ impl IoPoolBuilder {
     /// [`Error::InvalidArgument`] naming the bad setting (min above max, no
     /// workers, depth 0 or above 32767); memory and table errors; a worker's
     /// ring setup error; [`Error::IoUringUnavailable`] with
-    /// [`Backend::IoUring`].
+    /// [`EnginePolicy::IoUring`](crate::types::EnginePolicy::IoUring).
     pub fn build(self) -> Result<IoPool> {
         self.check()?;
         let gens = Arc::new(Generations::default());

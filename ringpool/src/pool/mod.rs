@@ -297,7 +297,7 @@ impl IoPool {
     /// soon.
     ///
     /// # Errors
-    /// [`Error::CapacityExhausted`] past [`IoPoolBuilder::capacity`];
+    /// [`Error::CapacityExhausted`] past the table's capacity ([`TableOptions::capacity`](crate::TableOptions::capacity));
     /// [`Error::TooManySegments`]; memory and registration errors.
     pub fn grow(&self, bytes: u64) -> Result<GrowReport> {
         self.inner.home.check()?;
