@@ -115,3 +115,22 @@ fn serve_hands_rings_grows_on_demand_and_stops_on_sigterm() {
     assert_eq!(r.unwrap(), 4096);
     drop((second, third));
 }
+
+#[test]
+fn bench_service_grows_kills_and_reclaims_with_no_mismatch() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringpool"))
+        .args(["bench", "service", "--clients", "4", "--duration", "5", "--pool", "96M", "--page", "4k", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mismatches"], 0, "{r}");
+    assert_eq!(r["client_errors"], 0, "{r}");
+    assert!(r["attaches"].as_u64().unwrap() > 10, "{r}");
+    assert!(r["killed"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["reclaimed_segments"], r["killed"], "every killed client's segments come back: {r}");
+    assert_eq!(r["growths"], 2, "{r}");
+    assert_eq!(r["grow_reached_procs"], r["grow_live_procs"], "every live client reached the growth: {r}");
+    assert_eq!(r["daemon_fds_after"], r["daemon_fds_expected"], "no fd left behind: {r}");
+    assert!(r["vmpin_peak_ratio"].as_f64().unwrap() <= 1.05, "pinned once: {r}");
+}

@@ -1,7 +1,7 @@
 //! Handed rings that follow the pool's growth (issue 20): the owner keeps
 //! a handle on each ring it handed over with
 //! [`HandoverOptions::follow_growth`](crate::handover::HandoverOptions::follow_growth)
-//! and a datagram socket to the process that drives it. After a growth has
+//! and a SOCK_SEQPACKET socket to the process that drives it. After a growth has
 //! been registered into the template, the owner clones just the new slots
 //! into every such ring (DST_REPLACE; the kernel allows it because the ring
 //! is not SINGLE_ISSUER, and the clone is not charged again), then sends
@@ -11,7 +11,6 @@
 
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
@@ -26,18 +25,19 @@ pub(crate) struct Follower {
     /// The owner's handle on the ring (its queues stay mapped here; a few
     /// pages): growth is cloned into it.
     ring: Uring,
-    /// The owner's end of the growth channel.
-    channel: UnixDatagram,
+    /// The owner's end of the growth channel (SOCK_SEQPACKET: a closed
+    /// peer shows as POLLHUP).
+    channel: OwnedFd,
 }
 
 impl Follower {
     /// A follower of `ring`, and the other end of its channel (it travels
     /// with the handed ring).
     pub(crate) fn new(ring: Uring) -> Result<(Follower, OwnedFd)> {
-        let (ours, theirs) = UnixDatagram::pair().map_err(|e| Error::os("growth channel", e))?;
-        // A process that does not read its notices must not stall a growth.
-        ours.set_nonblocking(true).map_err(|e| Error::os("growth channel", e))?;
-        Ok((Follower { ring, channel: ours }, OwnedFd::from(theirs)))
+        // Non-blocking: a process that does not read its notices must not
+        // stall a growth.
+        let (ours, theirs) = sys::socket::seqpacket_pair().map_err(|e| Error::os("growth channel", e))?;
+        Ok((Follower { ring, channel: ours }, theirs))
     }
 
     /// Clones slots `range` of the template (fd `src`, `source_len`
@@ -64,8 +64,17 @@ pub(crate) struct Followers {
 }
 
 impl Followers {
+    /// Adds `f`, dropping the followers whose processes are gone (their
+    /// ends of the channel closed), with their rings.
     pub(crate) fn add(&self, f: Follower) {
-        self.list.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|f| !sys::socket::hung_up(f.channel.as_fd()));
+        list.push(f);
+    }
+
+    /// Drops the followers whose processes are gone, with their rings.
+    pub(crate) fn prune(&self) {
+        self.list.lock().unwrap_or_else(|p| p.into_inner()).retain(|f| !sys::socket::hung_up(f.channel.as_fd()));
     }
 
     /// Handed rings followed now.

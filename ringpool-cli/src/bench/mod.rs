@@ -8,6 +8,8 @@ pub mod io;
 pub mod pool_latency;
 pub mod prefork;
 pub mod register;
+pub mod service;
+pub mod service_client;
 pub mod thread_churn;
 
 #[derive(Subcommand, Debug)]
@@ -29,6 +31,12 @@ pub enum BenchCmd {
     ThreadChurn(thread_churn::ThreadChurnArgs),
     /// N forked worker processes with fixed I/O on the whole pool: clone into handed-over rings vs each registering.
     Prefork(prefork::PreforkArgs),
+    /// Load and faults against `ringpool serve`: client processes attaching and detaching with verified I/O,
+    /// SIGKILLs, growth reaching every live client.
+    Service(service::ServiceArgs),
+    /// One client process of `bench service` (started by it).
+    #[command(hide = true)]
+    ServiceClient(service_client::ServiceClientArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -41,5 +49,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::PoolLatency(a) => pool_latency::run(&a),
         BenchCmd::Prefork(a) => prefork::run(&a),
         BenchCmd::ThreadChurn(a) => thread_churn::run(&a),
+        BenchCmd::Service(a) => service::run(&a),
+        BenchCmd::ServiceClient(a) => service_client::run(&a),
     }
 }

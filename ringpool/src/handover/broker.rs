@@ -201,14 +201,33 @@ impl RingBroker {
     /// [`Error::PeerRefused`] with the broker's reason; [`Error::Io`]
     /// connecting; [`Error::BadHandover`] for a reply that is not a ring.
     pub fn request(path: impl AsRef<Path>, entries: u32, leases: u16) -> Result<HandedRing> {
-        let path = path.as_ref();
+        let entries = if entries == 0 { 128 } else { entries };
+        Self::ask(path.as_ref(), wire::Request { entries, leases, grow: false })
+    }
+
+    /// Asks the broker at `path` to grow its pool by `segments` segments
+    /// (within its `grow_to`) and hand a ring whose lease segments are
+    /// exactly the new ones: a process that needs more memory gets it, and
+    /// every ring that follows growth gets the new slots.
+    ///
+    /// # Errors
+    /// As [`RingBroker::request`]; [`Error::PeerRefused`] when the growth
+    /// would pass the broker's `grow_to`.
+    pub fn request_growth(path: impl AsRef<Path>, entries: u32, segments: u16) -> Result<HandedRing> {
+        if segments == 0 {
+            return Err(Error::invalid("growth", 0, "at least one segment"));
+        }
+        let entries = if entries == 0 { 128 } else { entries };
+        Self::ask(path.as_ref(), wire::Request { entries, leases: segments, grow: true })
+    }
+
+    fn ask(path: &Path, q: wire::Request) -> Result<HandedRing> {
         let stream = UnixStream::connect(path).map_err(|e| Error::Io {
             op: "connect to the ring broker",
             path: Some(path.to_path_buf()),
             offset: None,
             source: e,
         })?;
-        let q = wire::Request { entries: if entries == 0 { 128 } else { entries }, leases };
         if let Err(e) = sys::socket::send_with_fds(stream.as_fd(), &wire::encode_request(&q), &[]) {
             // A broker that refuses the connection says why, then closes it
             // (the request may meet the closed end).
@@ -297,6 +316,8 @@ impl Server {
                 if ready[first_client + i] && !self.serve_client(i) {
                     let c = self.clients.swap_remove(i);
                     tracing::debug!(pid = c.pid, leases = ?c.reservation.as_ref().map(|r| r.segments()), "broker client gone");
+                    // Its rings that followed growth go too.
+                    self.table.template.followers.prune();
                 }
             }
             if first_client == 2 && ready[1] {
@@ -443,6 +464,8 @@ impl Server {
             None
         } else if self.clients[i].reservation.is_some() {
             return Err(Error::invalid("lease segments", q.leases, "one lease range per connection"));
+        } else if q.grow {
+            Some(self.grow_for(q.leases)?)
         } else {
             Some(self.reserve(q.leases)?)
         };
@@ -480,6 +503,26 @@ impl Server {
             }
             r => r,
         }
+    }
+
+    /// Grows the pool by `n` segments and reserves exactly those.
+    fn grow_for(&self, n: u16) -> Result<SegmentReservation> {
+        if !self.may_grow(n) {
+            let mem = self.table.memory();
+            return Err(Error::invalid(
+                "growth",
+                crate::types::Bytes(u64::from(n) * mem.segment_size()),
+                format!(
+                    "the pool ({}) may grow to {} within {} table slots",
+                    crate::types::Bytes(mem.len()),
+                    crate::types::Bytes(self.opts.grow_to),
+                    self.table.capacity()
+                ),
+            ));
+        }
+        let report = self.table.grow(u64::from(n) * self.table.memory().segment_size())?;
+        tracing::info!(segments = ?report.segments, handed_rings = report.handed_rings, "broker grew the pool on request");
+        self.table.memory().reserve_segments(report.segments)
     }
 
     /// Whether growing by `n` segments stays within `grow_to` and the

@@ -12,7 +12,7 @@
 //! `flags` bit 0: the ring follows the pool's growth. The descriptors
 //! travel in the same message: one memfd per mapping, in order, then the
 //! lease token (a pipe's write end) when the lease range is not empty, then
-//! the growth channel (a datagram socket) when the ring follows growth. The ring's own fd cannot travel (Linux refuses io_uring fds
+//! the growth channel (a SOCK_SEQPACKET socket) when the ring follows growth. The ring's own fd cannot travel (Linux refuses io_uring fds
 //! in SCM_RIGHTS since 6.7): `ring_fd` is its number in the sender, which
 //! the receiver duplicates with `pidfd_getfd` (same user) while the sender
 //! keeps it open, then acknowledges with one byte.
@@ -128,23 +128,27 @@ pub(crate) fn decode(b: &[u8]) -> Result<Message, String> {
 }
 
 /// What a process asks a ring broker for: `"RPQ1" | version u16 | entries
-/// u32 | lease segments u16` (12 bytes).
+/// u32 | lease segments u16` (12 bytes); `"RPW1"` instead of `"RPQ1"`: grow
+/// the pool by that many segments first and lease exactly those.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Request {
     /// Submission queue entries of the ring.
     pub entries: u32,
     /// How many segments to lease from alone (0: none).
     pub leases: u16,
+    /// Grow the pool by `leases` segments, and lease those.
+    pub grow: bool,
 }
 
 const REQUEST: &[u8; 4] = b"RPQ1";
+const GROW_REQUEST: &[u8; 4] = b"RPW1";
 const REFUSAL: &[u8; 4] = b"RPE1";
 /// Longest refusal reason sent.
 const MAX_REASON: usize = 1024;
 
 pub(crate) fn encode_request(q: &Request) -> Vec<u8> {
     let mut v = Vec::with_capacity(12);
-    v.extend_from_slice(REQUEST);
+    v.extend_from_slice(if q.grow { GROW_REQUEST } else { REQUEST });
     v.extend_from_slice(&VERSION.to_le_bytes());
     v.extend_from_slice(&q.entries.to_le_bytes());
     v.extend_from_slice(&q.leases.to_le_bytes());
@@ -154,9 +158,11 @@ pub(crate) fn encode_request(q: &Request) -> Vec<u8> {
 /// Decodes a request (the broker never trusts it).
 pub(crate) fn decode_request(b: &[u8]) -> Result<Request, String> {
     let mut r = Reader::new(b);
-    if r.take(4, "magic")? != REQUEST {
-        return Err("not a ringpool ring request (bad magic)".into());
-    }
+    let grow = match r.take(4, "magic")? {
+        m if m == REQUEST => false,
+        m if m == GROW_REQUEST => true,
+        _ => return Err("not a ringpool ring request (bad magic)".into()),
+    };
     let version = r.u16("version")?;
     if version != VERSION {
         return Err(format!("request version {version}; this broker reads version {VERSION}"));
@@ -166,7 +172,10 @@ pub(crate) fn decode_request(b: &[u8]) -> Result<Request, String> {
     if r.at != b.len() {
         return Err(format!("{} bytes after the end of the request", b.len() - r.at));
     }
-    Ok(Request { entries, leases })
+    if grow && leases == 0 {
+        return Err("a growth of 0 segments".into());
+    }
+    Ok(Request { entries, leases, grow })
 }
 
 /// A broker's refusal: `"RPE1" | reason (UTF-8)`.
@@ -218,9 +227,12 @@ mod tests {
 
     #[test]
     fn requests_and_refusals_round_trip_and_bad_ones_are_errors() {
-        let q = Request { entries: 64, leases: 3 };
+        let q = Request { entries: 64, leases: 3, grow: false };
         let b = encode_request(&q);
         assert_eq!(decode_request(&b).unwrap(), q);
+        let g = Request { grow: true, ..q };
+        assert_eq!(decode_request(&encode_request(&g)).unwrap(), g);
+        assert!(decode_request(&encode_request(&Request { leases: 0, ..g })).is_err());
         for n in 0..b.len() {
             assert!(decode_request(&b[..n]).is_err());
         }

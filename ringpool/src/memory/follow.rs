@@ -8,7 +8,6 @@
 //! them as regions: [`IoMemory::region`]).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 
 use super::view::Layout;
@@ -27,8 +26,6 @@ impl IoMemory {
         let Some(view) = &self.inner.view else {
             return Err(Error::invalid("growth channel", "this pool", "it is not a view of another process's pool"));
         };
-        let channel = UnixDatagram::from(channel);
-        channel.set_nonblocking(true).map_err(|e| Error::os("growth channel", e))?;
         view.channels.lock().unwrap_or_else(|p| p.into_inner()).push(channel);
         Ok(())
     }
@@ -57,6 +54,7 @@ impl IoMemory {
                     Err(e) => return Err(Error::os("read the owner's growth notice", e)),
                 };
                 if bytes.is_empty() {
+                    // The owner is gone: no more growth.
                     break;
                 }
                 let layout = Layout::decode_notice(&bytes).map_err(|reason| Error::BadHandover { reason })?;

@@ -41,7 +41,7 @@ pub(crate) struct View {
     pub memfds: RwLock<Vec<(u64, u64)>>,
     /// The growth channels of the rings enabled here that follow growth
     /// (the owner's notices: the new layout and memfds).
-    pub channels: Mutex<Vec<std::os::unix::net::UnixDatagram>>,
+    pub channels: Mutex<Vec<OwnedFd>>,
 }
 
 /// The layout of a shared pool as another process needs it.

@@ -208,3 +208,24 @@ pub(crate) fn hung_up(fd: BorrowedFd<'_>) -> bool {
     let rc = unsafe { libc::poll(&mut p, 1, 0) };
     rc > 0 && p.revents & libc::POLLHUP != 0
 }
+
+/// A connected pair of close-on-exec, non-blocking `SOCK_SEQPACKET` Unix
+/// sockets: message boundaries kept (with descriptors), and a closed peer
+/// shows as POLLHUP ([`hung_up`]).
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair returned two new descriptors owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
