@@ -174,3 +174,23 @@ pub fn restore_all() {
         let _ = std::fs::write(&path, prev.to_string());
     }
 }
+
+/// Resets /dev/zram0 (its size back to 0), retrying for up to 10 s while
+/// the device is busy: a ring being torn down in the background, in this
+/// process or one that just exited, may still hold it for a moment
+/// (EBUSY). Whether it is free now.
+pub fn reset_zram() -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reset = std::fs::write("/sys/block/zram0/reset", "1");
+        let size = std::fs::read_to_string("/sys/block/zram0/disksize").unwrap_or_default();
+        if size.trim() == "0" {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!("zram0 could not be reset ({reset:?}): reset it by hand (echo 1 > /sys/block/zram0/reset)");
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -236,21 +236,7 @@ impl Zram {
 
 impl Drop for Zram {
     fn drop(&mut self) {
-        // A ring being torn down in the background may still hold the
-        // device for a moment (EBUSY): try again until it is free.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let reset = std::fs::write("/sys/block/zram0/reset", "1");
-            let size = std::fs::read_to_string("/sys/block/zram0/disksize").unwrap_or_default();
-            if size.trim() == "0" {
-                return;
-            }
-            if std::time::Instant::now() >= deadline {
-                eprintln!("zram0 could not be reset ({reset:?}): reset it by hand (echo 1 > /sys/block/zram0/reset)");
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        ringpool_testkit::machine::reset_zram();
     }
 }
 
