@@ -76,18 +76,21 @@ impl IoMemory {
         if layout.page != map.kind || layout.segment_size != map.segment_size || layout.alignment != map.align {
             return Err(bad("a growth notice of another pool (page kind, segment size or alignment differ)".into()));
         }
+        // One catch-up at a time; everything is mapped and checked first,
+        // then committed under the locks, taken in the order every reader
+        // takes them (segments, then addresses, then memfds).
         let _growing = self.growth_lock();
-        let mut addrs = view.addrs.write().unwrap_or_else(|p| p.into_inner());
-        let known = addrs.len();
-        if layout.segs.len() < known
-            || layout.segs.iter().zip(addrs.iter()).any(|(d, &a)| d.addr != a)
-            || layout.segs.iter().zip(map.segs().iter()).any(|(d, s)| d.len != s.seg.len)
-        {
+        let known_addrs: Vec<u64> = view.addrs.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let known = known_addrs.len();
+        let extends = layout.segs.len() >= known
+            && layout.segs.iter().zip(&known_addrs).all(|(d, &a)| d.addr == a)
+            && layout.segs.iter().zip(map.segs().iter()).all(|(d, s)| d.len == s.seg.len);
+        if !extends {
             return Err(bad("a growth notice that does not extend this view's segments".into()));
         }
-        let mut ids = view.memfds.write().unwrap_or_else(|p| p.into_inner());
         let mut mapped: Vec<Option<Arc<Mapping>>> = vec![None; layout.maps.len()];
         let mut memfds: Vec<Option<OwnedFd>> = memfds.into_iter().map(Some).collect();
+        let mut new_ids = Vec::new();
         let mut new = Vec::new();
         for d in &layout.segs[known..] {
             let m = usize::from(d.map);
@@ -104,7 +107,7 @@ impl IoMemory {
                     Mapping::map_memfd(fd, len as usize, pages::backing(layout.page), layout.alignment as usize)
                         .map_err(|e| Error::os("map the pool's growth", e))?;
                 mapped[m] = Some(Arc::new(mapping));
-                ids.push((dev, ino));
+                new_ids.push((dev, ino));
             }
             let mapping = mapped[m].clone().expect("mapped above");
             // Checked by Layout::check: inside the mapping.
@@ -119,10 +122,12 @@ impl IoMemory {
         }
         let added = new.len();
         let mut segs = map.segs.write().unwrap_or_else(|p| p.into_inner());
+        let mut addrs = view.addrs.write().unwrap_or_else(|p| p.into_inner());
         for (info, addr) in new {
             segs.push(info);
             addrs.push(addr);
         }
+        view.memfds.write().unwrap_or_else(|p| p.into_inner()).extend(new_ids);
         tracing::debug!(added, segments = segs.len(), "the view caught up with the owner's growth");
         Ok(())
     }
