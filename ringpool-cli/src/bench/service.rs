@@ -106,6 +106,15 @@ struct Reports {
     errors: u64,
 }
 
+/// The bench's directory, removed however the bench ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Daemon {
     child: Child,
     socket: PathBuf,
@@ -144,10 +153,11 @@ pub fn run(a: &ServiceArgs) -> anyhow::Result<()> {
     let growth = (initial / 4).max(1);
     let pool = u64::from(initial) * seg;
     let grow_to = pool + (2 * u64::from(growth) + a.clients) * seg;
-    let dir = tempdir(&a.dir)?;
+    let scratch = Scratch(tempdir(&a.dir)?);
+    let dir = &scratch.0;
     let file = dir.join("clients.dat");
     std::fs::File::create(&file)?.set_len(a.clients * SLOT_BYTES)?;
-    let daemon = start_daemon(a, (pool, seg, grow_to), &dir)?;
+    let daemon = start_daemon(a, (pool, seg, grow_to), dir)?;
     let pid = daemon.child.id();
     let fds_before = fd_count(pid);
     let vmpin_before = vm_pinned_kb(pid).unwrap_or(0);
@@ -219,7 +229,7 @@ pub fn run(a: &ServiceArgs) -> anyhow::Result<()> {
                  last growth; shrink of a shared pool under clients is not implemented (0)",
     };
     drop(daemon);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     print(&report, a.json)
 }
 
