@@ -583,14 +583,19 @@ pub enum Error {
     /// A shrink's segments still held leases at its deadline: nothing was
     /// released, the pool is as before.
     #[error(
-        "shrinking segments {segments:?} timed out after {waited:?}: {leases} leases in them are still out; nothing \
-         was released"
+        "shrinking segments {segments:?} timed out after {waited:?}: {leases} leases in them are still out and \
+         {held} of them are reserved (lease segments of rings handed to other processes, or \
+         IoMemory::reserve_segments); nothing was released"
     )]
     ShrinkTimeout {
         /// The segments it would have released.
         segments: std::ops::Range<u16>,
         /// Leases still out in them.
         leases: u64,
+        /// Of those segments, how many are still reserved: lease segments of
+        /// a shared pool's rings handed to other processes (or a broker's
+        /// clients), or [`IoMemory::reserve_segments`](crate::IoMemory::reserve_segments).
+        held: u16,
         /// How long it waited.
         waited: std::time::Duration,
     },

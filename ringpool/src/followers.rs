@@ -55,6 +55,31 @@ impl Follower {
         sys::socket::send_with_fds(self.channel.as_fd(), &layout.encode_notice(), &fds)
             .map_err(|e| Error::os("send the growth to a handed ring's process", e))
     }
+
+    /// Empties slots `range` of the ring (a buffers update with empty
+    /// iovecs: allowed because the ring is not SINGLE_ISSUER). I/O in
+    /// flight there keeps the pages until it completes.
+    fn revoke(&self, range: &Range<u16>) -> Result<()> {
+        uring::clear(&self.ring, range.start, range.end - range.start)
+    }
+
+    /// Puts slots `range` of the template back into the ring (a revoke
+    /// called off).
+    fn regrant(&self, src: RawFd, source_len: u32, range: &Range<u16>) -> Result<()> {
+        let clone = CloneRange {
+            src_off: u32::from(range.start),
+            dst_off: u32::from(range.start),
+            nr: u32::from(range.end - range.start),
+            replace: true,
+        };
+        uring::clone_into(&self.ring, src, source_len, clone)
+    }
+
+    /// Tells the process that the pool now has `segments` segments.
+    fn send_shrunk(&self, segments: u16) -> Result<()> {
+        sys::socket::send_with_fds(self.channel.as_fd(), &crate::memory::encode_shrink_notice(segments), &[])
+            .map_err(|e| Error::os("send the shrink to a handed ring's process", e))
+    }
 }
 
 /// The handed rings of a table that follow its growth.
@@ -105,6 +130,59 @@ impl Followers {
             }
         });
         reached
+    }
+}
+
+impl Followers {
+    /// Empties slots `range` in every follower's ring, all of them or none:
+    /// when one cannot be emptied, those emptied get the slots back from
+    /// the template (fd `src`, still holding them) and the error is
+    /// returned. Followers whose processes are gone are dropped first.
+    pub(crate) fn revoke(&self, src: RawFd, source_len: u32, range: Range<u16>) -> Result<u32> {
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|f| !sys::socket::hung_up(f.channel.as_fd()));
+        for (i, f) in list.iter().enumerate() {
+            if let Err(e) = f.revoke(&range) {
+                for done in &list[..i] {
+                    if let Err(e2) = done.regrant(src, source_len, &range) {
+                        tracing::error!(error = %e2, ?range, "a shrink called off could not give a handed ring its slots back");
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Ok(u32::try_from(list.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Gives every follower slots `range` of the template back (a shrink
+    /// called off after [`Followers::revoke`]).
+    pub(crate) fn regrant(&self, src: RawFd, source_len: u32, range: &Range<u16>) {
+        for f in self.list.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let Err(e) = f.regrant(src, source_len, range) {
+                tracing::error!(error = %e, ?range, "a shrink called off could not give a handed ring its slots back");
+            }
+        }
+    }
+
+    /// Tells every follower's process that the pool has `segments`
+    /// segments now (its view drops the others at its next catch-up).
+    /// Returns how many were told; a follower that cannot be told is
+    /// dropped (its ring has no slots past `segments` already).
+    pub(crate) fn shrunk(&self, segments: u16) -> u32 {
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        let mut told = 0u32;
+        list.retain(|f| match f.send_shrunk(segments) {
+            Ok(()) => {
+                told += 1;
+                true
+            }
+            Err(Error::Io { source, .. }) if gone(&source) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, segments, "a shrink notice could not reach a handed ring; it no longer follows the pool");
+                false
+            }
+        });
+        told
     }
 }
 

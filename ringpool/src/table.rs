@@ -302,11 +302,27 @@ impl BufferTable {
                 "the table registers a prefix of the pool; shrink only a table of the whole pool",
             ));
         }
-        t.memory.shrink_with(bytes, timeout, Some(&t.link), |range, deadline| {
+        let unfollowed = t.unfollowed.load(std::sync::atomic::Ordering::Relaxed);
+        if unfollowed > 0 {
+            return Err(Error::invalid(
+                "shrink",
+                Bytes(bytes),
+                format!(
+                    "{unfollowed} ring(s) were handed to other processes without follow_growth: this process cannot \
+                     take the segments out of them (hand rings with HandoverOptions::follow_growth to shrink a \
+                     shared pool)"
+                ),
+            ));
+        }
+        let report = t.memory.shrink_with(bytes, timeout, Some(&t.link), |range, deadline| {
             let generation = t.unpublish(range)?;
             rings_follow(generation, deadline);
             Ok(generation)
-        })
+        })?;
+        // The handed rings lost the slots in unpublish; now their
+        // processes' views let the memory go.
+        t.followers.shrunk(report.segments.start);
+        Ok(report)
     }
 
     /// A ring for the calling thread with the whole table, 128 entries deep.

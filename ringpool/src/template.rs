@@ -47,6 +47,10 @@ pub(crate) struct Template {
     pub(crate) followers: crate::followers::Followers,
     /// How many of them the last growth reached.
     reached: std::sync::atomic::AtomicU32,
+    /// Rings handed to other processes that do not follow the pool (made
+    /// without `follow_growth`): this process cannot take slots out of
+    /// them, so a shared pool with any does not shrink.
+    pub(crate) unfollowed: std::sync::atomic::AtomicU32,
 }
 
 impl Template {
@@ -78,6 +82,7 @@ impl Template {
             home: Home::here("BufferTable"),
             followers: Default::default(),
             reached: Default::default(),
+            unfollowed: Default::default(),
         };
         Ok((t, took))
     }
@@ -102,12 +107,18 @@ impl Template {
     /// entries when they catch up.
     pub(crate) fn unpublish(&self, range: Range<u16>) -> Result<u64> {
         if self.path != TablePath::Unregistered {
+            // Handed rings that follow the pool first, while the template
+            // still holds the slots to give back if the shrink is called off.
+            let revoked = self.followers.revoke(self.fd(), u32::from(self.source_len()), range.clone())?;
             if let Err(e) = uring::clear(&self.ring, range.start, range.end - range.start) {
                 // Part of the range may be holes now: register it all again,
-                // so that the template is as before (the shrink is called off).
+                // so that the template is as before (the shrink is called off),
+                // and give the followers their slots back from it.
                 let iovs = self.memory.iovs(range.start, range.end);
                 if let Err(e2) = uring::update("register", &self.ring, range.start, &iovs) {
                     tracing::error!("a failed shrink could not restore template slots {range:?}: {e2}");
+                } else if revoked > 0 {
+                    self.followers.regrant(self.fd(), u32::from(self.source_len()), &range);
                 }
                 return Err(e);
             }

@@ -38,9 +38,9 @@ pub struct BrokerOptions {
     pub max_clients: usize,
     /// Mode of the socket file (default 0o600: the owner's user only).
     pub mode: u32,
-    /// Rings served follow the pool's growth
-    /// ([`HandoverOptions::follow_growth`](super::HandoverOptions::follow_growth);
-    /// the table needs room to grow). Default `false`.
+    /// Rings served follow the pool's growth and shrink
+    /// ([`HandoverOptions::follow_growth`](super::HandoverOptions::follow_growth)):
+    /// needed for the pool to shrink while clients hold rings. Default `false`.
     pub follow_growth: bool,
     /// Most rings one client process may get, over all its connections
     /// (default: no limit).
@@ -470,8 +470,7 @@ impl Server {
             Some(self.reserve(q.leases)?)
         };
         // A pool at its largest has no growth to follow.
-        let follow = self.opts.follow_growth && self.table.capacity() > self.table.template.entries();
-        let mut handed = self.table.handover_reserved(q.entries, reservation, follow)?;
+        let mut handed = self.table.handover_reserved(q.entries, reservation, self.opts.follow_growth)?;
         let c = &mut self.clients[i];
         handed.send(&c.stream)?;
         // The client holds the growth channel now: the owner's copy of its

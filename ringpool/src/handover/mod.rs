@@ -82,17 +82,21 @@ impl HandoverOptions {
         self.leases = Some(segments);
         self
     }
-    /// The ring follows the pool's growth: after each
+    /// The ring follows the pool's growth and shrink: after each
     /// [`BufferTable::grow`] the owner clones the new slots into it
     /// (DST_REPLACE, not charged again) and sends the process that drives
     /// it the new memfds, which its view maps at its next
-    /// [`IoMemory::catch_up`] (a region past the memory it knows calls it).
+    /// [`IoMemory::catch_up`] (a region past the memory it knows calls it);
+    /// a [`BufferTable::shrink`] takes the slots out of it (a buffers
+    /// update; I/O in flight there completes first) and tells its process,
+    /// whose view unmaps them at its next catch-up. A shared pool shrinks
+    /// only while every ring handed from it follows it.
     /// Such a ring is set up without SINGLE_ISSUER and DEFER_TASKRUN (the
     /// kernel refuses a clone into a SINGLE_ISSUER ring from any task but
     /// its issuer); the owner keeps a handle on it until its process is
     /// gone (noticed at the next growth). It crosses `fork`
     /// ([`HandedRing::try_clone`]) or a socket ([`HandedRing::send`],
-    /// [`BrokerOptions::follow_growth`]). Needs a table with room to grow
+    /// [`BrokerOptions::follow_growth`]). To grow, the table needs room
     /// ([`TableOptions::capacity`](crate::TableOptions::capacity)).
     pub fn follow_growth(mut self) -> Self {
         self.follow_growth = true;
@@ -211,13 +215,6 @@ impl BufferTable {
             ));
         }
         let (layout, memfds) = t.memory.layout(t.entries())?;
-        if follow_growth && t.capacity <= t.entries() {
-            return Err(Error::invalid(
-                "handover",
-                "follow_growth",
-                "the table has no room to grow (set TableOptions::capacity)",
-            ));
-        }
         // A ring that follows growth is cloned into by this process after
         // another one enabled it: the kernel allows that only for a ring
         // that is not SINGLE_ISSUER (KERNEL.md), hence no DEFER_TASKRUN.
@@ -243,6 +240,7 @@ impl BufferTable {
             Some(theirs)
         } else {
             drop(ring);
+            t.unfollowed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             None
         };
         let leases = reservation.as_ref().map_or(0..0, SegmentReservation::segments);

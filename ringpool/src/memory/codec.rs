@@ -14,6 +14,43 @@ use super::view::{Layout, MapDesc, SegDesc};
 use crate::types::PageKind;
 
 const NOTICE: &[u8; 4] = b"RPG1";
+const SHRINK: &[u8; 4] = b"RPS1";
+
+/// What an owner tells a process whose rings follow its pool.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// The pool grew: its layout now (the memfds travel beside it).
+    Grew(Layout),
+    /// The pool shrank to its first `n` segments; the rings no longer
+    /// hold the others' slots.
+    Shrank(u16),
+}
+
+/// The shrink notice: `"RPS1"` and the segment count (u16).
+pub(crate) fn encode_shrink_notice(segments: u16) -> Vec<u8> {
+    let mut v = SHRINK.to_vec();
+    v.extend_from_slice(&segments.to_le_bytes());
+    v
+}
+
+impl Notice {
+    /// Decodes and checks a notice of either kind.
+    pub(crate) fn decode(b: &[u8]) -> Result<Notice, String> {
+        if b.starts_with(SHRINK) {
+            let mut r = Reader::new(b);
+            r.take(4, "magic")?;
+            let n = r.u16("segment count")?;
+            if r.at != b.len() {
+                return Err(format!("{} bytes after the end of the shrink notice", b.len() - r.at));
+            }
+            if n == 0 {
+                return Err("a shrink notice to no segments (a pool keeps one at least)".into());
+            }
+            return Ok(Notice::Shrank(n));
+        }
+        Layout::decode_notice(b).map(Notice::Grew)
+    }
+}
 
 /// A cursor that fails, instead of panicking, past the end.
 pub(crate) struct Reader<'a> {
@@ -159,5 +196,19 @@ mod tests {
         let mut bad = l.clone();
         bad.segs[2].map = 5;
         assert!(Layout::decode_notice(&bad.encode_notice()).unwrap_err().contains("mapping 5"));
+        assert_eq!(Notice::decode(&b).unwrap(), Notice::Grew(l));
+    }
+
+    #[test]
+    fn a_shrink_notice_round_trips_and_bad_ones_are_errors() {
+        let b = encode_shrink_notice(3);
+        assert_eq!(Notice::decode(&b).unwrap(), Notice::Shrank(3));
+        for n in 0..b.len() {
+            assert!(Notice::decode(&b[..n]).is_err(), "cut at {n}");
+        }
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(Notice::decode(&longer).is_err());
+        assert!(Notice::decode(&encode_shrink_notice(0)).unwrap_err().contains("no segments"));
     }
 }

@@ -10,6 +10,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
+use super::codec::Notice;
 use super::view::Layout;
 use super::{pages, IoMemory, SegInfo};
 use crate::error::{Error, Result};
@@ -57,11 +58,67 @@ impl IoMemory {
                     // The owner is gone: no more growth.
                     break;
                 }
-                let layout = Layout::decode_notice(&bytes).map_err(|reason| Error::BadHandover { reason })?;
-                self.extend_view(&layout, fds)?;
+                match Notice::decode(&bytes).map_err(|reason| Error::BadHandover { reason })? {
+                    Notice::Grew(layout) => {
+                        // A growth after a shrink that still waits here
+                        // reuses the shrunk slots: the shrink comes first.
+                        let waits = view.shrinking.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+                        if waits && !self.try_shrink_view() {
+                            return Err(Error::BadHandover {
+                                reason: "the owner grew the pool again while regions of this process still lie in \
+                                         segments it had shrunk away"
+                                    .into(),
+                            });
+                        }
+                        self.extend_view(&layout, fds)?
+                    }
+                    Notice::Shrank(n) => {
+                        drop(fds);
+                        *view.shrinking.lock().unwrap_or_else(|p| p.into_inner()) = Some(n);
+                    }
+                }
             }
         }
+        drop(channels);
+        let waits = view.shrinking.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        if waits {
+            self.try_shrink_view();
+        }
         Ok(self.segment_count())
+    }
+
+    /// Applies the shrink the owner announced, unless a region still lives
+    /// in a segment it takes (then it waits for the next catch-up): the
+    /// segments past it leave this view, and the mappings only they used
+    /// are unmapped. Returns whether no shrink waits any more.
+    pub(crate) fn try_shrink_view(&self) -> bool {
+        let Some(view) = &self.inner.view else { return true };
+        let _growing = self.growth_lock();
+        let mut shrinking = view.shrinking.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(n) = *shrinking else { return true };
+        if view.regions.lock().unwrap_or_else(|p| p.into_inner()).range(n..).any(|(_, &c)| c > 0) {
+            return false;
+        }
+        // The readers' lock order: segments, then addresses, then memfds.
+        let mut segs = self.inner.map.segs.write().unwrap_or_else(|p| p.into_inner());
+        let mut addrs = view.addrs.write().unwrap_or_else(|p| p.into_inner());
+        let keep = usize::from(n).min(segs.len());
+        let removed = segs.split_off(keep);
+        addrs.truncate(keep);
+        // Mappings are numbered in the order segments first use them.
+        let mut maps: Vec<&Arc<Mapping>> = Vec::new();
+        for s in segs.iter() {
+            if !maps.iter().any(|m| Arc::ptr_eq(m, &s.map)) {
+                maps.push(&s.map);
+            }
+        }
+        view.memfds.write().unwrap_or_else(|p| p.into_inner()).truncate(maps.len());
+        drop((addrs, segs));
+        *shrinking = None;
+        tracing::debug!(removed = removed.len(), segments = keep, "the view followed the owner's shrink");
+        // Mappings only the removed segments used are unmapped here.
+        drop(removed);
+        true
     }
 
     /// Maps the segments of `layout` this view lacks (their memfds among

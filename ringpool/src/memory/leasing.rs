@@ -289,6 +289,14 @@ impl IoMemory {
     /// ring ([`HandedRing::enable`](crate::handover::HandedRing::enable)), any segment
     /// outside its lease range. Dropping the buffer gives nothing back.
     ///
+    /// In a process whose rings follow the owner's pool, making a region
+    /// first reads the owner's notices ([`IoMemory::catch_up`]). When the
+    /// owner shrinks the pool, its segments past the new end leave this
+    /// view once no region lives there (none is made there meanwhile); the
+    /// owner cannot see regions, so fixed I/O through one over a shrunk
+    /// segment fails (EFAULT: the ring no longer holds the slot) rather
+    /// than reach memory given back.
+    ///
     /// # Safety
     /// While the buffer lives (and while I/O with it runs), nothing else, in
     /// this process or another that maps the pool, may access those bytes in
@@ -309,8 +317,8 @@ impl IoMemory {
             .checked_add(len as u64)
             .filter(|_| len > 0)
             .ok_or_else(|| bad("an empty or overflowing range".into()))?;
-        if end > self.len() {
-            // Memory the owner added since (a view that follows growth).
+        if follows_owner(self) || end > self.len() {
+            // What the owner changed since (a view that follows its pool).
             self.catch_up()?;
         }
         let sh = &self.inner;
@@ -328,6 +336,14 @@ impl IoMemory {
             return Err(bad(format!(
                 "segment {segment} is leased from in this process (reserve it with IoMemory::reserve_segments)"
             )));
+        }
+        if let Some(view) = &sh.view {
+            // Lock order: shrinking, then regions (as the view's shrink).
+            let shrinking = view.shrinking.lock().unwrap_or_else(|p| p.into_inner());
+            if shrinking.is_some_and(|n| segment >= n) {
+                return Err(bad(format!("segment {segment} is being shrunk away by the pool's owner")));
+            }
+            *view.regions.lock().unwrap_or_else(|p| p.into_inner()).entry(segment).or_insert(0) += 1;
         }
         let owner: Arc<dyn LeaseOwner> = sh.clone();
         Ok(IoBuf::new(Lease::new(owner, Grant::region(offset, len)), segment))
@@ -382,6 +398,11 @@ impl IoMemory {
         // every piece of it.
         pieces.into_iter().map(|(at, n)| unsafe { self.region(at, n) }).collect()
     }
+}
+
+/// Whether this memory is a view whose rings follow the owner's pool.
+fn follows_owner(m: &IoMemory) -> bool {
+    m.inner.view.as_ref().is_some_and(|v| !v.channels.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
 }
 
 /// Segments kept out of a pool's leasing ([`IoMemory::reserve_segments`]);

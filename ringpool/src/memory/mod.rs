@@ -22,7 +22,7 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-pub(crate) use codec::Reader;
+pub(crate) use codec::{encode_shrink_notice, Reader};
 use leasing::Leasing;
 pub use leasing::{AllocFuture, SegmentReservation};
 pub(crate) use view::Layout;
@@ -179,6 +179,15 @@ impl LeaseOwner for PoolInner {
     fn release(&self, grant: Grant) {
         if !grant.is_region() {
             self.lease.alloc.release(grant);
+        } else if let Some(view) = &self.view {
+            let seg = self.map.segment_of(grant.offset());
+            let mut regions = view.regions.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = regions.get_mut(&seg) {
+                *c = c.saturating_sub(1);
+                if *c == 0 {
+                    regions.remove(&seg);
+                }
+            }
         }
     }
 

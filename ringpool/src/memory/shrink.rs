@@ -29,11 +29,12 @@ impl IoMemory {
     /// # Errors
     /// [`Error::InvalidArgument`] for 0 bytes, for the whole pool (it keeps
     /// one segment at least), for more than what is not leased, while a
-    /// table (or a ring made from one) over this memory lives, and for a
-    /// shared pool or memory handed over by another process;
-    /// [`Error::SegmentsInUse`] when a segment is reserved
-    /// ([`IoMemory::reserve_segments`]); [`Error::ShrinkTimeout`] (nothing
-    /// released).
+    /// table (or a ring made from one) over this memory lives, and for
+    /// memory handed over by another process;
+    /// [`Error::SegmentsInUse`] when a segment is reserved in a private
+    /// pool ([`IoMemory::reserve_segments`]; a shared pool waits for
+    /// segments other processes hold to come back);
+    /// [`Error::ShrinkTimeout`] (nothing released).
     pub fn shrink(&self, bytes: u64, timeout: Duration) -> Result<ShrinkReport> {
         self.shrink_with(bytes, timeout, None, |_, _| Ok(0))
     }
@@ -61,13 +62,6 @@ impl IoMemory {
                 "this memory was handed over by the process that owns it",
             ));
         }
-        if sh.shared {
-            return Err(Error::invalid(
-                "shrink",
-                Bytes(bytes),
-                "a shared pool does not shrink: forked children and processes given its rings map its memfds",
-            ));
-        }
         if bytes == 0 {
             return Err(Error::invalid("shrink", 0, "it must release at least one segment"));
         }
@@ -85,7 +79,7 @@ impl IoMemory {
         }
         let (range, released) = self.trailing_segments(bytes)?;
         let segs32 = u32::from(range.start)..u32::from(range.end);
-        self.close_segments(range.clone())?;
+        self.close_or_wait(range.clone(), deadline, start)?;
         let reopen = || {
             sh.lease.alloc.with_buddy(|b| segs32.clone().for_each(|s| b.reopen_segment(s)));
             sh.lease.alloc.notify_grown();
@@ -93,7 +87,7 @@ impl IoMemory {
         if !sh.lease.alloc.wait_drained(segs32.clone(), deadline) {
             let leases = sh.lease.alloc.with_buddy(|b| segs32.clone().map(|s| b.segment_leases(s)).sum());
             reopen();
-            return Err(Error::ShrinkTimeout { segments: range, leases, waited: start.elapsed() });
+            return Err(Error::ShrinkTimeout { segments: range, leases, held: 0, waited: start.elapsed() });
         }
         let drain_time = start.elapsed();
         let t = Instant::now();
@@ -152,6 +146,32 @@ impl IoMemory {
             ));
         }
         Ok((range, released))
+    }
+
+    /// [`IoMemory::close_segments`]; in a shared pool, segments other
+    /// processes hold as their lease segments are waited for (they come
+    /// back as those processes finish) until `deadline`.
+    fn close_or_wait(&self, range: Range<u16>, deadline: Instant, start: Instant) -> Result<()> {
+        loop {
+            match self.close_segments(range.clone()) {
+                Err(Error::SegmentsInUse { .. }) if self.inner.shared => {}
+                r => return r,
+            }
+            if self.reclaim_handed_segments() > 0 {
+                continue;
+            }
+            if Instant::now() >= deadline {
+                let held = self
+                    .inner
+                    .lease
+                    .alloc
+                    .with_buddy(|b| range.clone().filter(|&s| !b.leases_from(u32::from(s))).count());
+                // At most 16384 segments.
+                let held = held as u16;
+                return Err(Error::ShrinkTimeout { segments: range, leases: 0, held, waited: start.elapsed() });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Stops leasing from segments `range`, all of them or none.

@@ -42,6 +42,12 @@ pub(crate) struct View {
     /// The growth channels of the rings enabled here that follow growth
     /// (the owner's notices: the new layout and memfds).
     pub channels: Mutex<Vec<OwnedFd>>,
+    /// Live regions ([`IoMemory::region`]) per segment: a shrink does not
+    /// take a segment out of this view while one lives there.
+    pub regions: Mutex<std::collections::BTreeMap<u16, u32>>,
+    /// The segment count of a shrink the owner announced that waits here
+    /// for regions past it to be dropped: no region is made there.
+    pub shrinking: Mutex<Option<u16>>,
 }
 
 /// The layout of a shared pool as another process needs it.
@@ -209,6 +215,8 @@ impl IoMemory {
             addrs: RwLock::new(layout.segs.iter().map(|d| d.addr).collect()),
             memfds: RwLock::new(ids),
             channels: Mutex::new(Vec::new()),
+            regions: Mutex::new(Default::default()),
+            shrinking: Mutex::new(None),
         };
         Ok(IoMemory::from_parts(map, Leasing::new(buddy), Some(view), true))
     }
