@@ -1,8 +1,9 @@
 //! `ringpool serve`: a daemon that owns one process-shared pool, registered
 //! once, and hands rings with the table cloned in to client processes over
 //! a Unix socket (the ring broker's protocol: `IoPoolBuilder::broker`, C
-//! `rp_pool_from_broker`). Rings follow the pool's growth; the pool grows
-//! on demand up to `--grow-to`; a client's rings and lease segments are
+//! `rp_pool_from_broker`). Rings follow the pool's growth and shrink; the
+//! pool grows on demand up to `--grow-to` and shrinks back toward `--pool`
+//! once the grown segments have been free for `--shrink-idle`; a client's rings and lease segments are
 //! reclaimed when its connection closes (its process exits, however it
 //! dies). SIGTERM and SIGINT stop accepting, wait up to `--drain` for
 //! clients to detach, then exit; SIGHUP logs the status.
@@ -53,6 +54,11 @@ pub struct ServeArgs {
     /// Most client connections at once.
     #[arg(long, default_value_t = 1024)]
     pub max_clients: usize,
+    /// Shrink the pool back toward --pool once the segments it grew by
+    /// have been free (no client's lease segment) this long, in seconds
+    /// (default with --grow-to: 60; 0: never).
+    #[arg(long, value_parser = parse_secs)]
+    pub shrink_idle: Option<Duration>,
     /// How long a stop waits for clients to detach.
     #[arg(long, default_value = "10", value_parser = parse_secs)]
     pub drain: Duration,
@@ -113,7 +119,14 @@ fn options(a: &ServeArgs, pool: u64) -> anyhow::Result<BrokerOptions> {
         max_leases,
         max_clients: a.max_clients,
         mode: a.mode,
-        follow_growth: grow_to > pool,
+        // Rings that follow the pool get its growth and lose shrunk
+        // segments (they have no SINGLE_ISSUER: BENCHMARKS.md section 15).
+        follow_growth: true,
+        shrink_idle: match a.shrink_idle {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => (grow_to > pool).then_some(Duration::from_secs(60)),
+        },
         max_rings_per_client: a.max_rings_per_client,
         grow_to,
     })
@@ -171,7 +184,8 @@ fn drain(broker: RingBroker, deadline: Duration) -> anyhow::Result<()> {
 
 fn summary(s: &BrokerStatus) -> String {
     format!(
-        "pid {}, pool {} in {} of {} slots, {} client(s), {} ring(s) served, {} refused, {} following growth",
+        "pid {}, pool {} in {} of {} slots, {} client(s), {} ring(s) served, {} refused, {} following the pool, {} \
+         growth(s), {} idle shrink(s), {} failed",
         s.pid,
         Bytes(s.pool_bytes),
         s.segments,
@@ -179,7 +193,10 @@ fn summary(s: &BrokerStatus) -> String {
         s.clients.len(),
         s.served,
         s.refused,
-        s.following_rings
+        s.following_rings,
+        s.growths,
+        s.shrinks,
+        s.shrink_timeouts
     )
 }
 

@@ -117,9 +117,10 @@ fn serve_hands_rings_grows_on_demand_and_stops_on_sigterm() {
 }
 
 #[test]
-fn bench_service_grows_kills_and_reclaims_with_no_mismatch() {
+fn bench_service_grows_shrinks_kills_and_reclaims_with_no_mismatch() {
     let out = Command::new(env!("CARGO_BIN_EXE_ringpool"))
-        .args(["bench", "service", "--clients", "4", "--duration", "5", "--pool", "96M", "--page", "4k", "--json"])
+        .args(["bench", "service", "--clients", "4", "--duration", "5", "--pool", "96M", "--page", "4k"])
+        .args(["--shrink-idle", "1", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -131,6 +132,13 @@ fn bench_service_grows_kills_and_reclaims_with_no_mismatch() {
     assert_eq!(r["reclaimed_segments"], r["killed"], "every killed client's segments come back: {r}");
     assert_eq!(r["growths"], 2, "{r}");
     assert_eq!(r["grow_reached_procs"], r["grow_live_procs"], "every live client reached the growth: {r}");
-    assert_eq!(r["daemon_fds_after"], r["daemon_fds_expected"], "no fd left behind: {r}");
+    // The grown memory goes once idle: the pool is back to its first size,
+    // its growths' memfds closed.
+    assert!(r["shrinks"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["shrink_timeouts"], 0, "{r}");
+    assert_eq!(r["segments_after"], r["segments_initial"], "{r}");
+    assert_eq!(r["daemon_fds_after"], r["daemon_fds_before"], "no fd left behind: {r}");
+    assert_eq!(r["daemon_fds_expected"], r["daemon_fds_before"], "{r}");
+    assert_eq!(r["vmpin_after_kb"], r["vmpin_before_kb"], "the grown memory is unpinned: {r}");
     assert!(r["vmpin_peak_ratio"].as_f64().unwrap() <= 1.05, "pinned once: {r}");
 }

@@ -28,6 +28,11 @@ pub(crate) struct Follower {
     /// The owner's end of the growth channel (SOCK_SEQPACKET: a closed
     /// peer shows as POLLHUP).
     channel: OwnedFd,
+    /// A notice could not be sent (its process does not read them and the
+    /// channel is full): no more growth reaches the ring (a growth's slots
+    /// are taken back out of it), but shrinks still take slots out of it,
+    /// so that it never holds memory the pool gave back.
+    deaf: bool,
 }
 
 impl Follower {
@@ -37,34 +42,42 @@ impl Follower {
         // Non-blocking: a process that does not read its notices must not
         // stall a growth.
         let (ours, theirs) = sys::socket::seqpacket_pair().map_err(|e| Error::os("growth channel", e))?;
-        Ok((Follower { ring, channel: ours }, theirs))
+        Ok((Follower { ring, channel: ours, deaf: false }, theirs))
     }
 
     /// Clones slots `range` of the template (fd `src`, `source_len`
-    /// slots) into the ring, then sends the new layout.
-    fn reach(&self, src: RawFd, source_len: u32, memory: &IoMemory, range: &Range<u16>) -> Result<()> {
-        let clone = CloneRange {
-            src_off: u32::from(range.start),
-            dst_off: u32::from(range.start),
-            nr: u32::from(range.end - range.start),
-            replace: true,
-        };
-        uring::clone_into(&self.ring, src, source_len, clone)?;
+    /// slots) into the ring, then sends the new layout; when it cannot be
+    /// sent (the process does not read its notices), takes the slots back
+    /// out and marks the follower deaf.
+    fn reach(&mut self, src: RawFd, source_len: u32, memory: &IoMemory, range: &Range<u16>) -> Result<()> {
+        self.regrant(src, source_len, range)?;
         let (layout, memfds) = memory.layout(range.end)?;
         let fds: Vec<BorrowedFd<'_>> = memfds.iter().map(AsFd::as_fd).collect();
-        sys::socket::send_with_fds(self.channel.as_fd(), &layout.encode_notice(), &fds)
-            .map_err(|e| Error::os("send the growth to a handed ring's process", e))
+        let sent = sys::socket::send_with_fds(self.channel.as_fd(), &layout.encode_notice(), &fds);
+        if let Err(e) = &sent {
+            if !gone(e) {
+                // Its process will not map what its ring would hold.
+                self.deaf = true;
+                self.revoke(range)?;
+            }
+        }
+        sent.map_err(|e| Error::os("send the growth to a handed ring's process", e))
     }
 
     /// Empties slots `range` of the ring (a buffers update with empty
     /// iovecs: allowed because the ring is not SINGLE_ISSUER). I/O in
     /// flight there keeps the pages until it completes.
     fn revoke(&self, range: &Range<u16>) -> Result<()> {
-        uring::clear(&self.ring, range.start, range.end - range.start)
+        match uring::clear(&self.ring, range.start, range.end - range.start) {
+            // The ring's table is gone already (its process dropped the
+            // ring and unregistered): nothing to take out.
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENXIO) => Ok(()),
+            r => r,
+        }
     }
 
-    /// Puts slots `range` of the template back into the ring (a revoke
-    /// called off).
+    /// Clones slots `range` of the template into the ring (a growth, or a
+    /// revoke called off).
     fn regrant(&self, src: RawFd, source_len: u32, range: &Range<u16>) -> Result<()> {
         let clone = CloneRange {
             src_off: u32::from(range.start),
@@ -76,7 +89,10 @@ impl Follower {
     }
 
     /// Tells the process that the pool now has `segments` segments.
-    fn send_shrunk(&self, segments: u16) -> Result<()> {
+    fn send_shrunk(&mut self, segments: u16) -> Result<()> {
+        if self.deaf {
+            return Ok(());
+        }
         sys::socket::send_with_fds(self.channel.as_fd(), &crate::memory::encode_shrink_notice(segments), &[])
             .map_err(|e| Error::os("send the shrink to a handed ring's process", e))
     }
@@ -115,18 +131,28 @@ impl Followers {
     pub(crate) fn reach(&self, src: RawFd, source_len: u32, memory: &IoMemory, range: Range<u16>) -> u32 {
         let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
         let mut reached = 0u32;
-        list.retain(|f| match f.reach(src, source_len, memory, &range) {
-            Ok(()) => {
-                reached += 1;
-                true
+        list.retain_mut(|f| {
+            if f.deaf {
+                return !sys::socket::hung_up(f.channel.as_fd());
             }
-            Err(Error::Io { source, .. }) if gone(&source) => {
-                tracing::debug!("a handed ring's process is gone: its ring is released");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, ?range, "a growth could not reach a handed ring; it no longer follows growth");
-                false
+            match f.reach(src, source_len, memory, &range) {
+                Ok(()) => {
+                    reached += 1;
+                    true
+                }
+                Err(Error::Io { source, .. }) if gone(&source) => {
+                    tracing::debug!("a handed ring's process is gone: its ring is released");
+                    false
+                }
+                // Deaf now: kept, so that shrinks still reach its ring.
+                Err(e) if f.deaf => {
+                    tracing::warn!(error = %e, ?range, "a handed ring's process does not read the pool's notices; no more growth reaches its ring");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?range, "a growth could not reach a handed ring; it no longer follows the pool");
+                    false
+                }
             }
         });
         reached
@@ -171,15 +197,18 @@ impl Followers {
     pub(crate) fn shrunk(&self, segments: u16) -> u32 {
         let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
         let mut told = 0u32;
-        list.retain(|f| match f.send_shrunk(segments) {
+        list.retain_mut(|f| match f.send_shrunk(segments) {
             Ok(()) => {
-                told += 1;
+                told += u32::from(!f.deaf);
                 true
             }
             Err(Error::Io { source, .. }) if gone(&source) => false,
             Err(e) => {
-                tracing::warn!(error = %e, segments, "a shrink notice could not reach a handed ring; it no longer follows the pool");
-                false
+                // Its ring holds no slot past `segments` already; kept, so
+                // that later shrinks reach it too.
+                tracing::warn!(error = %e, segments, "a handed ring's process does not read the pool's notices; no more growth reaches its ring");
+                f.deaf = true;
+                true
             }
         });
         told
@@ -188,5 +217,5 @@ impl Followers {
 
 /// The other end of the channel is closed (its process exited).
 fn gone(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::EPIPE | libc::ENOTCONN))
+    matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN))
 }

@@ -313,6 +313,12 @@ pub struct BrokerStatus {
     /// Handed rings that follow the pool's growth, as the owner keeps them
     /// (a ring whose process is gone goes at the next growth).
     pub following_rings: u32,
+    /// Growths on a client's request since the start.
+    pub growths: u64,
+    /// Idle shrinks since the start ([`BrokerOptions::shrink_idle`](crate::handover::BrokerOptions::shrink_idle)).
+    pub shrinks: u64,
+    /// Idle shrinks that failed (a segment still held at the deadline).
+    pub shrink_timeouts: u64,
     /// The connections open now.
     pub clients: Vec<BrokerClient>,
 }

@@ -44,6 +44,9 @@ pub struct ServiceArgs {
     /// Directory of the clients' file.
     #[arg(long, default_value = "/var/tmp")]
     pub dir: PathBuf,
+    /// The daemon's `--shrink-idle` in seconds (0: it never shrinks).
+    #[arg(long, default_value_t = 5)]
+    pub shrink_idle: u64,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -77,9 +80,9 @@ pub struct ServiceReport {
     pub client_errors: u64,
     pub daemon_fds_before: usize,
     pub daemon_fds_after: usize,
-    /// The fds before and one memfd per growth (the new memory's): the
-    /// grower's and the clients' own growths on demand (one segment each).
-    pub daemon_fds_expected: usize,
+    /// The fds before, once the daemon shrank the pool back to its first
+    /// size after the run (no growth's memfd left); none when it did not.
+    pub daemon_fds_expected: Option<usize>,
     /// Growths the clients' requests made (a client that found no free
     /// segment): one segment each.
     pub client_growths: u64,
@@ -92,7 +95,14 @@ pub struct ServiceReport {
     pub grow_live_procs: u64,
     pub grow_reached_p50_ms: f64,
     pub shrinks: u64,
+    /// Of those, the ones done while the clients ran (the grower's last
+    /// growth let go at 5/6 of the run).
+    pub shrinks_under_clients: u64,
     pub shrink_timeouts: u64,
+    /// The pool's segments at the start and after the run (the daemon
+    /// shrinks the idle pool back).
+    pub segments_initial: u16,
+    pub segments_after: u16,
     pub method: &'static str,
 }
 
@@ -101,7 +111,8 @@ pub struct ServiceReport {
 struct Reports {
     attach_us: Vec<u64>,
     /// (client slot, segments seen, monotonic ns).
-    grown: Vec<(u64, u16, u64)>,
+    /// (slot, growth number, monotonic ns of its verified write).
+    grown: Vec<(u64, u64, u64)>,
     mismatches: u64,
     errors: u64,
 }
@@ -175,21 +186,25 @@ pub fn run(a: &ServiceArgs) -> anyhow::Result<()> {
     }
     drop(clients);
     drop(run.grower);
-    // Connections close, the daemon reclaims: wait for its books to settle.
+    // Connections close, the daemon reclaims, and then shrinks the idle
+    // pool back to its first size: wait for its books to settle.
     let t = Instant::now();
     let status = loop {
         let s = RingBroker::status(&daemon.socket)?;
-        if s.clients.iter().all(|c| c.lease_segments.is_empty()) || t.elapsed() > Duration::from_secs(10) {
+        let settled = s.clients.iter().all(|c| c.lease_segments.is_empty()) && s.segments <= initial;
+        if settled || t.elapsed() > Duration::from_secs(30) {
             break s;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let reclaimed = run.killed_pids.iter().filter(|p| !status.clients.iter().any(|c| c.pid == **p)).count() as u64;
-    // The status connection just used closes behind us.
+    // The status connection just used closes behind us (and an idle
+    // shrink's count lands just after its segments go).
+    std::thread::sleep(Duration::from_millis(300));
+    let status = RingBroker::status(&daemon.socket)?;
     std::thread::sleep(Duration::from_millis(300));
     let fds_after = fd_count(pid);
-    let grower_segments = run.growths.len() as u64 * u64::from(growth);
-    let client_growths = u64::from(status.segments).saturating_sub(u64::from(initial) + grower_segments);
+    let client_growths = status.growths.saturating_sub(run.growths.len() as u64);
     let vmpin_after = vm_pinned_kb(pid).unwrap_or(0);
     let r = reports.lock().unwrap_or_else(|p| p.into_inner());
     let (reached, live, p50_ms) = growth_reach(a.clients, &run.growths, &r.grown, &run.killed_at);
@@ -209,7 +224,9 @@ pub fn run(a: &ServiceArgs) -> anyhow::Result<()> {
         client_errors: r.errors,
         daemon_fds_before: fds_before,
         daemon_fds_after: fds_after,
-        daemon_fds_expected: fds_before + run.growths.len() + client_growths as usize,
+        // One memfd per growth while its memory lives: none once the pool
+        // is back to its first size.
+        daemon_fds_expected: (status.segments == initial).then_some(fds_before),
         client_growths,
         vmpin_before_kb: vmpin_before,
         vmpin_after_kb: vmpin_after,
@@ -219,14 +236,20 @@ pub fn run(a: &ServiceArgs) -> anyhow::Result<()> {
         grow_reached_procs: reached,
         grow_live_procs: live,
         grow_reached_p50_ms: p50_ms,
-        shrinks: 0,
-        shrink_timeouts: 0,
+        shrinks: status.shrinks,
+        shrinks_under_clients: run.shrinks_under_clients,
+        shrink_timeouts: status.shrink_timeouts,
+        segments_after: status.segments,
+        segments_initial: initial,
         method: "ringpool serve as a process; client processes attach (ring + 1 lease segment), do verified fixed \
                  I/O, detach, in a loop; 1 in 10 SIGKILLed at a random moment and replaced; the pool grown twice by \
                  a grower's request; reclaimed = killed clients no longer holding lease segments in the daemon's \
                  status; vmpin_peak_ratio = max over samples of (daemon + clients VmPin) / pool bytes; growth reach \
                  = live clients that did a verified fixed write from the growth's first segment, counted for the \
-                 last growth; shrink of a shared pool under clients is not implemented (0)",
+                 last growth; the daemon runs with --shrink-idle (5 s): grown segments free that long are shrunk away \
+                 under the running clients (shrinks), and after the run the pool goes back to its first size \
+                 (segments_after), its memfds closed (daemon_fds_after); the grower lets its last growth go at 5/6 of the run \
+                 (shrinks_under_clients)",
     };
     drop(daemon);
     drop(scratch);
@@ -238,11 +261,13 @@ struct Run {
     killed_pids: Vec<u32>,
     /// Monotonic ns of each kill.
     killed_at: Vec<(u64, u64)>,
-    /// (segments after the growth, monotonic ns when its memory was filled).
-    growths: Vec<(u16, u64)>,
+    /// (growth number, monotonic ns when its memory was filled).
+    growths: Vec<(u64, u64)>,
     vmpin_peak_ratio: f64,
     grower: Vec<HandedRing>,
     grow_failures: u32,
+    /// The daemon's idle shrinks done while the clients ran.
+    shrinks_under_clients: u64,
 }
 
 /// Until `until`: kills, growths and VmPin samples.
@@ -262,6 +287,10 @@ fn drive(
         .map(|k| start + span * k / (kills + 1) - fastrand::u64(0..span / (4 * (kills + 1)).max(1)))
         .collect();
     let grow_at = [start + span / 3, start + span * 2 / 3];
+    // The grower lets its last growth go here: the daemon shrinks it away
+    // (idle for 5 s) under the running clients.
+    let release_at = start + span * 5 / 6;
+    let mut released = false;
     let mut run = Run {
         killed_pids: Vec::new(),
         killed_at: Vec::new(),
@@ -269,6 +298,7 @@ fn drive(
         vmpin_peak_ratio: 0.0,
         grower: Vec::new(),
         grow_failures: 0,
+        shrinks_under_clients: 0,
     };
     let mut next_kill = 0;
     let mut next_grow = 0;
@@ -287,9 +317,9 @@ fn drive(
         }
         if next_grow < grow_at.len() && now >= grow_at[next_grow] {
             next_grow += 1;
-            match grow(&daemon.socket, seg, growth) {
+            match grow(&daemon.socket, seg, growth, next_grow as u64) {
                 Ok(g) => {
-                    run.growths.push((g.1, g.2));
+                    run.growths.push((next_grow as u64, g.2));
                     run.grower.push(g.0);
                 }
                 Err(e) => {
@@ -298,15 +328,20 @@ fn drive(
                 }
             }
         }
+        if !released && next_grow == grow_at.len() && now >= release_at {
+            released = true;
+            drop(run.grower.pop());
+        }
         run.vmpin_peak_ratio = run.vmpin_peak_ratio.max(vmpin_ratio(daemon, clients)?);
         std::thread::sleep(Duration::from_millis(100));
     }
+    run.shrinks_under_clients = RingBroker::status(&daemon.socket)?.shrinks;
     Ok(run)
 }
 
 /// Asks the daemon to grow the pool by `k` segments and lease exactly
 /// those to this process; fills them (the first one's stamp last).
-fn grow(socket: &Path, seg: u64, k: u16) -> anyhow::Result<(HandedRing, u16, u64)> {
+fn grow(socket: &Path, seg: u64, k: u16, number: u64) -> anyhow::Result<(HandedRing, u16, u64)> {
     let mut handed = RingBroker::request_growth(socket, 32, k)?;
     let leases = handed.leases();
     let mem = handed.map_pool()?;
@@ -320,7 +355,7 @@ fn grow(socket: &Path, seg: u64, k: u16) -> anyhow::Result<(HandedRing, u16, u64
         let base = r.pool_offset();
         r.iter_mut().enumerate().for_each(|(i, b)| *b = growth_byte(base + i as u64));
         if s == first_new {
-            r[..8].fill(0);
+            r[..16].fill(0);
             stamp_region = Some(r);
         }
     }
@@ -328,6 +363,7 @@ fn grow(socket: &Path, seg: u64, k: u16) -> anyhow::Result<(HandedRing, u16, u64
     // growth from then on.
     let at = monotonic_ns();
     if let Some(mut r) = stamp_region {
+        r[8..16].copy_from_slice(&number.to_le_bytes());
         r[..8].copy_from_slice(&GROWN_STAMP);
     }
     Ok((handed, leases.end, at))
@@ -354,6 +390,7 @@ fn start_daemon(a: &ServiceArgs, (pool, seg, grow_to): (u64, u64, u64), dir: &Pa
     let child = Command::new(std::env::current_exe()?)
         .args(["serve", "--pool", &pool.to_string(), "--segment-size", &seg.to_string()])
         .args(["--grow-to", &grow_to.to_string(), "--page", &a.page, "--drain", "2"])
+        .args(["--shrink-idle", &a.shrink_idle.to_string()])
         .args(["--max-clients", &(a.clients * 4 + 16).to_string(), "--socket"])
         .arg(&socket)
         .stdout(Stdio::null())
@@ -400,8 +437,8 @@ fn spawn_client(
             let mut w = line.split_whitespace();
             match (w.next(), w.next(), w.next()) {
                 (Some("A"), Some(us), _) => r.attach_us.extend(us.parse::<u64>().ok()),
-                (Some("G"), Some(segs), Some(ns)) => {
-                    if let (Ok(s), Ok(t)) = (segs.parse(), ns.parse()) {
+                (Some("G"), Some(number), Some(ns)) => {
+                    if let (Ok(s), Ok(t)) = (number.parse(), ns.parse()) {
                         r.grown.push((slot, s, t));
                     }
                 }
@@ -434,14 +471,14 @@ fn vmpin_ratio(daemon: &Daemon, clients: &Clients) -> anyhow::Result<f64> {
 /// it), and the p50 of the time from the growth to each first report.
 fn growth_reach(
     clients: u64,
-    growths: &[(u16, u64)],
-    grown: &[(u64, u16, u64)],
+    growths: &[(u64, u64)],
+    grown: &[(u64, u64, u64)],
     killed: &[(u64, u64)],
 ) -> (u64, u64, f64) {
-    let Some(&(segs, at)) = growths.last() else { return (0, 0, 0.0) };
+    let Some(&(number, at)) = growths.last() else { return (0, 0, 0.0) };
     let mut first: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
     for &(slot, s, t) in grown {
-        if s >= segs && t >= at {
+        if s == number && t >= at {
             let e = first.entry(slot).or_insert(t);
             *e = (*e).min(t);
         }
@@ -497,6 +534,10 @@ fn print(r: &ServiceReport, json: bool) -> anyhow::Result<()> {
     println!(
         "growths {}: the last reached {} of {} live clients, p50 {:.1} ms",
         r.growths, r.grow_reached_procs, r.grow_live_procs, r.grow_reached_p50_ms
+    );
+    println!(
+        "idle shrinks {} ({} while the clients ran, {} failed); segments {} at the start, {} after the run",
+        r.shrinks, r.shrinks_under_clients, r.shrink_timeouts, r.segments_initial, r.segments_after
     );
     Ok(())
 }

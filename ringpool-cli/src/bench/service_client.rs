@@ -22,7 +22,9 @@ pub const SLOT_BYTES: u64 = 2 << 20;
 const IO: usize = 64 << 10;
 
 /// What the grower writes at the start of a growth's first segment once
-/// the rest is filled.
+/// the rest is filled, followed by the growth's number (u64, from 1): the
+/// pool shrinks and grows again meanwhile, so segment counts do not say
+/// which growth a client has seen.
 pub const GROWN_STAMP: [u8; 8] = *b"RPGROWN1";
 
 /// The byte the grower writes at pool offset `off` of a growth.
@@ -55,9 +57,10 @@ pub fn run(a: &ServiceClientArgs) -> anyhow::Result<()> {
     let plain = std::fs::File::open(&a.file)?;
     let out = std::io::stdout();
     let mut seq = 0u64;
-    let mut verified_segments = 0u16;
+    // The newest growth number verified.
+    let mut verified = 0u64;
     while monotonic_ns() < a.until_ns {
-        if let Err(e) = attachment(a, &file, &plain, &mut seq, &mut verified_segments) {
+        if let Err(e) = attachment(a, &file, &plain, &mut seq, &mut verified) {
             writeln!(out.lock(), "E {e}")?;
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
@@ -71,7 +74,7 @@ fn attachment(
     file: &DirectFile,
     plain: &std::fs::File,
     seq: &mut u64,
-    verified_segments: &mut u16,
+    verified: &mut u64,
 ) -> anyhow::Result<()> {
     let out = std::io::stdout();
     let t = monotonic_ns();
@@ -92,10 +95,17 @@ fn attachment(
         if back[..] != w[..] {
             writeln!(out.lock(), "M read-back at {off}")?;
         }
+        // A scan for a new growth after every 2nd operation while the pool
+        // is larger than it started (a growth's stamp comes once its memory
+        // is filled; the pool shrinks and grows again meanwhile). Each
+        // region looks for the owner's notices first (one poll).
         let segs = view.catch_up()?;
-        if segs > *verified_segments {
-            let start = newest_growth_start(&view, a.initial_segments.max(*verified_segments), segs);
-            growth_check(&mut ring, &view, file, plain, base + SLOT_BYTES / 2, (start, segs), verified_segments)?;
+        if seq.is_multiple_of(2) {
+            if let Some((start, growth)) = newest_growth(&view, a.initial_segments, segs) {
+                if growth > *verified {
+                    growth_check(&mut ring, &view, file, plain, base + SLOT_BYTES / 2, (start, growth), verified)?;
+                }
+            }
         }
     }
     Ok(())
@@ -109,14 +119,10 @@ fn growth_check(
     file: &DirectFile,
     plain: &std::fs::File,
     at: u64,
-    (start, segs): (Option<u16>, u16),
-    verified_segments: &mut u16,
+    (first_new, growth): (u16, u64),
+    verified: &mut u64,
 ) -> anyhow::Result<()> {
     let out = std::io::stdout();
-    let Some(first_new) = start else {
-        // No growth of the grower's (or not filled yet): look again later.
-        return Ok(());
-    };
     let seg = view.segment_size();
     let off = u64::from(first_new) * seg + 4096;
     // SAFETY: the grower holds that segment and wrote it before the
@@ -133,21 +139,22 @@ fn growth_check(
     if got.iter().enumerate().any(|(i, &b)| b != growth_byte(off + i as u64)) {
         writeln!(out.lock(), "M growth segment {first_new}")?;
     } else {
-        writeln!(out.lock(), "G {segs} {}", monotonic_ns())?;
+        writeln!(out.lock(), "G {growth} {}", monotonic_ns())?;
     }
-    *verified_segments = segs;
+    *verified = growth;
     Ok(())
 }
 
-/// The first segment of the newest growth of the grower in `[from, segs)`:
-/// the newest segment whose first bytes carry its stamp (written once the
-/// rest of the growth is filled). Other segments there were grown for
-/// clients on demand.
-fn newest_growth_start(view: &ringpool::IoMemory, from: u16, segs: u16) -> Option<u16> {
+/// The first segment of the newest growth of the grower in `[from, segs)`
+/// and its number: the newest segment whose first bytes carry the stamp
+/// (written once the rest of the growth is filled). Other segments there
+/// were grown for clients on demand.
+fn newest_growth(view: &ringpool::IoMemory, from: u16, segs: u16) -> Option<(u16, u64)> {
     let seg = view.segment_size();
-    (from..segs).rev().find(|&s| {
-        // SAFETY: a read-only look at 8 bytes; a segment another client
+    (from..segs).rev().find_map(|s| {
+        // SAFETY: a read-only look at 16 bytes; a segment another client
         // leases may change under it (it then does not match the stamp).
-        unsafe { view.region(u64::from(s) * seg, 4096) }.is_ok_and(|b| b[..8] == GROWN_STAMP)
+        let b = unsafe { view.region(u64::from(s) * seg, 4096) }.ok()?;
+        (b[..8] == GROWN_STAMP).then(|| (s, u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"))))
     })
 }

@@ -11,6 +11,7 @@
 //! keeps it open ([`HandedRing::map_pool`]), and the segments come back to
 //! the owner when the client closes it or exits.
 
+use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -49,6 +50,12 @@ pub struct BrokerOptions {
     /// for more lease segments than are free (0, the default: never; the
     /// table needs the room: [`TableOptions::capacity`](crate::TableOptions::capacity)).
     pub grow_to: u64,
+    /// Shrink the pool back toward its size when the broker started once
+    /// its trailing segments past that size have been free (no lease
+    /// segment of any client, no lease) for this long (`None`, the
+    /// default: never). Needs rings that follow the pool
+    /// ([`BrokerOptions::follow_growth`]).
+    pub shrink_idle: Option<Duration>,
 }
 
 impl Default for BrokerOptions {
@@ -61,6 +68,7 @@ impl Default for BrokerOptions {
             follow_growth: false,
             max_rings_per_client: u32::MAX,
             grow_to: 0,
+            shrink_idle: None,
         }
     }
 }
@@ -70,6 +78,11 @@ struct Counters {
     served: AtomicU64,
     refused: AtomicU64,
     clients: AtomicU64,
+    /// Growths on a client's request.
+    growths: AtomicU64,
+    /// Idle shrinks done, and those that timed out.
+    shrinks: Arc<AtomicU64>,
+    shrink_timeouts: Arc<AtomicU64>,
     /// The thread closed the socket after a stop.
     closed: AtomicBool,
 }
@@ -158,6 +171,7 @@ impl RingBroker {
             stop: stop.clone(),
             wake: wake.clone(),
             counters: counters.clone(),
+            idle: super::idle_shrink::IdleShrink::new(table.template.entries()),
         };
         let thread = match std::thread::Builder::new().name("ringpool-broker".into()).spawn(move || server.run()) {
             Ok(t) => t,
@@ -276,6 +290,8 @@ struct Server {
     stop: Arc<AtomicBool>,
     wake: Arc<OwnedFd>,
     counters: Arc<Counters>,
+    /// Shrinks the pool back when its grown tail is idle.
+    idle: super::idle_shrink::IdleShrink,
 }
 
 impl Server {
@@ -299,7 +315,7 @@ impl Server {
                     fds.push(l.as_fd());
                 }
                 fds.extend(self.clients.iter().map(|c| c.stream.as_fd()));
-                match sys::socket::poll_readable(&fds, None) {
+                match sys::socket::poll_readable(&fds, self.tick()) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!("ring broker poll: {e}; stopping");
@@ -324,7 +340,22 @@ impl Server {
                 self.accept_all();
             }
             self.counters.clients.store(self.clients.len() as u64, Ordering::Relaxed);
+            self.shrink_if_idle();
         }
+    }
+
+    /// How long the loop may sleep: for ever, unless it shrinks when idle.
+    fn tick(&self) -> Option<Duration> {
+        let ms = Duration::from_millis;
+        self.opts.shrink_idle.map(|idle| (idle / 4).clamp(ms(10), ms(250)))
+    }
+
+    /// The idle shrink's look at the pool ([`super::idle_shrink`]).
+    fn shrink_if_idle(&mut self) {
+        let Some(idle) = self.opts.shrink_idle else { return };
+        let held: Vec<Range<u16>> =
+            self.clients.iter().filter_map(|c| c.reservation.as_ref().map(SegmentReservation::segments)).collect();
+        self.idle.look(&self.table, &held, idle, &self.counters.shrinks, &self.counters.shrink_timeouts);
     }
 
     fn refuse(&self, stream: &UnixStream, pid: u32, reason: &str) {
@@ -469,6 +500,9 @@ impl Server {
         } else {
             Some(self.reserve(q.leases)?)
         };
+        if let Some(r) = &reservation {
+            self.idle.reserved(r.segments().end);
+        }
         // A pool at its largest has no growth to follow.
         let mut handed = self.table.handover_reserved(q.entries, reservation, self.opts.follow_growth)?;
         let c = &mut self.clients[i];
@@ -493,6 +527,7 @@ impl Server {
             Err(Error::SegmentsInUse { .. }) if self.may_grow(n) => {
                 let seg = self.table.memory().segment_size();
                 let report = self.table.grow(u64::from(n) * seg)?;
+                self.counters.growths.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     segments = ?report.segments,
                     handed_rings = report.handed_rings,
@@ -520,6 +555,7 @@ impl Server {
             ));
         }
         let report = self.table.grow(u64::from(n) * self.table.memory().segment_size())?;
+        self.counters.growths.fetch_add(1, Ordering::Relaxed);
         tracing::info!(segments = ?report.segments, handed_rings = report.handed_rings, "broker grew the pool on request");
         self.table.memory().reserve_segments(report.segments)
     }
@@ -544,6 +580,9 @@ impl Server {
             served: self.counters.served.load(Ordering::Relaxed),
             refused: self.counters.refused.load(Ordering::Relaxed),
             following_rings: u32::try_from(t.followers.len()).unwrap_or(u32::MAX),
+            growths: self.counters.growths.load(Ordering::Relaxed),
+            shrinks: self.counters.shrinks.load(Ordering::Relaxed),
+            shrink_timeouts: self.counters.shrink_timeouts.load(Ordering::Relaxed),
             clients: self
                 .clients
                 .iter()

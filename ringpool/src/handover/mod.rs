@@ -27,6 +27,7 @@
 //! the same part for rings the broker served.
 
 mod broker;
+mod idle_shrink;
 mod status;
 pub(crate) mod wire;
 
@@ -214,6 +215,9 @@ impl BufferTable {
                 "the table must be shared by clone (Sharing::Auto or Clone on Linux 6.12+)",
             ));
         }
+        // No growth or shrink between the clone below and the follower's
+        // joining the list: it would miss the one or keep slots of the other.
+        let growing = t.memory.growth_lock();
         let (layout, memfds) = t.memory.layout(t.entries())?;
         // A ring that follows growth is cloned into by this process after
         // another one enabled it: the kernel allows that only for a ring
@@ -243,6 +247,7 @@ impl BufferTable {
             t.unfollowed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             None
         };
+        drop(growing);
         let leases = reservation.as_ref().map_or(0..0, SegmentReservation::segments);
         let (token, reservation) = match reservation {
             Some(r) => {

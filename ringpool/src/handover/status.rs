@@ -3,8 +3,8 @@
 //! prints).
 //!
 //! ```text
-//! "RPT1" | total_len u32 | pid u32 | pool_bytes u64 | segments u16 | capacity u16
-//! | served u64 | refused u64 | following u32
+//! "RPT2" | total_len u32 | pid u32 | pool_bytes u64 | segments u16 | capacity u16
+//! | served u64 | refused u64 | following u32 | growths u64 | shrinks u64 | shrink_timeouts u64
 //! | clients u32 | (pid u32, rings u32, lease_start u16, lease_end u16) ...
 //! ```
 
@@ -19,7 +19,7 @@ use crate::sys;
 
 /// What a client sends to ask for the status.
 pub(crate) const ASK: &[u8; 4] = b"RPS1";
-const ANSWER: &[u8; 4] = b"RPT1";
+const ANSWER: &[u8; 4] = b"RPT2";
 /// Largest answer read: 1024 clients and the rest (more are cut).
 pub(crate) const MAX_ANSWER: usize = 64 + 12 * 4096;
 
@@ -35,6 +35,9 @@ pub(crate) fn encode(s: &BrokerStatus) -> Vec<u8> {
     v.extend_from_slice(&s.served.to_le_bytes());
     v.extend_from_slice(&s.refused.to_le_bytes());
     v.extend_from_slice(&s.following_rings.to_le_bytes());
+    v.extend_from_slice(&s.growths.to_le_bytes());
+    v.extend_from_slice(&s.shrinks.to_le_bytes());
+    v.extend_from_slice(&s.shrink_timeouts.to_le_bytes());
     // At most 4096 (cut above).
     v.extend_from_slice(&(clients.len() as u32).to_le_bytes());
     for c in clients {
@@ -66,6 +69,9 @@ pub(crate) fn decode(b: &[u8]) -> std::result::Result<BrokerStatus, String> {
         served: r.u64("served")?,
         refused: r.u64("refused")?,
         following_rings: r.u32("following rings")?,
+        growths: r.u64("growths")?,
+        shrinks: r.u64("shrinks")?,
+        shrink_timeouts: r.u64("shrink timeouts")?,
         clients: Vec::new(),
     };
     let n = r.u32("client count")?;
@@ -132,6 +138,9 @@ mod tests {
             served: 9,
             refused: 1,
             following_rings: 3,
+            growths: 4,
+            shrinks: 2,
+            shrink_timeouts: 1,
             clients: vec![
                 BrokerClient { pid: 100, rings: 2, lease_segments: 2..3 },
                 BrokerClient { pid: 101, rings: 1, lease_segments: 0..0 },

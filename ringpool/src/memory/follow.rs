@@ -47,7 +47,12 @@ impl IoMemory {
     pub fn catch_up(&self) -> Result<u16> {
         let Some(view) = &self.inner.view else { return Ok(self.segment_count()) };
         let channels = view.channels.lock().unwrap_or_else(|p| p.into_inner());
-        for ch in channels.iter() {
+        // One poll for all channels first: a receive allocates room for
+        // the largest notice, and most catch-ups find nothing.
+        let fds: Vec<_> = channels.iter().map(AsFd::as_fd).collect();
+        let ready = crate::sys::socket::poll_readable(&fds, Some(std::time::Duration::ZERO))
+            .map_err(|e| Error::os("poll the owner's notices", e))?;
+        for (ch, _) in channels.iter().zip(ready).filter(|(_, r)| *r) {
             loop {
                 let (bytes, fds) = match crate::sys::socket::recv_with_fds(ch.as_fd(), MAX_NOTICE) {
                     Ok(x) => x,

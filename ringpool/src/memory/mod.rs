@@ -467,7 +467,7 @@ impl IoMemory {
         self.inner.home.check()
     }
 
-    fn growth_lock(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn growth_lock(&self) -> MutexGuard<'_, ()> {
         self.inner.map.growing.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
