@@ -194,3 +194,20 @@ fn shared_shrink_child() {
     let err = table.shrink(SEG, Duration::from_secs(1)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("follow_growth"), "{err}");
 }
+
+#[test]
+fn a_shared_pool_refuses_a_growth_its_handovers_could_not_carry() {
+    // One memfd per growth travels with every handed ring (at most 63 in
+    // one message): the 63rd mapping is refused with the reason, and the
+    // pool stays as it was and keeps growing once it shrank.
+    let opts = MemoryOptions::new().page(PagePolicy::Base).segment_size(64 << 10).shared();
+    let mem = IoMemory::map_with(64 << 10, &opts).expect("a shared pool");
+    for i in 1..63 {
+        mem.grow(64 << 10).unwrap_or_else(|e| panic!("growth {i}: {e}"));
+    }
+    let err = mem.grow(64 << 10).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("one memfd per growth"), "{err}");
+    assert_eq!(mem.segment_count(), 63);
+    mem.shrink(64 << 10, Duration::from_secs(1)).expect("a shrink of the last growth");
+    mem.grow(64 << 10).expect("room for one more mapping again");
+}

@@ -163,7 +163,8 @@ pub fn run(a: &ServiceArgs) -> anyhow::Result<()> {
     let initial = u16::try_from(a.clients + a.clients / 2 + 1).context("too many clients")?;
     let growth = (initial / 4).max(1);
     let pool = u64::from(initial) * seg;
-    let grow_to = pool + (2 * u64::from(growth) + a.clients) * seg;
+    // The daemon grows for clients in steps of an eighth of the pool.
+    let grow_to = pool + (2 * u64::from(growth) + a.clients + u64::from(initial / 4)) * seg;
     let scratch = Scratch(tempdir(&a.dir)?);
     let dir = &scratch.0;
     let file = dir.join("clients.dat");

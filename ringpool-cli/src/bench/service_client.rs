@@ -95,12 +95,12 @@ fn attachment(
         if back[..] != w[..] {
             writeln!(out.lock(), "M read-back at {off}")?;
         }
-        // A scan for a new growth after every 2nd operation while the pool
+        // A scan for a new growth after every operation while the pool
         // is larger than it started (a growth's stamp comes once its memory
         // is filled; the pool shrinks and grows again meanwhile). Each
         // region looks for the owner's notices first (one poll).
         let segs = view.catch_up()?;
-        if seq.is_multiple_of(2) {
+        {
             if let Some((start, growth)) = newest_growth(&view, a.initial_segments, segs) {
                 if growth > *verified {
                     growth_check(&mut ring, &view, file, plain, base + SLOT_BYTES / 2, (start, growth), verified)?;

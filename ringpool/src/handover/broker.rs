@@ -525,8 +525,12 @@ impl Server {
     fn reserve(&self, n: u16) -> Result<SegmentReservation> {
         match self.reserve_free(n) {
             Err(Error::SegmentsInUse { .. }) if self.may_grow(n) => {
+                // In steps of an eighth of the starting pool at least (each
+                // growth is one more memfd a handover carries: at most 63),
+                // as far as grow_to and the table allow.
                 let seg = self.table.memory().segment_size();
-                let report = self.table.grow(u64::from(n) * seg)?;
+                let step = (n..=n.max(self.idle.base() / 8)).rev().find(|&k| self.may_grow(k)).unwrap_or(n);
+                let report = self.table.grow(u64::from(step) * seg)?;
                 self.counters.growths.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     segments = ?report.segments,

@@ -1,7 +1,8 @@
 //! A broker's idle shrink ([`BrokerOptions::shrink_idle`](super::BrokerOptions::shrink_idle)):
 //! the pool grew past its starting size for clients; once the segments past
 //! what the clients used at their busiest over a whole idle period are
-//! free, the pool shrinks back to that (never below the starting size). A
+//! free, the pool shrinks back to that, plus one growth step of slack
+//! (never below the starting size). A
 //! growth in the period counts as every segment used, and every lease
 //! range the broker hands out raises the period's peak: demand peaks last
 //! milliseconds, and sampling alone would miss them.
@@ -46,6 +47,11 @@ impl IdleShrink {
         }
     }
 
+    /// Segments when the broker started.
+    pub(crate) fn base(&self) -> u16 {
+        self.base
+    }
+
     pub(crate) fn new(base: u16) -> IdleShrink {
         IdleShrink {
             base,
@@ -88,7 +94,10 @@ impl IdleShrink {
         if now.duration_since(*since) < idle {
             return;
         }
-        let target = (*peak).max(self.base);
+        // One growth step of slack above the peak (the broker grows in
+        // steps of an eighth of the starting pool): a pool that serves
+        // bursts does not shrink and grow again each period.
+        let target = if *peak > self.base { peak.saturating_add(self.base / 8) } else { self.base };
         self.period = Some((now, used));
         if target >= entries || used > target {
             return;

@@ -81,6 +81,29 @@ impl IoMemory {
                 "this memory was handed over by another process; the process that owns the pool grows it",
             ));
         }
+        if sh.shared {
+            // A shared pool travels as one memfd per mapping (a growth
+            // each), beside the ring's other descriptors, in one message.
+            let segs = sh.map.segs();
+            let mut maps: Vec<&std::sync::Arc<crate::sys::mmap::Mapping>> = Vec::new();
+            for s in segs.iter() {
+                if !maps.iter().any(|m| std::sync::Arc::ptr_eq(m, &s.map)) {
+                    maps.push(&s.map);
+                }
+            }
+            let most = crate::sys::socket::MAX_FDS - 1;
+            if maps.len() >= most {
+                return Err(Error::invalid(
+                    "growth",
+                    Bytes(bytes),
+                    format!(
+                        "a shared pool is handed to other processes with one memfd per growth, at most {most}; it has \
+                         {} (grow in larger steps, or shrink first)",
+                        maps.len()
+                    ),
+                ));
+            }
+        }
         let map = pages::map(sh.map.kind, len, sh.map.align, sh.shared)?;
         sh.map.segs.write().unwrap_or_else(|p| p.into_inner()).extend(segments_of(
             &map,
