@@ -6,7 +6,8 @@
 //! once the grown segments have been free for `--shrink-idle`; a client's rings and lease segments are
 //! reclaimed when its connection closes (its process exits, however it
 //! dies). SIGTERM and SIGINT stop accepting, wait up to `--drain` for
-//! clients to detach, then exit; SIGHUP logs the status.
+//! clients to detach, then exit; SIGHUP reloads the quotas file
+//! (`--quotas`) and logs the status.
 //! `ringpool serve --status SOCKET` prints a running daemon's state.
 
 use std::path::PathBuf;
@@ -59,6 +60,11 @@ pub struct ServeArgs {
     /// (default with --grow-to: 60; 0: never).
     #[arg(long, value_parser = parse_secs)]
     pub shrink_idle: Option<Duration>,
+    /// A file of quotas (`max-rings-per-client = N`, `max-lease-bytes-per-client
+    /// = SIZE`, `max-clients = N`; `#` comments), read at the start (over
+    /// the flags) and again on SIGHUP.
+    #[arg(long)]
+    pub quotas: Option<PathBuf>,
     /// How long a stop waits for clients to detach.
     #[arg(long, default_value = "10", value_parser = parse_secs)]
     pub drain: Duration,
@@ -87,7 +93,10 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let pool = a.pool.context("--pool is required")?;
-    let broker_opts = options(a, pool)?;
+    let mut broker_opts = options(a, pool)?;
+    if let Some(path) = &a.quotas {
+        broker_opts = read_quotas(path, &broker_opts, a.segment_size)?;
+    }
     let (mem, table) = build_pool(a, pool, broker_opts.grow_to)?;
     let broker = RingBroker::serve(&table, &a.socket, &broker_opts)
         .with_context(|| format!("serve on {}", a.socket.display()))?;
@@ -100,8 +109,41 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
         a.mode,
         std::process::id()
     );
-    wait_for_signals(&a.socket)?;
+    wait_for_signals(a, &broker, &broker_opts)?;
     drain(broker, a.drain)
+}
+
+/// `base` with the quotas of the file at `path` (lease bytes in whole
+/// segments of `segment` bytes).
+fn read_quotas(path: &std::path::Path, base: &BrokerOptions, segment: u64) -> anyhow::Result<BrokerOptions> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read the quotas file {}", path.display()))?;
+    let mut o = base.clone();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let (key, value) = line
+            .split_once('=')
+            .or_else(|| line.split_once(char::is_whitespace))
+            .with_context(|| format!("{}: `{line}` is not `key = value`", at()))?;
+        let (key, value) = (key.trim(), value.trim());
+        let count =
+            |what: &str| value.parse::<u64>().with_context(|| format!("{}: {what} `{value}` is not a number", at()));
+        match key {
+            "max-rings-per-client" => o.max_rings_per_client = u32::try_from(count(key)?).unwrap_or(u32::MAX),
+            "max-clients" => o.max_clients = usize::try_from(count(key)?).unwrap_or(usize::MAX),
+            "max-lease-bytes-per-client" => {
+                let bytes = parse_size(value).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+                o.max_leases = u16::try_from(bytes / segment).unwrap_or(u16::MAX);
+            }
+            _ => {
+                bail!("{}: unknown quota `{key}` (max-rings-per-client, max-lease-bytes-per-client, max-clients)", at())
+            }
+        }
+    }
+    Ok(o)
 }
 
 /// The broker's options from the command line.
@@ -144,8 +186,10 @@ fn build_pool(a: &ServeArgs, pool: u64, grow_to: u64) -> anyhow::Result<(IoMemor
     Ok((mem, table))
 }
 
-/// Blocks until SIGTERM or SIGINT; SIGHUP logs the status and goes on.
-fn wait_for_signals(socket: &std::path::Path) -> anyhow::Result<()> {
+/// Blocks until SIGTERM or SIGINT; SIGHUP reloads the quotas file (if
+/// any), logs the status and goes on.
+fn wait_for_signals(a: &ServeArgs, broker: &RingBroker, base: &BrokerOptions) -> anyhow::Result<()> {
+    let socket = &a.socket;
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
@@ -156,10 +200,19 @@ fn wait_for_signals(socket: &std::path::Path) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => return Ok(()),
                 _ = int.recv() => return Ok(()),
-                _ = hup.recv() => match RingBroker::status(socket) {
-                    Ok(s) => eprintln!("ringpool serve: {}", summary(&s)),
-                    Err(e) => eprintln!("ringpool serve: status: {e}"),
-                },
+                _ = hup.recv() => {
+                    if let Some(path) = &a.quotas {
+                        // A bad file leaves the quotas as they were.
+                        match read_quotas(path, base, a.segment_size).and_then(|q| Ok(broker.set_quotas(&q)?)) {
+                            Ok(()) => eprintln!("ringpool serve: quotas reloaded from {}", path.display()),
+                            Err(e) => eprintln!("ringpool serve: quotas not reloaded: {e:#}"),
+                        }
+                    }
+                    match RingBroker::status(socket) {
+                        Ok(s) => eprintln!("ringpool serve: {}", summary(&s)),
+                        Err(e) => eprintln!("ringpool serve: status: {e}"),
+                    }
+                }
             }
         }
     })

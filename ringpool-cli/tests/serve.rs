@@ -142,3 +142,43 @@ fn bench_service_grows_shrinks_kills_and_reclaims_with_no_mismatch() {
     assert_eq!(r["vmpin_after_kb"], r["vmpin_before_kb"], "the grown memory is unpinned: {r}");
     assert!(r["vmpin_peak_ratio"].as_f64().unwrap() <= 1.05, "pinned once: {r}");
 }
+
+#[test]
+fn sighup_reloads_the_quotas_file() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let sock = dir.path().join("pool.sock");
+    let quotas = dir.path().join("quotas");
+    std::fs::write(&quotas, "# at most one ring per client\nmax-rings-per-client = 1\n").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ringpool"))
+        .args(["serve", "--pool", "8M", "--segment-size", "4M", "--page", "4k", "--max-rings-per-client", "8"])
+        .arg("--quotas")
+        .arg(&quotas)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon(child);
+    wait_for(&sock);
+    // The file wins over the flag: one ring, the second refused.
+    let first = RingBroker::request(&sock, 8, 0).expect("a first ring");
+    let err = RingBroker::request(&sock, 8, 0).unwrap_err();
+    assert!(matches!(err, Error::PeerRefused { .. }) && err.to_string().contains("at most 1"), "{err}");
+
+    // A bad file on SIGHUP leaves the quotas as they were.
+    let hup = |d: &Daemon| {
+        // SAFETY: a signal to our own child.
+        assert_eq!(unsafe { libc::kill(d.0.id() as i32, libc::SIGHUP) }, 0);
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    std::fs::write(&quotas, "max-rings-per-client = many\n").unwrap();
+    hup(&daemon);
+    assert!(RingBroker::request(&sock, 8, 0).is_err(), "still at most 1");
+    std::fs::write(&quotas, "max-rings-per-client = 3\nmax-clients = 16\n").unwrap();
+    hup(&daemon);
+    let second = RingBroker::request(&sock, 8, 0).expect("a second ring after the reload");
+    let third = RingBroker::request(&sock, 8, 0).expect("a third");
+    assert!(RingBroker::request(&sock, 8, 0).is_err(), "at most 3 now");
+    drop((first, second, third, daemon));
+}

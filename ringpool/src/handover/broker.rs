@@ -108,6 +108,8 @@ struct Counters {
 pub struct RingBroker {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    /// Quotas to apply at the serving thread's next wake-up.
+    quotas: Arc<std::sync::Mutex<Option<BrokerOptions>>>,
     wake: Arc<OwnedFd>,
     counters: Arc<Counters>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -162,7 +164,9 @@ impl RingBroker {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
+        let quotas = Arc::new(std::sync::Mutex::new(None));
         let server = Server {
+            quotas: quotas.clone(),
             table: table.clone(),
             opts: opts.clone(),
             listener: Some(listener),
@@ -181,7 +185,7 @@ impl RingBroker {
             }
         };
         tracing::info!(path = %path.display(), "ring broker serving");
-        Ok(RingBroker { path, stop, wake, counters, thread: Some(thread) })
+        Ok(RingBroker { path, stop, quotas, wake, counters, thread: Some(thread) })
     }
 
     /// Stops accepting connections (the socket file goes); the open ones
@@ -191,6 +195,21 @@ impl RingBroker {
     pub fn stop_accepting(&self) {
         self.stop.store(true, Ordering::Release);
         sys::os::eventfd_signal(self.wake.as_fd());
+    }
+
+    /// Changes the quotas of the running broker (what `ringpool serve` does
+    /// on SIGHUP): `max_entries`, `max_leases`, `max_clients` and
+    /// `max_rings_per_client` of `opts` apply to requests from now on
+    /// (what clients hold already stays theirs); its other fields are not
+    /// read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a depth the kernel refuses.
+    pub fn set_quotas(&self, opts: &BrokerOptions) -> Result<()> {
+        crate::ring::check_depth(opts.max_entries)?;
+        *self.quotas.lock().unwrap_or_else(|p| p.into_inner()) = Some(opts.clone());
+        sys::os::eventfd_signal(self.wake.as_fd());
+        Ok(())
     }
 
     /// The socket's path.
@@ -282,6 +301,8 @@ impl Drop for RingBroker {
 }
 
 struct Server {
+    /// Quotas set since (RingBroker::set_quotas).
+    quotas: Arc<std::sync::Mutex<Option<BrokerOptions>>>,
     table: BufferTable,
     opts: BrokerOptions,
     listener: Option<UnixListener>,
@@ -325,6 +346,7 @@ impl Server {
             };
             if ready[0] {
                 sys::os::eventfd_drain(self.wake.as_fd());
+                self.apply_quotas();
             }
             let first_client = if self.listener.is_some() { 2 } else { 1 };
             // Clients first (indices stay valid), from the back.
@@ -342,6 +364,22 @@ impl Server {
             self.counters.clients.store(self.clients.len() as u64, Ordering::Relaxed);
             self.shrink_if_idle();
         }
+    }
+
+    /// Takes the quotas [`RingBroker::set_quotas`] left.
+    fn apply_quotas(&mut self) {
+        let Some(q) = self.quotas.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        self.opts.max_entries = q.max_entries;
+        self.opts.max_leases = q.max_leases;
+        self.opts.max_clients = q.max_clients;
+        self.opts.max_rings_per_client = q.max_rings_per_client;
+        tracing::info!(
+            max_entries = q.max_entries,
+            max_leases = q.max_leases,
+            max_clients = q.max_clients,
+            max_rings_per_client = q.max_rings_per_client,
+            "ring broker quotas changed"
+        );
     }
 
     /// How long the loop may sleep: for ever, unless it shrinks when idle.
