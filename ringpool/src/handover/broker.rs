@@ -391,6 +391,9 @@ impl Server {
     /// The idle shrink's look at the pool ([`super::idle_shrink`]).
     fn shrink_if_idle(&mut self) {
         let Some(idle) = self.opts.shrink_idle else { return };
+        if !self.idle.due() {
+            return;
+        }
         let held: Vec<Range<u16>> =
             self.clients.iter().filter_map(|c| c.reservation.as_ref().map(SegmentReservation::segments)).collect();
         self.idle.look(&self.table, &held, idle, &self.counters.shrinks, &self.counters.shrink_timeouts);

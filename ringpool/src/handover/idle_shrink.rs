@@ -62,11 +62,17 @@ impl IdleShrink {
         }
     }
 
-    /// Looks at the pool (at most every 20 ms); at the end of a period of
+    /// Looks at the pool (when [`IdleShrink::due`]); at the end of a period of
     /// `idle` in which no more than `peak` segments were ever in use,
     /// shrinks the pool to `peak` (at least the starting size) on a thread
     /// of its own, counting into `shrinks` or `failed`. `held`: the
     /// clients' lease segments.
+    /// Whether it is time for a look (at most every 20 ms, and not while a
+    /// shrink runs).
+    pub(crate) fn due(&self) -> bool {
+        self.last_look.is_none_or(|t| t.elapsed() >= LOOK_EVERY) && !self.running.load(Ordering::Acquire)
+    }
+
     pub(crate) fn look(
         &mut self,
         table: &BufferTable,
@@ -75,10 +81,10 @@ impl IdleShrink {
         shrinks: &Arc<AtomicU64>,
         failed: &Arc<AtomicU64>,
     ) {
-        let now = Instant::now();
-        if self.last_look.is_some_and(|t| now.duration_since(t) < LOOK_EVERY) || self.running.load(Ordering::Acquire) {
+        if !self.due() {
             return;
         }
+        let now = Instant::now();
         self.last_look = Some(now);
         // Rings whose processes are gone go (with their fds), including
         // those that stopped reading notices.
