@@ -254,13 +254,18 @@ impl RingBroker {
         Self::ask(path.as_ref(), wire::Request { entries, leases: segments, grow: true })
     }
 
-    fn ask(path: &Path, q: wire::Request) -> Result<HandedRing> {
-        let stream = UnixStream::connect(path).map_err(|e| Error::Io {
+    /// Connects to the broker at `path`.
+    pub(super) fn connect(path: &Path) -> Result<UnixStream> {
+        UnixStream::connect(path).map_err(|e| Error::Io {
             op: "connect to the ring broker",
             path: Some(path.to_path_buf()),
             offset: None,
             source: e,
-        })?;
+        })
+    }
+
+    fn ask(path: &Path, q: wire::Request) -> Result<HandedRing> {
+        let stream = Self::connect(path)?;
         if let Err(e) = sys::socket::send_with_fds(stream.as_fd(), &wire::encode_request(&q), &[]) {
             // A broker that refuses the connection says why, then closes it
             // (the request may meet the closed end).

@@ -9,7 +9,6 @@
 //! ```
 
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -100,12 +99,7 @@ impl super::RingBroker {
     /// status.
     pub fn status(path: impl AsRef<Path>) -> Result<BrokerStatus> {
         let path = path.as_ref();
-        let stream = UnixStream::connect(path).map_err(|e| Error::Io {
-            op: "connect to the ring broker",
-            path: Some(path.to_path_buf()),
-            offset: None,
-            source: e,
-        })?;
+        let stream = Self::connect(path)?;
         sys::socket::send_with_fds(stream.as_fd(), ASK, &[]).map_err(|e| Error::os("ask the broker's status", e))?;
         let (mut bytes, _fds) = sys::socket::recv_with_fds(stream.as_fd(), MAX_ANSWER)
             .map_err(|e| Error::os("read the broker's status", e))?;

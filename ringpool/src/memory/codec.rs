@@ -14,7 +14,7 @@ use super::view::{Layout, MapDesc, SegDesc};
 use crate::types::PageKind;
 
 const NOTICE: &[u8; 4] = b"RPG1";
-const SHRINK: &[u8; 4] = b"RPH1";
+const SHRINK: &[u8; 4] = b"RPK1";
 
 /// What an owner tells a process whose rings follow its pool.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub(crate) enum Notice {
     Shrank(u16),
 }
 
-/// The shrink notice: `"RPH1"` and the segment count (u16).
+/// The shrink notice: `"RPK1"` and the segment count (u16).
 pub(crate) fn encode_shrink_notice(segments: u16) -> Vec<u8> {
     let mut v = SHRINK.to_vec();
     v.extend_from_slice(&segments.to_le_bytes());

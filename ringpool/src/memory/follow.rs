@@ -46,13 +46,17 @@ impl IoMemory {
     /// [`Error::Io`] reading the channel.
     pub fn catch_up(&self) -> Result<u16> {
         let Some(view) = &self.inner.view else { return Ok(self.segment_count()) };
-        let channels = view.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = view.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if channels.is_empty() {
+            return Ok(self.segment_count());
+        }
         // One poll for all channels first: a receive allocates room for
         // the largest notice, and most catch-ups find nothing.
         let fds: Vec<_> = channels.iter().map(AsFd::as_fd).collect();
         let ready = crate::sys::socket::poll_readable(&fds, Some(std::time::Duration::ZERO))
             .map_err(|e| Error::os("poll the owner's notices", e))?;
-        for (ch, _) in channels.iter().zip(ready).filter(|(_, r)| *r) {
+        let mut closed = vec![false; channels.len()];
+        for (i, ch) in channels.iter().enumerate().filter(|&(i, _)| ready[i]) {
             loop {
                 let (bytes, fds) = match crate::sys::socket::recv_with_fds(ch.as_fd(), MAX_NOTICE) {
                     Ok(x) => x,
@@ -60,7 +64,8 @@ impl IoMemory {
                     Err(e) => return Err(Error::os("read the owner's growth notice", e)),
                 };
                 if bytes.is_empty() {
-                    // The owner is gone: no more growth.
+                    // The owner is gone: no more notices on this channel.
+                    closed[i] = true;
                     break;
                 }
                 match Notice::decode(&bytes).map_err(|reason| Error::BadHandover { reason })? {
@@ -84,6 +89,9 @@ impl IoMemory {
                 }
             }
         }
+        // Channels whose owner is gone are read no more.
+        let mut keep = closed.into_iter().map(|c| !c);
+        channels.retain(|_| keep.next().unwrap_or(true));
         drop(channels);
         let waits = view.shrinking.lock().unwrap_or_else(|p| p.into_inner()).is_some();
         if waits {
