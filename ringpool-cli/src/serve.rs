@@ -68,6 +68,13 @@ pub struct ServeArgs {
     /// How long a stop waits for clients to detach.
     #[arg(long, default_value = "10", value_parser = parse_secs)]
     pub drain: Duration,
+    /// Nice value of the thread that answers clients (-20 to 19). Clients
+    /// that keep the CPUs busy would otherwise delay each other's
+    /// attachments and the growth notices in the run queue (BENCHMARKS.md
+    /// section 16); raising it needs CAP_SYS_NICE (the daemon warns and
+    /// serves at its own nice value without it).
+    #[arg(long, default_value_t = -20, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: i32,
     /// With --status: one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -171,6 +178,7 @@ fn options(a: &ServeArgs, pool: u64) -> anyhow::Result<BrokerOptions> {
         },
         max_rings_per_client: a.max_rings_per_client,
         grow_to,
+        nice: Some(a.nice),
     })
 }
 

@@ -4,7 +4,7 @@
 //! in a loop; one client in ten is SIGKILLed at a random moment (and
 //! replaced); twice during the run a grower (this process, as a client)
 //! asks for more lease segments than are free, so the daemon grows the
-//! pool, and the grower fills the new memory, which every client then
+//! pool, and the grower fills the growth's first segment, which every client then
 //! writes from with a fixed write and verifies. Reported: attach latency,
 //! kills and reclaimed lease segments, mismatches, the daemon's fds and
 //! VmPin before and after, the peak of daemon + clients VmPin over the
@@ -47,6 +47,10 @@ pub struct ServiceArgs {
     /// The daemon's `--shrink-idle` in seconds (0: it never shrinks).
     #[arg(long, default_value_t = 5)]
     pub shrink_idle: u64,
+    /// The daemon's `--nice` (its serving thread's nice value; the
+    /// daemon's default).
+    #[arg(long, default_value_t = -20, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub daemon_nice: i32,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -74,6 +78,16 @@ pub struct ServiceReport {
     pub attaches: u64,
     pub attach_p50_us: f64,
     pub attach_p99_us: f64,
+    /// Of an attachment, the time the client itself waited in a run queue
+    /// for a CPU (its /proc/thread-self/schedstat), p50 and p99.
+    pub attach_runqueue_p50_us: f64,
+    pub attach_runqueue_p99_us: f64,
+    /// The attachment less that wait, p50 and p99: the daemon's answer, the
+    /// client's system calls and its sleeps.
+    pub attach_less_runqueue_p50_us: f64,
+    pub attach_less_runqueue_p99_us: f64,
+    /// The nice value the daemon's serving thread ran at (`--daemon-nice`).
+    pub daemon_nice: i32,
     pub killed: u64,
     pub reclaimed_segments: u64,
     pub mismatches: u64,
@@ -110,6 +124,8 @@ pub struct ServiceReport {
 #[derive(Default)]
 struct Reports {
     attach_us: Vec<u64>,
+    /// Of each attachment, the client's wait for a CPU.
+    attach_runqueue_us: Vec<u64>,
     /// (client slot, segments seen, monotonic ns).
     /// (slot, growth number, monotonic ns of its verified write).
     grown: Vec<(u64, u64, u64)>,
@@ -226,6 +242,10 @@ pub fn run(a: &ServiceArgs) -> anyhow::Result<()> {
     let (reached, live, p50_ms) = growth_reach(a.clients, &run.growths, &r.grown, &run.killed_at);
     let mut attach = r.attach_us.clone();
     attach.sort_unstable();
+    let mut waited = r.attach_runqueue_us.clone();
+    let mut less: Vec<u64> = r.attach_us.iter().zip(&waited).map(|(a, w)| a - w).collect();
+    waited.sort_unstable();
+    less.sort_unstable();
     let report = ServiceReport {
         clients: a.clients,
         duration_s: a.duration.as_secs_f64(),
@@ -234,6 +254,11 @@ pub fn run(a: &ServiceArgs) -> anyhow::Result<()> {
         attaches: attach.len() as u64,
         attach_p50_us: pct(&attach, 0.5),
         attach_p99_us: pct(&attach, 0.99),
+        attach_runqueue_p50_us: pct(&waited, 0.5),
+        attach_runqueue_p99_us: pct(&waited, 0.99),
+        attach_less_runqueue_p50_us: pct(&less, 0.5),
+        attach_less_runqueue_p99_us: pct(&less, 0.99),
+        daemon_nice: a.daemon_nice,
         killed: run.killed_pids.len() as u64,
         reclaimed_segments: reclaimed,
         mismatches: r.mismatches,
@@ -356,7 +381,10 @@ fn drive(
 }
 
 /// Asks the daemon to grow the pool by `k` segments and lease exactly
-/// those to this process; fills them (the first one's stamp last).
+/// those to this process; fills the first one (what the clients check),
+/// its stamp last. (Filling all of them, hundreds of MiB at a 65th of the
+/// CPUs among the clients, took long enough to push the last growth past
+/// the end of a run.)
 fn grow(socket: &Path, seg: u64, k: u16, number: u64) -> anyhow::Result<(HandedRing, u16, u64)> {
     let mut handed = RingBroker::request_growth(socket, 32, k)?;
     let leases = handed.leases();
@@ -365,7 +393,7 @@ fn grow(socket: &Path, seg: u64, k: u16, number: u64) -> anyhow::Result<(HandedR
     // SAFETY: these are the grower's own lease segments, not leased from
     // here, and no client writes them.
     let mut stamp_region = None;
-    for s in leases.clone() {
+    for s in leases.start..leases.start + 1 {
         let mut r = unsafe { mem.region(u64::from(s) * seg, seg as usize) }
             .map_err(|e| anyhow::anyhow!("region of segment {s}: {e}"))?;
         let base = r.pool_offset();
@@ -406,7 +434,7 @@ fn start_daemon(a: &ServiceArgs, (pool, seg, grow_to): (u64, u64, u64), dir: &Pa
     let child = Command::new(std::env::current_exe()?)
         .args(["serve", "--pool", &pool.to_string(), "--segment-size", &seg.to_string()])
         .args(["--grow-to", &grow_to.to_string(), "--page", &a.page, "--drain", "2"])
-        .args(["--shrink-idle", &a.shrink_idle.to_string()])
+        .args(["--shrink-idle", &a.shrink_idle.to_string(), "--nice", &a.daemon_nice.to_string()])
         .args(["--max-clients", &(a.clients * 4 + 16).to_string(), "--socket"])
         .arg(&socket)
         .stdout(Stdio::null())
@@ -452,7 +480,12 @@ fn spawn_client(
             let mut r = reports.lock().unwrap_or_else(|p| p.into_inner());
             let mut w = line.split_whitespace();
             match (w.next(), w.next(), w.next()) {
-                (Some("A"), Some(us), _) => r.attach_us.extend(us.parse::<u64>().ok()),
+                (Some("A"), Some(us), waited) => {
+                    if let Ok(us) = us.parse::<u64>() {
+                        r.attach_us.push(us);
+                        r.attach_runqueue_us.push(waited.and_then(|w| w.parse().ok()).unwrap_or(0).min(us));
+                    }
+                }
                 (Some("G"), Some(number), Some(ns)) => {
                     if let (Ok(s), Ok(t)) = (number.parse(), ns.parse()) {
                         r.grown.push((slot, s, t));
@@ -534,6 +567,14 @@ fn print(r: &ServiceReport, json: bool) -> anyhow::Result<()> {
         r.attaches,
         r.attach_p50_us,
         r.attach_p99_us
+    );
+    println!(
+        "  of which the client waited for a CPU: p50 {:.0} µs, p99 {:.0} µs; the rest: p50 {:.0} µs, p99 {:.0} µs (daemon nice {})",
+        r.attach_runqueue_p50_us,
+        r.attach_runqueue_p99_us,
+        r.attach_less_runqueue_p50_us,
+        r.attach_less_runqueue_p99_us,
+        r.daemon_nice
     );
     println!(
         "killed {} (reclaimed {}), mismatches {}, client errors {}; daemon fds {} -> {}, VmPin {} -> {} kB, peak ratio {:.3}",

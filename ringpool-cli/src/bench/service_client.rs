@@ -4,7 +4,7 @@
 //! detaches, again and again; whenever its view of the pool has grown, it
 //! does a verified fixed write from the newest growth's first segment
 //! (filled by the bench's grower). It reports on stdout, a line each:
-//! `A <attach µs>`, `G <segments> <monotonic ns>`, `M <what>` (a mismatch),
+//! `A <attach µs> <µs of it waiting for a CPU>`, `G <segments> <monotonic ns>`, `M <what>` (a mismatch),
 //! `E <error>`.
 
 use std::io::Write;
@@ -77,9 +77,10 @@ fn attachment(
     verified: &mut u64,
 ) -> anyhow::Result<()> {
     let out = std::io::stdout();
-    let t = monotonic_ns();
+    let (t, waited) = (monotonic_ns(), runqueue_ns());
     let mut ring = RingBroker::request(&a.socket, 32, 1)?.enable()?;
-    writeln!(out.lock(), "A {}", (monotonic_ns() - t) / 1000)?;
+    let (took, waited) = (monotonic_ns() - t, runqueue_ns().saturating_sub(waited));
+    writeln!(out.lock(), "A {} {}", took / 1000, waited / 1000)?;
     let view = ring.memory().expect("a handed ring has a view").clone();
     let base = a.slot * SLOT_BYTES;
     for _ in 0..a.ops {
@@ -109,6 +110,15 @@ fn attachment(
         }
     }
     Ok(())
+}
+
+/// Nanoseconds this thread has waited in a run queue for a CPU (the
+/// second field of /proc/thread-self/schedstat; 0 where it is missing).
+fn runqueue_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|w| w.parse().ok()))
+        .unwrap_or(0)
 }
 
 /// A fixed write from the first segment of the newest growth this client

@@ -56,6 +56,12 @@ pub struct BrokerOptions {
     /// default: never). Needs rings that follow the pool
     /// ([`BrokerOptions::follow_growth`]).
     pub shrink_idle: Option<Duration>,
+    /// The nice value of the serving thread (`None`, the default: as the
+    /// thread that started the broker). A daemon whose clients keep the
+    /// CPUs busy answers them sooner with a negative value (`ringpool
+    /// serve --nice`, BENCHMARKS.md section 16); it needs CAP_SYS_NICE,
+    /// and the broker serves anyway (with a warning) without it.
+    pub nice: Option<i32>,
 }
 
 impl Default for BrokerOptions {
@@ -69,6 +75,7 @@ impl Default for BrokerOptions {
             max_rings_per_client: u32::MAX,
             grow_to: 0,
             shrink_idle: None,
+            nice: None,
         }
     }
 }
@@ -322,6 +329,12 @@ struct Server {
 
 impl Server {
     fn run(mut self) {
+        if let Some(nice) = self.opts.nice {
+            match sys::os::set_thread_nice(nice) {
+                Ok(()) => tracing::debug!(nice, "ring broker thread reniced"),
+                Err(e) => tracing::warn!(nice, "ring broker: cannot set the serving thread's nice value: {e}"),
+            }
+        }
         loop {
             if self.stop.load(Ordering::Acquire) && self.listener.is_some() {
                 self.listener = None;

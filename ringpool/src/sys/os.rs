@@ -323,6 +323,20 @@ pub(crate) unsafe fn in_scratch_user(memlock: u64, uid: u32, f: impl FnOnce() ->
     wait_child(pid)
 }
 
+/// Sets the calling thread's nice value (`setpriority(PRIO_PROCESS, tid)`:
+/// on Linux it applies to one thread). Raising the priority (a negative
+/// value) needs CAP_SYS_NICE or a high enough RLIMIT_NICE.
+pub(crate) fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid takes no arguments.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    let tid = libc::id_t::try_from(tid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: setpriority takes integers, no pointers.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Duplicates descriptor `fd` of process `pid` into this one
 /// (`pidfd_open` + `pidfd_getfd`, Linux 5.6+; needs ptrace access to it:
 /// the same user). The copy is close-on-exec.
