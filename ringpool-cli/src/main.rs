@@ -32,9 +32,17 @@ enum Cmd {
     Plan(plan::PlanArgs),
     /// A daemon that owns one shared pool and hands rings to client processes (--status: its state).
     Serve(serve::ServeArgs),
+    /// Holds one handed ring (descriptor 3) until its client took it: `ringpool serve` starts one per ring.
+    #[command(hide = true)]
+    HoldRing,
 }
 
 fn main() {
+    // A ring holder (started per handed ring by `ringpool serve`) needs
+    // none of the rest: it starts as fast as it can.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "hold-ring") {
+        serve::hold_ring();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RINGPOOL_LOG")
@@ -49,6 +57,7 @@ fn main() {
         Cmd::Soak(args) => soak::run(&args),
         Cmd::Plan(args) => plan::run(&args),
         Cmd::Serve(args) => serve::run(&args),
+        Cmd::HoldRing => serve::hold_ring(),
     };
     if let Err(e) = result {
         // ringpool's errors already include their OS cause in their text:

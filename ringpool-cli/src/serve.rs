@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ringpool::handover::{BrokerOptions, RingBroker};
+use ringpool::handover::{BrokerOptions, RingBroker, RingHolder};
 use ringpool::stats::BrokerStatus;
 use ringpool::types::{parse_size, Bytes, PagePolicy};
 use ringpool::{BufferTable, IoMemory, MemoryOptions, TableOptions};
@@ -41,9 +41,9 @@ pub struct ServeArgs {
     /// lease segments than are free (default: the pool never grows).
     #[arg(long, value_parser = parse_size)]
     pub grow_to: Option<u64>,
-    /// Mode of the socket file (octal). Clients must run as the daemon's
-    /// user whatever the mode: they duplicate the ring's fd from the daemon
-    /// with pidfd_getfd, and the daemon refuses other users.
+    /// Mode of the socket file (octal): 600, this user only; 660 with
+    /// --allow-gid; 666 with --allow-uid of users outside that group. The
+    /// daemon still checks every peer's user (SO_PEERCRED).
     #[arg(long, default_value = "600", value_parser = parse_mode)]
     pub mode: u32,
     /// Most rings one client connection may get.
@@ -75,6 +75,24 @@ pub struct ServeArgs {
     /// serves at its own nice value without it).
     #[arg(long, default_value_t = -20, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub nice: i32,
+    /// Serve processes of this user too (repeatable, or comma-separated;
+    /// the daemon must run as root). Give the socket a --mode they can
+    /// open. Clients of allowed users get the pool's memory like any
+    /// other: allow only users who may reach each other's memory.
+    #[arg(long = "allow-uid", value_delimiter = ',')]
+    pub allow_uid: Vec<u32>,
+    /// Serve processes of this group too (their primary or a
+    /// supplementary group; repeatable). The socket's group becomes the
+    /// first one: with --mode 660 only they (and this user) can open it.
+    #[arg(long = "allow-gid", value_delimiter = ',')]
+    pub allow_gid: Vec<u32>,
+    /// Hand every ring through a `ringpool hold-ring` process (clients of
+    /// other users always get theirs so) and make the daemon non-dumpable:
+    /// a client of the daemon's own user then cannot reach the daemon
+    /// (ptrace, its memory, its descriptors). Costs each attachment an
+    /// exec (BENCHMARKS.md section 16).
+    #[arg(long)]
+    pub hold_every_ring: bool,
     /// With --status: one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -107,6 +125,10 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
     let (mem, table) = build_pool(a, pool, broker_opts.grow_to)?;
     let broker = RingBroker::serve(&table, &a.socket, &broker_opts)
         .with_context(|| format!("serve on {}", a.socket.display()))?;
+    if let Some(&gid) = a.allow_gid.first() {
+        std::os::unix::fs::chown(&a.socket, None, Some(gid))
+            .with_context(|| format!("give the socket {} to group {gid}", a.socket.display()))?;
+    }
     eprintln!(
         "ringpool serve: {} of {} pages in {} segments, registered once; socket {} (mode {:o}); pid {}",
         Bytes(mem.len()),
@@ -179,6 +201,13 @@ fn options(a: &ServeArgs, pool: u64) -> anyhow::Result<BrokerOptions> {
         max_rings_per_client: a.max_rings_per_client,
         grow_to,
         nice: Some(a.nice),
+        holder: {
+            let exe = std::env::current_exe().context("find this program, the ring holder")?;
+            Some(RingHolder { program: exe, args: vec!["hold-ring".into()] })
+        },
+        hold_every_ring: a.hold_every_ring,
+        allow_uids: a.allow_uid.clone(),
+        allow_gids: a.allow_gid.clone(),
     })
 }
 
@@ -277,4 +306,11 @@ fn print_status(s: &BrokerStatus, json: bool) -> anyhow::Result<()> {
         println!("  client pid {:>8}: {} ring(s), lease segments {:?}", c.pid, c.rings, c.lease_segments);
     }
     Ok(())
+}
+
+/// `ringpool hold-ring`: started by the daemon for one handed ring, which
+/// it holds as descriptor 3 (and nothing else) until its client has
+/// duplicated it ([`RingHolder::hold`]).
+pub fn hold_ring() -> ! {
+    RingHolder::hold()
 }

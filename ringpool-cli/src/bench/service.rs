@@ -51,6 +51,10 @@ pub struct ServiceArgs {
     /// daemon's default).
     #[arg(long, default_value_t = -20, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub daemon_nice: i32,
+    /// Start the daemon with `--hold-every-ring` (clients duplicate their
+    /// rings from a holder process per ring, not from the daemon).
+    #[arg(long)]
+    pub hold_every_ring: bool,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +92,8 @@ pub struct ServiceReport {
     pub attach_less_runqueue_p99_us: f64,
     /// The nice value the daemon's serving thread ran at (`--daemon-nice`).
     pub daemon_nice: i32,
+    /// Rings went through a holder process each (`--hold-every-ring`).
+    pub ring_holders: bool,
     pub killed: u64,
     pub reclaimed_segments: u64,
     pub mismatches: u64,
@@ -259,6 +265,7 @@ pub fn run(a: &ServiceArgs) -> anyhow::Result<()> {
         attach_less_runqueue_p50_us: pct(&less, 0.5),
         attach_less_runqueue_p99_us: pct(&less, 0.99),
         daemon_nice: a.daemon_nice,
+        ring_holders: a.hold_every_ring,
         killed: run.killed_pids.len() as u64,
         reclaimed_segments: reclaimed,
         mismatches: r.mismatches,
@@ -435,6 +442,7 @@ fn start_daemon(a: &ServiceArgs, (pool, seg, grow_to): (u64, u64, u64), dir: &Pa
         .args(["serve", "--pool", &pool.to_string(), "--segment-size", &seg.to_string()])
         .args(["--grow-to", &grow_to.to_string(), "--page", &a.page, "--drain", "2"])
         .args(["--shrink-idle", &a.shrink_idle.to_string(), "--nice", &a.daemon_nice.to_string()])
+        .args(a.hold_every_ring.then_some("--hold-every-ring"))
         .args(["--max-clients", &(a.clients * 4 + 16).to_string(), "--socket"])
         .arg(&socket)
         .stdout(Stdio::null())

@@ -62,6 +62,80 @@ pub struct BrokerOptions {
     /// serve --nice`, BENCHMARKS.md section 16); it needs CAP_SYS_NICE,
     /// and the broker serves anyway (with a warning) without it.
     pub nice: Option<i32>,
+    /// A program that holds a ring handed out until its client has
+    /// duplicated it ([`RingHolder`]), running as the client's user: how
+    /// a client of another user ([`BrokerOptions::allow_uids`]) gets its
+    /// ring at all. `None` (the default): clients duplicate rings from this
+    /// process, which they need ptrace access to (the same user).
+    pub holder: Option<RingHolder>,
+    /// Hand the rings of this process's own user through the holder too,
+    /// and make this process non-dumpable: then no client of its user (but
+    /// root) can ptrace it, read its memory or duplicate its descriptors.
+    /// A holder costs each attachment an exec (1-2 ms of CPU here).
+    /// Default `false`.
+    pub hold_every_ring: bool,
+    /// Users besides the broker's own whose processes it serves (their
+    /// rings' holders run as them): needs a holder and a broker running as
+    /// root. Clients of these users get the pool's memfds and its table like
+    /// any other: allow only users who may reach each other's memory.
+    pub allow_uids: Vec<u32>,
+    /// Groups (a peer's primary or supplementary group, SO_PEERCRED and
+    /// SO_PEERGROUPS) whose processes it serves, as `allow_uids`.
+    pub allow_gids: Vec<u32>,
+}
+
+/// The program a [`RingBroker`] starts for each ring it hands out, which
+/// holds the ring's fd (descriptor 3) for its client to duplicate: a
+/// program whose first act is [`RingHolder::hold`] (`ringpool hold-ring`
+/// is one; `ringpool serve` uses its own binary). It gets the ring, a pipe
+/// from the broker as standard input, and nothing else of the broker's:
+/// no other descriptor, no environment, none of its memory (a
+/// `posix_spawn`, then the exec). For a client of another user the broker
+/// adds `--uid U --gid G`, and the holder drops to that user.
+#[derive(Debug, Clone)]
+pub struct RingHolder {
+    /// The program (an absolute path; it is exec'd, not looked up).
+    pub program: PathBuf,
+    /// Its arguments (before the `--uid`/`--gid` the broker adds).
+    pub args: Vec<std::ffi::OsString>,
+}
+
+impl RingHolder {
+    /// The holder's side, in the process a broker started: reads `--uid U
+    /// --gid G` from its arguments (drops to that user, without
+    /// supplementary groups), becomes dumpable so that its client may
+    /// duplicate the ring, dies with the broker, and waits until the
+    /// broker stops it or closes its standard input (at most 30 s). Exits
+    /// with 1 when it cannot drop to the user or its arguments are wrong.
+    pub fn hold() -> ! {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let value = |flag: &str| -> Option<Option<u32>> {
+            match args.iter().position(|a| a == flag) {
+                None => Some(None),
+                Some(i) => args.get(i + 1).and_then(|v| v.to_str()).and_then(|v| v.parse().ok()).map(Some),
+            }
+        };
+        let creds = match (value("--uid"), value("--gid")) {
+            (Some(None), Some(None)) => None,
+            (Some(Some(uid)), Some(Some(gid))) => Some((uid, gid)),
+            _ => {
+                eprintln!("ring holder: --uid and --gid go together, with numbers");
+                std::process::exit(1)
+            }
+        };
+        if let Err(e) = sys::holder::become_holder(creds) {
+            eprintln!("ring holder: {e}");
+            std::process::exit(1);
+        }
+        let _ = std::thread::Builder::new().spawn(|| {
+            std::thread::sleep(Duration::from_secs(30));
+            std::process::exit(0);
+        });
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin().lock();
+        while !matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(0) | Err(_)) {}
+        std::process::exit(0)
+    }
 }
 
 impl Default for BrokerOptions {
@@ -76,6 +150,10 @@ impl Default for BrokerOptions {
             grow_to: 0,
             shrink_idle: None,
             nice: None,
+            holder: None,
+            hold_every_ring: false,
+            allow_uids: Vec::new(),
+            allow_gids: Vec::new(),
         }
     }
 }
@@ -128,14 +206,25 @@ impl std::fmt::Debug for RingBroker {
     }
 }
 
+/// A ring sent and not yet acknowledged, and its holder.
+struct Sent {
+    /// Keeps the ring's fd open here (with no holder, the client
+    /// duplicates it from here).
+    _ring: HandedRing,
+    holder: Option<sys::holder::Holder>,
+}
+
 struct Client {
     stream: UnixStream,
     /// The lease segments this connection holds.
     reservation: Option<SegmentReservation>,
     /// Rings sent and not yet acknowledged: their fds stay open here until
     /// the client has duplicated them (pidfd_getfd).
-    sent: Vec<HandedRing>,
+    sent: Vec<Sent>,
     pid: u32,
+    /// Its user and group (SO_PEERCRED).
+    uid: u32,
+    gid: u32,
     /// Rings handed to it.
     rings: u32,
 }
@@ -153,6 +242,35 @@ impl RingBroker {
             return Err(Error::NotShared);
         }
         crate::ring::check_depth(opts.max_entries)?;
+        if !(opts.allow_uids.is_empty() && opts.allow_gids.is_empty()) {
+            if opts.holder.is_none() {
+                return Err(Error::invalid(
+                    "allowed users",
+                    format!("uids {:?}, gids {:?}", opts.allow_uids, opts.allow_gids),
+                    "a client of another user can take its ring only from a holder of its own user: set a holder",
+                ));
+            }
+            if sys::socket::euid() != 0 {
+                return Err(Error::invalid(
+                    "allowed users",
+                    format!("uids {:?}, gids {:?}", opts.allow_uids, opts.allow_gids),
+                    "only a broker running as root can start a ring holder as another user",
+                ));
+            }
+        }
+        if let Some(h) = &opts.holder {
+            if !h.program.is_absolute() {
+                return Err(Error::invalid("ring holder", h.program.display(), "an absolute path"));
+            }
+        }
+        if opts.hold_every_ring {
+            if opts.holder.is_none() {
+                return Err(Error::invalid("hold_every_ring", true, "it needs a holder"));
+            }
+            // Clients take their rings from the holders: none needs to
+            // reach this process, and none of its user may.
+            sys::holder::make_undumpable().map_err(|e| Error::os("make the broker's process non-dumpable", e))?;
+        }
         let path = path.as_ref().to_path_buf();
         let at =
             |op: &'static str, e: std::io::Error| Error::Io { op, path: Some(path.clone()), offset: None, source: e };
@@ -183,6 +301,7 @@ impl RingBroker {
             wake: wake.clone(),
             counters: counters.clone(),
             idle: super::idle_shrink::IdleShrink::new(table.template.entries()),
+            stopped_holders: Vec::new(),
         };
         let thread = match std::thread::Builder::new().name("ringpool-broker".into()).spawn(move || server.run()) {
             Ok(t) => t,
@@ -325,6 +444,8 @@ struct Server {
     counters: Arc<Counters>,
     /// Shrinks the pool back when its grown tail is idle.
     idle: super::idle_shrink::IdleShrink,
+    /// Ring holders stopped and not yet reaped.
+    stopped_holders: Vec<sys::holder::Holder>,
 }
 
 impl Server {
@@ -340,7 +461,12 @@ impl Server {
                 self.listener = None;
                 let _ = std::fs::remove_file(&self.path);
                 // Connections without leases have nothing to keep.
-                self.clients.retain(|c| c.reservation.is_some());
+                let (keep, gone): (Vec<Client>, Vec<Client>) =
+                    std::mem::take(&mut self.clients).into_iter().partition(|c| c.reservation.is_some());
+                self.clients = keep;
+                for s in gone.into_iter().flat_map(|c| c.sent) {
+                    self.stop_holder(s.holder);
+                }
                 self.counters.clients.store(self.clients.len() as u64, Ordering::Relaxed);
                 self.counters.closed.store(true, Ordering::Release);
                 tracing::info!(path = %self.path.display(), holding = self.clients.len(), "ring broker stopped");
@@ -370,7 +496,10 @@ impl Server {
             // Clients first (indices stay valid), from the back.
             for i in (0..self.clients.len()).rev() {
                 if ready[first_client + i] && !self.serve_client(i) {
-                    let c = self.clients.swap_remove(i);
+                    let mut c = self.clients.swap_remove(i);
+                    for s in c.sent.drain(..) {
+                        self.stop_holder(s.holder);
+                    }
                     tracing::debug!(pid = c.pid, leases = ?c.reservation.as_ref().map(|r| r.segments()), "broker client gone");
                     // Its rings that followed growth go too.
                     self.table.template.followers.prune();
@@ -381,7 +510,29 @@ impl Server {
             }
             self.counters.clients.store(self.clients.len() as u64, Ordering::Relaxed);
             self.shrink_if_idle();
+            // Holders stopped earlier that have exited by now.
+            self.stopped_holders.retain(|h| !h.try_reap());
         }
+    }
+
+    /// Stops a ring holder (its client took the ring, or is gone); it is
+    /// reaped once it has exited.
+    fn stop_holder(&mut self, holder: Option<sys::holder::Holder>) {
+        if let Some(h) = holder {
+            h.kill();
+            if !h.try_reap() {
+                self.stopped_holders.push(h);
+            }
+        }
+    }
+
+    /// Whether a peer of another user than the broker's may be served.
+    fn allowed(&self, stream: &UnixStream, uid: u32, gid: u32) -> bool {
+        let (uids, gids) = (&self.opts.allow_uids, &self.opts.allow_gids);
+        uids.contains(&uid)
+            || gids.contains(&gid)
+            || (!gids.is_empty()
+                && sys::holder::peer_groups(stream.as_fd()).is_ok_and(|g| g.iter().any(|g| gids.contains(g))))
     }
 
     /// Takes the quotas [`RingBroker::set_quotas`] left.
@@ -435,7 +586,7 @@ impl Server {
                     return;
                 }
             };
-            let (pid, uid, _) = match sys::socket::peer_cred(stream.as_fd()) {
+            let (pid, uid, gid) = match sys::socket::peer_cred(stream.as_fd()) {
                 Ok(c) => c,
                 Err(e) => {
                     self.refuse(&stream, 0, &format!("cannot read the peer's credentials: {e}"));
@@ -443,11 +594,16 @@ impl Server {
                 }
             };
             let me = sys::socket::euid();
-            if uid != me {
+            if uid != me && !self.allowed(&stream, uid, gid) {
+                let others = if self.opts.allow_uids.is_empty() && self.opts.allow_gids.is_empty() {
+                    " only".to_string()
+                } else {
+                    format!(", uids {:?} and gids {:?}", self.opts.allow_uids, self.opts.allow_gids)
+                };
                 self.refuse(
                     &stream,
                     pid,
-                    &format!("peer process {pid} runs as uid {uid}; this broker serves uid {me} only"),
+                    &format!("peer process {pid} runs as uid {uid} gid {gid}; this broker serves uid {me}{others}"),
                 );
                 continue;
             }
@@ -467,7 +623,7 @@ impl Server {
                 tracing::warn!("ring broker: {e}");
                 continue;
             }
-            self.clients.push(Client { stream, reservation: None, sent: Vec::new(), pid, rings: 0 });
+            self.clients.push(Client { stream, reservation: None, sent: Vec::new(), pid, uid, gid, rings: 0 });
         }
     }
 
@@ -489,7 +645,8 @@ impl Server {
         let mut rest = &bytes[..];
         while let Some(r) = rest.strip_prefix(super::ACK) {
             if !self.clients[i].sent.is_empty() {
-                self.clients[i].sent.remove(0);
+                let s = self.clients[i].sent.remove(0);
+                self.stop_holder(s.holder);
             }
             rest = r;
         }
@@ -564,8 +721,27 @@ impl Server {
         }
         // A pool at its largest has no growth to follow.
         let mut handed = self.table.handover_reserved(q.entries, reservation, self.opts.follow_growth)?;
+        let c = &self.clients[i];
+        let other_user = c.uid != sys::socket::euid();
+        let holder = match &self.opts.holder {
+            Some(h) if other_user || self.opts.hold_every_ring => {
+                // As the client's user when it is not the broker's (root's).
+                let creds = other_user.then_some((c.uid, c.gid));
+                let started = std::time::Instant::now();
+                let child = sys::holder::spawn_holder(&h.program, &h.args, handed.fd.as_fd(), creds).map_err(|e| {
+                    Error::Io { op: "start the ring holder", path: Some(h.program.clone()), offset: None, source: e }
+                })?;
+                tracing::trace!(took = ?started.elapsed(), holder = child.id(), "ring holder started");
+                handed.msg.holder = child.id();
+                Some(child)
+            }
+            _ => None,
+        };
+        if let Err(e) = handed.send(&c.stream) {
+            self.stop_holder(holder);
+            return Err(e);
+        }
         let c = &mut self.clients[i];
-        handed.send(&c.stream)?;
         // The client holds the growth channel now: the owner's copy of its
         // end would keep it open after the client is gone.
         drop(handed.growth.take());
@@ -573,7 +749,7 @@ impl Server {
         // The connection holds the lease segments; the ring's fd and the
         // memfds sent are closed here.
         c.reservation = handed.reservation.take().map(|(r, _token)| r);
-        c.sent.push(handed);
+        c.sent.push(Sent { _ring: handed, holder });
         c.rings += 1;
         self.counters.served.fetch_add(1, Ordering::Relaxed);
         Ok(())

@@ -31,7 +31,7 @@ mod idle_shrink;
 mod status;
 pub(crate) mod wire;
 
-pub use broker::{BrokerOptions, RingBroker};
+pub use broker::{BrokerOptions, RingBroker, RingHolder};
 
 /// What a receiver answers once it duplicated a sent ring's fd.
 pub(crate) const ACK: &[u8] = b"A";
@@ -260,7 +260,7 @@ impl BufferTable {
         tracing::debug!(owner, ?leases, segments = layout.segs.len(), "ring set up for another process");
         Ok(HandedRing {
             fd,
-            msg: wire::Message { params, layout, leases, owner, ring_fd: -1, follows_growth: follow_growth },
+            msg: wire::Message { params, layout, leases, owner, ring_fd: -1, follows_growth: follow_growth, holder: 0 },
             memfds,
             ids: None,
             token,
@@ -426,7 +426,11 @@ impl HandedRing {
             return Err(Error::BadHandover { reason: "the lease token went to the view that leases".into() });
         }
         let mut msg = self.msg.clone();
-        msg.ring_fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
+        // A holder has it as descriptor 3 (sys::holder).
+        msg.ring_fd = match msg.holder {
+            0 => std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+            _ => sys::holder::HOLDER_FD,
+        };
         let bytes = wire::encode(&msg);
         let mut fds: Vec<std::os::fd::BorrowedFd<'_>> = self.memfds.iter().map(|f| f.as_fd()).collect();
         if !self.msg.leases.is_empty() {
@@ -474,11 +478,40 @@ impl HandedRing {
         }
         let msg = wire::decode(&bytes).map_err(|reason| Error::BadHandover { reason })?;
         let (memfds, token, growth) = Self::split_fds(&msg, fds)?;
-        let (peer, _, _) = sys::socket::peer_cred(sock.as_fd())
-            .map_err(|e| Error::BadHandover { reason: format!("the sender's credentials: {e}") })?;
-        let fd = sys::os::pull_fd(peer, msg.ring_fd).map_err(|e| Error::BadHandover {
-            reason: format!("duplicating the ring's fd {} from process {peer}: {e}", msg.ring_fd),
+        // From the sender, or from the ring holder a broker started for
+        // this ring (sys::holder).
+        let from = match msg.holder {
+            0 => {
+                sys::socket::peer_cred(sock.as_fd())
+                    .map_err(|e| Error::BadHandover { reason: format!("the sender's credentials: {e}") })?
+                    .0
+            }
+            holder => holder,
+        };
+        let started = std::time::Instant::now();
+        let fd = loop {
+            match sys::os::pull_fd(from, msg.ring_fd) {
+                // A holder started as root for this user is not ours until
+                // it has dropped to it (its first act).
+                Err(e)
+                    if msg.holder != 0
+                        && e.raw_os_error() == Some(libc::EPERM)
+                        && started.elapsed() < std::time::Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+                r => break r,
+            }
+        }
+        .map_err(|e| Error::BadHandover {
+            reason: format!(
+                "duplicating the ring's fd {} from process {from}{}: {e}",
+                msg.ring_fd,
+                if msg.holder == 0 { "" } else { " (the broker's ring holder)" }
+            ),
         })?;
+        // (enable checks it is an io_uring: a holder that died and whose
+        // pid came back would have another file there.)
         // The sender may close its copy now (a failed answer only keeps it
         // open longer).
         let _ = sys::socket::send_with_fds(sock.as_fd(), ACK, &[]);

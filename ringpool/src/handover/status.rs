@@ -100,9 +100,17 @@ impl super::RingBroker {
     pub fn status(path: impl AsRef<Path>) -> Result<BrokerStatus> {
         let path = path.as_ref();
         let stream = Self::connect(path)?;
-        sys::socket::send_with_fds(stream.as_fd(), ASK, &[]).map_err(|e| Error::os("ask the broker's status", e))?;
-        let (mut bytes, _fds) = sys::socket::recv_with_fds(stream.as_fd(), MAX_ANSWER)
-            .map_err(|e| Error::os("read the broker's status", e))?;
+        // A broker that refuses the connection says why, then closes it (the
+        // question may meet the closed end): the reason comes first.
+        let asked = sys::socket::send_with_fds(stream.as_fd(), ASK, &[]);
+        let received = sys::socket::recv_with_fds(stream.as_fd(), MAX_ANSWER);
+        if let Ok((bytes, _)) = &received {
+            if let Some(reason) = super::wire::refusal(bytes) {
+                return Err(Error::PeerRefused { reason });
+            }
+        }
+        asked.map_err(|e| Error::os("ask the broker's status", e))?;
+        let (mut bytes, _fds) = received.map_err(|e| Error::os("read the broker's status", e))?;
         if let Some(reason) = super::wire::refusal(&bytes) {
             return Err(Error::PeerRefused { reason });
         }

@@ -8,6 +8,7 @@
 //! | maps u16 | map len u64 ...
 //! | segments u16 | (index u16, map u16, map_off u64, len u64, addr u64) ...
 //! | lease_start u16 | lease_end u16 | owner u32 | ring_fd i32 | flags u32
+//! | holder u32
 //! ```
 //! `flags` bit 0: the ring follows the pool's growth. The descriptors
 //! travel in the same message: one memfd per mapping, in order, then the
@@ -15,7 +16,9 @@
 //! the growth channel (a SOCK_SEQPACKET socket) when the ring follows growth. The ring's own fd cannot travel (Linux refuses io_uring fds
 //! in SCM_RIGHTS since 6.7): `ring_fd` is its number in the sender, which
 //! the receiver duplicates with `pidfd_getfd` (same user) while the sender
-//! keeps it open, then acknowledges with one byte.
+//! keeps it open, then acknowledges with one byte. `holder`, when not 0, is
+//! the process to duplicate it from instead of the sender (a broker's ring
+//! holder, `sys::holder`), where it is descriptor `ring_fd`.
 
 use std::ops::Range;
 
@@ -26,7 +29,7 @@ use crate::memory::{MapDesc, SegDesc};
 use crate::types::PageKind;
 
 const MAGIC: &[u8; 4] = b"RPH1";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 /// `flags` bit: the ring follows the pool's growth (a channel follows).
 const FOLLOWS_GROWTH: u32 = 1;
 /// Largest message accepted: 16384 segments of 28 bytes, and the rest.
@@ -46,6 +49,9 @@ pub(crate) struct Message {
     pub ring_fd: i32,
     /// The ring follows the pool's growth: its growth channel travels last.
     pub follows_growth: bool,
+    /// The process that holds the ring's fd for the receiver to duplicate
+    /// (0: the sender).
+    pub holder: u32,
 }
 
 impl Message {
@@ -72,6 +78,7 @@ pub(crate) fn encode(m: &Message) -> Vec<u8> {
     v.extend_from_slice(&m.owner.to_le_bytes());
     v.extend_from_slice(&m.ring_fd.to_le_bytes());
     v.extend_from_slice(&(if m.follows_growth { FOLLOWS_GROWTH } else { 0 }).to_le_bytes());
+    v.extend_from_slice(&m.holder.to_le_bytes());
     // At most MAX_MESSAGE bytes (Layout::check bounds the counts).
     let total = v.len() as u32;
     v[6..10].copy_from_slice(&total.to_le_bytes());
@@ -117,6 +124,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Message, String> {
     if flags & !FOLLOWS_GROWTH != 0 {
         return Err(format!("unknown flags {flags:#x}"));
     }
+    let holder = r.u32("holder")?;
     if r.at != b.len() {
         return Err(format!("{} bytes after the end of the message", b.len() - r.at));
     }
@@ -124,7 +132,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Message, String> {
     if leases.start > leases.end || usize::from(leases.end) > layout.segs.len() {
         return Err(format!("lease segments {leases:?} of a pool of {} segments", layout.segs.len()));
     }
-    Ok(Message { params, layout, leases, owner, ring_fd, follows_growth: flags & FOLLOWS_GROWTH != 0 })
+    Ok(Message { params, layout, leases, owner, ring_fd, follows_growth: flags & FOLLOWS_GROWTH != 0, holder })
 }
 
 /// What a process asks a ring broker for: `"RPQ1" | version u16 | entries
@@ -260,6 +268,7 @@ mod tests {
             owner: 4242,
             ring_fd: 7,
             follows_growth: false,
+            holder: 0,
         }
     }
 
@@ -273,8 +282,10 @@ mod tests {
         assert_eq!(m.fds(), 3, "and the growth channel");
         let mut b = encode(&m);
         let n = b.len();
-        b[n - 4] = 2;
+        b[n - 8] = 2;
         assert!(decode(&b).unwrap_err().contains("unknown flags"));
+        let m = Message { holder: 31337, ..message() };
+        assert_eq!(decode(&encode(&m)).unwrap(), m, "the holder's pid travels");
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //! - [`socket`]: messages with descriptors (SCM_RIGHTS) in buffers sized
 //!   with `CMSG_SPACE`; received descriptors are owned at once.
 //! - [`send`]: a thread's ring dropped by another thread only when idle.
+//! - [`holder`]: the ring holder's setup between fork and exec makes only
+//!   async-signal-safe calls on integers.
 //!
 //! Nothing here imports the crate's upper layers: the modules above build
 //! on these, never the reverse.
@@ -29,6 +31,7 @@
 
 pub(crate) mod buf;
 pub(crate) mod handoff;
+pub(crate) mod holder;
 pub(crate) mod mmap;
 pub(crate) mod os;
 pub(crate) mod pid;

@@ -1,0 +1,190 @@
+//! `ringpool serve` and the users of its clients: a client of another user
+//! the daemon allows (`--allow-uid`) gets its ring from a holder process of
+//! its own user and does verified fixed I/O; a user not allowed is refused
+//! with the reason; and with `--hold-every-ring` a client of the daemon's
+//! own user cannot reach the daemon (duplicate its descriptors, open its
+//! memory), which the same probe does against a daemon without it.
+//!
+//! Run as root (CI does): the daemon and the clients switch users.
+
+use std::ffi::CString;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringpool_testkit::process::monotonic_ns;
+
+/// `nobody` on Debian, and a user id with no account.
+const NOBODY: u32 = 65534;
+const STRANGER: u32 = 65533;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn wait_for(path: &Path, daemon: &mut Daemon) {
+    let t = Instant::now();
+    while !path.exists() {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("the daemon exited ({status}): {err}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the daemon did not bind {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A directory in /var/tmp that user `uid` may use, with a 4 MiB data file
+/// anyone may read and write.
+fn shared_dir(uid: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::File::create(&data).unwrap().set_len(4 << 20).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    dir
+}
+
+/// One `bench service-client` as user `uid` for a second: attachments with
+/// verified fixed I/O. Returns its report lines.
+fn client_as(uid: u32, sock: &Path, data: &Path) -> Vec<String> {
+    let until = monotonic_ns() + 1_000_000_000;
+    let out = std::os::unix::process::CommandExt::gid(
+        std::os::unix::process::CommandExt::uid(&mut Command::new(env!("CARGO_BIN_EXE_ringpool")), uid),
+        uid,
+    )
+    .args(["bench", "service-client", "--slot", "0", "--initial-segments", "2", "--until-ns", &until.to_string()])
+    .arg("--socket")
+    .arg(sock)
+    .arg("--file")
+    .arg(data)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "the client failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+fn assert_clean_attachments(lines: &[String]) {
+    assert!(lines.iter().any(|l| l.starts_with("A ")), "no attachment: {lines:?}");
+    assert!(!lines.iter().any(|l| l.starts_with('M') || l.starts_with('E')), "{lines:?}");
+}
+
+/// A process of user `uid` tries to reach process `pid`: duplicate any of
+/// its first 64 descriptors (`pidfd_getfd`) or open its memory. Its exit
+/// code: 0 unreachable, 2 a descriptor duplicated, 3 its memory opened,
+/// 4 or 5 the probe could not start.
+fn probe_as(uid: u32, pid: u32) -> i32 {
+    let mem = CString::new(format!("/proc/{pid}/mem")).unwrap();
+    // SAFETY: the child makes only raw system calls on values prepared
+    // before the fork (no allocation, no lock) and ends with _exit.
+    unsafe {
+        let child = libc::fork();
+        assert!(child >= 0, "fork");
+        if child == 0 {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(uid, uid, uid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                libc::_exit(4);
+            }
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+            if pidfd < 0 {
+                libc::_exit(5);
+            }
+            for fd in 0..64 {
+                if libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) >= 0 {
+                    libc::_exit(2);
+                }
+            }
+            if libc::open(mem.as_ptr(), libc::O_RDONLY) >= 0 {
+                libc::_exit(3);
+            }
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(child, &mut status, 0), child);
+        libc::WEXITSTATUS(status)
+    }
+}
+
+fn serve(args: &[&str], sock: &Path, uid: Option<u32>) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringpool"));
+    cmd.args(["serve", "--pool", "4M", "--segment-size", "2M", "--page", "4k", "--nice", "0"])
+        .args(args)
+        .arg("--socket")
+        .arg(sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(uid) = uid {
+        std::os::unix::process::CommandExt::gid(std::os::unix::process::CommandExt::uid(&mut cmd, uid), uid);
+    }
+    let mut d = Daemon(cmd.spawn().unwrap());
+    wait_for(sock, &mut d);
+    d
+}
+
+#[test]
+fn an_allowed_user_gets_rings_through_a_holder_and_others_are_refused() {
+    if !is_root() {
+        // Switching users needs root: say so where it cannot run.
+        assert!(std::env::var_os("RINGPOOL_STRICT").is_none(), "RINGPOOL_STRICT: this test needs root");
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = shared_dir(NOBODY);
+    let sock = dir.path().join("pool.sock");
+    let _daemon = serve(&["--mode", "666", "--allow-uid", &NOBODY.to_string()], &sock, None);
+
+    let lines = client_as(NOBODY, &sock, &dir.path().join("data"));
+    assert_clean_attachments(&lines);
+
+    // A user not allowed: the connection is refused, with the reason.
+    let out = std::os::unix::process::CommandExt::gid(
+        std::os::unix::process::CommandExt::uid(&mut Command::new(env!("CARGO_BIN_EXE_ringpool")), STRANGER),
+        STRANGER,
+    )
+    .args(["serve", "--status", "--socket"])
+    .arg(&sock)
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("runs as uid {STRANGER}")) && err.contains("uids [65534]"), "{err}");
+}
+
+#[test]
+fn hold_every_ring_keeps_clients_of_the_daemons_user_from_reaching_it() {
+    if !is_root() {
+        assert!(std::env::var_os("RINGPOOL_STRICT").is_none(), "RINGPOOL_STRICT: this test needs root");
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // Daemon and clients run as nobody (not root, whom nothing stops).
+    let dir = shared_dir(NOBODY);
+    let data = dir.path().join("data");
+
+    // Without --hold-every-ring the probe reaches the daemon: the test can
+    // tell the difference.
+    let open_sock = dir.path().join("open.sock");
+    let open = serve(&[], &open_sock, Some(NOBODY));
+    assert_clean_attachments(&client_as(NOBODY, &open_sock, &data));
+    assert_eq!(probe_as(NOBODY, open.0.id()), 2, "a client of its user duplicates the daemon's descriptors");
+    drop(open);
+
+    let sock = dir.path().join("held.sock");
+    let held = serve(&["--hold-every-ring"], &sock, Some(NOBODY));
+    assert_clean_attachments(&client_as(NOBODY, &sock, &data));
+    assert_eq!(probe_as(NOBODY, held.0.id()), 0, "a client of its user reached the daemon");
+}
