@@ -118,6 +118,10 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let pool = a.pool.context("--pool is required")?;
+    if a.hold_every_ring {
+        // Before anything of the pool exists here.
+        RingBroker::make_undumpable()?;
+    }
     let mut broker_opts = options(a, pool)?;
     if let Some(path) = &a.quotas {
         broker_opts = read_quotas(path, &broker_opts, a.segment_size)?;
@@ -201,10 +205,9 @@ fn options(a: &ServeArgs, pool: u64) -> anyhow::Result<BrokerOptions> {
         max_rings_per_client: a.max_rings_per_client,
         grow_to,
         nice: Some(a.nice),
-        holder: {
-            let exe = std::env::current_exe().context("find this program, the ring holder")?;
-            Some(RingHolder { program: exe, args: vec!["hold-ring".into()] })
-        },
+        // This very binary, even if it is replaced or deleted meanwhile:
+        // /proc/self/exe of the spawned child is still the daemon's.
+        holder: Some(RingHolder { program: "/proc/self/exe".into(), args: vec!["hold-ring".into()] }),
         hold_every_ring: a.hold_every_ring,
         allow_uids: a.allow_uid.clone(),
         allow_gids: a.allow_gid.clone(),

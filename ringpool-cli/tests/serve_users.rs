@@ -119,9 +119,57 @@ fn probe_as(uid: u32, pid: u32) -> i32 {
     }
 }
 
+/// As user `uid`, asks the daemon at `sock` for a ring and, without taking
+/// it, looks at the holder the daemon started for it (python3: the
+/// handover message's last field is the holder's pid).
+fn inspect_holder_as(uid: u32, sock: &Path) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import json, os, socket, struct, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(b"RPQ1" + struct.pack("<HIH", 3, 32, 0))
+msg, fds, _, _ = socket.recv_fds(s, 1 << 16, 64)
+if msg.startswith(b"RPE1"):
+    sys.exit("refused: " + msg[4:].decode())
+total = struct.unpack("<I", msg[6:10])[0]
+while len(msg) < total:
+    msg += s.recv(total - len(msg))
+holder = struct.unpack("<I", msg[-4:])[0]
+deadline = time.time() + 5
+while True:
+    try:
+        status = open(f"/proc/{holder}/status").read()
+        uid = [l.split()[1:] for l in status.splitlines() if l.startswith("Uid:")][0]
+        if uid[0] != "0":
+            fds = sorted(int(f) for f in os.listdir(f"/proc/{holder}/fd"))
+            break
+    except (PermissionError, FileNotFoundError):
+        pass
+    if time.time() > deadline:
+        sys.exit(f"holder {holder} never became this user's")
+    time.sleep(0.01)
+field = lambda name: [l.split()[1:] for l in status.splitlines() if l.startswith(name)][0]
+stat = open(f"/proc/{holder}/stat").read()
+nice = stat[stat.rindex(")") + 2:].split()[16]
+memlock = [l.split()[3] for l in open(f"/proc/{holder}/limits") if l.startswith("Max locked memory")][0]
+print(json.dumps({"holder": holder, "fds": fds, "uid": field("Uid:"), "gid": field("Gid:"),
+    "groups": field("Groups:"), "nice": nice, "memlock": memlock,
+    "environ": open(f"/proc/{holder}/environ").read(), "ring": os.readlink(f"/proc/{holder}/fd/3")}))
+"#;
+    let mut cmd = Command::new("python3");
+    let out = std::os::unix::process::CommandExt::gid(std::os::unix::process::CommandExt::uid(&mut cmd, uid), uid)
+        .args(["-c", SCRIPT])
+        .arg(sock)
+        .output()
+        .expect("python3 (the README's test command needs it too)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn serve(args: &[&str], sock: &Path, uid: Option<u32>) -> Daemon {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringpool"));
-    cmd.args(["serve", "--pool", "4M", "--segment-size", "2M", "--page", "4k", "--nice", "0"])
+    cmd.args(["serve", "--pool", "4M", "--segment-size", "2M", "--page", "4k"])
+        .args(if args.contains(&"--nice") { &[][..] } else { &["--nice", "0"][..] })
         .args(args)
         .arg("--socket")
         .arg(sock)
@@ -145,10 +193,24 @@ fn an_allowed_user_gets_rings_through_a_holder_and_others_are_refused() {
     }
     let dir = shared_dir(NOBODY);
     let sock = dir.path().join("pool.sock");
-    let _daemon = serve(&["--mode", "666", "--allow-uid", &NOBODY.to_string()], &sock, None);
+    let _daemon = serve(&["--mode", "666", "--nice", "-20", "--allow-uid", &NOBODY.to_string()], &sock, None);
 
     let lines = client_as(NOBODY, &sock, &dir.path().join("data"));
     assert_clean_attachments(&lines);
+
+    // What the holder of a ring of that user has: only the ring and its
+    // stdio, that user's ids and no groups, and nothing of the daemon's
+    // priority or limits.
+    let h = inspect_holder_as(NOBODY, &sock);
+    eprintln!("the holder: {h}");
+    assert_eq!(h["fds"], serde_json::json!([0, 1, 2, 3]), "{h}");
+    assert_eq!(h["uid"], serde_json::json!(["65534", "65534", "65534", "65534"]), "{h}");
+    assert_eq!(h["gid"], serde_json::json!(["65534", "65534", "65534", "65534"]), "{h}");
+    assert_eq!(h["groups"], serde_json::json!([]), "{h}");
+    assert_eq!(h["nice"], "0", "the daemon's -20 stays with it: {h}");
+    assert_eq!(h["memlock"], "0", "{h}");
+    assert_eq!(h["environ"], "", "{h}");
+    assert_eq!(h["ring"], "anon_inode:[io_uring]", "{h}");
 
     // A user not allowed: the connection is refused, with the reason.
     let out = std::os::unix::process::CommandExt::gid(

@@ -115,25 +115,35 @@ impl RingHolder {
                 Some(i) => args.get(i + 1).and_then(|v| v.to_str()).and_then(|v| v.parse().ok()).map(Some),
             }
         };
+        let fail = |why: &dyn std::fmt::Display| -> ! {
+            eprintln!("ring holder: {why}");
+            std::process::exit(1)
+        };
         let creds = match (value("--uid"), value("--gid")) {
             (Some(None), Some(None)) => None,
             (Some(Some(uid)), Some(Some(gid))) => Some((uid, gid)),
-            _ => {
-                eprintln!("ring holder: --uid and --gid go together, with numbers");
-                std::process::exit(1)
-            }
+            _ => fail(&"--uid and --gid go together, with numbers"),
         };
-        if let Err(e) = sys::holder::become_holder(creds) {
-            eprintln!("ring holder: {e}");
-            std::process::exit(1);
+        let Some(Some(parent)) = value("--parent") else { fail(&"--parent PID is missing") };
+        if let Err(e) = sys::holder::become_holder(creds, parent) {
+            fail(&e);
         }
-        let _ = std::thread::Builder::new().spawn(|| {
+        let timer = std::thread::Builder::new().spawn(|| {
             std::thread::sleep(Duration::from_secs(30));
             std::process::exit(0);
         });
+        if let Err(e) = timer {
+            fail(&e);
+        }
         let mut sink = [0u8; 64];
         let mut stdin = std::io::stdin().lock();
-        while !matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(0) | Err(_)) {}
+        loop {
+            match std::io::Read::read(&mut stdin, &mut sink) {
+                Ok(0) => break,
+                Err(e) if e.kind() != std::io::ErrorKind::Interrupted => break,
+                _ => {}
+            }
+        }
         std::process::exit(0)
     }
 }
@@ -338,6 +348,17 @@ impl RingBroker {
         Ok(())
     }
 
+    /// Makes this process non-dumpable (`PR_SET_DUMPABLE` 0), as
+    /// [`BrokerOptions::hold_every_ring`] does when the broker starts: call
+    /// it first thing in a daemon that will hold every ring, before it maps
+    /// the pool (a process that attached to it before stays attached).
+    ///
+    /// # Errors
+    /// [`Error::Io`] from `prctl`.
+    pub fn make_undumpable() -> Result<()> {
+        sys::holder::make_undumpable().map_err(|e| Error::os("make this process non-dumpable", e))
+    }
+
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -446,6 +467,16 @@ struct Server {
     idle: super::idle_shrink::IdleShrink,
     /// Ring holders stopped and not yet reaped.
     stopped_holders: Vec<sys::holder::Holder>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // No holder outlives the serving thread, nor stays a zombie.
+        let sent = self.clients.iter_mut().flat_map(|c| c.sent.drain(..)).filter_map(|s| s.holder);
+        for h in sent.chain(self.stopped_holders.drain(..)) {
+            h.kill_and_reap();
+        }
+    }
 }
 
 impl Server {

@@ -489,16 +489,19 @@ impl HandedRing {
             holder => holder,
         };
         let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_micros(50);
         let fd = loop {
             match sys::os::pull_fd(from, msg.ring_fd) {
                 // A holder started as root for this user is not ours until
-                // it has dropped to it (its first act).
+                // it has dropped to it (its first act): a few tries, further
+                // and further apart (EPERM that lasts is a real refusal).
                 Err(e)
                     if msg.holder != 0
                         && e.raw_os_error() == Some(libc::EPERM)
                         && started.elapsed() < std::time::Duration::from_secs(2) =>
                 {
-                    std::thread::sleep(std::time::Duration::from_micros(100));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
                 }
                 r => break r,
             }

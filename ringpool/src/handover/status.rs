@@ -102,15 +102,19 @@ impl super::RingBroker {
         let stream = Self::connect(path)?;
         // A broker that refuses the connection says why, then closes it (the
         // question may meet the closed end): the reason comes first.
-        let asked = sys::socket::send_with_fds(stream.as_fd(), ASK, &[]);
-        let received = sys::socket::recv_with_fds(stream.as_fd(), MAX_ANSWER);
-        if let Ok((bytes, _)) = &received {
-            if let Some(reason) = super::wire::refusal(bytes) {
-                return Err(Error::PeerRefused { reason });
+        if let Err(e) = sys::socket::send_with_fds(stream.as_fd(), ASK, &[]) {
+            let closed = matches!(e.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET));
+            if closed {
+                if let Ok((bytes, _)) = sys::socket::recv_with_fds(stream.as_fd(), MAX_ANSWER) {
+                    if let Some(reason) = super::wire::refusal(&bytes) {
+                        return Err(Error::PeerRefused { reason });
+                    }
+                }
             }
+            return Err(Error::os("ask the broker's status", e));
         }
-        asked.map_err(|e| Error::os("ask the broker's status", e))?;
-        let (mut bytes, _fds) = received.map_err(|e| Error::os("read the broker's status", e))?;
+        let (mut bytes, _fds) = sys::socket::recv_with_fds(stream.as_fd(), MAX_ANSWER)
+            .map_err(|e| Error::os("read the broker's status", e))?;
         if let Some(reason) = super::wire::refusal(&bytes) {
             return Err(Error::PeerRefused { reason });
         }

@@ -23,10 +23,13 @@ use std::path::Path;
 /// The ring's descriptor number in the holder.
 pub(crate) const HOLDER_FD: i32 = 3;
 
-/// A running holder: its pid and the write end of its standard input.
+/// A running holder: its pid, a pidfd for it (signals go to that process,
+/// never to a later one with the same pid), and the write end of its
+/// standard input.
 #[derive(Debug)]
 pub(crate) struct Holder {
     pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
     _stdin: OwnedFd,
 }
 
@@ -35,11 +38,31 @@ impl Holder {
         self.pid as u32
     }
 
-    /// Sends it SIGKILL.
+    /// Sends it SIGKILL (through its pidfd).
     pub(crate) fn kill(&self) {
-        // SAFETY: kill takes integers; pid is our child, not yet reaped
-        // (reaping consumes the Holder).
-        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        if let Some(pidfd) = &self.pidfd {
+            // SAFETY: pidfd_send_signal with a pidfd we own and no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
+    }
+
+    /// Kills it and waits until it is reaped.
+    pub(crate) fn kill_and_reap(self) {
+        self.kill();
+        let mut status = 0;
+        // SAFETY: waitpid on our own child, status a valid out-parameter;
+        // ECHILD (reaped elsewhere) ends it too.
+        while unsafe { libc::waitpid(self.pid, &mut status, 0) } < 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
     }
 
     /// Whether it has exited (and is reaped now).
@@ -78,6 +101,11 @@ pub(crate) fn spawn_holder(
     for a in args {
         argv.push(cstring(a.as_bytes())?);
     }
+    // The holder checks that its parent is still this process.
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    argv.push(cstring(b"--parent")?);
+    argv.push(cstring(me.to_string().as_bytes())?);
     if let Some((uid, gid)) = creds {
         for a in ["--uid".to_string(), uid.to_string(), "--gid".to_string(), gid.to_string()] {
             argv.push(cstring(a.as_bytes())?);
@@ -135,35 +163,57 @@ pub(crate) fn spawn_holder(
         libc::posix_spawn_file_actions_destroy(&mut fa);
         libc::posix_spawnattr_destroy(&mut attr);
         r?;
-        Ok(Holder { pid, _stdin: write_end })
+        // Not reaped yet (only Holder reaps it): the pid is still this
+        // child's. Without a pidfd (pidfd_open failing) it is not signalled
+        // but still ends when its standard input closes.
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        let pidfd = (pidfd >= 0).then(|| OwnedFd::from_raw_fd(pidfd as RawFd));
+        Ok(Holder { pid, pidfd, _stdin: write_end })
     }
 }
 
-/// The holder's first act: drop to user `creds` (uid, gid; no
-/// supplementary groups) when given, become dumpable (so that its client,
-/// of that user, may duplicate its descriptor), and die with its parent.
-pub(crate) fn become_holder(creds: Option<(u32, u32)>) -> io::Result<()> {
-    let parent_before = {
-        // SAFETY: getppid has no preconditions.
-        unsafe { libc::getppid() }
-    };
-    // SAFETY: system calls with integer arguments (setgroups with none).
+/// The holder's first act: leave what it inherited from the broker's
+/// thread behind (its nice value, scheduling policy, working directory,
+/// umask, and limits: it may lock no memory and open few files; whoever may
+/// pull the ring may ptrace the holder, and make it do anything), drop to
+/// user `creds` (uid, gid; no supplementary groups) when given, become
+/// dumpable (so that its client may duplicate its descriptor), and die
+/// with its parent, `parent`, which must still be its parent.
+pub(crate) fn become_holder(creds: Option<(u32, u32)>, parent: u32) -> io::Result<()> {
+    let fail = || Err(io::Error::last_os_error());
+    let root = std::ffi::CString::new("/").expect("no NUL");
+    // SAFETY: system calls with integer arguments or pointers to values
+    // that live across the call (the path, the limits, the parameters).
     unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) != 0
+            || libc::setpriority(libc::PRIO_PROCESS, 0, 0) != 0
+            || libc::chdir(root.as_ptr()) != 0
+        {
+            return fail();
+        }
+        libc::umask(0o077);
+        for (resource, n) in [(libc::RLIMIT_MEMLOCK, 0), (libc::RLIMIT_NOFILE, 16), (libc::RLIMIT_CORE, 0)] {
+            let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+            if libc::setrlimit(resource, &lim) != 0 {
+                return fail();
+            }
+        }
         if let Some((uid, gid)) = creds {
             if libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setresgid(gid, gid, gid) != 0
                 || libc::setresuid(uid, uid, uid) != 0
             {
-                return Err(io::Error::last_os_error());
+                return fail();
             }
         }
         if libc::prctl(libc::PR_SET_DUMPABLE, 1 as libc::c_ulong, 0, 0, 0) < 0
             || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0
         {
-            return Err(io::Error::last_os_error());
+            return fail();
         }
-        // The parent may have died before the death signal was set.
-        if libc::getppid() != parent_before {
+        // The broker may have died before the death signal was set.
+        if libc::getppid() as u32 != parent {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
     }
