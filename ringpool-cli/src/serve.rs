@@ -306,7 +306,10 @@ fn print_status(s: &BrokerStatus, json: bool) -> anyhow::Result<()> {
         println!("daemon VmPin: {}", Bytes(kb * 1024));
     }
     for c in &s.clients {
-        println!("  client pid {:>8}: {} ring(s), lease segments {:?}", c.pid, c.rings, c.lease_segments);
+        println!(
+            "  client pid {:>8} (uid {}): {} ring(s), lease segments {:?}",
+            c.pid, c.uid, c.rings, c.lease_segments
+        );
     }
     Ok(())
 }

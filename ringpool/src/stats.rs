@@ -329,6 +329,9 @@ pub struct BrokerStatus {
 pub struct BrokerClient {
     /// The peer's process id (SO_PEERCRED at connect).
     pub pid: u32,
+    /// Its user (SO_PEERCRED at connect): the broker's own, or one it
+    /// allows ([`BrokerOptions::allow_uids`](crate::handover::BrokerOptions::allow_uids)).
+    pub uid: u32,
     /// Rings handed to it.
     pub rings: u32,
     /// The segments it leases from alone (empty: none).

@@ -27,11 +27,15 @@
 //! the same part for rings the broker served.
 
 mod broker;
+mod holder;
 mod idle_shrink;
+mod options;
 mod status;
 pub(crate) mod wire;
 
-pub use broker::{BrokerOptions, RingBroker, RingHolder};
+pub use broker::RingBroker;
+pub use holder::RingHolder;
+pub use options::BrokerOptions;
 
 /// What a receiver answers once it duplicated a sent ring's fd.
 pub(crate) const ACK: &[u8] = b"A";

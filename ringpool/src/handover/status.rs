@@ -3,9 +3,9 @@
 //! prints).
 //!
 //! ```text
-//! "RPT2" | total_len u32 | pid u32 | pool_bytes u64 | segments u16 | capacity u16
+//! "RPT3" | total_len u32 | pid u32 | pool_bytes u64 | segments u16 | capacity u16
 //! | served u64 | refused u64 | following u32 | growths u64 | shrinks u64 | shrink_timeouts u64
-//! | clients u32 | (pid u32, rings u32, lease_start u16, lease_end u16) ...
+//! | clients u32 | (pid u32, uid u32, rings u32, lease_start u16, lease_end u16) ...
 //! ```
 
 use std::os::fd::AsFd;
@@ -18,13 +18,13 @@ use crate::sys;
 
 /// What a client sends to ask for the status.
 pub(crate) const ASK: &[u8; 4] = b"RPS1";
-const ANSWER: &[u8; 4] = b"RPT2";
-/// Largest answer read: 1024 clients and the rest (more are cut).
-pub(crate) const MAX_ANSWER: usize = 64 + 12 * 4096;
+const ANSWER: &[u8; 4] = b"RPT3";
+/// Largest answer read: 4096 clients and the rest (more are cut).
+pub(crate) const MAX_ANSWER: usize = 64 + 16 * 4096;
 
 pub(crate) fn encode(s: &BrokerStatus) -> Vec<u8> {
     let clients = &s.clients[..s.clients.len().min(4096)];
-    let mut v = Vec::with_capacity(64 + 12 * clients.len());
+    let mut v = Vec::with_capacity(64 + 16 * clients.len());
     v.extend_from_slice(ANSWER);
     v.extend_from_slice(&0u32.to_le_bytes());
     v.extend_from_slice(&s.pid.to_le_bytes());
@@ -41,6 +41,7 @@ pub(crate) fn encode(s: &BrokerStatus) -> Vec<u8> {
     v.extend_from_slice(&(clients.len() as u32).to_le_bytes());
     for c in clients {
         v.extend_from_slice(&c.pid.to_le_bytes());
+        v.extend_from_slice(&c.uid.to_le_bytes());
         v.extend_from_slice(&c.rings.to_le_bytes());
         v.extend_from_slice(&c.lease_segments.start.to_le_bytes());
         v.extend_from_slice(&c.lease_segments.end.to_le_bytes());
@@ -79,9 +80,10 @@ pub(crate) fn decode(b: &[u8]) -> std::result::Result<BrokerStatus, String> {
     }
     for _ in 0..n {
         let pid = r.u32("client pid")?;
+        let uid = r.u32("client uid")?;
         let rings = r.u32("client rings")?;
         let lease_segments = r.u16("lease start")?..r.u16("lease end")?;
-        s.clients.push(BrokerClient { pid, rings, lease_segments });
+        s.clients.push(BrokerClient { pid, uid, rings, lease_segments });
     }
     if r.at != b.len() {
         return Err(format!("{} bytes after the end of the status", b.len() - r.at));
@@ -148,8 +150,8 @@ mod tests {
             shrinks: 2,
             shrink_timeouts: 1,
             clients: vec![
-                BrokerClient { pid: 100, rings: 2, lease_segments: 2..3 },
-                BrokerClient { pid: 101, rings: 1, lease_segments: 0..0 },
+                BrokerClient { pid: 100, uid: 0, rings: 2, lease_segments: 2..3 },
+                BrokerClient { pid: 101, uid: 65534, rings: 1, lease_segments: 0..0 },
             ],
         };
         let b = encode(&s);

@@ -1,0 +1,82 @@
+//! How a [`RingBroker`](super::RingBroker) serves: its quotas, who it
+//! serves, and how it behaves.
+
+use super::RingHolder;
+use std::time::Duration;
+
+/// How a [`RingBroker`] serves.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// Most submission queue entries a client may ask for (default 4096).
+    pub max_entries: u32,
+    /// Most lease segments one client process may hold, over all its
+    /// connections (default: all).
+    pub max_leases: u16,
+    /// Most connections at once (default 1024); more are refused.
+    pub max_clients: usize,
+    /// Mode of the socket file (default 0o600: the owner's user only).
+    pub mode: u32,
+    /// Rings served follow the pool's growth and shrink
+    /// ([`HandoverOptions::follow_growth`](super::HandoverOptions::follow_growth)):
+    /// needed for the pool to shrink while clients hold rings. Default `false`.
+    pub follow_growth: bool,
+    /// Most rings one client process may get, over all its connections
+    /// (default: no limit).
+    pub max_rings_per_client: u32,
+    /// Grow the pool on demand, up to this many bytes, when a client asks
+    /// for more lease segments than are free (0, the default: never; the
+    /// table needs the room: [`TableOptions::capacity`](crate::TableOptions::capacity)).
+    pub grow_to: u64,
+    /// Shrink the pool back toward its size when the broker started once
+    /// its trailing segments past that size have been free (no lease
+    /// segment of any client, no lease) for this long (`None`, the
+    /// default: never). Needs rings that follow the pool
+    /// ([`BrokerOptions::follow_growth`]).
+    pub shrink_idle: Option<Duration>,
+    /// The nice value of the serving thread (`None`, the default: as the
+    /// thread that started the broker). A daemon whose clients keep the
+    /// CPUs busy answers them sooner with a negative value (`ringpool
+    /// serve --nice`, BENCHMARKS.md section 16); it needs CAP_SYS_NICE,
+    /// and the broker serves anyway (with a warning) without it.
+    pub nice: Option<i32>,
+    /// A program that holds a ring handed out until its client has
+    /// duplicated it ([`RingHolder`]), running as the client's user: how
+    /// a client of another user ([`BrokerOptions::allow_uids`]) gets its
+    /// ring at all. `None` (the default): clients duplicate rings from this
+    /// process, which they need ptrace access to (the same user).
+    pub holder: Option<RingHolder>,
+    /// Hand the rings of this process's own user through the holder too,
+    /// and make this process non-dumpable: then no client of its user (but
+    /// root) can ptrace it, read its memory or duplicate its descriptors.
+    /// A holder costs each attachment an exec (1-2 ms of CPU here).
+    /// Default `false`.
+    pub hold_every_ring: bool,
+    /// Users besides the broker's own whose processes it serves (their
+    /// rings' holders run as them): needs a holder and a broker running as
+    /// root. Clients of these users get the pool's memfds and its table like
+    /// any other: allow only users who may reach each other's memory.
+    pub allow_uids: Vec<u32>,
+    /// Groups (a peer's primary or supplementary group, SO_PEERCRED and
+    /// SO_PEERGROUPS) whose processes it serves, as `allow_uids`.
+    pub allow_gids: Vec<u32>,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            max_entries: 4096,
+            max_leases: u16::MAX,
+            max_clients: 1024,
+            mode: 0o600,
+            follow_growth: false,
+            max_rings_per_client: u32::MAX,
+            grow_to: 0,
+            shrink_idle: None,
+            nice: None,
+            holder: None,
+            hold_every_ring: false,
+            allow_uids: Vec::new(),
+            allow_gids: Vec::new(),
+        }
+    }
+}
