@@ -198,6 +198,24 @@ fn an_allowed_user_gets_rings_through_a_holder_and_others_are_refused() {
     let lines = client_as(NOBODY, &sock, &dir.path().join("data"));
     assert_clean_attachments(&lines);
 
+    // The same from another pid namespace (a container's worker): the
+    // holder is named by a pidfd, not by a pid that namespace lacks.
+    let until = monotonic_ns() + 1_000_000_000;
+    let nobody = NOBODY.to_string();
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "setpriv", "--reuid", &nobody, "--regid", &nobody, "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_ringpool"))
+        .args(["bench", "service-client", "--slot", "1", "--initial-segments", "2", "--until-ns", &until.to_string()])
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--file")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("unshare and setpriv (util-linux)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    assert_clean_attachments(&lines);
+
     // What the holder of a ring of that user has: only the ring and its
     // stdio, that user's ids and no groups, and nothing of the daemon's
     // priority or limits.

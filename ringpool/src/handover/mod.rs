@@ -160,6 +160,9 @@ pub struct HandedRing {
     /// For a ring that follows growth: the end of the growth channel the
     /// process that enables it reads the owner's notices from.
     growth: Option<OwnedFd>,
+    /// The pidfd of the ring holder a broker started for this ring (the
+    /// receiver duplicates the ring through it).
+    holder_pidfd: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for HandedRing {
@@ -271,6 +274,7 @@ impl BufferTable {
             reservation,
             conn: None,
             growth,
+            holder_pidfd: None,
         })
     }
 }
@@ -300,6 +304,7 @@ impl HandedRing {
             reservation: None,
             conn: None,
             growth: self.growth.as_ref().map(dup).transpose()?,
+            holder_pidfd: None,
         })
     }
 
@@ -446,6 +451,12 @@ impl HandedRing {
             };
             fds.push(channel.as_fd());
         }
+        if self.msg.holder != 0 {
+            let Some(pidfd) = &self.holder_pidfd else {
+                return Err(Error::BadHandover { reason: "the ring holder's pidfd is missing".into() });
+            };
+            fds.push(pidfd.as_fd());
+        }
         sys::socket::send_with_fds(sock.as_fd(), &bytes, &fds).map_err(|e| Error::os("send handed ring", e))
     }
 
@@ -481,9 +492,9 @@ impl HandedRing {
             })?;
         }
         let msg = wire::decode(&bytes).map_err(|reason| Error::BadHandover { reason })?;
-        let (memfds, token, growth) = Self::split_fds(&msg, fds)?;
+        let (memfds, token, growth, holder_pidfd) = Self::split_fds(&msg, fds)?;
         // From the sender, or from the ring holder a broker started for
-        // this ring (sys::holder).
+        // this ring (sys::holder), through its pidfd.
         let from = match msg.holder {
             0 => {
                 sys::socket::peer_cred(sock.as_fd())
@@ -492,10 +503,14 @@ impl HandedRing {
             }
             holder => holder,
         };
+        let pull = || match &holder_pidfd {
+            Some(pidfd) => sys::os::pull_fd_by_pidfd(pidfd.as_fd(), msg.ring_fd),
+            None => sys::os::pull_fd(from, msg.ring_fd),
+        };
         let started = std::time::Instant::now();
         let mut pause = std::time::Duration::from_micros(50);
         let fd = loop {
-            match sys::os::pull_fd(from, msg.ring_fd) {
+            match pull() {
                 // A holder started as root for this user is not ours until
                 // it has dropped to it (its first act): a few tries, further
                 // and further apart (EPERM that lasts is a real refusal).
@@ -522,7 +537,8 @@ impl HandedRing {
         // The sender may close its copy now (a failed answer only keeps it
         // open longer).
         let _ = sys::socket::send_with_fds(sock.as_fd(), ACK, &[]);
-        Ok(HandedRing { fd, msg, memfds, ids: None, token, reservation: None, conn: None, growth })
+        drop(holder_pidfd);
+        Ok(HandedRing { fd, msg, memfds, ids: None, token, reservation: None, conn: None, growth, holder_pidfd: None })
     }
 
     /// The memfds, the lease token and the growth channel among the
@@ -532,20 +548,22 @@ impl HandedRing {
     fn split_fds(
         msg: &wire::Message,
         mut fds: Vec<OwnedFd>,
-    ) -> Result<(Vec<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>)> {
+    ) -> Result<(Vec<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>)> {
         if fds.len() != msg.fds() {
             let reason = format!(
-                "{} descriptors; {} memfds{}{} were expected",
+                "{} descriptors; {} memfds{}{}{} were expected",
                 fds.len(),
                 msg.layout.maps.len(),
                 if msg.leases.is_empty() { "" } else { " and a lease token" },
-                if msg.follows_growth { " and a growth channel" } else { "" }
+                if msg.follows_growth { " and a growth channel" } else { "" },
+                if msg.holder == 0 { "" } else { " and the ring holder's pidfd" }
             );
             return Err(Error::BadHandover { reason });
         }
+        let holder = if msg.holder != 0 { fds.pop() } else { None };
         let growth = if msg.follows_growth { fds.pop() } else { None };
         let token = if msg.leases.is_empty() { None } else { fds.pop() };
-        Ok((fds, token, growth))
+        Ok((fds, token, growth, holder))
     }
 }
 

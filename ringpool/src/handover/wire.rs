@@ -17,8 +17,10 @@
 //! in SCM_RIGHTS since 6.7): `ring_fd` is its number in the sender, which
 //! the receiver duplicates with `pidfd_getfd` (same user) while the sender
 //! keeps it open, then acknowledges with one byte. `holder`, when not 0, is
-//! the process to duplicate it from instead of the sender (a broker's ring
-//! holder, `sys::holder`), where it is descriptor `ring_fd`.
+//! the pid of the process to duplicate it from instead of the sender (a
+//! broker's ring holder, `sys::holder`), where it is descriptor `ring_fd`:
+//! its pidfd then travels last (a pid would name another process in
+//! another pid namespace).
 
 use std::ops::Range;
 
@@ -58,7 +60,10 @@ impl Message {
     /// Descriptors that travel with it: one memfd per mapping, and the
     /// lease token when it has lease segments.
     pub(crate) fn fds(&self) -> usize {
-        self.layout.maps.len() + usize::from(!self.leases.is_empty()) + usize::from(self.follows_growth)
+        self.layout.maps.len()
+            + usize::from(!self.leases.is_empty())
+            + usize::from(self.follows_growth)
+            + usize::from(self.holder != 0)
     }
 }
 
@@ -286,6 +291,7 @@ mod tests {
         assert!(decode(&b).unwrap_err().contains("unknown flags"));
         let m = Message { holder: 31337, ..message() };
         assert_eq!(decode(&encode(&m)).unwrap(), m, "the holder's pid travels");
+        assert_eq!(m.fds(), 3, "and the holder's pidfd");
     }
 
     #[test]

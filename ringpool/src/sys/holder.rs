@@ -16,7 +16,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -29,7 +29,7 @@ pub(crate) const HOLDER_FD: i32 = 3;
 #[derive(Debug)]
 pub(crate) struct Holder {
     pid: libc::pid_t,
-    pidfd: Option<OwnedFd>,
+    pidfd: OwnedFd,
     _stdin: OwnedFd,
 }
 
@@ -38,20 +38,24 @@ impl Holder {
         self.pid as u32
     }
 
+    /// Its pidfd (what its client duplicates the ring through: it names
+    /// this process in any pid namespace).
+    pub(crate) fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
     /// Sends it SIGKILL (through its pidfd).
     pub(crate) fn kill(&self) {
-        if let Some(pidfd) = &self.pidfd {
-            // SAFETY: pidfd_send_signal with a pidfd we own and no siginfo.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-        }
+        // SAFETY: pidfd_send_signal with a pidfd we own and no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
     }
 
     /// Kills it and waits until it is reaped.
@@ -163,12 +167,17 @@ pub(crate) fn spawn_holder(
         libc::posix_spawn_file_actions_destroy(&mut fa);
         libc::posix_spawnattr_destroy(&mut attr);
         r?;
-        // Not reaped yet (only Holder reaps it): the pid is still this
-        // child's. Without a pidfd (pidfd_open failing) it is not signalled
-        // but still ends when its standard input closes.
+        // Not reaped yet (nothing here reaps it): the pid is still this
+        // child's.
         let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
-        let pidfd = (pidfd >= 0).then(|| OwnedFd::from_raw_fd(pidfd as RawFd));
-        Ok(Holder { pid, pidfd, _stdin: write_end })
+        if pidfd < 0 {
+            let e = io::Error::last_os_error();
+            let mut status = 0;
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, &mut status, 0);
+            return Err(e);
+        }
+        Ok(Holder { pid, pidfd: OwnedFd::from_raw_fd(pidfd as RawFd), _stdin: write_end })
     }
 }
 

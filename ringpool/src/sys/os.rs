@@ -349,6 +349,13 @@ pub(crate) fn pull_fd(pid: u32, fd: i32) -> io::Result<OwnedFd> {
     }
     // SAFETY: pidfd_open returned a new descriptor owned by nobody else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    pull_fd_by_pidfd(std::os::fd::AsFd::as_fd(&pidfd), fd)
+}
+
+/// Duplicates descriptor `fd` of the process `pidfd` refers to into this
+/// one (`pidfd_getfd`: ptrace access to it needed). The copy is
+/// close-on-exec.
+pub(crate) fn pull_fd_by_pidfd(pidfd: BorrowedFd<'_>, fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_getfd takes descriptors and flags, no pointers.
     let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
     if got < 0 {

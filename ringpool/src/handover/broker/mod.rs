@@ -625,6 +625,13 @@ impl Server {
                 })?;
                 tracing::trace!(took = ?started.elapsed(), holder = child.id(), "ring holder started");
                 handed.msg.holder = child.id();
+                match child.pidfd().try_clone_to_owned() {
+                    Ok(pidfd) => handed.holder_pidfd = Some(pidfd),
+                    Err(e) => {
+                        self.stop_holder(Some(child));
+                        return Err(Error::os("duplicate the ring holder's pidfd", e));
+                    }
+                }
                 Some(child)
             }
             _ => None,
