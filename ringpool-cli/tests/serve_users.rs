@@ -27,6 +27,11 @@ impl Drop for Daemon {
     }
 }
 
+/// `cmd` run as user `uid` (and its group of the same number).
+fn as_user(cmd: &mut Command, uid: u32) -> &mut Command {
+    std::os::unix::process::CommandExt::gid(std::os::unix::process::CommandExt::uid(cmd, uid), uid)
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -61,17 +66,14 @@ fn shared_dir(uid: u32) -> tempfile::TempDir {
 /// verified fixed I/O. Returns its report lines.
 fn client_as(uid: u32, sock: &Path, data: &Path) -> Vec<String> {
     let until = monotonic_ns() + 1_000_000_000;
-    let out = std::os::unix::process::CommandExt::gid(
-        std::os::unix::process::CommandExt::uid(&mut Command::new(env!("CARGO_BIN_EXE_ringpool")), uid),
-        uid,
-    )
-    .args(["bench", "service-client", "--slot", "0", "--initial-segments", "2", "--until-ns", &until.to_string()])
-    .arg("--socket")
-    .arg(sock)
-    .arg("--file")
-    .arg(data)
-    .output()
-    .unwrap();
+    let out = as_user(&mut Command::new(env!("CARGO_BIN_EXE_ringpool")), uid)
+        .args(["bench", "service-client", "--slot", "0", "--initial-segments", "2", "--until-ns", &until.to_string()])
+        .arg("--socket")
+        .arg(sock)
+        .arg("--file")
+        .arg(data)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "the client failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
@@ -156,8 +158,7 @@ print(json.dumps({"holder": holder, "fds": fds, "uid": field("Uid:"), "gid": fie
     "groups": field("Groups:"), "nice": nice, "memlock": memlock,
     "environ": open(f"/proc/{holder}/environ").read(), "ring": os.readlink(f"/proc/{holder}/fd/3")}))
 "#;
-    let mut cmd = Command::new("python3");
-    let out = std::os::unix::process::CommandExt::gid(std::os::unix::process::CommandExt::uid(&mut cmd, uid), uid)
+    let out = as_user(&mut Command::new("python3"), uid)
         .args(["-c", SCRIPT])
         .arg(sock)
         .output()
@@ -176,7 +177,7 @@ fn serve(args: &[&str], sock: &Path, uid: Option<u32>) -> Daemon {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(uid) = uid {
-        std::os::unix::process::CommandExt::gid(std::os::unix::process::CommandExt::uid(&mut cmd, uid), uid);
+        as_user(&mut cmd, uid);
     }
     let mut d = Daemon(cmd.spawn().unwrap());
     wait_for(sock, &mut d);
@@ -231,14 +232,11 @@ fn an_allowed_user_gets_rings_through_a_holder_and_others_are_refused() {
     assert_eq!(h["ring"], "anon_inode:[io_uring]", "{h}");
 
     // A user not allowed: the connection is refused, with the reason.
-    let out = std::os::unix::process::CommandExt::gid(
-        std::os::unix::process::CommandExt::uid(&mut Command::new(env!("CARGO_BIN_EXE_ringpool")), STRANGER),
-        STRANGER,
-    )
-    .args(["serve", "--status", "--socket"])
-    .arg(&sock)
-    .output()
-    .unwrap();
+    let out = as_user(&mut Command::new(env!("CARGO_BIN_EXE_ringpool")), STRANGER)
+        .args(["serve", "--status", "--socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("runs as uid {STRANGER}")) && err.contains("uids [65534]"), "{err}");

@@ -2,6 +2,7 @@
 //! serves, and how it behaves.
 
 use super::RingHolder;
+use crate::error::{Error, Result};
 use std::time::Duration;
 
 /// How a [`RingBroker`] serves.
@@ -77,6 +78,39 @@ impl Default for BrokerOptions {
             hold_every_ring: false,
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
+        }
+    }
+}
+
+impl BrokerOptions {
+    /// What a broker refuses to start with: a depth the kernel refuses,
+    /// other users without a holder or without root, a holder that is not
+    /// an absolute path, `hold_every_ring` without a holder.
+    pub(crate) fn check(&self) -> Result<()> {
+        crate::ring::check_depth(self.max_entries)?;
+        let others = || format!("uids {:?}, gids {:?}", self.allow_uids, self.allow_gids);
+        if !(self.allow_uids.is_empty() && self.allow_gids.is_empty()) {
+            if self.holder.is_none() {
+                return Err(Error::invalid(
+                    "allowed users",
+                    others(),
+                    "a client of another user can take its ring only from a holder of its own user: set a holder",
+                ));
+            }
+            if crate::sys::socket::euid() != 0 {
+                return Err(Error::invalid(
+                    "allowed users",
+                    others(),
+                    "only a broker running as root can start a ring holder as another user",
+                ));
+            }
+        }
+        match &self.holder {
+            Some(h) if !h.program.is_absolute() => {
+                Err(Error::invalid("ring holder", h.program.display(), "an absolute path"))
+            }
+            None if self.hold_every_ring => Err(Error::invalid("hold_every_ring", true, "it needs a holder")),
+            _ => Ok(()),
         }
     }
 }

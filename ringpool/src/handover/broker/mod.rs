@@ -4,7 +4,8 @@
 //! pool itself.
 //!
 //! One thread accepts connections and answers requests. A peer of another
-//! user is refused (SO_PEERCRED; the socket file is also made mode 0600 by
+//! user is refused unless the options allow its user or group
+//! (SO_PEERCRED, SO_PEERGROUPS; the socket file is also made mode 0600 by
 //! default), as is a malformed request; each refusal is logged with its
 //! reason and sent to the peer. A connection that asked for lease segments
 //! holds them for as long as it stays open: the client's view of the pool
@@ -112,32 +113,8 @@ impl RingBroker {
         if !table.memory().is_shared() {
             return Err(Error::NotShared);
         }
-        crate::ring::check_depth(opts.max_entries)?;
-        if !(opts.allow_uids.is_empty() && opts.allow_gids.is_empty()) {
-            if opts.holder.is_none() {
-                return Err(Error::invalid(
-                    "allowed users",
-                    format!("uids {:?}, gids {:?}", opts.allow_uids, opts.allow_gids),
-                    "a client of another user can take its ring only from a holder of its own user: set a holder",
-                ));
-            }
-            if sys::socket::euid() != 0 {
-                return Err(Error::invalid(
-                    "allowed users",
-                    format!("uids {:?}, gids {:?}", opts.allow_uids, opts.allow_gids),
-                    "only a broker running as root can start a ring holder as another user",
-                ));
-            }
-        }
-        if let Some(h) = &opts.holder {
-            if !h.program.is_absolute() {
-                return Err(Error::invalid("ring holder", h.program.display(), "an absolute path"));
-            }
-        }
+        opts.check()?;
         if opts.hold_every_ring {
-            if opts.holder.is_none() {
-                return Err(Error::invalid("hold_every_ring", true, "it needs a holder"));
-            }
             // Clients take their rings from the holders: none needs to
             // reach this process, and none of its user may.
             sys::holder::make_undumpable().map_err(|e| Error::os("make the broker's process non-dumpable", e))?;
