@@ -65,9 +65,16 @@ fn shared_dir(uid: u32) -> tempfile::TempDir {
 /// One `bench service-client` as user `uid` for a second: attachments with
 /// verified fixed I/O. Returns its report lines.
 fn client_as(uid: u32, sock: &Path, data: &Path) -> Vec<String> {
+    run_client(as_user(&mut Command::new(env!("CARGO_BIN_EXE_ringpool")), uid), 0, sock, data)
+}
+
+/// Runs `cmd` (the ringpool binary, or a program that runs it next) with the
+/// arguments of a one-second `bench service-client` in file slot `slot`.
+fn run_client(cmd: &mut Command, slot: u32, sock: &Path, data: &Path) -> Vec<String> {
     let until = monotonic_ns() + 1_000_000_000;
-    let out = as_user(&mut Command::new(env!("CARGO_BIN_EXE_ringpool")), uid)
-        .args(["bench", "service-client", "--slot", "0", "--initial-segments", "2", "--until-ns", &until.to_string()])
+    let out = cmd
+        .args(["bench", "service-client", "--slot", &slot.to_string(), "--initial-segments", "2"])
+        .args(["--until-ns", &until.to_string()])
         .arg("--socket")
         .arg(sock)
         .arg("--file")
@@ -76,6 +83,17 @@ fn client_as(uid: u32, sock: &Path, data: &Path) -> Vec<String> {
         .unwrap();
     assert!(out.status.success(), "the client failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// Whether this test may switch users (root); under RINGPOOL_STRICT a
+/// test that cannot is a failure, not a skip.
+fn can_switch_users() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(std::env::var_os("RINGPOOL_STRICT").is_none(), "RINGPOOL_STRICT: this test needs root");
+    eprintln!("skipped: needs root");
+    false
 }
 
 fn assert_clean_attachments(lines: &[String]) {
@@ -186,10 +204,7 @@ fn serve(args: &[&str], sock: &Path, uid: Option<u32>) -> Daemon {
 
 #[test]
 fn an_allowed_user_gets_rings_through_a_holder_and_others_are_refused() {
-    if !is_root() {
-        // Switching users needs root: say so where it cannot run.
-        assert!(std::env::var_os("RINGPOOL_STRICT").is_none(), "RINGPOOL_STRICT: this test needs root");
-        eprintln!("skipped: needs root");
+    if !can_switch_users() {
         return;
     }
     let dir = shared_dir(NOBODY);
@@ -201,20 +216,11 @@ fn an_allowed_user_gets_rings_through_a_holder_and_others_are_refused() {
 
     // The same from another pid namespace (a container's worker): the
     // holder is named by a pidfd, not by a pid that namespace lacks.
-    let until = monotonic_ns() + 1_000_000_000;
     let nobody = NOBODY.to_string();
-    let out = Command::new("unshare")
-        .args(["--pid", "--fork", "setpriv", "--reuid", &nobody, "--regid", &nobody, "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_ringpool"))
-        .args(["bench", "service-client", "--slot", "1", "--initial-segments", "2", "--until-ns", &until.to_string()])
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--file")
-        .arg(dir.path().join("data"))
-        .output()
-        .expect("unshare and setpriv (util-linux)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "setpriv", "--reuid", &nobody, "--regid", &nobody, "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_ringpool"));
+    let lines = run_client(&mut cmd, 1, &sock, &dir.path().join("data"));
     assert_clean_attachments(&lines);
 
     // What the holder of a ring of that user has: only the ring and its
@@ -244,9 +250,7 @@ fn an_allowed_user_gets_rings_through_a_holder_and_others_are_refused() {
 
 #[test]
 fn hold_every_ring_keeps_clients_of_the_daemons_user_from_reaching_it() {
-    if !is_root() {
-        assert!(std::env::var_os("RINGPOOL_STRICT").is_none(), "RINGPOOL_STRICT: this test needs root");
-        eprintln!("skipped: needs root");
+    if !can_switch_users() {
         return;
     }
     // Daemon and clients run as nobody (not root, whom nothing stops).
