@@ -77,8 +77,9 @@ pub struct ServeArgs {
     pub nice: i32,
     /// Serve processes of this user too (repeatable, or comma-separated;
     /// the daemon must run as root). Give the socket a --mode they can
-    /// open. Clients of allowed users get the pool's memory like any
-    /// other: allow only users who may reach each other's memory.
+    /// open. Without --isolate, clients of allowed users get the pool's
+    /// memory like any other: allow only users who may reach each other's
+    /// memory.
     #[arg(long = "allow-uid", value_delimiter = ',')]
     pub allow_uid: Vec<u32>,
     /// Serve processes of this group too (their primary or a
@@ -93,6 +94,13 @@ pub struct ServeArgs {
     /// exec (BENCHMARKS.md section 16).
     #[arg(long)]
     pub hold_every_ring: bool,
+    /// Keep clients apart: a client's rings reach only its own lease
+    /// segments, it gets only their memory, and a segment that passes to
+    /// another user gets fresh memory first (zeroing it costs once per
+    /// change of user). Rings then do not follow growth. Clients of the
+    /// daemon's own user reach everything unless --hold-every-ring.
+    #[arg(long)]
+    pub isolate: bool,
     /// With --status: one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -196,7 +204,9 @@ fn options(a: &ServeArgs, pool: u64) -> anyhow::Result<BrokerOptions> {
         mode: a.mode,
         // Rings that follow the pool get its growth and lose shrunk
         // segments (they have no SINGLE_ISSUER: BENCHMARKS.md section 15).
-        follow_growth: true,
+        // (An isolated client's ring holds only its own segments.)
+        follow_growth: !a.isolate,
+        isolate: a.isolate,
         shrink_idle: match a.shrink_idle {
             Some(d) if d.is_zero() => None,
             Some(d) => Some(d),

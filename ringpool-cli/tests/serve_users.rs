@@ -270,3 +270,146 @@ fn hold_every_ring_keeps_clients_of_the_daemons_user_from_reaching_it() {
     assert_clean_attachments(&client_as(NOBODY, &sock, &data));
     assert_eq!(probe_as(NOBODY, held.0.id()), 0, "a client of its user reached the daemon");
 }
+
+/// What a `bench service-probe` reported.
+#[derive(Debug, Default)]
+struct Probe {
+    segment: u16,
+    addr: u64,
+    memfds: Vec<u64>,
+    zeroed: bool,
+    /// (slot, result, byte the write left in the file)
+    tries: Vec<(u16, i32, Option<u8>)>,
+}
+
+impl Probe {
+    fn parse(out: &str) -> Probe {
+        let mut p = Probe::default();
+        for line in out.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.first().copied() {
+                Some("L") => (p.segment, p.addr) = (f[1].parse().unwrap(), f[2].parse().unwrap()),
+                Some("F") => p.memfds = f[1..].iter().map(|x| x.parse().unwrap()).collect(),
+                Some("Z") => p.zeroed = f[1] == "1",
+                Some("T") => p.tries.push((f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().ok())),
+                _ => panic!("probe said {line:?}"),
+            }
+        }
+        p
+    }
+
+    /// The fixed write of `try_` (0: its own segment).
+    fn tried(&self, i: usize) -> (i32, Option<u8>) {
+        (self.tries[i].1, self.tries[i].2)
+    }
+}
+
+/// A `bench service-probe` as user `uid` filling its segment with `fill`,
+/// started (its report comes as it runs).
+fn start_probe(uid: u32, sock: &Path, dir: &Path, fill: u8, tries: &[String], hold_ms: u64) -> Child {
+    let file = dir.join(format!("probe-{uid}-{fill}"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringpool"));
+    as_user(&mut cmd, uid)
+        .args(["bench", "service-probe", "--fill", &fill.to_string(), "--hold-ms", &hold_ms.to_string()])
+        .arg("--socket")
+        .arg(sock)
+        .arg("--file")
+        .arg(file)
+        .args(["--try", "self"])
+        .args(tries.iter().flat_map(|t| ["--try", t.as_str()]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+/// Reads a started probe's report up to its last try (it then holds its
+/// segment).
+fn probe_report(child: &mut Child, tries: usize) -> Probe {
+    use std::io::BufRead;
+    let mut out = String::new();
+    let mut lines = std::io::BufReader::new(child.stdout.as_mut().unwrap());
+    while out.lines().filter(|l| l.starts_with('T')).count() < tries + 1 {
+        let mut line = String::new();
+        if lines.read_line(&mut line).unwrap() == 0 {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("the probe ended early: {out}{err}");
+        }
+        out.push_str(&line);
+    }
+    Probe::parse(&out)
+}
+
+fn run_probe(uid: u32, sock: &Path, dir: &Path, fill: u8, tries: &[String]) -> Probe {
+    let mut child = start_probe(uid, sock, dir, fill, tries, 0);
+    let p = probe_report(&mut child, tries.len());
+    assert!(child.wait().unwrap().success());
+    p
+}
+
+#[test]
+fn isolated_clients_reach_neither_each_others_slots_nor_memory() {
+    if !can_switch_users() {
+        return;
+    }
+    let dir = shared_dir(NOBODY);
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    for isolate in [false, true] {
+        let sock = dir.path().join(format!("pool-{isolate}.sock"));
+        let mut args = vec!["--mode", "666", "--allow-uid", "65534,65533"];
+        if isolate {
+            args.push("--isolate");
+        }
+        let daemon = serve(&args, &sock, None);
+
+        // A fills its segment and holds it while B, of another user, tries
+        // to write it out from A's table slot at A's registrar address.
+        let mut a = start_probe(NOBODY, &sock, dir.path(), 0xab, &[], 30_000);
+        let pa = probe_report(&mut a, 0);
+        assert!(pa.zeroed, "a fresh pool");
+        assert_eq!(pa.tried(0), (4096, Some(0xab)), "its own slot: {pa:?}");
+        let at_a = format!("{}:{}", pa.segment, pa.addr);
+        let pb = run_probe(STRANGER, &sock, dir.path(), 0xcd, &[at_a]);
+        assert_eq!(pb.tried(0), (4096, Some(0xcd)), "its own slot: {pb:?}");
+        let _ = a.kill();
+        a.wait().unwrap();
+
+        // C, of B's user, gets A's segment next (the first free one).
+        let pc = run_probe(STRANGER, &sock, dir.path(), 0x01, &[]);
+        assert_eq!(pc.segment, pa.segment, "{pc:?}");
+        // D, of C's user too, after C.
+        let pd = run_probe(STRANGER, &sock, dir.path(), 0x02, &[]);
+        assert_eq!(pd.segment, pa.segment, "{pd:?}");
+        eprintln!("isolate {isolate}: A {pa:?}\nB {pb:?}\nC {pc:?}\nD {pd:?}");
+        if !isolate {
+            // The control: without --isolate, B reads A's memory through
+            // its own ring, shares its memfds, and C finds A's bytes.
+            assert_eq!(pb.tried(1), (4096, Some(0xab)), "{pb:?}");
+            assert_eq!(pa.memfds, pb.memfds);
+            assert!(!pc.zeroed);
+        } else {
+            // B's ring has no slot there (EFAULT), B got no memfd of A's,
+            // and C got fresh memory (another user had the segment); D, of
+            // C's user, C's memory as it was (one user's processes reach
+            // each other anyway).
+            assert_eq!(pb.tried(1), (-libc::EFAULT, None), "{pb:?}");
+            assert_eq!(pa.memfds.len(), 1);
+            assert!(pa.memfds.iter().all(|m| !pb.memfds.contains(m) && !pc.memfds.contains(m)), "{pa:?} {pb:?} {pc:?}");
+            assert!(pc.zeroed, "C saw what A left: {pc:?}");
+            assert_eq!(pd.memfds, pc.memfds);
+            assert!(!pd.zeroed);
+            // A ring with no lease segments would reach nothing: refused.
+            let err = ringpool::handover::RingBroker::request(&sock, 32, 0).unwrap_err();
+            assert!(err.to_string().contains("isolates its clients"), "{err}");
+        }
+        // The pool is pinned once, fresh memory or not.
+        let status = Command::new(env!("CARGO_BIN_EXE_ringpool"))
+            .args(["serve", "--status", "--json", "--socket"])
+            .arg(&sock)
+            .output()
+            .unwrap();
+        let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert_eq!(s["vmpin_kb"], 4 * 1024, "{s}");
+        drop(daemon);
+    }
+}

@@ -171,6 +171,14 @@ impl Template {
         Ok(generation)
     }
 
+    /// Puts fresh memory `iov` in slot `index` (a broker that isolates its
+    /// clients gives a segment new pages): the kernel drops its reference
+    /// to what the slot held, and rings cloned from now on get the new
+    /// pages.
+    pub(crate) fn replace_slot(&self, index: u16, iov: &crate::sys::uring::Iov) -> Result<()> {
+        uring::update("register fresh memory", &self.ring, index, std::slice::from_ref(iov))
+    }
+
     /// How many handed rings the last growth reached.
     pub(crate) fn handed_rings_reached(&self) -> u32 {
         self.reached.load(std::sync::atomic::Ordering::Relaxed)

@@ -467,3 +467,62 @@ fn an_io_pool_gets_its_workers_rings_from_a_broker() {
     assert!(pool.grow(SEG).is_err());
     drop(pool);
 }
+
+#[test]
+fn an_isolating_broker_hands_an_io_pool_only_its_own_segments() {
+    if !common::require_clone("an_isolating_broker_hands_an_io_pool_only_its_own_segments") {
+        return;
+    }
+    let mem = shared_pool(8 * SEG);
+    let table = BufferTable::register_with(&mem, &ringpool::TableOptions::new().capacity(10 * SEG)).unwrap();
+    let sockets = socket_dir();
+    let sock = sockets.path().join("rings.sock");
+    let opts = BrokerOptions { isolate: true, grow_to: 10 * SEG, ..BrokerOptions::default() };
+    let broker = RingBroker::serve(&table, &sock, &opts).unwrap();
+    // Two workers: the second ring comes on a connection of its own,
+    // without lease segments, and reaches this process's.
+    let pool = IoPool::builder().broker(&sock, 2).workers(2, 2).build().unwrap();
+    let dir = common::disk_dir();
+    let file = common::direct_file(dir.path(), "isolated");
+    file.set_len(8 * MIB).unwrap();
+    let handles: Vec<_> = (0..16u64)
+        .map(|i| pool.write_at(&file, i * 64 * K4 as u64, common::filled(pool.memory(), 64 * K4, i)))
+        .collect();
+    for h in handles {
+        assert_eq!(h.wait().result.unwrap(), 64 * K4);
+    }
+    for i in 0..16u64 {
+        let (r, b) =
+            pool.read_at(&file, i * 64 * K4 as u64, pool.memory().try_alloc(64 * K4).unwrap()).wait().into_one();
+        assert_eq!(r.unwrap(), 64 * K4);
+        assert!(b[..] == common::pattern(64 * K4, i)[..], "block {i}");
+    }
+    // The other segments are not there for this process.
+    // SAFETY: the region is refused; no buffer exists.
+    let region = unsafe { pool.memory().region(5 * SEG, K4) };
+    assert!(
+        matches!(&region, Err(Error::BadRegion { reason, .. }) if reason.contains("not this process's")),
+        "{region:?}"
+    );
+    // Growth on request: the new segment, and only it besides this
+    // process's own, reaches the new ring.
+    let grown = RingBroker::request_growth(&sock, 32, 1).unwrap();
+    assert_eq!(grown.leases(), 8..9);
+    assert!(grown.segment_addr(8).is_some() && grown.segment_addr(0).is_some() && grown.segment_addr(5).is_none());
+    let ring = grown.enable_with(&fixed()).unwrap();
+    let m = ring.memory().unwrap().clone();
+    let b: IoBuf = common::filled(&m, 64 * K4, 99);
+    assert_eq!(b.buf_index(), 8);
+    let mut ring = ring;
+    let (r, _) = ring.run(ringpool::Op::write(&file, 0, b)).into_one();
+    assert_eq!(r.unwrap(), 64 * K4);
+    let mut back = vec![0u8; 64 * K4];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(file.path()).unwrap(), &mut back, 0).unwrap();
+    assert!(back[..] == common::pattern(64 * K4, 99)[..]);
+    // More rings of this process reach its segments (a process with none
+    // is refused: ringpool-cli/tests/serve_users.rs).
+    let more = RingBroker::request(&sock, 32, 0).unwrap();
+    assert!(more.segment_addr(8).is_some() && more.segment_addr(3).is_none(), "{more:?}");
+    drop((more, ring, pool));
+    drop(broker);
+}

@@ -10,6 +10,7 @@ pub mod prefork;
 pub mod register;
 pub mod service;
 pub mod service_client;
+pub mod service_probe;
 pub mod thread_churn;
 
 #[derive(Subcommand, Debug)]
@@ -37,6 +38,9 @@ pub enum BenchCmd {
     /// One client process of `bench service` (started by it).
     #[command(hide = true)]
     ServiceClient(service_client::ServiceClientArgs),
+    /// A client that tries to reach other clients' memory (tests of `serve --isolate`).
+    #[command(hide = true)]
+    ServiceProbe(service_probe::ServiceProbeArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -51,5 +55,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::ThreadChurn(a) => thread_churn::run(&a),
         BenchCmd::Service(a) => service::run(&a),
         BenchCmd::ServiceClient(a) => service_client::run(&a),
+        BenchCmd::ServiceProbe(a) => service_probe::run(&a),
     }
 }

@@ -29,6 +29,7 @@
 mod broker;
 mod holder;
 mod idle_shrink;
+mod isolated;
 mod options;
 mod status;
 pub(crate) mod wire;
@@ -323,6 +324,14 @@ impl HandedRing {
     /// receiver maps the pool elsewhere and ringpool translates).
     pub fn registrar_addr(&self) -> u64 {
         self.msg.layout.segs.first().map_or(0, |s| s.addr)
+    }
+
+    /// The address of segment `segment` in the process that registered it
+    /// (where its table slot has it), if this ring's process may reach the
+    /// segment (a broker that isolates its clients sends only theirs).
+    pub fn segment_addr(&self, segment: u16) -> Option<u64> {
+        let s = self.msg.layout.segs.get(usize::from(segment))?;
+        (s.map != crate::memory::ABSENT).then_some(s.addr)
     }
 
     /// Segments of the pool (slots of the ring's table).

@@ -54,12 +54,25 @@ pub struct BrokerOptions {
     pub hold_every_ring: bool,
     /// Users besides the broker's own whose processes it serves (their
     /// rings' holders run as them): needs a holder and a broker running as
-    /// root. Clients of these users get the pool's memfds and its table like
-    /// any other: allow only users who may reach each other's memory.
+    /// root. Unless [`BrokerOptions::isolate`], clients of these users get
+    /// the pool's memfds and its table like any other: allow only users
+    /// who may reach each other's memory.
     pub allow_uids: Vec<u32>,
     /// Groups (a peer's primary or supplementary group, SO_PEERCRED and
     /// SO_PEERGROUPS) whose processes it serves, as `allow_uids`.
     pub allow_gids: Vec<u32>,
+    /// Keep clients apart: a client's rings hold only the table slots of
+    /// its process's lease segments (a ring with no lease segments is
+    /// refused), it gets only those segments' memfds, and a segment that
+    /// passes to a client of another user gets fresh memory first (a new
+    /// memfd, faulted in and registered into its slot: the cost of zeroing
+    /// a segment, once per change of user). When a client's segments come
+    /// back, the broker takes their slots out of every ring it handed with
+    /// them. Rings do not follow growth (a client asks for new segments
+    /// with [`RingBroker::request_growth`](super::RingBroker::request_growth)).
+    /// Processes of the broker's own user reach everything through it
+    /// unless [`BrokerOptions::hold_every_ring`]. Default `false`.
+    pub isolate: bool,
 }
 
 impl Default for BrokerOptions {
@@ -78,6 +91,7 @@ impl Default for BrokerOptions {
             hold_every_ring: false,
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
+            isolate: false,
         }
     }
 }
@@ -104,6 +118,13 @@ impl BrokerOptions {
                     "only a broker running as root can start a ring holder as another user",
                 ));
             }
+        }
+        if self.isolate && self.follow_growth {
+            return Err(Error::invalid(
+                "follow_growth",
+                true,
+                "an isolated client's ring holds only its own segments: it does not follow growth",
+            ));
         }
         match &self.holder {
             Some(h) if !h.program.is_absolute() => {

@@ -305,8 +305,9 @@ impl IoMemory {
     ///
     /// # Errors
     /// [`Error::BadRegion`] for an empty range, one past the pool or across
-    /// a segment boundary, or one in a segment this process leases from;
-    /// [`Error::Forked`].
+    /// a segment boundary, one in a segment this process leases from, or
+    /// in a view of an isolating daemon's pool, one in a segment that is
+    /// not this process's; [`Error::Forked`].
     // The contract is the caller's (above); the body needs no unsafe
     // operation: the lease it builds is an ordinary one of this pool.
     #[allow(unsafe_code)]
@@ -338,6 +339,11 @@ impl IoMemory {
             )));
         }
         if let Some(view) = &sh.view {
+            if view.absent.contains(&segment) {
+                return Err(bad(format!(
+                    "segment {segment} is not this process's: the pool's owner isolates its clients and sent only their lease segments"
+                )));
+            }
             // Lock order: shrinking, then regions (as the view's shrink).
             let shrinking = view.shrinking.lock().unwrap_or_else(|p| p.into_inner());
             if shrinking.is_some_and(|n| segment >= n) {

@@ -6,11 +6,14 @@
 //! - [`leasing`]: `IoBuf` leases from the buddy allocator, segments kept
 //!   out of leasing for other processes, regions;
 //! - [`view`]: the process-shared view (the layout another process maps,
-//!   and the registrar's addresses).
+//!   and the registrar's addresses);
+//! - [`isolate`]: fresh memory per segment, and the layout of a client
+//!   that reaches only its own segments.
 
 mod codec;
 mod follow;
 mod grow;
+mod isolate;
 mod leasing;
 mod pages;
 mod prefault;
@@ -25,8 +28,8 @@ use std::time::Duration;
 pub(crate) use codec::{encode_shrink_notice, Reader};
 use leasing::Leasing;
 pub use leasing::{AllocFuture, SegmentReservation};
-pub(crate) use view::Layout;
 use view::View;
+pub(crate) use view::{Layout, ABSENT};
 #[cfg(test)]
 pub(crate) use view::{MapDesc, SegDesc};
 

@@ -18,8 +18,13 @@ pub(crate) struct MapDesc {
     pub len: u64,
 }
 
-/// One segment: its table index, the mapping that holds it and where, its
-/// length, and its address in the process that registered it.
+/// The mapping of a segment the receiving process may not reach (a
+/// daemon that isolates its clients sends only their own segments' memfds).
+pub(crate) const ABSENT: u16 = u16::MAX;
+
+/// One segment: its table index, the mapping that holds it and where
+/// ([`ABSENT`]: none, offset and address 0), its length, and its address
+/// in the process that registered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SegDesc {
     pub index: u16,
@@ -48,6 +53,9 @@ pub(crate) struct View {
     /// The segment count of a shrink the owner announced that waits here
     /// for regions past it to be dropped: no region is made there.
     pub shrinking: Mutex<Option<u16>>,
+    /// Segments the owner did not send (inaccessible address space here;
+    /// the ring's table has no slot for them either).
+    pub absent: std::collections::BTreeSet<u16>,
 }
 
 /// The layout of a shared pool as another process needs it.
@@ -81,6 +89,12 @@ impl Layout {
             if usize::from(d.index) != i {
                 return Err(format!("segment {i} says it is segment {}", d.index));
             }
+            if d.map == ABSENT {
+                if d.map_off != 0 || d.addr != 0 || d.len == 0 || d.len > s {
+                    return Err(format!("absent segment {i} with an offset, an address or {} bytes", d.len));
+                }
+                continue;
+            }
             let Some(map) = self.maps.get(usize::from(d.map)) else {
                 return Err(format!("segment {i} names mapping {} of {}", d.map, self.maps.len()));
             };
@@ -101,7 +115,8 @@ impl Layout {
         if let Some((i, d)) = self.segs.iter().enumerate().find(|&(i, d)| i < last && d.len != s) {
             return Err(format!("segment {i} has {} bytes, not the segment size {s}", d.len));
         }
-        let mut spans: Vec<(u16, u64, u64)> = self.segs.iter().map(|d| (d.map, d.map_off, d.map_off + d.len)).collect();
+        let mut spans: Vec<(u16, u64, u64)> =
+            self.segs.iter().filter(|d| d.map != ABSENT).map(|d| (d.map, d.map_off, d.map_off + d.len)).collect();
         spans.sort_unstable();
         if spans.windows(2).any(|w| w[0].0 == w[1].0 && w[1].1 < w[0].2) {
             return Err("two segments overlap in one mapping".into());
@@ -187,13 +202,35 @@ impl IoMemory {
                     .map_err(|e| Error::os("map the shared pool", e))
             })
             .collect::<Result<_>>()?;
+        // The segments not sent keep their places in inaccessible address
+        // space (checked: each at most a segment).
+        let absent: std::collections::BTreeSet<u16> =
+            layout.segs.iter().filter(|d| d.map == ABSENT).map(|d| d.index).collect();
+        let hole_len: u64 = layout.segs.iter().filter(|d| d.map == ABSENT).map(|d| d.len).sum();
+        let holes = match hole_len {
+            0 => None,
+            n => Some(Arc::new(
+                usize::try_from(n)
+                    .map_err(|_| Error::BadHandover { reason: format!("{n} bytes of absent segments") })
+                    .and_then(|n| {
+                        Mapping::inaccessible(n).map_err(|e| Error::os("reserve the absent segments' place", e))
+                    })?,
+            )),
+        };
+        let mut hole_at = 0usize;
         let segs: Vec<SegInfo> = layout
             .segs
             .iter()
             .map(|d| {
-                let map = maps[usize::from(d.map)].clone();
-                // Checked: inside the mapping.
-                let map_off = d.map_off as usize;
+                let (map, map_off) = match (&holes, d.map) {
+                    (Some(h), ABSENT) => {
+                        let at = hole_at;
+                        hole_at += d.len as usize;
+                        (h.clone(), at)
+                    }
+                    // Checked: inside the mapping.
+                    _ => (maps[usize::from(d.map)].clone(), d.map_off as usize),
+                };
                 let offset = u64::from(d.index) * layout.segment_size;
                 let seg = Segment { index: d.index, offset, len: d.len, addr: map.addr() + map_off };
                 SegInfo { seg, map, map_off }
@@ -217,6 +254,7 @@ impl IoMemory {
             channels: Mutex::new(Vec::new()),
             regions: Mutex::new(Default::default()),
             shrinking: Mutex::new(None),
+            absent,
         };
         Ok(IoMemory::from_parts(map, Leasing::new(buddy), Some(view), true))
     }

@@ -380,6 +380,25 @@ impl Ring {
     pub fn stats(&self) -> RingStats {
         self.stats
     }
+
+    /// Writes `len` bytes to `file` at offset 0 from table slot `slot` as
+    /// the kernel has it, naming the registering process's address `addr`
+    /// (WRITE_FIXED, waited for): the CQE's result, `-EFAULT` for a slot
+    /// the ring does not hold or a range it does not cover. For tests that
+    /// try to reach memory a ring should not (an isolating daemon's
+    /// client); it bypasses everything ringpool checks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] with operations in flight, or in a
+    /// forked child; [`Error::Io`] from the submission.
+    #[doc(hidden)]
+    pub fn try_write_from_slot(&mut self, file: BorrowedFd<'_>, slot: u16, addr: u64, len: u32) -> Result<i32> {
+        if self.raw.in_flight() != 0 || !self.home.is_here() {
+            return Err(Error::invalid("ring", self.raw.in_flight(), "idle, in the process that enabled it"));
+        }
+        crate::sys::uring::write_fixed_slot_sync(self.raw.io_uring(), file, addr, len, slot)
+            .map_err(|e| Error::os("write from a table slot", e))
+    }
 }
 
 impl Drop for Ring {

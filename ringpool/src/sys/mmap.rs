@@ -314,6 +314,57 @@ impl Mapping {
 }
 
 impl Mapping {
+    /// `len` bytes of address space that fault on any access
+    /// (`PROT_NONE`, no memory behind them): where a view of a pool puts
+    /// the segments its process may not reach, so that their pool offsets
+    /// keep their places.
+    pub(crate) fn inaccessible(len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        // SAFETY: a fresh inaccessible anonymous mapping at an address of the
+        // kernel's choice; no existing memory is affected.
+        let addr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, flags, -1, 0) };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        Ok(Mapping {
+            base,
+            map_len: len,
+            ptr: base,
+            len,
+            pid: super::pid::current_pid(),
+            memfd: None,
+            kept: std::sync::atomic::AtomicUsize::new(len),
+        })
+    }
+
+    /// Punches `[offset, offset + len)` out of a shared mapping's memfd:
+    /// its pages go back to the system (from every process that maps
+    /// them; a later touch would fault in zeroed ones). The range stays
+    /// mapped here. A private mapping is left as it is.
+    ///
+    /// The caller guarantees that nothing uses those bytes: no lease or
+    /// region covers them, and no ring's table routes I/O to them.
+    pub(crate) fn punch(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.check(offset, len)?;
+        let Some(fd) = &self.memfd else { return Ok(()) };
+        let (off, len) = (libc::off_t::try_from(offset), libc::off_t::try_from(len));
+        let (Ok(off), Ok(len)) = (off, len) else { return Err(io::Error::from_raw_os_error(libc::EINVAL)) };
+        // SAFETY: fallocate on our own memfd, no pointers.
+        let rc = unsafe {
+            libc::fallocate(fd.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len)
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Mapping {
     /// Gives the pages of `[from, len)` back (a shrink released the
     /// segments there): unmaps them, and for a memfd punches them out of
     /// the file, so that the memory returns to the system. `from` is a

@@ -237,6 +237,38 @@ pub(crate) fn read_fixed_sync(ring: &mut IoUring, fd: BorrowedFd<'_>, iov: &Iov,
     }
 }
 
+/// Writes `len` bytes to `fd` at offset 0 from table entry `index` with
+/// WRITE_FIXED, naming registrar address `addr` (not an address of this
+/// process: the kernel reads the entry's pages, if the entry covers
+/// `[addr, addr + len)`), and waits for the result (the CQE's res, EFAULT
+/// for an empty entry): for a test that tries to reach slots a ring should
+/// not hold. The ring must have nothing else in flight.
+pub(crate) fn write_fixed_slot_sync(
+    ring: &IoUring,
+    fd: BorrowedFd<'_>,
+    addr: u64,
+    len: u32,
+    index: u16,
+) -> io::Result<i32> {
+    let entry = opcode::WriteFixed::new(Fd(fd.as_raw_fd()), addr as *const u8, len, index).build().user_data(0x5e1e);
+    // SAFETY: the operation reads only registered pages (the kernel's, by
+    // table entry), never memory of this process; the caller has the ring
+    // to itself (`&mut Ring`, nothing in flight), so no other submission
+    // or completion queue handle is in use.
+    unsafe { ring.submission_shared().push(&entry) }.map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))?;
+    loop {
+        match ring.submit_and_wait(1) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        // SAFETY: as above, the completion queue is ours alone.
+        if let Some(cqe) = unsafe { ring.completion_shared() }.find(|c| c.user_data() == 0x5e1e) {
+            return Ok(cqe.result());
+        }
+    }
+}
+
 /// A file kept open while an op on it is in flight.
 pub(crate) type FdHold = Arc<dyn AsFd + Send + Sync>;
 

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod isolation;
 mod segments;
 
 use super::{wire, BrokerOptions, HandedRing};
@@ -150,6 +151,7 @@ impl RingBroker {
             counters: counters.clone(),
             idle: super::idle_shrink::IdleShrink::new(table.template.entries()),
             stopped_holders: Vec::new(),
+            isolation: opts.isolate.then(isolation::Isolation::default),
         };
         let thread = match std::thread::Builder::new().name("ringpool-broker".into()).spawn(move || server.run()) {
             Ok(t) => t,
@@ -305,6 +307,8 @@ struct Server {
     idle: super::idle_shrink::IdleShrink,
     /// Ring holders stopped and not yet reaped.
     stopped_holders: Vec<sys::holder::Holder>,
+    /// With [`BrokerOptions::isolate`]: the clients' fresh memory and rings.
+    isolation: Option<isolation::Isolation>,
 }
 
 impl Drop for Server {
@@ -368,6 +372,10 @@ impl Server {
                     let mut c = self.clients.swap_remove(i);
                     for s in c.sent.drain(..) {
                         self.stop_holder(s.holder);
+                    }
+                    // No ring reaches its segments when they go back.
+                    if let (Some(iso), Some(r)) = (self.isolation.as_mut(), &c.reservation) {
+                        iso.release(&r.segments());
                     }
                     tracing::debug!(pid = c.pid, leases = ?c.reservation.as_ref().map(|r| r.segments()), "broker client gone");
                     // Its rings that followed growth go too.
@@ -435,6 +443,10 @@ impl Server {
         let held: Vec<Range<u16>> =
             self.clients.iter().filter_map(|c| c.reservation.as_ref().map(SegmentReservation::segments)).collect();
         self.idle.look(&self.table, &held, idle, &self.counters.shrinks, &self.counters.shrink_timeouts);
+        if let Some(iso) = self.isolation.as_mut() {
+            let failed = self.counters.shrink_timeouts.load(Ordering::Relaxed);
+            iso.after_shrink(self.table.template.entries(), failed, &held);
+        }
     }
 
     fn refuse(&self, stream: &UnixStream, pid: u32, reason: &str) {
@@ -588,8 +600,11 @@ impl Server {
         if let Some(r) = &reservation {
             self.idle.reserved(r.segments().end);
         }
-        // A pool at its largest has no growth to follow.
-        let mut handed = self.table.handover_reserved(q.entries, reservation, self.opts.follow_growth)?;
+        let (mut handed, isolated) = if self.isolation.is_some() {
+            self.handover_isolated(i, q.entries, reservation)?
+        } else {
+            (self.table.handover_reserved(q.entries, reservation, self.opts.follow_growth)?, None)
+        };
         let c = &self.clients[i];
         let other_user = c.uid != sys::socket::euid();
         let holder = match &self.opts.holder {
@@ -627,6 +642,9 @@ impl Server {
         c.reservation = handed.reservation.take().map(|(r, _token)| r);
         c.sent.push(Sent { _ring: handed, holder });
         c.rings += 1;
+        if let Some(ring) = isolated {
+            self.keep_isolated(ring);
+        }
         self.counters.served.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -1,0 +1,118 @@
+//! Rings for clients kept apart: a ring whose table holds only the
+//! client's own segments (a ranged clone of each of its lease ranges; the
+//! other slots stay empty, so fixed I/O there is EFAULT), with a layout
+//! that carries only those segments' memfds. The owner keeps the ring to
+//! take the slots out again when the segments go back
+//! ([`IsolatedRing::revoke`]).
+
+use std::ops::Range;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use super::{wire, HandedRing};
+use crate::error::{Error, Result};
+use crate::memory::SegmentReservation;
+use crate::sys;
+use crate::sys::mmap::Mapping;
+use crate::table::BufferTable;
+use crate::types::{CloneRange, TablePath};
+use crate::uring::{self, Setup};
+
+/// The owner's handle on a ring handed to an isolated client, and the
+/// slots it holds.
+pub(crate) struct IsolatedRing {
+    ring: sys::uring::Uring,
+    ranges: Vec<Range<u16>>,
+}
+
+impl IsolatedRing {
+    /// Takes slots `range` out of the ring if it holds them (the segments
+    /// went back): fixed I/O there is EFAULT from now on, and the kernel
+    /// drops its reference to their pages. Returns whether the ring holds
+    /// no slot any more (the owner may close it).
+    pub(crate) fn revoke(&mut self, range: &Range<u16>) -> bool {
+        if let Some(i) = self.ranges.iter().position(|r| r == range) {
+            let r = self.ranges.remove(i);
+            match uring::clear(&self.ring, r.start, r.end - r.start) {
+                Ok(()) => {}
+                // Its process dropped the ring's table already (ENXIO).
+                Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENXIO) => {}
+                Err(e) => tracing::warn!("could not take slots {r:?} out of a client's ring: {e}"),
+            }
+        }
+        self.ranges.is_empty()
+    }
+
+    /// The slots it holds.
+    pub(crate) fn ranges(&self) -> &[Range<u16>] {
+        &self.ranges
+    }
+}
+
+impl BufferTable {
+    /// A ring for a client that may reach only segments `ranges`: set up
+    /// disabled and not SINGLE_ISSUER (the owner takes slots out of it
+    /// later), with only those slots cloned in, and a layout with only
+    /// their memory (`present`: each segment's memory, which its template
+    /// slot holds). `reservation`: the lease segments of the process that
+    /// enables it, among `ranges`.
+    pub(crate) fn handover_isolated(
+        &self,
+        entries: u32,
+        ranges: &[Range<u16>],
+        present: &[(u16, Arc<Mapping>)],
+        reservation: Option<SegmentReservation>,
+    ) -> Result<(HandedRing, IsolatedRing)> {
+        let t = &self.template;
+        t.home.check()?;
+        crate::ring::check_depth(entries)?;
+        if t.path != TablePath::Cloned {
+            return Err(Error::invalid(
+                "handover",
+                t.path,
+                "the table must be shared by clone (Sharing::Auto or Clone on Linux 6.12+)",
+            ));
+        }
+        if ranges.is_empty() || ranges.iter().any(|r| r.is_empty() || r.end > t.entries()) {
+            return Err(Error::invalid("segments of an isolated client", format!("{ranges:?}"), "within the table"));
+        }
+        let growing = t.memory.growth_lock();
+        let (layout, memfds) = t.memory.isolated_layout(t.entries(), present)?;
+        let setup = Setup { single_issuer: false, defer_taskrun: false, disabled: true, ..Setup::plain(entries) };
+        let (ring, _) = uring::setup(&setup)?;
+        for (k, r) in ranges.iter().enumerate() {
+            let (at, n) = (u32::from(r.start), u32::from(r.end - r.start));
+            let range = CloneRange::range(at, at, n);
+            // The first clone makes the ring's table (its slots below `at`
+            // empty); the others fill slots of it.
+            let range = if k == 0 { range } else { range.replace() };
+            uring::clone_into(&ring, t.fd(), u32::from(t.source_len()), range)?;
+        }
+        drop(growing);
+        let params = sys::handoff::params_bytes(&ring);
+        sys::handoff::remember_layout(&ring);
+        let fd = ring.as_fd().try_clone_to_owned().map_err(|e| Error::os("dup ring fd", e))?;
+        let leases = reservation.as_ref().map_or(0..0, SegmentReservation::segments);
+        let (token, reservation) = match reservation {
+            Some(r) => {
+                let (read_end, write_end) = sys::socket::pipe().map_err(|e| Error::os("lease token pipe", e))?;
+                (Some(write_end), Some((r, read_end)))
+            }
+            None => (None, None),
+        };
+        let owner = sys::pid::current_pid();
+        tracing::debug!(owner, ?ranges, ?leases, "ring set up for an isolated client");
+        let handed = HandedRing {
+            fd,
+            msg: wire::Message { params, layout, leases, owner, ring_fd: -1, follows_growth: false, holder: 0 },
+            memfds,
+            ids: None,
+            token,
+            reservation,
+            conn: None,
+            growth: None,
+            holder_pidfd: None,
+        };
+        Ok((handed, IsolatedRing { ring, ranges: ranges.to_vec() }))
+    }
+}
