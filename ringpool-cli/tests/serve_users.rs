@@ -280,6 +280,8 @@ struct Probe {
     zeroed: bool,
     /// (slot, result, byte the write left in the file)
     tries: Vec<(u16, i32, Option<u8>)>,
+    /// Trying to pin memory of its own through its ring: 0 or the errno.
+    pin: Option<i32>,
 }
 
 impl Probe {
@@ -292,6 +294,7 @@ impl Probe {
                 Some("F") => p.memfds = f[1..].iter().map(|x| x.parse().unwrap()).collect(),
                 Some("Z") => p.zeroed = f[1] == "1",
                 Some("T") => p.tries.push((f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().ok())),
+                Some("P") => p.pin = Some(f[1].parse().unwrap()),
                 _ => panic!("probe said {line:?}"),
             }
         }
@@ -309,8 +312,12 @@ impl Probe {
 fn start_probe(uid: u32, sock: &Path, dir: &Path, fill: u8, tries: &[String], hold_ms: u64) -> Child {
     let file = dir.join(format!("probe-{uid}-{fill}"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringpool"));
-    as_user(&mut cmd, uid)
-        .args(["bench", "service-probe", "--fill", &fill.to_string(), "--hold-ms", &hold_ms.to_string()])
+    if uid != 0 {
+        as_user(&mut cmd, uid);
+    }
+    cmd.args(["bench", "service-probe", "--fill", &fill.to_string(), "--hold-ms", &hold_ms.to_string()])
+        // 64 MiB of its own, past the 8 MiB RLIMIT_MEMLOCK it has.
+        .args(["--try-pin", &(64 << 20).to_string()])
         .arg("--socket")
         .arg(sock)
         .arg("--file")
@@ -341,10 +348,9 @@ fn probe_report(child: &mut Child, tries: usize) -> Probe {
 }
 
 fn run_probe(uid: u32, sock: &Path, dir: &Path, fill: u8, tries: &[String]) -> Probe {
-    let mut child = start_probe(uid, sock, dir, fill, tries, 0);
-    let p = probe_report(&mut child, tries.len());
-    assert!(child.wait().unwrap().success());
-    p
+    let out = start_probe(uid, sock, dir, fill, tries, 0).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Probe::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
 #[test]
@@ -371,6 +377,10 @@ fn isolated_clients_reach_neither_each_others_slots_nor_memory() {
         let at_a = format!("{}:{}", pa.segment, pa.addr);
         let pb = run_probe(STRANGER, &sock, dir.path(), 0xcd, &[at_a]);
         assert_eq!(pb.tried(0), (4096, Some(0xcd)), "its own slot: {pb:?}");
+        // A ring the daemon (CAP_IPC_LOCK) set up charges what is pinned
+        // through it to no one: a client of another user may not pin
+        // memory of its own through it; the daemon's user may.
+        assert_eq!(pb.pin, Some(libc::EACCES), "{pb:?}");
         let _ = a.kill();
         a.wait().unwrap();
 
@@ -380,6 +390,8 @@ fn isolated_clients_reach_neither_each_others_slots_nor_memory() {
         // D, of C's user too, after C.
         let pd = run_probe(STRANGER, &sock, dir.path(), 0x02, &[]);
         assert_eq!(pd.segment, pa.segment, "{pd:?}");
+        let root = run_probe(0, &sock, dir.path(), 0x03, &[]);
+        assert_eq!(root.pin, Some(0), "{root:?}");
         eprintln!("isolate {isolate}: A {pa:?}\nB {pb:?}\nC {pc:?}\nD {pd:?}");
         if !isolate {
             // The control: without --isolate, B reads A's memory through

@@ -10,13 +10,13 @@
 //! followers; the template reaches them at each growth.
 
 use std::ops::Range;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::memory::IoMemory;
 use crate::sys;
 use crate::sys::uring::Uring;
+use crate::template::Template;
 use crate::types::CloneRange;
 use crate::uring;
 
@@ -45,47 +45,41 @@ impl Follower {
         Ok((Follower { ring, channel: ours, deaf: false }, theirs))
     }
 
-    /// Clones slots `range` of the template (fd `src`, `source_len`
-    /// slots) into the ring, then sends the new layout; when it cannot be
-    /// sent (the process does not read its notices), takes the slots back
-    /// out and marks the follower deaf.
-    fn reach(&mut self, src: RawFd, source_len: u32, memory: &IoMemory, range: &Range<u16>) -> Result<()> {
-        self.regrant(src, source_len, range)?;
-        let (layout, memfds) = memory.layout(range.end)?;
+    /// Clones slots `range` of the template into the ring, then sends the
+    /// new layout; when it cannot be sent (the process does not read its
+    /// notices), takes the slots back out and marks the follower deaf.
+    fn reach(&mut self, t: &Template, range: &Range<u16>) -> Result<()> {
+        self.regrant(t, range)?;
+        let (layout, memfds) = t.memory.layout(range.end)?;
         let fds: Vec<BorrowedFd<'_>> = memfds.iter().map(AsFd::as_fd).collect();
         let sent = sys::socket::send_with_fds(self.channel.as_fd(), &layout.encode_notice(), &fds);
         if let Err(e) = &sent {
             if !gone(e) {
                 // Its process will not map what its ring would hold.
                 self.deaf = true;
-                self.revoke(range)?;
+                self.revoke(t, range)?;
             }
         }
         sent.map_err(|e| Error::os("send the growth to a handed ring's process", e))
     }
 
-    /// Empties slots `range` of the ring (a buffers update with empty
-    /// iovecs: allowed because the ring is not SINGLE_ISSUER). I/O in
-    /// flight there keeps the pages until it completes.
-    fn revoke(&self, range: &Range<u16>) -> Result<()> {
-        match uring::clear(&self.ring, range.start, range.end - range.start) {
-            // The ring's table is gone already (its process dropped the
-            // ring and unregistered): nothing to take out.
-            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENXIO) => Ok(()),
-            r => r,
-        }
+    /// Empties slots `range` of the ring ([`Template::take_out`]: allowed
+    /// because the ring is not SINGLE_ISSUER). I/O in flight there keeps
+    /// the pages until it completes.
+    fn revoke(&self, t: &Template, range: &Range<u16>) -> Result<()> {
+        t.take_out(&self.ring, range.clone())
     }
 
     /// Clones slots `range` of the template into the ring (a growth, or a
     /// revoke called off).
-    fn regrant(&self, src: RawFd, source_len: u32, range: &Range<u16>) -> Result<()> {
+    fn regrant(&self, t: &Template, range: &Range<u16>) -> Result<()> {
         let clone = CloneRange {
             src_off: u32::from(range.start),
             dst_off: u32::from(range.start),
             nr: u32::from(range.end - range.start),
             replace: true,
         };
-        uring::clone_into(&self.ring, src, source_len, clone)
+        uring::clone_into(&self.ring, t.fd(), u32::from(t.source_len()), clone)
     }
 
     /// Tells the process that the pool now has `segments` segments.
@@ -128,14 +122,14 @@ impl Followers {
     /// process is gone (its end of the channel closed) is dropped, with
     /// its ring; one the growth cannot reach is dropped too, loudly: its
     /// ring keeps the slots it had, and its process sees no more growth.
-    pub(crate) fn reach(&self, src: RawFd, source_len: u32, memory: &IoMemory, range: Range<u16>) -> u32 {
+    pub(crate) fn reach(&self, t: &Template, range: Range<u16>) -> u32 {
         let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
         let mut reached = 0u32;
         list.retain_mut(|f| {
             if f.deaf {
                 return !sys::socket::hung_up(f.channel.as_fd());
             }
-            match f.reach(src, source_len, memory, &range) {
+            match f.reach(t, &range) {
                 Ok(()) => {
                     reached += 1;
                     true
@@ -164,13 +158,13 @@ impl Followers {
     /// when one cannot be emptied, those emptied get the slots back from
     /// the template (fd `src`, still holding them) and the error is
     /// returned. Followers whose processes are gone are dropped first.
-    pub(crate) fn revoke(&self, src: RawFd, source_len: u32, range: Range<u16>) -> Result<u32> {
+    pub(crate) fn revoke(&self, t: &Template, range: Range<u16>) -> Result<u32> {
         let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
         list.retain(|f| !sys::socket::hung_up(f.channel.as_fd()));
         for (i, f) in list.iter().enumerate() {
-            if let Err(e) = f.revoke(&range) {
+            if let Err(e) = f.revoke(t, &range) {
                 for done in &list[..i] {
-                    if let Err(e2) = done.regrant(src, source_len, &range) {
+                    if let Err(e2) = done.regrant(t, &range) {
                         tracing::error!(error = %e2, ?range, "a shrink called off could not give a handed ring its slots back");
                     }
                 }
@@ -182,9 +176,9 @@ impl Followers {
 
     /// Gives every follower slots `range` of the template back (a shrink
     /// called off after [`Followers::revoke`]).
-    pub(crate) fn regrant(&self, src: RawFd, source_len: u32, range: &Range<u16>) {
+    pub(crate) fn regrant(&self, t: &Template, range: &Range<u16>) {
         for f in self.list.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            if let Err(e) = f.regrant(src, source_len, range) {
+            if let Err(e) = f.regrant(t, range) {
                 tracing::error!(error = %e, ?range, "a shrink called off could not give a handed ring its slots back");
             }
         }

@@ -8,7 +8,8 @@
 //! `F <inode>...` (the memfds it was sent),
 //! `Z <0|1>` (whether its segment was all zeros when it got it),
 //! `T <slot> <result> <byte|->` (a fixed write from that slot to its file:
-//! the CQE's result, and the byte the file then holds if all alike).
+//! the CQE's result, and the byte the file then holds if all alike),
+//! `P <0|errno>` (whether it could pin memory of its own through its ring).
 
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsFd;
@@ -35,6 +36,10 @@ pub struct ServiceProbeArgs {
     /// own segment.
     #[arg(long = "try")]
     pub tries: Vec<String>,
+    /// Then try to pin this many bytes of its own memory through its
+    /// ring (a buffers update into its slot): `P <0|errno>`.
+    #[arg(long, default_value_t = 0)]
+    pub try_pin: usize,
     /// How long to hold the segment after the tries (ms).
     #[arg(long, default_value_t = 0)]
     pub hold_ms: u64,
@@ -69,6 +74,14 @@ pub fn run(a: &ServiceProbeArgs) -> anyhow::Result<()> {
             _ => "-".into(),
         };
         writeln!(out, "T {slot} {res} {byte}")?;
+    }
+    if a.try_pin > 0 {
+        let errno = match ring.try_pin_through_slot(seg, a.try_pin) {
+            Ok(()) => 0,
+            Err(ringpool::Error::Io { source, .. }) => source.raw_os_error().unwrap_or(-1),
+            Err(e) => return Err(e.into()),
+        };
+        writeln!(out, "P {errno}")?;
     }
     out.flush()?;
     std::thread::sleep(Duration::from_millis(a.hold_ms));

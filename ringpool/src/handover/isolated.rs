@@ -27,17 +27,15 @@ pub(crate) struct IsolatedRing {
 
 impl IsolatedRing {
     /// Takes slots `range` out of the ring if it holds them (the segments
-    /// went back): fixed I/O there is EFAULT from now on, and the kernel
-    /// drops its reference to their pages. Returns whether the ring holds
-    /// no slot any more (the owner may close it).
-    pub(crate) fn revoke(&mut self, range: &Range<u16>) -> bool {
+    /// went back; [`Template::take_out`](crate::template::Template::take_out)):
+    /// fixed I/O there is EFAULT from now on, and the kernel drops its
+    /// reference to their pages. Returns whether the ring holds no slot
+    /// any more (the owner may close it).
+    pub(crate) fn revoke(&mut self, table: &BufferTable, range: &Range<u16>) -> bool {
         if let Some(i) = self.ranges.iter().position(|r| r == range) {
             let r = self.ranges.remove(i);
-            match uring::clear(&self.ring, r.start, r.end - r.start) {
-                Ok(()) => {}
-                // Its process dropped the ring's table already (ENXIO).
-                Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENXIO) => {}
-                Err(e) => tracing::warn!("could not take slots {r:?} out of a client's ring: {e}"),
+            if let Err(e) = table.template.take_out(&self.ring, r.clone()) {
+                tracing::warn!("could not take slots {r:?} out of a client's ring: {e}");
             }
         }
         self.ranges.is_empty()
@@ -55,13 +53,15 @@ impl BufferTable {
     /// later), with only those slots cloned in, and a layout with only
     /// their memory (`present`: each segment's memory, which its template
     /// slot holds). `reservation`: the lease segments of the process that
-    /// enables it, among `ranges`.
+    /// enables it, among `ranges`. `restrict`: for a client of another
+    /// user ([`sys::uring::restrict_for_client`]).
     pub(crate) fn handover_isolated(
         &self,
         entries: u32,
         ranges: &[Range<u16>],
         present: &[(u16, Arc<Mapping>)],
         reservation: Option<SegmentReservation>,
+        restrict: bool,
     ) -> Result<(HandedRing, IsolatedRing)> {
         let t = &self.template;
         t.home.check()?;
@@ -89,6 +89,9 @@ impl BufferTable {
             uring::clone_into(&ring, t.fd(), u32::from(t.source_len()), range)?;
         }
         drop(growing);
+        if restrict {
+            sys::uring::restrict_for_client(&ring).map_err(|e| Error::os("restrict a client's ring", e))?;
+        }
         let params = sys::handoff::params_bytes(&ring);
         sys::handoff::remember_layout(&ring);
         let fd = ring.as_fd().try_clone_to_owned().map_err(|e| Error::os("dup ring fd", e))?;

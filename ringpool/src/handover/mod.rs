@@ -203,15 +203,18 @@ impl BufferTable {
     pub fn handover(&self, opts: &HandoverOptions) -> Result<HandedRing> {
         self.template.home.check()?;
         let reservation = opts.leases.clone().map(|r| self.template.memory.reserve_segments(r)).transpose()?;
-        self.handover_reserved(opts.entries, reservation, opts.follow_growth)
+        self.handover_reserved(opts.entries, reservation, opts.follow_growth, false)
     }
 
-    /// [`BufferTable::handover`] with the lease segments reserved already.
+    /// [`BufferTable::handover`] with the lease segments reserved already;
+    /// `restrict`: the ring is for a client of another user
+    /// ([`sys::uring::restrict_for_client`]).
     pub(crate) fn handover_reserved(
         &self,
         entries: u32,
         reservation: Option<SegmentReservation>,
         follow_growth: bool,
+        restrict: bool,
     ) -> Result<HandedRing> {
         let t = &self.template;
         t.home.check()?;
@@ -239,6 +242,9 @@ impl BufferTable {
         let (ring, _) = uring::setup(&setup)?;
         // A disabled ring accepts the clone (measured on 6.18).
         uring::clone_into(&ring, t.fd(), u32::from(t.source_len()), CloneRange::all())?;
+        if restrict {
+            sys::uring::restrict_for_client(&ring).map_err(|e| Error::os("restrict a client's ring", e))?;
+        }
         let params = sys::handoff::params_bytes(&ring);
         // A forked child then rebuilds the ring without setting one up to
         // learn the layout.

@@ -399,6 +399,22 @@ impl Ring {
         crate::sys::uring::write_fixed_slot_sync(self.raw.io_uring(), file, addr, len, slot)
             .map_err(|e| Error::os("write from a table slot", e))
     }
+
+    /// Registers `len` bytes of new memory of this process into table slot
+    /// `slot` and empties the slot again (what that slot held is gone
+    /// from this ring): whether this process can pin memory through the
+    /// ring. For tests that try (a ring a daemon set up with CAP_IPC_LOCK
+    /// would let any process pin memory uncharged).
+    ///
+    /// # Errors
+    /// [`Error::Io`] with the kernel's refusal (ENOMEM past the
+    /// RLIMIT_MEMLOCK charged).
+    #[doc(hidden)]
+    pub fn try_pin_through_slot(&mut self, slot: u16, len: usize) -> Result<()> {
+        self.home.check()?;
+        crate::sys::uring::try_pin_through(self.raw.io_uring(), u32::from(slot), len)
+            .map_err(|e| Error::os("pin memory through a table slot", e))
+    }
 }
 
 impl Drop for Ring {

@@ -134,6 +134,34 @@ pub(crate) fn register_sparse(ring: &IoUring, n: u32) -> io::Result<()> {
     ring.submitter().register_buffers_sparse(n)
 }
 
+/// Register operations a client of another user may make on a ring set
+/// up for it (`IORING_REGISTER_*`, all in Linux 6.12): files, eventfds,
+/// the probe, personalities, enabling, io-wq limits and affinity, ring
+/// fds, cancelation, NAPI, the clock, unregistering its buffer table, and
+/// clones (which pin nothing, and only between rings of one process's mm
+/// and user, which a client gets none of but its own). Left out: every
+/// operation that registers memory (buffers, buffer updates, provided
+/// buffer rings, memory regions, resizing the rings), restrictions,
+/// zero-copy receive queues, and the ring-less ones.
+const CLIENT_REGISTER_OPS: &[u8] =
+    &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 17, 18, 19, 20, 21, 23, 24, 25, 26, 27, 28, 29, 30];
+
+/// Restricts a disabled ring set up for a client of another user
+/// (`IORING_REGISTER_RESTRICTIONS`, in force once the client enables it):
+/// every submission opcode this kernel has and every SQE flag, but only
+/// [`CLIENT_REGISTER_OPS`]: a process with CAP_IPC_LOCK set the ring up,
+/// so memory registered on it would be charged to no one, and the client
+/// could pin memory past its RLIMIT_MEMLOCK.
+pub(crate) fn restrict_for_client(ring: &IoUring) -> io::Result<()> {
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    let mut res: Vec<io_uring::register::Restriction> =
+        (0..=u8::MAX).filter(|&op| probe.is_supported(op)).map(io_uring::register::Restriction::sqe_op).collect();
+    res.push(io_uring::register::Restriction::sqe_flags_allowed(0x7f));
+    res.extend(CLIENT_REGISTER_OPS.iter().map(|&op| io_uring::register::Restriction::register_op(op)));
+    ring.submitter().register_restrictions(&mut res)
+}
+
 /// `struct io_uring_rsrc_update2` (32 bytes).
 #[repr(C)]
 struct RsrcUpdate2 {
@@ -267,6 +295,17 @@ pub(crate) fn write_fixed_slot_sync(
             return Ok(cqe.result());
         }
     }
+}
+
+/// Registers `len` bytes of new anonymous memory of this process into
+/// slot `slot` (a buffers update), then empties the slot again: whether
+/// this process may pin memory through the ring (the kernel charges it to
+/// the ring's user, against this process's RLIMIT_MEMLOCK, unless the ring
+/// was set up with CAP_IPC_LOCK). For a test that tries.
+pub(crate) fn try_pin_through(ring: &IoUring, slot: u32, len: usize) -> io::Result<()> {
+    let map = Arc::new(Mapping::map(len, crate::sys::mmap::Backing::Base, 4096)?);
+    update_iovs(ring, slot, &[Iov::new(&map, 0, len)])?;
+    clear_slots(ring, slot, 1)
 }
 
 /// A file kept open while an op on it is in flight.

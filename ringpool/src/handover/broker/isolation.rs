@@ -94,8 +94,8 @@ impl Isolation {
 
     /// Lease segments `range` came back: no ring handed with them reaches
     /// them any more.
-    pub(super) fn release(&mut self, range: &Range<u16>) {
-        self.rings.retain_mut(|r| !r.revoke(range));
+    pub(super) fn release(&mut self, table: &BufferTable, range: &Range<u16>) {
+        self.rings.retain_mut(|r| !r.revoke(table, range));
     }
 
     /// After the idle shrink's look: slots past the pool's end are gone
@@ -150,7 +150,8 @@ impl Server {
             iso.prepare(&self.table, r.segments(), uid)?;
         }
         let present = iso.present(&ranges)?;
-        let (handed, ring) = self.table.handover_isolated(entries, &ranges, &present, reservation)?;
+        let restrict = uid != crate::sys::socket::euid();
+        let (handed, ring) = self.table.handover_isolated(entries, &ranges, &present, reservation, restrict)?;
         tracing::trace!(pid, ranges = ?ring.ranges(), "isolated ring");
         Ok((handed, Some(ring)))
     }

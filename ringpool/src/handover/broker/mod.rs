@@ -375,7 +375,7 @@ impl Server {
                     }
                     // No ring reaches its segments when they go back.
                     if let (Some(iso), Some(r)) = (self.isolation.as_mut(), &c.reservation) {
-                        iso.release(&r.segments());
+                        iso.release(&self.table, &r.segments());
                     }
                     tracing::debug!(pid = c.pid, leases = ?c.reservation.as_ref().map(|r| r.segments()), "broker client gone");
                     // Its rings that followed growth go too.
@@ -603,7 +603,8 @@ impl Server {
         let (mut handed, isolated) = if self.isolation.is_some() {
             self.handover_isolated(i, q.entries, reservation)?
         } else {
-            (self.table.handover_reserved(q.entries, reservation, self.opts.follow_growth)?, None)
+            let restrict = self.clients[i].uid != sys::socket::euid();
+            (self.table.handover_reserved(q.entries, reservation, self.opts.follow_growth, restrict)?, None)
         };
         let c = &self.clients[i];
         let other_user = c.uid != sys::socket::euid();
