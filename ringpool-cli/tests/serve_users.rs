@@ -295,6 +295,7 @@ impl Probe {
                 Some("Z") => p.zeroed = f[1] == "1",
                 Some("T") => p.tries.push((f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().ok())),
                 Some("P") => p.pin = Some(f[1].parse().unwrap()),
+                Some("A") => {}
                 _ => panic!("probe said {line:?}"),
             }
         }

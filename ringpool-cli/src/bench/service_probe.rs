@@ -4,6 +4,7 @@
 //! segment, tries fixed writes from the table slots it is told to (other
 //! clients' segments, at their registrar addresses), and holds its segment
 //! for a while. It reports on stdout, a line each:
+//! `A <µs>` (the attachment: request to enabled ring),
 //! `L <segment> <registrar address>` (its lease segment),
 //! `F <inode>...` (the memfds it was sent),
 //! `Z <0|1>` (whether its segment was all zeros when it got it),
@@ -47,12 +48,17 @@ pub struct ServiceProbeArgs {
 
 pub fn run(a: &ServiceProbeArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
+    let started = std::time::Instant::now();
     let handed = RingBroker::request(&a.socket, 32, 1).context("attach")?;
+    let asked = started.elapsed();
     let seg = handed.leases().start;
+    let inodes = memfd_inodes()?;
     let own_addr = handed.segment_addr(seg).unwrap_or(0);
-    writeln!(out, "L {seg} {own_addr}")?;
-    writeln!(out, "F {}", memfd_inodes()?.iter().map(u64::to_string).collect::<Vec<_>>().join(" "))?;
+    let enabling = std::time::Instant::now();
     let mut ring = handed.enable().context("enable the ring")?;
+    writeln!(out, "A {}", (asked + enabling.elapsed()).as_micros())?;
+    writeln!(out, "L {seg} {own_addr}")?;
+    writeln!(out, "F {}", inodes.iter().map(u64::to_string).collect::<Vec<_>>().join(" "))?;
     let mem = ring.memory().context("the ring's memory")?.clone();
     let mut buf = mem.try_alloc(mem.segment_size() as usize).context("lease the whole segment")?;
     writeln!(out, "Z {}", u8::from(buf.iter().all(|&b| b == 0)))?;
