@@ -200,6 +200,29 @@ mod tests {
     }
 
     #[test]
+    fn a_layout_with_absent_segments_round_trips_and_absent_ones_carry_nothing() {
+        use crate::memory::ABSENT;
+        let seg = |index, map, addr| SegDesc { index, map, map_off: 0, len: 1 << 22, addr };
+        let l = Layout {
+            page: PageKind::Base,
+            segment_size: 1 << 22,
+            alignment: 4096,
+            maps: vec![MapDesc { len: 1 << 22 }],
+            segs: vec![seg(0, ABSENT, 0), seg(1, 0, 0x7f00_0000_0000), seg(2, ABSENT, 0)],
+        };
+        assert_eq!(Layout::decode_notice(&l.encode_notice()).unwrap(), l);
+        let mut bad = l.clone();
+        bad.segs[0].addr = 0x7f00_0040_0000;
+        assert!(bad.check().unwrap_err().contains("absent segment 0"));
+        let mut bad = l.clone();
+        bad.segs[2].map_off = 4096;
+        assert!(bad.check().is_err());
+        let mut bad = l.clone();
+        bad.segs[2].len = 1 << 23;
+        assert!(bad.check().is_err());
+    }
+
+    #[test]
     fn a_shrink_notice_round_trips_and_bad_ones_are_errors() {
         let b = encode_shrink_notice(3);
         assert_eq!(Notice::decode(&b).unwrap(), Notice::Shrank(3));

@@ -92,11 +92,12 @@ impl IoMemory {
     }
 
     /// `[begin, end)` as chunks of at most 64 MiB (or one page), each inside
-    /// one segment.
+    /// one segment (none in a view's absent segments: nothing is there).
     fn chunks(&self, begin: u64, end: u64, page: u64) -> Vec<Chunk> {
         let chunk = (64u64 << 20).max(page);
         let mut out = Vec::new();
-        for s in self.inner.map.segs().iter() {
+        let absent = |i: u16| self.inner.view.as_ref().is_some_and(|v| v.absent.contains(&i));
+        for s in self.inner.map.segs().iter().filter(|s| !absent(s.seg.index)) {
             let (a, b) = (s.seg.offset.max(begin), (s.seg.offset + s.seg.len).min(end));
             let mut at = a;
             while at < b {
