@@ -10,15 +10,25 @@
 //! followers; the template reaches them at each growth.
 
 use std::ops::Range;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
+use crate::blank::Blank;
 use crate::error::{Error, Result};
+use crate::memory::IoMemory;
 use crate::sys;
 use crate::sys::uring::Uring;
-use crate::template::Template;
 use crate::types::CloneRange;
 use crate::uring;
+
+/// What followers need of the table they follow: its template ring (fd
+/// and kernel table size), its memory, and its blank table.
+pub(crate) struct Origin<'a> {
+    pub(crate) fd: RawFd,
+    pub(crate) source_len: u32,
+    pub(crate) memory: &'a IoMemory,
+    pub(crate) blank: &'a Blank,
+}
 
 /// One handed ring that follows growth, as its owner keeps it.
 pub(crate) struct Follower {
@@ -48,7 +58,7 @@ impl Follower {
     /// Clones slots `range` of the template into the ring, then sends the
     /// new layout; when it cannot be sent (the process does not read its
     /// notices), takes the slots back out and marks the follower deaf.
-    fn reach(&mut self, t: &Template, range: &Range<u16>) -> Result<()> {
+    fn reach(&mut self, t: &Origin<'_>, range: &Range<u16>) -> Result<()> {
         self.regrant(t, range)?;
         let (layout, memfds) = t.memory.layout(range.end)?;
         let fds: Vec<BorrowedFd<'_>> = memfds.iter().map(AsFd::as_fd).collect();
@@ -63,23 +73,23 @@ impl Follower {
         sent.map_err(|e| Error::os("send the growth to a handed ring's process", e))
     }
 
-    /// Empties slots `range` of the ring ([`Template::take_out`]: allowed
+    /// Empties slots `range` of the ring ([`Blank::take_out`]: allowed
     /// because the ring is not SINGLE_ISSUER). I/O in flight there keeps
     /// the pages until it completes.
-    fn revoke(&self, t: &Template, range: &Range<u16>) -> Result<()> {
-        t.take_out(&self.ring, range.clone())
+    fn revoke(&self, t: &Origin<'_>, range: &Range<u16>) -> Result<()> {
+        t.blank.take_out(&self.ring, range.clone())
     }
 
     /// Clones slots `range` of the template into the ring (a growth, or a
     /// revoke called off).
-    fn regrant(&self, t: &Template, range: &Range<u16>) -> Result<()> {
+    fn regrant(&self, t: &Origin<'_>, range: &Range<u16>) -> Result<()> {
         let clone = CloneRange {
             src_off: u32::from(range.start),
             dst_off: u32::from(range.start),
             nr: u32::from(range.end - range.start),
             replace: true,
         };
-        uring::clone_into(&self.ring, t.fd(), u32::from(t.source_len()), clone)
+        uring::clone_into(&self.ring, t.fd, t.source_len, clone)
     }
 
     /// Tells the process that the pool now has `segments` segments.
@@ -122,7 +132,7 @@ impl Followers {
     /// process is gone (its end of the channel closed) is dropped, with
     /// its ring; one the growth cannot reach is dropped too, loudly: its
     /// ring keeps the slots it had, and its process sees no more growth.
-    pub(crate) fn reach(&self, t: &Template, range: Range<u16>) -> u32 {
+    pub(crate) fn reach(&self, t: &Origin<'_>, range: Range<u16>) -> u32 {
         let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
         let mut reached = 0u32;
         list.retain_mut(|f| {
@@ -158,7 +168,7 @@ impl Followers {
     /// when one cannot be emptied, those emptied get the slots back from
     /// the template (fd `src`, still holding them) and the error is
     /// returned. Followers whose processes are gone are dropped first.
-    pub(crate) fn revoke(&self, t: &Template, range: Range<u16>) -> Result<u32> {
+    pub(crate) fn revoke(&self, t: &Origin<'_>, range: Range<u16>) -> Result<u32> {
         let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
         list.retain(|f| !sys::socket::hung_up(f.channel.as_fd()));
         for (i, f) in list.iter().enumerate() {
@@ -176,7 +186,7 @@ impl Followers {
 
     /// Gives every follower slots `range` of the template back (a shrink
     /// called off after [`Followers::revoke`]).
-    pub(crate) fn regrant(&self, t: &Template, range: &Range<u16>) {
+    pub(crate) fn regrant(&self, t: &Origin<'_>, range: &Range<u16>) {
         for f in self.list.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             if let Err(e) = f.regrant(t, range) {
                 tracing::error!(error = %e, ?range, "a shrink called off could not give a handed ring its slots back");

@@ -57,6 +57,7 @@
 #![warn(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod alloc;
+mod blank;
 mod buf;
 mod device;
 mod engine;

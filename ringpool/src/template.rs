@@ -5,13 +5,15 @@ use std::ops::Range;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::blank::Blank;
+use crate::error::Result;
+use crate::followers::Origin;
 use crate::home::Home;
 use crate::link::TableLink;
 use crate::memory::IoMemory;
 use crate::probe::Features;
 use crate::sys::uring::Uring;
-use crate::types::{CloneRange, Refresh, TablePath};
+use crate::types::{Refresh, TablePath};
 use crate::uring::{self, Setup};
 
 /// Entries of a template ring (it submits nothing; the planner counts its
@@ -51,9 +53,9 @@ pub(crate) struct Template {
     /// without `follow_growth`): this process cannot take slots out of
     /// them, so a shared pool with any does not shrink.
     pub(crate) unfollowed: std::sync::atomic::AtomicU32,
-    /// A ring with an empty table of `capacity` slots: what
-    /// [`Template::take_out`] clones from.
-    blank: std::sync::OnceLock<Uring>,
+    /// An empty table of `capacity` slots: what [`Template::take_out`]
+    /// clones from.
+    blank: Blank,
 }
 
 impl Template {
@@ -86,7 +88,7 @@ impl Template {
             followers: Default::default(),
             reached: Default::default(),
             unfollowed: Default::default(),
-            blank: Default::default(),
+            blank: Blank::new(capacity),
         };
         Ok((t, took))
     }
@@ -113,7 +115,7 @@ impl Template {
         if self.path != TablePath::Unregistered {
             // Handed rings that follow the pool first, while the template
             // still holds the slots to give back if the shrink is called off.
-            let revoked = self.followers.revoke(self, range.clone())?;
+            let revoked = self.followers.revoke(&self.origin(), range.clone())?;
             if let Err(e) = uring::clear(&self.ring, range.start, range.end - range.start) {
                 // Part of the range may be holes now: register it all again,
                 // so that the template is as before (the shrink is called off),
@@ -122,7 +124,7 @@ impl Template {
                 if let Err(e2) = uring::update("register", &self.ring, range.start, &iovs) {
                     tracing::error!("a failed shrink could not restore template slots {range:?}: {e2}");
                 } else if revoked > 0 {
-                    self.followers.regrant(self, &range);
+                    self.followers.regrant(&self.origin(), &range);
                 }
                 return Err(e);
             }
@@ -166,7 +168,7 @@ impl Template {
             }
         }
         let generation = self.link.advance(range.end);
-        let reached = if self.followers.len() > 0 { self.followers.reach(self, range) } else { 0 };
+        let reached = if self.followers.len() > 0 { self.followers.reach(&self.origin(), range) } else { 0 };
         self.reached.store(reached, std::sync::atomic::Ordering::Relaxed);
         Ok(generation)
     }
@@ -179,25 +181,15 @@ impl Template {
         uring::update("register fresh memory", &self.ring, index, std::slice::from_ref(iov))
     }
 
-    /// Empties slots `range` of `ring`, a ring handed to another process:
-    /// a DST_REPLACE clone of empty slots from a blank ring of this
-    /// table's capacity (made on first use). Unlike a buffers update, a
-    /// clone is allowed on a ring restricted for a client of another user
-    /// ([`crate::sys::uring::restrict_for_client`]). The kernel drops the
-    /// ring's references to those pages; I/O in flight there completes
-    /// first. A ring whose process dropped its table gets empty slots.
+    /// Empties slots `range` of `ring`, a ring handed to another process
+    /// ([`Blank::take_out`]).
     pub(crate) fn take_out(&self, ring: &io_uring::IoUring, range: Range<u16>) -> Result<()> {
-        let blank = match self.blank.get() {
-            Some(b) => b,
-            None => {
-                let (b, _) = uring::setup(&Setup::plain(1))?;
-                crate::sys::uring::register_sparse(&b, u32::from(self.capacity))
-                    .map_err(|e| Error::os("register the blank table", e))?;
-                self.blank.get_or_init(|| b)
-            }
-        };
-        let (at, n) = (u32::from(range.start), u32::from(range.end - range.start));
-        uring::clone_into(ring, blank.fd(), u32::from(self.capacity), CloneRange::range(at, at, n).replace())
+        self.blank.take_out(ring, range)
+    }
+
+    /// What the rings that follow the table need of it.
+    pub(crate) fn origin(&self) -> Origin<'_> {
+        Origin { fd: self.fd(), source_len: u32::from(self.source_len()), memory: &self.memory, blank: &self.blank }
     }
 
     /// How many handed rings the last growth reached.
