@@ -142,13 +142,14 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("give the socket {} to group {gid}", a.socket.display()))?;
     }
     eprintln!(
-        "ringpool serve: {} of {} pages in {} segments, registered once; socket {} (mode {:o}); pid {}",
+        "ringpool serve: {} of {} pages in {} segments, registered once; socket {} (mode {:o}); pid {}{}",
         Bytes(mem.len()),
         mem.page_kind(),
         table.len(),
         a.socket.display(),
         a.mode,
-        std::process::id()
+        std::process::id(),
+        if a.isolate { "; clients isolated (each reaches only its own lease segments)" } else { "" }
     );
     wait_for_signals(a, &broker, &broker_opts)?;
     drain(broker, a.drain)
