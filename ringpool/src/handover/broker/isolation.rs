@@ -6,18 +6,25 @@
 //! the old pages, never the new ones). When lease segments come back, the
 //! broker takes their slots out of every ring it handed with them.
 //!
+//! Fresh memory is made on a thread of its own (faulting a segment in
+//! takes milliseconds to a second): the request waits, with its segments
+//! reserved, while the broker serves the others; the serving thread then
+//! puts the memory in the segments' slots and hands the ring over.
+//!
 //! The unit is the user: processes of one user can reach each other's
 //! memory through the kernel anyway (ptrace), so a segment passes between
 //! them as it is.
 
 use std::ops::Range;
+use std::os::fd::OwnedFd;
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Weak};
 
 use super::super::isolated::IsolatedRing;
-use super::super::HandedRing;
 use super::Server;
 use crate::error::{Error, Result};
 use crate::memory::SegmentReservation;
+use crate::sys;
 use crate::sys::mmap::Mapping;
 use crate::sys::uring::Iov;
 use crate::table::BufferTable;
@@ -31,7 +38,20 @@ struct Fresh {
     pool: Weak<Mapping>,
 }
 
-#[derive(Default)]
+/// A request waiting for fresh memory.
+pub(super) struct Pending {
+    pub(super) entries: u32,
+    pub(super) reservation: SegmentReservation,
+}
+
+/// Fresh memory made for a client's request, off the serving thread.
+struct Made {
+    client: u64,
+    /// The segments, and the pool's mapping of each when it was asked for.
+    segments: Vec<(u16, Weak<Mapping>)>,
+    maps: Result<Vec<Arc<Mapping>>>,
+}
+
 pub(super) struct Isolation {
     /// Per table slot: its fresh memory (none: the pool's own, which no
     /// client has seen).
@@ -41,33 +61,59 @@ pub(super) struct Isolation {
     /// Shrinks that failed, at the last look (a failed shrink may put the
     /// pool's own memory back into slots).
     failed_shrinks: u64,
+    made_tx: Sender<Made>,
+    made_rx: Receiver<Made>,
+    /// The serving thread's wake-up (signalled when memory is made).
+    wake: Arc<OwnedFd>,
 }
 
 impl Isolation {
-    /// Gives segments `range` fresh memory unless user `uid` had it last.
-    fn prepare(&mut self, table: &BufferTable, range: Range<u16>, uid: u32) -> Result<()> {
+    pub(super) fn new(wake: Arc<OwnedFd>) -> Isolation {
+        let (made_tx, made_rx) = channel();
+        Isolation { fresh: Vec::new(), rings: Vec::new(), failed_shrinks: 0, made_tx, made_rx, wake }
+    }
+
+    /// The segments of `range` that need fresh memory before user `uid`
+    /// gets them (another user had them, or no one did), with the pool's
+    /// mapping of each.
+    fn stale(&self, table: &BufferTable, range: Range<u16>, uid: u32) -> Result<Vec<(u16, Weak<Mapping>)>> {
+        let mut stale = Vec::new();
+        for i in range {
+            let pool = table.memory().segment_backing(i)?;
+            let fresh = self.fresh.get(usize::from(i)).and_then(Option::as_ref);
+            if !fresh.is_some_and(|f| f.uid == uid && Weak::ptr_eq(&f.pool, &pool)) {
+                stale.push((i, pool));
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Puts fresh memory `maps` for user `uid` in the slots of `segments`.
+    fn install(
+        &mut self,
+        table: &BufferTable,
+        uid: u32,
+        segments: Vec<(u16, Weak<Mapping>)>,
+        maps: Vec<Arc<Mapping>>,
+    ) -> Result<()> {
         // Not beside a shrink (which takes slots out).
         let _growing = table.memory().growth_lock();
-        for i in range {
+        for ((i, pool), map) in segments.into_iter().zip(maps) {
+            // Reserved since it was asked for: still the same segment.
+            if !Weak::ptr_eq(&pool, &table.memory().segment_backing(i)?) {
+                return Err(Error::Lost(format!("segment {i} changed while its fresh memory was made")));
+            }
+            table.template.replace_slot(i, &Iov::new(&map, 0, map.len()))?;
             let slot = usize::from(i);
             if self.fresh.len() <= slot {
                 self.fresh.resize_with(slot + 1, || None);
             }
-            let pool = table.memory().segment_backing(i)?;
-            if self.fresh[slot].as_ref().is_some_and(|f| f.uid == uid && Weak::ptr_eq(&f.pool, &pool)) {
-                continue;
-            }
-            let started = std::time::Instant::now();
-            let map = table.memory().fresh_segment(i)?;
-            table.template.replace_slot(i, &Iov::new(&map, 0, map.len()))?;
             // What the slot held before: the pool's pages, no longer
             // reachable here, go back to the system; fresh memory of the
             // user before is unmapped here (its pages go once that user's
             // processes let go of them).
-            if self.fresh[slot]
-                .replace(Fresh { uid, map, pool: pool.clone() })
-                .is_none_or(|f| !Weak::ptr_eq(&f.pool, &pool))
-            {
+            let before = self.fresh[slot].replace(Fresh { uid, map, pool: pool.clone() });
+            if before.is_none_or(|f| !Weak::ptr_eq(&f.pool, &pool)) {
                 if let Err(e) = table.memory().punch_segment(i) {
                     tracing::warn!(
                         segment = i,
@@ -75,7 +121,6 @@ impl Isolation {
                     );
                 }
             }
-            tracing::debug!(segment = i, uid, took = ?started.elapsed(), "isolation: fresh memory for a segment");
         }
         Ok(())
     }
@@ -117,13 +162,74 @@ impl Isolation {
 impl Server {
     /// A ring for client `i` that reaches only its process's lease
     /// segments (`reservation`, new, and those its other connections
-    /// hold), the new ones given fresh memory if another user had them.
-    pub(super) fn handover_isolated(
+    /// hold). When the new ones need fresh memory, it is made on a thread
+    /// of its own and the ring handed over once it is in place
+    /// ([`Server::install_made`]); the request waits with its segments
+    /// reserved.
+    pub(super) fn hand_over_isolated(
         &mut self,
         i: usize,
         entries: u32,
         reservation: Option<SegmentReservation>,
-    ) -> Result<(HandedRing, Option<IsolatedRing>)> {
+    ) -> Result<()> {
+        let held = self.held();
+        let failed = self.counters.shrink_timeouts.load(std::sync::atomic::Ordering::Relaxed);
+        let entries_now = self.table.template.entries();
+        let uid = self.clients[i].uid;
+        let Some(iso) = self.isolation.as_mut() else { return Err(Error::Lost("no isolation state".into())) };
+        iso.after_shrink(entries_now, failed, &held);
+        let stale = match &reservation {
+            Some(r) => iso.stale(&self.table, r.segments(), uid)?,
+            None => Vec::new(),
+        };
+        let (tx, wake) = (iso.made_tx.clone(), iso.wake.clone());
+        let r = match reservation {
+            Some(r) if !stale.is_empty() => r,
+            reservation => return self.finish_isolated(i, entries, reservation),
+        };
+        let (client, memory) = (self.clients[i].id, self.table.memory().clone());
+        let make = move || {
+            let started = std::time::Instant::now();
+            let maps = stale.iter().map(|&(seg, _)| memory.fresh_segment(seg)).collect();
+            tracing::debug!(segments = stale.len(), took = ?started.elapsed(), "isolation: fresh memory made");
+            // A broker gone meanwhile drops it.
+            if tx.send(Made { client, segments: stale, maps }).is_ok() {
+                sys::os::eventfd_signal(std::os::fd::AsFd::as_fd(&*wake));
+            }
+        };
+        std::thread::Builder::new()
+            .name("ringpool-fresh".into())
+            .spawn(make)
+            .map_err(|e| Error::os("spawn a thread for fresh memory", e))?;
+        self.clients[i].pending = Some(Pending { entries, reservation: r });
+        Ok(())
+    }
+
+    /// Puts the fresh memory made since in place and hands the rings that
+    /// waited for it over (or tells their clients why not).
+    pub(super) fn install_made(&mut self) {
+        loop {
+            let Some(Ok(made)) = self.isolation.as_ref().map(|iso| iso.made_rx.try_recv()) else { return };
+            // A client gone meanwhile: its memory is dropped here.
+            let Some(i) = self.clients.iter().position(|c| c.id == made.client) else { continue };
+            let Some(p) = self.clients[i].pending.take() else { continue };
+            let uid = self.clients[i].uid;
+            let installed = match (made.maps, self.isolation.as_mut()) {
+                (Ok(maps), Some(iso)) => iso.install(&self.table, uid, made.segments, maps),
+                (Err(e), _) => Err(e),
+                (_, None) => Err(Error::Lost("no isolation state".into())),
+            };
+            let done = installed.and_then(|()| self.finish_isolated(i, p.entries, Some(p.reservation)));
+            if let Err(e) = done {
+                let c = &self.clients[i];
+                self.refuse(&c.stream, c.pid, &e.to_string());
+            }
+        }
+    }
+
+    /// Sets up client `i`'s ring over its process's segments (whose
+    /// memory is in place) and hands it over.
+    fn finish_isolated(&mut self, i: usize, entries: u32, reservation: Option<SegmentReservation>) -> Result<()> {
         let (pid, uid) = (self.clients[i].pid, self.clients[i].uid);
         let mut ranges: Vec<Range<u16>> = self
             .clients
@@ -140,20 +246,12 @@ impl Server {
                 "at least one: this broker isolates its clients, whose rings reach only their own lease segments",
             ));
         }
-        let held: Vec<Range<u16>> =
-            self.clients.iter().filter_map(|c| c.reservation.as_ref().map(SegmentReservation::segments)).collect();
-        let failed = self.counters.shrink_timeouts.load(std::sync::atomic::Ordering::Relaxed);
-        let entries_now = self.table.template.entries();
-        let Some(iso) = self.isolation.as_mut() else { return Err(Error::Lost("no isolation state".into())) };
-        iso.after_shrink(entries_now, failed, &held);
-        if let Some(r) = &reservation {
-            iso.prepare(&self.table, r.segments(), uid)?;
-        }
+        let Some(iso) = self.isolation.as_ref() else { return Err(Error::Lost("no isolation state".into())) };
         let present = iso.present(&ranges)?;
-        let restrict = uid != crate::sys::socket::euid();
+        let restrict = uid != sys::socket::euid();
         let (handed, ring) = self.table.handover_isolated(entries, &ranges, &present, reservation, restrict)?;
         tracing::trace!(pid, ranges = ?ring.ranges(), "isolated ring");
-        Ok((handed, Some(ring)))
+        self.deliver(i, handed, Some(ring))
     }
 
     /// Keeps the ring handed to an isolated client, to take its slots out

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod deliver;
 mod isolation;
 mod segments;
 
@@ -88,9 +89,15 @@ struct Sent {
 }
 
 struct Client {
+    /// The broker's name for it (its index in the list changes).
+    id: u64,
     stream: UnixStream,
     /// The lease segments this connection holds.
     reservation: Option<SegmentReservation>,
+    /// A request waiting for fresh memory made off the serving thread
+    /// (a broker that isolates its clients), and the segments reserved
+    /// for it.
+    pending: Option<isolation::Pending>,
     /// Rings sent and not yet acknowledged: their fds stay open here until
     /// the client has duplicated them (pidfd_getfd).
     sent: Vec<Sent>,
@@ -151,7 +158,8 @@ impl RingBroker {
             counters: counters.clone(),
             idle: super::idle_shrink::IdleShrink::new(table.template.entries()),
             stopped_holders: Vec::new(),
-            isolation: opts.isolate.then(isolation::Isolation::default),
+            isolation: opts.isolate.then(|| isolation::Isolation::new(wake.clone())),
+            next_id: 0,
         };
         let thread = match std::thread::Builder::new().name("ringpool-broker".into()).spawn(move || server.run()) {
             Ok(t) => t,
@@ -309,6 +317,8 @@ struct Server {
     stopped_holders: Vec<sys::holder::Holder>,
     /// With [`BrokerOptions::isolate`]: the clients' fresh memory and rings.
     isolation: Option<isolation::Isolation>,
+    /// The last client's id.
+    next_id: u64,
 }
 
 impl Drop for Server {
@@ -364,6 +374,7 @@ impl Server {
             if ready[0] {
                 sys::os::eventfd_drain(self.wake.as_fd());
                 self.apply_quotas();
+                self.install_made();
             }
             let first_client = if self.listener.is_some() { 2 } else { 1 };
             // Clients first (indices stay valid), from the back.
@@ -440,8 +451,7 @@ impl Server {
         if !self.idle.due() {
             return;
         }
-        let held: Vec<Range<u16>> =
-            self.clients.iter().filter_map(|c| c.reservation.as_ref().map(SegmentReservation::segments)).collect();
+        let held = self.held();
         self.idle.look(&self.table, &held, idle, &self.counters.shrinks, &self.counters.shrink_timeouts);
         if let Some(iso) = self.isolation.as_mut() {
             let failed = self.counters.shrink_timeouts.load(Ordering::Relaxed);
@@ -504,8 +514,21 @@ impl Server {
                 tracing::warn!("ring broker: {e}");
                 continue;
             }
-            self.clients.push(Client { stream, reservation: None, sent: Vec::new(), pid, uid, gid, rings: 0 });
+            self.next_id += 1;
+            let id = self.next_id;
+            let c = Client { id, stream, reservation: None, pending: None, sent: Vec::new(), pid, uid, gid, rings: 0 };
+            self.clients.push(c);
         }
+    }
+
+    /// The lease segments the clients hold, or that are reserved for a
+    /// request of theirs in progress.
+    fn held(&self) -> Vec<Range<u16>> {
+        let of = |c: &Client| {
+            let pending = c.pending.as_ref().map(|p| p.reservation.segments());
+            c.reservation.as_ref().map(SegmentReservation::segments).into_iter().chain(pending)
+        };
+        self.clients.iter().flat_map(of).collect()
     }
 
     /// Answers what client `i` sent; `false`: drop the connection.
@@ -568,6 +591,9 @@ impl Server {
         if q.leases > self.opts.max_leases {
             return Err(Error::invalid("lease segments", q.leases, format!("at most {}", self.opts.max_leases)));
         }
+        if self.clients[i].pending.is_some() {
+            return Err(Error::invalid("request", "a second one", "one at a time: the last one is still being served"));
+        }
         // Quotas count every connection of the client's process.
         let pid = self.clients[i].pid;
         let of_pid = self.clients.iter().filter(|c| c.pid == pid);
@@ -579,8 +605,10 @@ impl Server {
                 format!("at most {} per client process", self.opts.max_rings_per_client),
             ));
         }
-        let held: u32 =
-            of_pid.filter_map(|c| c.reservation.as_ref()).map(|r| u32::from(r.segments().len() as u16)).sum();
+        let held: u32 = of_pid
+            .flat_map(|c| c.reservation.as_ref().into_iter().chain(c.pending.as_ref().map(|p| &p.reservation)))
+            .map(|r| u32::from(r.segments().len() as u16))
+            .sum();
         if held + u32::from(q.leases) > u32::from(self.opts.max_leases) {
             return Err(Error::invalid(
                 "lease segments",
@@ -600,53 +628,12 @@ impl Server {
         if let Some(r) = &reservation {
             self.idle.reserved(r.segments().end);
         }
-        let (mut handed, isolated) = if self.isolation.is_some() {
-            self.handover_isolated(i, q.entries, reservation)?
-        } else {
-            let restrict = self.clients[i].uid != sys::socket::euid();
-            (self.table.handover_reserved(q.entries, reservation, self.opts.follow_growth, restrict)?, None)
-        };
-        let c = &self.clients[i];
-        let other_user = c.uid != sys::socket::euid();
-        let holder = match &self.opts.holder {
-            Some(h) if other_user || self.opts.hold_every_ring => {
-                // As the client's user when it is not the broker's (root's).
-                let creds = other_user.then_some((c.uid, c.gid));
-                let started = std::time::Instant::now();
-                let child = sys::holder::spawn_holder(&h.program, &h.args, handed.fd.as_fd(), creds).map_err(|e| {
-                    Error::Io { op: "start the ring holder", path: Some(h.program.clone()), offset: None, source: e }
-                })?;
-                tracing::trace!(took = ?started.elapsed(), holder = child.id(), "ring holder started");
-                handed.msg.holder = child.id();
-                match child.pidfd().try_clone_to_owned() {
-                    Ok(pidfd) => handed.holder_pidfd = Some(pidfd),
-                    Err(e) => {
-                        self.stop_holder(Some(child));
-                        return Err(Error::os("duplicate the ring holder's pidfd", e));
-                    }
-                }
-                Some(child)
-            }
-            _ => None,
-        };
-        if let Err(e) = handed.send(&c.stream) {
-            self.stop_holder(holder);
-            return Err(e);
+        if self.isolation.is_some() {
+            // Maybe later: fresh memory is made off this thread.
+            return self.hand_over_isolated(i, q.entries, reservation);
         }
-        let c = &mut self.clients[i];
-        // The client holds the growth channel now: the owner's copy of its
-        // end would keep it open after the client is gone.
-        drop(handed.growth.take());
-        tracing::debug!(pid = c.pid, entries = q.entries, leases = ?handed.leases(), "broker handed a ring over");
-        // The connection holds the lease segments; the ring's fd and the
-        // memfds sent are closed here.
-        c.reservation = handed.reservation.take().map(|(r, _token)| r);
-        c.sent.push(Sent { _ring: handed, holder });
-        c.rings += 1;
-        if let Some(ring) = isolated {
-            self.keep_isolated(ring);
-        }
-        self.counters.served.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        let restrict = self.clients[i].uid != sys::socket::euid();
+        let handed = self.table.handover_reserved(q.entries, reservation, self.opts.follow_growth, restrict)?;
+        self.deliver(i, handed, None)
     }
 }
