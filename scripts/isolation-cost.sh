@@ -11,6 +11,10 @@
 # after the other; the segment they get is the same one each time. Prints
 # the attachment's median and max (µs, the probe's own clock) and, from
 # the daemon's log, the time it took to give the segment fresh memory.
+# Mode isolated-beside: a client that needs fresh memory (users
+# alternating on segment 0) and, 20 ms later, one of the user whose memory
+# segment 1 already has: the second one's attachment, while the first
+# one's fresh memory is made.
 # With PAGE 2m it reserves 2 MiB huge pages for two pools' worth and gives
 # them back at exit.
 set -euo pipefail
@@ -37,7 +41,7 @@ if [ "$PAGE" = 2m ]; then
   echo $(( HP_BEFORE + 4 * MIB / 2 )) > $HP
 fi
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] " (max " a[NR] ")"}'; }
-for mode in shared isolated-two-users isolated-one-user; do
+for mode in shared isolated-two-users isolated-one-user isolated-beside; do
   flags=()
   [ "$mode" != shared ] && flags=(--isolate)
   RINGPOOL_LOG=ringpool=debug "$B" serve --pool $((2 * MIB))M --segment-size "$SEG" --page "$PAGE" \
@@ -45,6 +49,28 @@ for mode in shared isolated-two-users isolated-one-user; do
   DAEMON=$!
   for _ in $(seq 600); do [ -S "$D/s" ] && break; sleep 0.1; done
   : > "$D/attach"
+  probe() {  # user, fill, hold ms
+    setpriv --reuid "$1" --regid "$1" --clear-groups "$B" bench service-probe --socket "$D/s" \
+      --file "$D/probe-$1-$2" --fill "$2" --hold-ms "$3" | awk '/^A /{print $2}'
+  }
+  if [ "$mode" = isolated-beside ]; then
+    # Both segments get memory of 65534 first.
+    probe 65534 1 300 >/dev/null &
+    first=$!
+    probe 65534 2 300 >/dev/null
+    wait $first
+    for k in $(seq "$ROUNDS"); do
+      probe $((65533 + (k + 1) % 2)) 3 0 >> "$D/first" &
+      first=$!
+      sleep 0.02
+      probe 65534 4 0 >> "$D/attach"
+      wait $first
+    done
+    kill "$DAEMON"; wait "$DAEMON" 2>/dev/null || true; DAEMON=
+    rm -f "$D/s"
+    echo "$SEG $PAGE $mode: the second client's attach µs median $(median < "$D/attach"); the first's $(median < "$D/first")"
+    continue
+  fi
   for k in $(seq "$ROUNDS"); do
     u=65534
     [ "$mode" = isolated-two-users ] && u=$((65533 + k % 2))
