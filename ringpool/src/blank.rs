@@ -26,18 +26,23 @@ impl Blank {
         Blank { slots, ring: OnceLock::new() }
     }
 
+    /// Makes the blank ring now (a table over a shared pool, whose rings
+    /// go to other processes, will need it: its descriptor is then part of
+    /// the owner's baseline rather than appearing at the first shrink).
+    pub(crate) fn make(&self) -> Result<&Uring> {
+        if let Some(b) = self.ring.get() {
+            return Ok(b);
+        }
+        let (b, _) = uring::setup(&Setup::plain(1))?;
+        crate::sys::uring::register_sparse(&b, u32::from(self.slots))
+            .map_err(|e| Error::os("register the blank table", e))?;
+        Ok(self.ring.get_or_init(|| b))
+    }
+
     /// Empties slots `range` of `ring` (a ring whose process dropped its
     /// table gets empty slots).
     pub(crate) fn take_out(&self, ring: &io_uring::IoUring, range: Range<u16>) -> Result<()> {
-        let blank = match self.ring.get() {
-            Some(b) => b,
-            None => {
-                let (b, _) = uring::setup(&Setup::plain(1))?;
-                crate::sys::uring::register_sparse(&b, u32::from(self.slots))
-                    .map_err(|e| Error::os("register the blank table", e))?;
-                self.ring.get_or_init(|| b)
-            }
-        };
+        let blank = self.make()?;
         let (at, n) = (u32::from(range.start), u32::from(range.end - range.start));
         uring::clone_into(ring, blank.fd(), u32::from(self.slots), CloneRange::range(at, at, n).replace())
     }

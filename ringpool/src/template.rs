@@ -90,6 +90,12 @@ impl Template {
             unfollowed: Default::default(),
             blank: Blank::new(capacity),
         };
+        if path == TablePath::Cloned && memory.is_shared() {
+            // Its rings may go to other processes, and be emptied from it.
+            if let Err(e) = t.blank.make() {
+                tracing::debug!("the blank table waits for its first use: {e}");
+            }
+        }
         Ok((t, took))
     }
 
