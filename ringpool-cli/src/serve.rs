@@ -130,6 +130,12 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
         // Before anything of the pool exists here.
         RingBroker::make_undumpable()?;
     }
+    if !(a.allow_uid.is_empty() && a.allow_gid.is_empty()) && !a.isolate {
+        eprintln!(
+            "ringpool serve: warning: clients of the allowed users and of this one can read and write each \
+             other's segments; --isolate keeps them apart"
+        );
+    }
     let mut broker_opts = options(a, pool)?;
     if let Some(path) = &a.quotas {
         broker_opts = read_quotas(path, &broker_opts, a.segment_size)?;
