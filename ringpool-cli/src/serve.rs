@@ -130,7 +130,8 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
         // Before anything of the pool exists here.
         RingBroker::make_undumpable()?;
     }
-    if !(a.allow_uid.is_empty() && a.allow_gid.is_empty()) && !a.isolate {
+    let other_users = !(a.allow_uid.is_empty() && a.allow_gid.is_empty());
+    if other_users && !a.isolate {
         eprintln!(
             "ringpool serve: warning: clients of the allowed users and of this one can read and write each \
              other's segments; --isolate keeps them apart"

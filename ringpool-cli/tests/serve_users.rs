@@ -426,3 +426,81 @@ fn isolated_clients_reach_neither_each_others_slots_nor_memory() {
         drop(daemon);
     }
 }
+
+/// As user `uid` (0: root, the daemon's), speaks the broker's protocol by
+/// hand (python3): asks for a ring, pulls it (from its holder, or from the
+/// daemon), and before doing anything else tries to put 1 MiB of its own
+/// memory in slot 0 (`IORING_REGISTER_BUFFERS_UPDATE`), then to enable it.
+/// Returns the two results (what the kernel returned, or minus the errno).
+fn raw_client_as(uid: u32, sock: &Path) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import ctypes, errno, json, mmap, os, socket, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+SYS_pidfd_open, SYS_pidfd_getfd, SYS_io_uring_register = 434, 438, 427
+def sys_call(*args):
+    r = libc.syscall(*[ctypes.c_long(a) for a in args])
+    return r if r >= 0 else -ctypes.get_errno()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(b"RPQ1" + struct.pack("<HIH", 3, 32, 0))
+msg, fds, _, _ = socket.recv_fds(s, 1 << 16, 64)
+if msg.startswith(b"RPE1"):
+    sys.exit("refused: " + msg[4:].decode())
+total = struct.unpack("<I", msg[6:10])[0]
+while len(msg) < total:
+    msg += s.recv(total - len(msg))
+ring_fd, flags, holder = struct.unpack("<iII", msg[-12:])
+if holder:
+    pidfd = fds[-1]
+else:
+    pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+    pidfd = sys_call(SYS_pidfd_open, pid, 0)
+deadline = time.time() + 5
+while True:
+    ring = sys_call(SYS_pidfd_getfd, pidfd, ring_fd, 0)
+    if ring >= 0 or ring != -errno.EPERM or time.time() > deadline:
+        break
+    time.sleep(0.01)
+if ring < 0:
+    sys.exit(f"pidfd_getfd: {ring}")
+buf = mmap.mmap(-1, 1 << 20)
+addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+iov = struct.pack("<QQ", addr, 1 << 20)
+iov_buf = ctypes.create_string_buffer(iov)
+upd = struct.pack("<IIQQII", 0, 0, ctypes.addressof(iov_buf), 0, 1, 0)
+upd_buf = ctypes.create_string_buffer(upd)
+update = sys_call(SYS_io_uring_register, ring, 16, ctypes.addressof(upd_buf), len(upd))
+enable = sys_call(SYS_io_uring_register, ring, 12, 0, 0)
+print(json.dumps({"enable": enable, "update": update, "enabled_flag": bool(flags & 2)}))
+"#;
+    let mut cmd = Command::new("python3");
+    if uid != 0 {
+        as_user(&mut cmd, uid);
+    }
+    let out = cmd.args(["-c", SCRIPT]).arg(sock).output().expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_ring_for_another_user_arrives_enabled_and_restricted() {
+    if !can_switch_users() {
+        return;
+    }
+    let dir = shared_dir(NOBODY);
+    let sock = dir.path().join("pool.sock");
+    let _daemon = serve(&["--mode", "666", "--allow-uid", &NOBODY.to_string()], &sock, None);
+    // Another user's ring: enabled by the daemon after it was restricted,
+    // so the client never holds it unrestricted; registering memory of its
+    // own on it is refused.
+    let nobody = raw_client_as(NOBODY, &sock);
+    assert_eq!(nobody["enabled_flag"], true, "{nobody}");
+    assert_eq!(nobody["enable"], -libc::EBADFD, "{nobody}");
+    assert_eq!(nobody["update"], -libc::EACCES, "{nobody}");
+    // The control: a ring of the daemon's user is neither.
+    let root = raw_client_as(0, &sock);
+    assert_eq!(root["enabled_flag"], false, "{root}");
+    assert_eq!(root["enable"], 0, "{root}");
+    assert_eq!(root["update"], 1, "{root}");
+}

@@ -53,9 +53,11 @@ pub(crate) struct Template {
     /// without `follow_growth`): this process cannot take slots out of
     /// them, so a shared pool with any does not shrink.
     pub(crate) unfollowed: std::sync::atomic::AtomicU32,
-    /// An empty table of `capacity` slots: what [`Template::take_out`]
-    /// clones from.
+    /// An empty table: what [`Template::take_out`] clones from.
     blank: Blank,
+    /// Shrinks called off that put the pool's own memory back into slots
+    /// (a broker that gave segments fresh memory forgets it).
+    pub(crate) restored: std::sync::atomic::AtomicU64,
 }
 
 impl Template {
@@ -88,7 +90,8 @@ impl Template {
             followers: Default::default(),
             reached: Default::default(),
             unfollowed: Default::default(),
-            blank: Blank::new(capacity),
+            blank: Blank::new(),
+            restored: Default::default(),
         };
         if path == TablePath::Cloned && memory.is_shared() {
             // Its rings may go to other processes, and be emptied from it.
@@ -127,6 +130,7 @@ impl Template {
                 // so that the template is as before (the shrink is called off),
                 // and give the followers their slots back from it.
                 let iovs = self.memory.iovs(range.start, range.end);
+                self.restored.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 if let Err(e2) = uring::update("register", &self.ring, range.start, &iovs) {
                     tracing::error!("a failed shrink could not restore template slots {range:?}: {e2}");
                 } else if revoked > 0 {
@@ -191,6 +195,12 @@ impl Template {
     /// ([`Blank::take_out`]).
     pub(crate) fn take_out(&self, ring: &io_uring::IoUring, range: Range<u16>) -> Result<()> {
         self.blank.take_out(ring, range)
+    }
+
+    /// Makes `ring`'s table hold slots `ranges` of the template and
+    /// nothing else, in one step ([`Blank::rebuild`]).
+    pub(crate) fn rebuild(&self, ring: &io_uring::IoUring, ranges: &[Range<u16>]) -> Result<()> {
+        self.blank.rebuild(ring, self.fd(), u32::from(self.source_len()), ranges)
     }
 
     /// What the rings that follow the table need of it.

@@ -525,6 +525,26 @@ fn an_isolating_broker_hands_an_io_pool_only_its_own_segments() {
     // is refused: ringpool-cli/tests/serve_users.rs).
     let more = RingBroker::request(&sock, 32, 0).unwrap();
     assert!(more.segment_addr(8).is_some() && more.segment_addr(3).is_none(), "{more:?}");
-    drop((more, ring, pool));
+    let mut more = more.enable_with(&fixed()).unwrap();
+    let view = more.memory().unwrap().clone();
+    let region_write = |ring: &mut ringpool::Ring, seg: u64| {
+        // SAFETY: nothing else uses these bytes of the pool meanwhile.
+        let b = unsafe { view.region(seg * SEG, K4) }.unwrap();
+        ring.run(ringpool::Op::write(&file, 0, b)).into_one().0
+    };
+    assert_eq!(region_write(&mut more, 0).unwrap(), K4);
+    assert_eq!(region_write(&mut more, 8).unwrap(), K4);
+    // The growth's segment goes back when its connection closes: the
+    // broker takes it out of every ring that has it, the one that also
+    // holds segments 0..2 included (its table rebuilt in one step), which
+    // keeps those.
+    drop((ring, m));
+    let t = Instant::now();
+    while region_write(&mut more, 8).is_ok() {
+        assert!(t.elapsed() < Duration::from_secs(5), "segment 8 still reachable");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(region_write(&mut more, 0).unwrap(), K4);
+    drop((more, pool));
     drop(broker);
 }

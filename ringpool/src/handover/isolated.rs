@@ -27,13 +27,23 @@ pub(crate) struct IsolatedRing {
 
 impl IsolatedRing {
     /// Takes slots `range` out of the ring if it holds them (the segments
-    /// went back; [`Template::take_out`](crate::template::Template::take_out)):
-    /// fixed I/O there is EFAULT from now on, and the kernel drops its
-    /// reference to their pages. Returns whether the ring holds no slot
-    /// any more (the owner may close it).
+    /// went back): fixed I/O there is EFAULT from now on, and the kernel
+    /// drops its reference to their pages. Its process may have cloned its
+    /// slots elsewhere in its table (clones are allowed on a restricted
+    /// ring): a ring left with no range loses its whole table (unregister),
+    /// one with ranges left gets a table of just those in one step
+    /// ([`Template::rebuild`](crate::template::Template::rebuild)). Returns
+    /// whether the ring holds no slot any more (the owner may close it).
     pub(crate) fn revoke(&mut self, table: &BufferTable, range: &Range<u16>) -> bool {
-        if let Some(i) = self.ranges.iter().position(|r| r == range) {
-            let r = self.ranges.remove(i);
+        let Some(i) = self.ranges.iter().position(|r| r == range) else { return self.ranges.is_empty() };
+        let r = self.ranges.remove(i);
+        let done = if self.ranges.is_empty() {
+            uring::unregister(&self.ring, true)
+        } else {
+            table.template.rebuild(&self.ring, &self.ranges)
+        };
+        if let Err(e) = done {
+            tracing::warn!("could not take the whole table out of a client's ring ({e}); taking out slots {r:?}");
             if let Err(e) = table.template.take_out(&self.ring, r.clone()) {
                 tracing::warn!("could not take slots {r:?} out of a client's ring: {e}");
             }
@@ -90,7 +100,7 @@ impl BufferTable {
         }
         drop(growing);
         if restrict {
-            sys::uring::restrict_for_client(&ring).map_err(|e| Error::os("restrict a client's ring", e))?;
+            super::restrict_and_enable(&ring)?;
         }
         let params = sys::handoff::params_bytes(&ring);
         sys::handoff::remember_layout(&ring);
@@ -107,7 +117,16 @@ impl BufferTable {
         tracing::debug!(owner, ?ranges, ?leases, "ring set up for an isolated client");
         let handed = HandedRing {
             fd,
-            msg: wire::Message { params, layout, leases, owner, ring_fd: -1, follows_growth: false, holder: 0 },
+            msg: wire::Message {
+                params,
+                layout,
+                leases,
+                owner,
+                ring_fd: -1,
+                follows_growth: false,
+                holder: 0,
+                enabled: restrict,
+            },
             memfds,
             ids: None,
             token,

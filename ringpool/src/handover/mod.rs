@@ -232,18 +232,15 @@ impl BufferTable {
         let (layout, memfds) = t.memory.layout(t.entries())?;
         // A ring that follows growth is cloned into by this process after
         // another one enabled it: the kernel allows that only for a ring
-        // that is not SINGLE_ISSUER (KERNEL.md), hence no DEFER_TASKRUN.
-        let setup = Setup {
-            single_issuer: !follow_growth,
-            defer_taskrun: !follow_growth,
-            disabled: true,
-            ..Setup::plain(entries)
-        };
+        // that is not SINGLE_ISSUER (KERNEL.md), hence no DEFER_TASKRUN. A
+        // restricted ring is enabled here (below): not SINGLE_ISSUER either.
+        let plain = follow_growth || restrict;
+        let setup = Setup { single_issuer: !plain, defer_taskrun: !plain, disabled: true, ..Setup::plain(entries) };
         let (ring, _) = uring::setup(&setup)?;
         // A disabled ring accepts the clone (measured on 6.18).
         uring::clone_into(&ring, t.fd(), u32::from(t.source_len()), CloneRange::all())?;
         if restrict {
-            sys::uring::restrict_for_client(&ring).map_err(|e| Error::os("restrict a client's ring", e))?;
+            restrict_and_enable(&ring)?;
         }
         let params = sys::handoff::params_bytes(&ring);
         // A forked child then rebuilds the ring without setting one up to
@@ -274,7 +271,16 @@ impl BufferTable {
         tracing::debug!(owner, ?leases, segments = layout.segs.len(), "ring set up for another process");
         Ok(HandedRing {
             fd,
-            msg: wire::Message { params, layout, leases, owner, ring_fd: -1, follows_growth: follow_growth, holder: 0 },
+            msg: wire::Message {
+                params,
+                layout,
+                leases,
+                owner,
+                ring_fd: -1,
+                follows_growth: follow_growth,
+                holder: 0,
+                enabled: restrict,
+            },
             memfds,
             ids: None,
             token,
@@ -414,7 +420,9 @@ impl HandedRing {
             .map_err(|e| Error::BadHandover { reason: format!("the ring's fd and parameters: {e}") })?;
         // Charged to the process that set it up.
         let io = sys::uring::Uring::new(io, 0);
-        uring::enable(&io)?;
+        if !self.msg.enabled {
+            uring::enable(&io)?;
+        }
         if let Some(channel) = self.growth.take() {
             memory.follow_growth(channel)?;
         }
@@ -580,6 +588,16 @@ impl HandedRing {
         let token = if msg.leases.is_empty() { None } else { fds.pop() };
         Ok((fds, token, growth, holder))
     }
+}
+
+/// Restricts a disabled ring set up for a client of another user
+/// ([`sys::uring::restrict_for_client`]) and enables it: a restriction is
+/// in force only once the ring is enabled, and the client must never hold
+/// the ring unrestricted. Such a ring is not SINGLE_ISSUER (its issuer
+/// would be this process).
+pub(crate) fn restrict_and_enable(ring: &io_uring::IoUring) -> Result<()> {
+    sys::uring::restrict_for_client(ring).map_err(|e| Error::os("restrict a client's ring", e))?;
+    uring::enable(ring)
 }
 
 /// Checks a handover message as [`HandedRing::receive`] does, without its

@@ -10,7 +10,9 @@
 //! | lease_start u16 | lease_end u16 | owner u32 | ring_fd i32 | flags u32
 //! | holder u32
 //! ```
-//! `flags` bit 0: the ring follows the pool's growth. The descriptors
+//! `flags` bit 0: the ring follows the pool's growth; bit 1: the sender
+//! enabled the ring already (it restricted the ring, and a restriction is
+//! in force only once the ring is enabled). The descriptors
 //! travel in the same message: one memfd per mapping, in order, then the
 //! lease token (a pipe's write end) when the lease range is not empty, then
 //! the growth channel (a SOCK_SEQPACKET socket) when the ring follows growth. The ring's own fd cannot travel (Linux refuses io_uring fds
@@ -34,6 +36,8 @@ const MAGIC: &[u8; 4] = b"RPH1";
 const VERSION: u16 = 3;
 /// `flags` bit: the ring follows the pool's growth (a channel follows).
 const FOLLOWS_GROWTH: u32 = 1;
+/// `flags` bit: the ring is enabled already.
+const ENABLED: u32 = 2;
 /// Largest message accepted: 16384 segments of 28 bytes, and the rest.
 pub(crate) const MAX_MESSAGE: usize = 16384 * 28 + 64 * 8 + 4096;
 
@@ -54,6 +58,9 @@ pub(crate) struct Message {
     /// The process that holds the ring's fd for the receiver to duplicate
     /// (0: the sender).
     pub holder: u32,
+    /// The sender enabled the ring (a restricted one): the receiver does
+    /// not.
+    pub enabled: bool,
 }
 
 impl Message {
@@ -82,7 +89,8 @@ pub(crate) fn encode(m: &Message) -> Vec<u8> {
     v.extend_from_slice(&m.leases.end.to_le_bytes());
     v.extend_from_slice(&m.owner.to_le_bytes());
     v.extend_from_slice(&m.ring_fd.to_le_bytes());
-    v.extend_from_slice(&(if m.follows_growth { FOLLOWS_GROWTH } else { 0 }).to_le_bytes());
+    let flags = if m.follows_growth { FOLLOWS_GROWTH } else { 0 } | if m.enabled { ENABLED } else { 0 };
+    v.extend_from_slice(&flags.to_le_bytes());
     v.extend_from_slice(&m.holder.to_le_bytes());
     // At most MAX_MESSAGE bytes (Layout::check bounds the counts).
     let total = v.len() as u32;
@@ -126,7 +134,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<Message, String> {
     let owner = r.u32("owner")?;
     let ring_fd = r.u32("ring fd")? as i32;
     let flags = r.u32("flags")?;
-    if flags & !FOLLOWS_GROWTH != 0 {
+    if flags & !(FOLLOWS_GROWTH | ENABLED) != 0 {
         return Err(format!("unknown flags {flags:#x}"));
     }
     let holder = r.u32("holder")?;
@@ -137,7 +145,8 @@ pub(crate) fn decode(b: &[u8]) -> Result<Message, String> {
     if leases.start > leases.end || usize::from(leases.end) > layout.segs.len() {
         return Err(format!("lease segments {leases:?} of a pool of {} segments", layout.segs.len()));
     }
-    Ok(Message { params, layout, leases, owner, ring_fd, follows_growth: flags & FOLLOWS_GROWTH != 0, holder })
+    let (follows_growth, enabled) = (flags & FOLLOWS_GROWTH != 0, flags & ENABLED != 0);
+    Ok(Message { params, layout, leases, owner, ring_fd, follows_growth, holder, enabled })
 }
 
 /// What a process asks a ring broker for: `"RPQ1" | version u16 | entries
@@ -274,6 +283,7 @@ mod tests {
             ring_fd: 7,
             follows_growth: false,
             holder: 0,
+            enabled: false,
         }
     }
 
@@ -287,8 +297,10 @@ mod tests {
         assert_eq!(m.fds(), 3, "and the growth channel");
         let mut b = encode(&m);
         let n = b.len();
-        b[n - 8] = 2;
+        b[n - 8] = 4;
         assert!(decode(&b).unwrap_err().contains("unknown flags"));
+        let m = Message { enabled: true, ..message() };
+        assert_eq!(decode(&encode(&m)).unwrap(), m, "a ring the sender enabled says so");
         let m = Message { holder: 31337, ..message() };
         assert_eq!(decode(&encode(&m)).unwrap(), m, "the holder's pid travels");
         assert_eq!(m.fds(), 3, "and the holder's pidfd");

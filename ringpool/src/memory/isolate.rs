@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 use crate::sys::mmap::Mapping;
 use crate::types::PageKind;
 
+/// The most segments a client kept apart may reach: a memfd each, in one
+/// message with the token, the holder's pidfd and a growth channel.
+pub(crate) const MAX_ISOLATED_SEGMENTS: usize = crate::sys::socket::MAX_FDS - 4;
+
 impl IoMemory {
     /// New memory for segment `index` (its length, the pool's page kind
     /// and alignment) in a memfd of its own, faulted in: zeroed pages no
@@ -81,7 +85,7 @@ impl IoMemory {
         if !self.inner.shared {
             return Err(Error::NotShared);
         }
-        let most = crate::sys::socket::MAX_FDS - 4;
+        let most = MAX_ISOLATED_SEGMENTS;
         if present.is_empty() || present.len() > most {
             return Err(Error::invalid(
                 "segments of an isolated client",

@@ -14,6 +14,7 @@ mod codec;
 mod follow;
 mod grow;
 mod isolate;
+pub(crate) use isolate::MAX_ISOLATED_SEGMENTS;
 mod leasing;
 mod pages;
 mod prefault;

@@ -49,9 +49,12 @@ impl Server {
         // end would keep it open after the client is gone.
         drop(handed.growth.take());
         tracing::debug!(pid = c.pid, leases = ?handed.leases(), "broker handed a ring over");
-        // The connection holds the lease segments; the ring's fd and the
-        // memfds sent are closed here.
-        c.reservation = handed.reservation.take().map(|(r, _token)| r);
+        // The connection holds the lease segments (a ring without keeps
+        // those it holds); the ring's fd and the memfds sent are closed
+        // here.
+        if let Some((r, _token)) = handed.reservation.take() {
+            c.reservation = Some(r);
+        }
         c.sent.push(Sent { _ring: handed, holder });
         c.rings += 1;
         if let Some(ring) = isolated {

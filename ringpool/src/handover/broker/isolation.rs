@@ -58,9 +58,9 @@ pub(super) struct Isolation {
     fresh: Vec<Option<Fresh>>,
     /// Rings handed to clients, with the slots they hold.
     rings: Vec<IsolatedRing>,
-    /// Shrinks that failed, at the last look (a failed shrink may put the
-    /// pool's own memory back into slots).
-    failed_shrinks: u64,
+    /// The template's count of shrinks called off that put the pool's own
+    /// memory back into slots, at the last look.
+    restored: u64,
     made_tx: Sender<Made>,
     made_rx: Receiver<Made>,
     /// The serving thread's wake-up (signalled when memory is made).
@@ -70,7 +70,7 @@ pub(super) struct Isolation {
 impl Isolation {
     pub(super) fn new(wake: Arc<OwnedFd>) -> Isolation {
         let (made_tx, made_rx) = channel();
-        Isolation { fresh: Vec::new(), rings: Vec::new(), failed_shrinks: 0, made_tx, made_rx, wake }
+        Isolation { fresh: Vec::new(), rings: Vec::new(), restored: 0, made_tx, made_rx, wake }
     }
 
     /// The segments of `range` that need fresh memory before user `uid`
@@ -108,12 +108,16 @@ impl Isolation {
             if self.fresh.len() <= slot {
                 self.fresh.resize_with(slot + 1, || None);
             }
-            // What the slot held before: the pool's pages, no longer
-            // reachable here, go back to the system; fresh memory of the
-            // user before is unmapped here (its pages go once that user's
-            // processes let go of them).
+            // What the slot held before goes back to the system: the pool's
+            // pages, or the fresh memory of the user before (punched: that
+            // user's processes that still map it find zeros, charged to
+            // them).
             let before = self.fresh[slot].replace(Fresh { uid, map, pool: pool.clone() });
-            if before.is_none_or(|f| !Weak::ptr_eq(&f.pool, &pool)) {
+            let pool_pages = before.as_ref().is_none_or(|f| !Weak::ptr_eq(&f.pool, &pool));
+            if let Some(f) = before {
+                discard(f);
+            }
+            if pool_pages {
                 if let Err(e) = table.memory().punch_segment(i) {
                     tracing::warn!(
                         segment = i,
@@ -125,14 +129,14 @@ impl Isolation {
         Ok(())
     }
 
-    /// The memory of segments `ranges` (all prepared).
-    fn present(&self, ranges: &[Range<u16>]) -> Result<Vec<(u16, Arc<Mapping>)>> {
+    /// The memory of segments `ranges` (all prepared for user `uid`).
+    fn present(&self, ranges: &[Range<u16>], uid: u32) -> Result<Vec<(u16, Arc<Mapping>)>> {
         ranges
             .iter()
             .flat_map(|r| r.clone())
             .map(|i| match self.fresh.get(usize::from(i)) {
-                Some(Some(f)) => Ok((i, f.map.clone())),
-                _ => Err(Error::Lost(format!("segment {i} has no fresh memory for its client"))),
+                Some(Some(f)) if f.uid == uid => Ok((i, f.map.clone())),
+                _ => Err(Error::Lost(format!("segment {i} has no fresh memory for its client's user"))),
             })
             .collect()
     }
@@ -143,19 +147,33 @@ impl Isolation {
         self.rings.retain_mut(|r| !r.revoke(table, range));
     }
 
-    /// After the idle shrink's look: slots past the pool's end are gone
-    /// (their fresh memory too); after a failed shrink, the segments no
-    /// client holds get fresh memory again when next leased.
-    pub(super) fn after_shrink(&mut self, entries: u16, failed: u64, held: &[Range<u16>]) {
-        self.fresh.truncate(usize::from(entries));
-        if failed != self.failed_shrinks {
-            self.failed_shrinks = failed;
+    /// After a shrink: slots past the pool's end are gone (their fresh
+    /// memory too); after a shrink called off that put the pool's own
+    /// memory back into slots (the template's `restored` count moved), the
+    /// segments no client holds get fresh memory again when next leased.
+    pub(super) fn after_shrink(&mut self, entries: u16, restored: u64, held: &[Range<u16>]) {
+        let past = usize::from(entries).min(self.fresh.len());
+        for f in self.fresh.drain(past..).flatten() {
+            discard(f);
+        }
+        if restored != self.restored {
+            self.restored = restored;
             for (i, f) in self.fresh.iter_mut().enumerate() {
                 if !held.iter().any(|r| r.contains(&(i as u16))) {
-                    *f = None;
+                    if let Some(f) = f.take() {
+                        discard(f);
+                    }
                 }
             }
         }
+    }
+}
+
+/// Fresh memory no slot holds any more: punched (whoever still maps it
+/// finds zeros), then unmapped here.
+fn discard(f: Fresh) {
+    if let Err(e) = f.map.punch(0, f.map.len()) {
+        tracing::warn!("isolation: fresh memory given back stays with its user's processes: {e}");
     }
 }
 
@@ -173,11 +191,11 @@ impl Server {
         reservation: Option<SegmentReservation>,
     ) -> Result<()> {
         let held = self.held();
-        let failed = self.counters.shrink_timeouts.load(std::sync::atomic::Ordering::Relaxed);
+        let restored = self.table.template.restored.load(std::sync::atomic::Ordering::Acquire);
         let entries_now = self.table.template.entries();
         let uid = self.clients[i].uid;
         let Some(iso) = self.isolation.as_mut() else { return Err(Error::Lost("no isolation state".into())) };
-        iso.after_shrink(entries_now, failed, &held);
+        iso.after_shrink(entries_now, restored, &held);
         let stale = match &reservation {
             Some(r) => iso.stale(&self.table, r.segments(), uid)?,
             None => Vec::new(),
@@ -230,11 +248,13 @@ impl Server {
     /// Sets up client `i`'s ring over its process's segments (whose
     /// memory is in place) and hands it over.
     fn finish_isolated(&mut self, i: usize, entries: u32, reservation: Option<SegmentReservation>) -> Result<()> {
-        let (pid, uid) = (self.clients[i].pid, self.clients[i].uid);
+        let (id, pid, uid) = (self.clients[i].id, self.clients[i].pid, self.clients[i].uid);
+        // Its process's connections: the same pid and user (a pid of 0, a
+        // peer in a pid namespace this one cannot see, names nobody).
         let mut ranges: Vec<Range<u16>> = self
             .clients
             .iter()
-            .filter(|c| c.pid == pid)
+            .filter(|c| c.id == id || (pid != 0 && c.pid == pid && c.uid == uid))
             .filter_map(|c| c.reservation.as_ref().map(SegmentReservation::segments))
             .chain(reservation.as_ref().map(SegmentReservation::segments))
             .collect();
@@ -247,7 +267,7 @@ impl Server {
             ));
         }
         let Some(iso) = self.isolation.as_ref() else { return Err(Error::Lost("no isolation state".into())) };
-        let present = iso.present(&ranges)?;
+        let present = iso.present(&ranges, uid)?;
         let restrict = uid != sys::socket::euid();
         let (handed, ring) = self.table.handover_isolated(entries, &ranges, &present, reservation, restrict)?;
         tracing::trace!(pid, ranges = ?ring.ranges(), "isolated ring");

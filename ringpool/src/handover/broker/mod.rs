@@ -454,8 +454,8 @@ impl Server {
         let held = self.held();
         self.idle.look(&self.table, &held, idle, &self.counters.shrinks, &self.counters.shrink_timeouts);
         if let Some(iso) = self.isolation.as_mut() {
-            let failed = self.counters.shrink_timeouts.load(Ordering::Relaxed);
-            iso.after_shrink(self.table.template.entries(), failed, &held);
+            let restored = self.table.template.restored.load(Ordering::Acquire);
+            iso.after_shrink(self.table.template.entries(), restored, &held);
         }
     }
 
@@ -609,6 +609,15 @@ impl Server {
             .flat_map(|c| c.reservation.as_ref().into_iter().chain(c.pending.as_ref().map(|p| &p.reservation)))
             .map(|r| u32::from(r.segments().len() as u16))
             .sum();
+        let most = crate::memory::MAX_ISOLATED_SEGMENTS as u32;
+        if self.isolation.is_some() && held + u32::from(q.leases) > most {
+            // Before any fresh memory is made for them.
+            return Err(Error::invalid(
+                "lease segments",
+                held + u32::from(q.leases),
+                format!("at most {most} per client process of a broker that isolates its clients (a memfd each)"),
+            ));
+        }
         if held + u32::from(q.leases) > u32::from(self.opts.max_leases) {
             return Err(Error::invalid(
                 "lease segments",
