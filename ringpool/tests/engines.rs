@@ -52,7 +52,12 @@ fn a_device_without_nowait_gets_the_inline_engine_and_the_waiter_runs_it() {
         assert!(b[..] == common::pattern(8192, 5)[..]);
     }
     let st = pool.stats();
-    assert_eq!(st.helped_ops, 10, "{st:?}");
+    // A worker may take a request between its submission and the wait
+    // (a race the pool allows: then the worker runs it inline); the
+    // callers run the rest.
+    let by_workers: u64 = st.per_worker.iter().map(|w| w.ops).sum();
+    assert_eq!(st.helped_ops + by_workers, 10, "{st:?}");
+    assert!(st.helped_ops >= 8, "the waiting callers ran only {} of 10: {st:?}", st.helped_ops);
     assert_eq!((st.completed, st.failed), (10, 0));
     assert_eq!(st.files.len(), 1);
     assert_eq!(st.files[0].engine, EngineKind::Inline);
