@@ -139,12 +139,11 @@ fn probe_as(uid: u32, pid: u32) -> i32 {
     }
 }
 
-/// As user `uid`, asks the daemon at `sock` for a ring and, without taking
-/// it, looks at the holder the daemon started for it (python3: the
-/// handover message's last field is the holder's pid).
-fn inspect_holder_as(uid: u32, sock: &Path) -> serde_json::Value {
-    const SCRIPT: &str = r#"
-import json, os, socket, struct, sys, time
+/// Python that asks the ring broker at `sys.argv[1]` for a ring of 32
+/// entries without lease segments and receives the handover message
+/// (`msg`, all of it) and its descriptors (`fds`), as the clients the
+/// tests write by hand do (they `exec` it, passed as `sys.argv[2]`).
+const PY_ASK_FOR_A_RING: &str = r#"
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sys.argv[1])
 s.sendall(b"RPQ1" + struct.pack("<HIH", 3, 32, 0))
@@ -154,6 +153,15 @@ if msg.startswith(b"RPE1"):
 total = struct.unpack("<I", msg[6:10])[0]
 while len(msg) < total:
     msg += s.recv(total - len(msg))
+"#;
+
+/// As user `uid`, asks the daemon at `sock` for a ring and, without taking
+/// it, looks at the holder the daemon started for it (python3: the
+/// handover message's last field is the holder's pid).
+fn inspect_holder_as(uid: u32, sock: &Path) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import json, os, socket, struct, sys, time
+exec(sys.argv[2])
 holder = struct.unpack("<I", msg[-4:])[0]
 deadline = time.time() + 5
 while True:
@@ -179,6 +187,7 @@ print(json.dumps({"holder": holder, "fds": fds, "uid": field("Uid:"), "gid": fie
     let out = as_user(&mut Command::new("python3"), uid)
         .args(["-c", SCRIPT])
         .arg(sock)
+        .arg(PY_ASK_FOR_A_RING)
         .output()
         .expect("python3 (the README's test command needs it too)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -441,15 +450,7 @@ SYS_pidfd_open, SYS_pidfd_getfd, SYS_io_uring_register = 434, 438, 427
 def sys_call(*args):
     r = libc.syscall(*[ctypes.c_long(a) for a in args])
     return r if r >= 0 else -ctypes.get_errno()
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(sys.argv[1])
-s.sendall(b"RPQ1" + struct.pack("<HIH", 3, 32, 0))
-msg, fds, _, _ = socket.recv_fds(s, 1 << 16, 64)
-if msg.startswith(b"RPE1"):
-    sys.exit("refused: " + msg[4:].decode())
-total = struct.unpack("<I", msg[6:10])[0]
-while len(msg) < total:
-    msg += s.recv(total - len(msg))
+exec(sys.argv[2])
 ring_fd, flags, holder = struct.unpack("<iII", msg[-12:])
 if holder:
     pidfd = fds[-1]
@@ -478,7 +479,7 @@ print(json.dumps({"enable": enable, "update": update, "enabled_flag": bool(flags
     if uid != 0 {
         as_user(&mut cmd, uid);
     }
-    let out = cmd.args(["-c", SCRIPT]).arg(sock).output().expect("python3");
+    let out = cmd.args(["-c", SCRIPT]).arg(sock).arg(PY_ASK_FOR_A_RING).output().expect("python3");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -432,6 +432,26 @@ fn the_broker_refuses_another_user_and_a_malformed_request_and_keeps_serving() {
     assert_eq!((st.refused, st.served), (3, 1), "{st:?}");
 }
 
+/// 16 writes of 64 KiB through `pool` at once, then each block read back
+/// and compared.
+fn write_and_verify_16_blocks(pool: &IoPool, file: &ringpool::DirectFile) {
+    let handles: Vec<_> = (0..16u64)
+        .map(|i| {
+            let b: IoBuf = common::filled(pool.memory(), 64 * K4, i);
+            pool.write_at(file, i * 64 * K4 as u64, b)
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.wait().result.unwrap(), 64 * K4);
+    }
+    for i in 0..16u64 {
+        let (r, b) =
+            pool.read_at(file, i * 64 * K4 as u64, pool.memory().try_alloc(64 * K4).unwrap()).wait().into_one();
+        assert_eq!(r.unwrap(), 64 * K4);
+        assert!(b[..] == common::pattern(64 * K4, i)[..], "block {i}");
+    }
+}
+
 #[test]
 fn an_io_pool_gets_its_workers_rings_from_a_broker() {
     if !common::require_clone("an_io_pool_gets_its_workers_rings_from_a_broker") {
@@ -447,21 +467,7 @@ fn an_io_pool_gets_its_workers_rings_from_a_broker() {
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "brokered");
     file.set_len(8 * MIB).unwrap();
-    let handles: Vec<_> = (0..16u64)
-        .map(|i| {
-            let b: IoBuf = common::filled(pool.memory(), 64 * K4, i);
-            pool.write_at(&file, i * 64 * K4 as u64, b)
-        })
-        .collect();
-    for h in handles {
-        assert_eq!(h.wait().result.unwrap(), 64 * K4);
-    }
-    for i in 0..16u64 {
-        let (r, b) =
-            pool.read_at(&file, i * 64 * K4 as u64, pool.memory().try_alloc(64 * K4).unwrap()).wait().into_one();
-        assert_eq!(r.unwrap(), 64 * K4);
-        assert!(b[..] == common::pattern(64 * K4, i)[..], "block {i}");
-    }
+    write_and_verify_16_blocks(&pool, &file);
     assert!(broker.stats().served >= 2, "{:?}", broker.stats());
     // Growing is the owner's business.
     assert!(pool.grow(SEG).is_err());
@@ -485,18 +491,7 @@ fn an_isolating_broker_hands_an_io_pool_only_its_own_segments() {
     let dir = common::disk_dir();
     let file = common::direct_file(dir.path(), "isolated");
     file.set_len(8 * MIB).unwrap();
-    let handles: Vec<_> = (0..16u64)
-        .map(|i| pool.write_at(&file, i * 64 * K4 as u64, common::filled(pool.memory(), 64 * K4, i)))
-        .collect();
-    for h in handles {
-        assert_eq!(h.wait().result.unwrap(), 64 * K4);
-    }
-    for i in 0..16u64 {
-        let (r, b) =
-            pool.read_at(&file, i * 64 * K4 as u64, pool.memory().try_alloc(64 * K4).unwrap()).wait().into_one();
-        assert_eq!(r.unwrap(), 64 * K4);
-        assert!(b[..] == common::pattern(64 * K4, i)[..], "block {i}");
-    }
+    write_and_verify_16_blocks(&pool, &file);
     // The other segments are not there for this process (a prefault of
     // the view passes over them).
     pool.memory().prefault(|_| {}).unwrap();

@@ -9,13 +9,13 @@ use std::ops::Range;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use super::{wire, HandedRing};
+use super::HandedRing;
 use crate::error::{Error, Result};
 use crate::memory::SegmentReservation;
 use crate::sys;
 use crate::sys::mmap::Mapping;
 use crate::table::BufferTable;
-use crate::types::{CloneRange, TablePath};
+use crate::types::CloneRange;
 use crate::uring::{self, Setup};
 
 /// The owner's handle on a ring handed to an isolated client, and the
@@ -74,15 +74,7 @@ impl BufferTable {
         restrict: bool,
     ) -> Result<(HandedRing, IsolatedRing)> {
         let t = &self.template;
-        t.home.check()?;
-        crate::ring::check_depth(entries)?;
-        if t.path != TablePath::Cloned {
-            return Err(Error::invalid(
-                "handover",
-                t.path,
-                "the table must be shared by clone (Sharing::Auto or Clone on Linux 6.12+)",
-            ));
-        }
+        self.check_handover(entries)?;
         if ranges.is_empty() || ranges.iter().any(|r| r.is_empty() || r.end > t.entries()) {
             return Err(Error::invalid("segments of an isolated client", format!("{ranges:?}"), "within the table"));
         }
@@ -105,36 +97,8 @@ impl BufferTable {
         let params = sys::handoff::params_bytes(&ring);
         sys::handoff::remember_layout(&ring);
         let fd = ring.as_fd().try_clone_to_owned().map_err(|e| Error::os("dup ring fd", e))?;
-        let leases = reservation.as_ref().map_or(0..0, SegmentReservation::segments);
-        let (token, reservation) = match reservation {
-            Some(r) => {
-                let (read_end, write_end) = sys::socket::pipe().map_err(|e| Error::os("lease token pipe", e))?;
-                (Some(write_end), Some((r, read_end)))
-            }
-            None => (None, None),
-        };
-        let owner = sys::pid::current_pid();
-        tracing::debug!(owner, ?ranges, ?leases, "ring set up for an isolated client");
-        let handed = HandedRing {
-            fd,
-            msg: wire::Message {
-                params,
-                layout,
-                leases,
-                owner,
-                ring_fd: -1,
-                follows_growth: false,
-                holder: 0,
-                enabled: restrict,
-            },
-            memfds,
-            ids: None,
-            token,
-            reservation,
-            conn: None,
-            growth: None,
-            holder_pidfd: None,
-        };
+        tracing::debug!(?ranges, "ring set up for an isolated client");
+        let handed = HandedRing::assemble(fd, params, layout, memfds, reservation, None, restrict)?;
         Ok((handed, IsolatedRing { ring, ranges: ranges.to_vec() }))
     }
 }

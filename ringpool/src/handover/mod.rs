@@ -217,15 +217,7 @@ impl BufferTable {
         restrict: bool,
     ) -> Result<HandedRing> {
         let t = &self.template;
-        t.home.check()?;
-        crate::ring::check_depth(entries)?;
-        if t.path != TablePath::Cloned {
-            return Err(Error::invalid(
-                "handover",
-                t.path,
-                "the table must be shared by clone (Sharing::Auto or Clone on Linux 6.12+)",
-            ));
-        }
+        self.check_handover(entries)?;
         // No growth or shrink between the clone below and the follower's
         // joining the list: it would miss the one or keep slots of the other.
         let growing = t.memory.growth_lock();
@@ -259,6 +251,42 @@ impl BufferTable {
             None
         };
         drop(growing);
+        tracing::debug!(segments = layout.segs.len(), "ring set up for another process");
+        HandedRing::assemble(fd, params, layout, memfds, reservation, growth, restrict)
+    }
+
+    /// What every handover checks first: this process's table, a depth the
+    /// kernel takes, and a table shared by clone.
+    pub(crate) fn check_handover(&self, entries: u32) -> Result<()> {
+        let t = &self.template;
+        t.home.check()?;
+        crate::ring::check_depth(entries)?;
+        if t.path != TablePath::Cloned {
+            return Err(Error::invalid(
+                "handover",
+                t.path,
+                "the table must be shared by clone (Sharing::Auto or Clone on Linux 6.12+)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl HandedRing {
+    /// A handed ring of the ring `fd` (its parameters `params`), the pool
+    /// as `layout` and `memfds` show it, and the lease segments
+    /// `reservation` (a lease token travels with them); `growth`: the
+    /// channel of a ring that follows growth; `enabled`: this process
+    /// enabled the ring (a restricted one).
+    pub(crate) fn assemble(
+        fd: OwnedFd,
+        params: Vec<u8>,
+        layout: crate::memory::Layout,
+        memfds: Vec<OwnedFd>,
+        reservation: Option<SegmentReservation>,
+        growth: Option<OwnedFd>,
+        enabled: bool,
+    ) -> Result<HandedRing> {
         let leases = reservation.as_ref().map_or(0..0, SegmentReservation::segments);
         let (token, reservation) = match reservation {
             Some(r) => {
@@ -267,32 +295,12 @@ impl BufferTable {
             }
             None => (None, None),
         };
-        let owner = crate::sys::pid::current_pid();
-        tracing::debug!(owner, ?leases, segments = layout.segs.len(), "ring set up for another process");
-        Ok(HandedRing {
-            fd,
-            msg: wire::Message {
-                params,
-                layout,
-                leases,
-                owner,
-                ring_fd: -1,
-                follows_growth: follow_growth,
-                holder: 0,
-                enabled: restrict,
-            },
-            memfds,
-            ids: None,
-            token,
-            reservation,
-            conn: None,
-            growth,
-            holder_pidfd: None,
-        })
+        let owner = sys::pid::current_pid();
+        let follows_growth = growth.is_some();
+        let msg = wire::Message { params, layout, leases, owner, ring_fd: -1, follows_growth, holder: 0, enabled };
+        Ok(HandedRing { fd, msg, memfds, ids: None, token, reservation, conn: None, growth, holder_pidfd: None })
     }
-}
 
-impl HandedRing {
     /// A copy for a process to take across `fork` (moved into the child's
     /// code, which enables it): the descriptors duplicated (the lease token
     /// too), no reservation. Of all copies, the one enabled first drives the
